@@ -1,0 +1,329 @@
+"""The composition root: settings, a backend chosen by URL, the task registry; it builds
+workers and job handles. Nothing here is global: two apps live side by side in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, ParamSpec, TypeVar, overload
+
+from conveyor.backends import Backend, open_backend
+from conveyor.backends.memory import MemoryBackend
+from conveyor.config import Settings
+from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
+from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
+from conveyor.registry import Registry
+from conveyor.schedule import PeriodicSpec, make_schedule
+from conveyor.serialization import decode_call, encode_call, get_serializer
+from conveyor.task import CallOptions, Signature, Task, TaskOptions, task_options
+from conveyor.worker.worker import Worker, WorkerSettings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """``App(url)``: the embedded default is ``CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        namespace: str | None = None,
+        eager: bool = False,
+        serializer: str | None = None,
+        token: str | None = None,
+        max_crashes: int | None = None,
+    ) -> None:
+        self.settings = Settings.load(
+            url=url,
+            namespace=namespace,
+            eager=eager,
+            serializer=serializer,
+            token=token,
+            max_crashes=max_crashes,
+        )
+        self.registry = Registry()
+        self.serializer = get_serializer(self.settings.serializer)
+        self._ids = IdGenerator()
+        self._backend: Backend | None = None
+        self._backend_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, opened on first use (eager apps keep their jobs in memory)."""
+        if self._backend is None:
+            with self._backend_lock:
+                if self._backend is None:
+                    if self.settings.eager:
+                        self._backend = MemoryBackend(namespace=self.settings.namespace)
+                    else:
+                        self._backend = open_backend(
+                            self.settings.url, namespace=self.settings.namespace
+                        )
+        return self._backend
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    # -- declaring tasks -------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(self, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(self, fn: Callable[P, R] | None = None, /, **options: Any) -> Any:
+        """Register a function (sync or ``async def``) as a task; see API.md for options."""
+
+        def register(f: Callable[P, R]) -> Task[P, R]:
+            name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
+            opts = task_options(name, {k: v for k, v in options.items() if k != "name"})
+            t: Task[P, R] = Task(f, opts, self)
+            self.registry.add(t)
+            return t
+
+        return register if fn is None else register(fn)
+
+    def periodic(
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        misfire_grace: float | None = None,
+        overlap: bool = True,
+        **options: Any,
+    ) -> Any:
+        """Register a task that is enqueued on a schedule, once per due time cluster-wide."""
+        schedule = make_schedule(cron=cron, every=every, tz=tz)
+
+        def register(f: Callable[P, R]) -> Task[P, R]:
+            t: Task[P, R] = self.task(**options)(f)
+            self.registry.add_periodic(PeriodicSpec(t.name, schedule, misfire_grace, overlap))
+            return t
+
+        return register if fn is None else register(fn)
+
+    # -- enqueueing (the Dispatcher the tasks call) ----------------------------------------
+
+    def _options(self, task: str) -> TaskOptions:
+        return self.registry.get(task).options if task in self.registry else TaskOptions(task)
+
+    def make_record(
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        call: CallOptions,
+        *,
+        now: float | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> JobRecord:
+        """A new job's record; unserialisable arguments raise SerializationError here."""
+        opts = self._options(task)
+        now = time.time() if now is None else now
+        payload = encode_call(self.serializer, tuple(args), dict(kwargs))
+        if call.countdown is not None:
+            ready_at = now + call.countdown
+        elif isinstance(call.eta, datetime):
+            ready_at = call.eta.timestamp()
+        elif call.eta is not None:
+            ready_at = float(call.eta)
+        else:
+            ready_at = now
+        expires = call.expires if call.expires is not None else opts.expires
+        unique_key = None
+        if opts.unique:
+            unique_key = f"{task}:{hashlib.sha256(payload).hexdigest()}"
+        return JobRecord(
+            id=self._ids(),
+            task=task,
+            payload=payload,
+            queue=call.queue or opts.queue,
+            priority=opts.priority if call.priority is None else call.priority,
+            state=State.SCHEDULED if ready_at > now else State.QUEUED,
+            key=call.key,
+            unique_key=unique_key,
+            created_at=now,
+            ready_at=ready_at,
+            expires_at=None if expires is None else now + expires,
+            result_ttl=opts.result_ttl,
+            meta=meta or {},
+        )
+
+    def submit(
+        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> Job:
+        record = self.make_record(task, args, kwargs, options)
+        if self.settings.eager:
+            return self._run_eagerly(record)
+        stored = self.backend.enqueue([record])[0]
+        return Job(self, stored.id, stored.task)
+
+    async def asubmit(
+        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> Job:
+        record = self.make_record(task, args, kwargs, options)  # errors at the call site
+        if self.settings.eager:
+            return self._run_eagerly(record)
+        stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
+        return Job(self, stored.id, stored.task)
+
+    def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
+        """Enqueue many signatures, one backend round trip per batch of ``batch_size``."""
+        jobs: list[Job] = []
+        batch: list[JobRecord] = []
+        now = time.time()
+
+        def flush() -> None:
+            if self.settings.eager:
+                jobs.extend(self._run_eagerly(r) for r in batch)
+            else:
+                jobs.extend(Job(self, r.id, r.task) for r in self.backend.enqueue(batch))
+            batch.clear()
+
+        for sig in signatures:
+            batch.append(self.make_record(sig.task, sig.args, sig.kwargs, sig.options, now=now))
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+        return jobs
+
+    def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
+        """The job a periodic task's due time enqueues."""
+        return self.make_record(
+            spec.task_name, (), {}, CallOptions(), meta={"periodic": spec.task_name, "due": due}
+        )
+
+    def _run_eagerly(self, record: JobRecord) -> Job:
+        """``eager=True``: run the job here and now, retries included (without waiting)."""
+        from conveyor.worker.execute import JobExecutor
+
+        executor = JobExecutor(self.registry, self.serializer, lambda *a: None)
+        record.state, record.attempts = State.RUNNING, 0
+        while True:
+            record.attempts += 1
+            run = executor.prepare(Claim(record, record.attempts))
+            outcome = run.early or executor.call_sync(run) or Outcome.cancelled()
+            if outcome.state.is_final:
+                break
+            record.failures += 1
+            record.error = outcome.error
+        now = time.time()
+        record.state, record.result, record.error = outcome.state, outcome.result, outcome.error
+        record.started_at, record.finished_at = record.created_at, now
+        record.purge_at = now + record.result_ttl
+        stored = self.backend.enqueue([record])[0]
+        return Job(self, stored.id, stored.task)
+
+    # -- job handles (the JobClient the handles call) --------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        """A handle by id; ``.info()`` raises JobNotFound if the id is unknown."""
+        record = self.backend.get(job_id)
+        return Job(self, job_id, record.task if record else "")
+
+    def get_record(self, job_id: str) -> JobRecord | None:
+        return self.backend.get(job_id)
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        return self.backend.wait_final(job_id, timeout)
+
+    async def await_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        return await asyncio.to_thread(self.backend.wait_final, job_id, timeout)
+
+    def cancel_job(self, job_id: str) -> bool:
+        if self.backend.get(job_id) is None:
+            raise JobNotFound(job_id)
+        return self.backend.cancel(job_id, now=time.time())
+
+    def retry_job(self, job_id: str) -> bool:
+        if self.backend.get(job_id) is None:
+            raise JobNotFound(job_id)
+        return self.backend.retry(job_id, now=time.time())
+
+    def decode_result(self, record: JobRecord) -> Any:
+        return None if record.result is None else self.serializer.loads(record.result)
+
+    def job_info(self, record: JobRecord) -> JobInfo:
+        try:
+            args, kwargs = decode_call(self.serializer, record.payload)
+        except SerializationError:
+            args, kwargs = (), {}
+        try:
+            result = self.decode_result(record)
+        except SerializationError:
+            result = None
+        return JobInfo(
+            id=record.id,
+            task=record.task,
+            args=tuple(args),
+            kwargs=dict(kwargs),
+            queue=record.queue,
+            priority=record.priority,
+            state=record.state,
+            attempts=record.attempts,
+            progress=record.progress,
+            result=result,
+            error=record.error,
+            created_at=to_datetime(record.created_at) or to_datetime(0.0),  # type: ignore[arg-type]
+            eta=to_datetime(record.ready_at) if record.ready_at > record.created_at else None,
+            started_at=to_datetime(record.started_at),
+            finished_at=to_datetime(record.finished_at),
+            worker=record.worker,
+            key=record.key,
+            meta=dict(record.meta),
+        )
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def worker(
+        self,
+        queues: Iterable[str] | str | None = None,
+        concurrency: int = 8,
+        pool: str = "thread",
+        *,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: float | None = None,
+        lease_seconds: float = 30.0,
+        shutdown_timeout: float = 30.0,
+        schedule: bool = True,
+    ) -> Worker:
+        """A worker for this app: ``run()`` in the foreground, ``start()``/``stop()`` in
+        background threads, or ``with app.worker(): ...``."""
+        if self.settings.eager:
+            raise ConfigurationError("an eager app runs jobs inline; it has no workers")
+        if isinstance(queues, str):
+            queues = [q for q in queues.split(",") if q]
+        settings = WorkerSettings(
+            queues=None if queues is None else tuple(queues),
+            concurrency=concurrency,
+            pool=pool,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            lease_seconds=lease_seconds,
+            shutdown_timeout=shutdown_timeout,
+            schedule=schedule,
+            max_crashes=self.settings.max_crashes,
+        )
+        return Worker(
+            self.backend,
+            self.registry,
+            self.serializer,
+            settings,
+            make_periodic_record=self.periodic_record,
+        )

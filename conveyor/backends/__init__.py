@@ -1,0 +1,50 @@
+"""Backends, chosen by the URL's scheme from lazy import paths: importing conveyor imports no
+driver; ``redis://`` loads redis-py only when an app asks for it."""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlsplit
+
+from conveyor.backends.base import Backend
+from conveyor.errors import ConfigurationError
+
+#: scheme -> ("module:Class", the extra that provides its driver)
+SCHEMES: dict[str, tuple[str, str | None]] = {
+    "memory": ("conveyor.backends.memory:MemoryBackend", None),
+    "sqlite": ("conveyor.backends.sqlite:SQLiteBackend", None),
+    "redis": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "rediss": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "unix": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "valkey": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "postgresql": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
+    "postgres": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
+}
+
+
+def open_backend(url: str, *, namespace: str = "conveyor") -> Backend:
+    """The backend for ``url``; a clear ConfigurationError for an unknown scheme or a
+    missing driver."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ConfigurationError(
+            f"unknown backend URL scheme {scheme!r} in {url!r}; use one of {known}"
+        )
+    target, extra = SCHEMES[scheme]
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if extra is not None and not (exc.name or "").startswith("conveyor"):
+            raise ConfigurationError(
+                f"{scheme}:// needs: pip install 'conveyor[{extra}]' ({exc.name} is missing)"
+            ) from exc
+        if extra is not None:
+            raise ConfigurationError(f"the {scheme}:// backend is not available yet") from exc
+        raise
+    cls: type[Backend] = getattr(module, class_name)
+    return cls(url, namespace=namespace)
+
+
+__all__ = ["SCHEMES", "Backend", "open_backend"]

@@ -1,0 +1,345 @@
+"""The backend contract: where jobs live, and every operation the rest of conveyor needs.
+
+Each operation is atomic on its own in the store (one SQL transaction, one Lua script, one
+lock); callers never read-modify-write across calls. Times are POSIX seconds passed in by the
+caller (``now``), so tests can move the clock. The fencing ``token`` handed out by ``claim``
+guards every later write about a running job: ``heartbeat``, ``set_progress``, ``finish`` and
+``release`` do nothing for a token that is no longer current, so a worker that lost its lease
+can never overwrite the outcome chosen by the worker that took the job over.
+
+Every backend passes the one conformance suite in ``tests/backends/``.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+
+
+@dataclass(slots=True)
+class WorkerInfo:
+    """A worker as the registry shows it (``conveyor workers``, ``GET /api/workers``)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    pool: str
+    started_at: float
+    last_seen: float
+    running: list[str] = field(default_factory=list)
+    processed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """What a heartbeat learned: leases that are gone, and jobs someone asked to cancel."""
+
+    lost: frozenset[str] = frozenset()
+    cancel_requested: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    promoted: int = 0  # scheduled jobs whose time came, now queued
+    expired: int = 0  # unstarted jobs past their expires_at, now expired
+    purged: int = 0  # final jobs past their purge_at, deleted
+
+
+class DueResult(enum.StrEnum):
+    ENQUEUED = "enqueued"  # this caller recorded the due time and enqueued its job
+    DUPLICATE = "duplicate"  # the due time (or a later one) was recorded already
+    SKIPPED = "skipped"  # recorded, but not enqueued: the previous run is still active
+
+
+@dataclass(slots=True)
+class ScheduleState:
+    """What the backend remembers of a periodic task."""
+
+    name: str
+    last_due: float | None = None
+    last_job_id: str | None = None
+    last_enqueued_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredJob:
+    """A running job whose lease ran out, and where ``recover`` sent it."""
+
+    id: str
+    state: State
+
+
+class Backend(ABC):
+    """The contract. One subclass per store; ``memory.py`` is the reference implementation."""
+
+    #: the scheme(s) this backend serves, for messages
+    scheme: str = ""
+
+    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
+        self.url = url
+        self.namespace = namespace
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """Store new jobs, all in one atomic operation, and wake idle workers.
+
+        A record whose ``key`` is held by a stored job (any state, until it is purged), or
+        whose ``unique_key`` is held by a job that is scheduled, queued or running, is not
+        stored: the stored job's record takes its place in the returned list. Records within
+        one batch are deduplicated the same way (the first wins). Returns one record per input,
+        in order.
+        """
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        """Move up to ``limit`` ready jobs of ``queues`` to running, atomically.
+
+        Ready: state queued, or scheduled with ``ready_at <= now``; and not past
+        ``expires_at``. Order: priority descending, then ``ready_at``, then id. Each claimed
+        job gets ``attempts += 1``, a new ``token`` that no earlier claim of it had,
+        ``worker``, ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
+        Concurrent claims, from any process or host, never return the same job.
+        """
+
+    @abstractmethod
+    def heartbeat(
+        self,
+        worker: WorkerInfo,
+        leases: Sequence[tuple[str, int]],
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> HeartbeatResult:
+        """One round trip for the whole worker: extend each lease ``(job_id, token)`` that is
+        still current to ``now + lease_seconds``, record the worker's ``last_seen`` and
+        status, and report the leases that are gone (token changed, or job no longer
+        running) and the jobs whose cancellation was requested."""
+
+    @abstractmethod
+    def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
+        """Record progress if ``token`` is current; publishes a progress event."""
+
+    @abstractmethod
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        """End an attempt, only if the job is running under ``token``; False when fenced.
+
+        Final outcomes (succeeded, failed, cancelled) set state, result or error,
+        ``finished_at = now`` and ``purge_at = now + result_ttl``, and clear the lease.
+        A retry (outcome state scheduled or queued) sets ``ready_at`` from the outcome,
+        keeps the error as the last error, adds one to ``failures`` when
+        ``outcome.counts_failure``, and clears the lease. Wakes those waiting on the job.
+        """
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
+        """``finish`` for several jobs; backends override it to use one round trip."""
+        return [self.finish(job_id, token, outcome, now=now) for job_id, token, outcome in items]
+
+    @abstractmethod
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        """Hand a claimed job back (a worker shutting down), only if ``token`` is current.
+
+        The job returns to queued (cancelled if its cancellation was requested) and its lease
+        is cleared; when it had not ``started``, the claim's attempt is taken back.
+        """
+
+    @abstractmethod
+    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
+        """Return running jobs whose lease ran out (``lease_expires_at < now``) to the queue.
+
+        Each adds one to ``crashes`` (not to ``failures``: a lost worker does not use up a
+        retry). A job whose cancellation was requested becomes cancelled; one that reached
+        ``max_crashes`` becomes failed with error type ``WorkerLost``; any other returns to
+        queued with ``ready_at = now``. Its token is no longer current.
+        """
+
+    @abstractmethod
+    def sweep(self, *, now: float) -> SweepResult:
+        """Housekeeping: promote scheduled jobs whose ``ready_at`` passed to queued, mark
+        unstarted jobs past ``expires_at`` expired (final, with ``purge_at``), and delete final
+        jobs past ``purge_at`` (their keys become free again)."""
+
+    # -- the user's side -------------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, job_id: str) -> JobRecord | None:
+        """The stored record, or None if unknown or purged."""
+
+    @abstractmethod
+    def list_jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs newest first (id descending); ``cursor`` is the last id of the previous page."""
+
+    @abstractmethod
+    def queue_counts(self) -> dict[str, dict[State, int]]:
+        """For each queue that holds jobs, the number of jobs in each state present."""
+
+    @abstractmethod
+    def cancel(self, job_id: str, *, now: float) -> bool:
+        """Cancel: a scheduled or queued job becomes cancelled at once (final); a running job
+        gets ``cancel_requested`` and its worker stops it. False if final or unknown."""
+
+    @abstractmethod
+    def retry(self, job_id: str, *, now: float) -> bool:
+        """A failed, cancelled or expired job goes back to queued (``ready_at = now``) with
+        ``failures = crashes = 0``, no result, error, finish or purge time, and no pending
+        cancellation; ``attempts`` keeps counting. False for any other state or unknown id."""
+
+    @abstractmethod
+    def purge_queue(self, queue: str) -> int:
+        """Delete the scheduled and queued jobs of ``queue``; returns how many."""
+
+    # -- workers ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def register_worker(self, worker: WorkerInfo) -> None:
+        """Add or replace the worker in the registry."""
+
+    @abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove the worker from the registry."""
+
+    @abstractmethod
+    def list_workers(self) -> list[WorkerInfo]:
+        """Registered workers; the caller judges liveness from ``last_seen``. Workers not seen
+        for a long time (an hour) are dropped by ``sweep``."""
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    @abstractmethod
+    def record_due(
+        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
+    ) -> DueResult:
+        """Atomically claim one due time of the periodic task ``name`` and enqueue its job.
+
+        DUPLICATE when ``due`` is not later than the last recorded due time (someone else, in
+        any process, got there first). Otherwise the due time is recorded; when
+        ``skip_if_active`` and the previous job of this schedule is still scheduled, queued or
+        running, the result is SKIPPED, else ``record`` is enqueued and the result ENQUEUED.
+        """
+
+    @abstractmethod
+    def schedules(self) -> list[ScheduleState]:
+        """What is recorded of every periodic task."""
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+        """Block up to ``timeout`` seconds until jobs may have become ready in ``queues``.
+
+        Woken by a notification, not a busy poll; spurious wake-ups are allowed."""
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        """Block until the job is final, or ``timeout`` passes; return its latest record
+        (None if unknown). The default waits on ``_changed``; backends may do better."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(job_id)
+            if record is None or record.state.is_final:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return record
+            self.wait_for_change(job_id, 1.0 if remaining is None else min(remaining, 1.0))
+
+    @abstractmethod
+    def wait_for_change(self, job_id: str, timeout: float) -> None:
+        """Block up to ``timeout`` until the job may have changed (spurious wakes allowed)."""
+
+    def ping(self) -> bool:
+        """True when the store answers."""
+        try:
+            self.queue_counts()
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release connections and threads. The backend is not used afterwards."""
+        return None
+
+
+class Signal:
+    """An in-process notification: ``notify()`` wakes every ``wait()`` in this process.
+
+    A generation counter makes it race-free: a waiter that read the generation before
+    checking the store wakes even if the notification came before it started waiting.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float, since: int | None = None) -> bool:
+        """Wait until notified after generation ``since`` (default: now); True if notified."""
+        with self._cond:
+            start = self._generation if since is None else since
+            return self._cond.wait_for(lambda: self._generation != start, timeout)
+
+
+def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
+    """The effect of ``finish`` on a record, for backends that compute it in Python."""
+    record.worker = None
+    record.lease_expires_at = None
+    if outcome.state.is_final:
+        record.state = outcome.state
+        record.result = outcome.result
+        record.error = outcome.error
+        record.finished_at = now
+        record.purge_at = now + record.result_ttl
+        record.cancel_requested = False
+    else:
+        record.state = outcome.state
+        record.ready_at = now if outcome.ready_at is None else outcome.ready_at
+        record.error = outcome.error
+        if outcome.counts_failure:
+            record.failures += 1
+
+
+def worker_lost_error(crashes: int) -> dict[str, Any]:
+    return {
+        "type": "WorkerLost",
+        "message": (
+            f"the job lost its worker {crashes} times (killed, lost host or network, or a "
+            "lease that ran out); failed as a suspected poison job"
+        ),
+        "traceback": None,
+    }

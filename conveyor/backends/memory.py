@@ -1,0 +1,391 @@
+"""``memory://``: one process, no persistence; the reference implementation of the contract.
+
+One lock guards everything, so every operation is atomic. It is the store for users' own
+tests and the model the other backends are checked against (the conformance suite).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from conveyor.backends.base import (
+    Backend,
+    DueResult,
+    HeartbeatResult,
+    RecoveredJob,
+    ScheduleState,
+    Signal,
+    SweepResult,
+    WorkerInfo,
+    apply_outcome,
+    worker_lost_error,
+)
+from conveyor.job import (
+    ACTIVE_STATES,
+    WAITING_STATES,
+    Claim,
+    ErrorInfo,
+    JobRecord,
+    Outcome,
+    Progress,
+    State,
+)
+
+#: workers not seen for this long are dropped from the registry by sweep
+STALE_WORKER_SECONDS = 3600.0
+
+
+class MemoryBackend(Backend):
+    scheme = "memory"
+
+    def __init__(self, url: str = "memory://", *, namespace: str = "conveyor") -> None:
+        super().__init__(url, namespace=namespace)
+        self._lock = threading.RLock()
+        self._jobs: dict[str, JobRecord] = {}
+        self._keys: dict[str, str] = {}
+        self._unique: dict[str, str] = {}
+        self._workers: dict[str, WorkerInfo] = {}
+        self._schedules: dict[str, ScheduleState] = {}
+        self._tokens = 0
+        self._signal = Signal()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _next_token(self) -> int:
+        self._tokens += 1
+        return self._tokens
+
+    def _existing(self, record: JobRecord) -> JobRecord | None:
+        if record.key is not None and record.key in self._keys:
+            return self._jobs[self._keys[record.key]]
+        if record.unique_key is not None and record.unique_key in self._unique:
+            return self._jobs[self._unique[record.unique_key]]
+        return None
+
+    def _store(self, record: JobRecord) -> JobRecord:
+        stored = record.copy()
+        self._jobs[stored.id] = stored
+        if stored.key is not None:
+            self._keys[stored.key] = stored.id
+        if stored.unique_key is not None and stored.state in ACTIVE_STATES:
+            self._unique[stored.unique_key] = stored.id
+        return stored
+
+    def _left_active(self, record: JobRecord) -> None:
+        """Called when a job leaves scheduled/queued/running: its unique key frees."""
+        if record.unique_key is not None and self._unique.get(record.unique_key) == record.id:
+            del self._unique[record.unique_key]
+
+    def _delete(self, record: JobRecord) -> None:
+        self._left_active(record)
+        if record.key is not None and self._keys.get(record.key) == record.id:
+            del self._keys[record.key]
+        del self._jobs[record.id]
+
+    def _current(self, job_id: str, token: int) -> JobRecord | None:
+        record = self._jobs.get(job_id)
+        if record is None or record.state is not State.RUNNING or record.token != token:
+            return None
+        return record
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        with self._lock:
+            out = []
+            for record in records:
+                existing = self._existing(record)
+                out.append((existing or self._store(record)).copy())
+        self._signal.notify()
+        return out
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        wanted = set(queues)
+        with self._lock:
+            ready = [
+                r
+                for r in self._jobs.values()
+                if r.queue in wanted
+                and r.state in WAITING_STATES
+                and r.ready_at <= now
+                and (r.expires_at is None or r.expires_at > now)
+            ]
+            ready.sort(key=lambda r: (-r.priority, r.ready_at, r.id))
+            claims = []
+            for record in ready[:limit]:
+                record.state = State.RUNNING
+                record.attempts += 1
+                record.token = self._next_token()
+                record.worker = worker_id
+                record.started_at = now
+                record.lease_expires_at = now + lease_seconds
+                claims.append(Claim(record.copy(), record.token))
+            return claims
+
+    def heartbeat(
+        self,
+        worker: WorkerInfo,
+        leases: Sequence[tuple[str, int]],
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> HeartbeatResult:
+        lost, cancel = set(), set()
+        with self._lock:
+            for job_id, token in leases:
+                record = self._current(job_id, token)
+                if record is None:
+                    lost.add(job_id)
+                    continue
+                record.lease_expires_at = now + lease_seconds
+                if record.cancel_requested:
+                    cancel.add(job_id)
+            worker.last_seen = now
+            self._workers[worker.id] = replace(worker, running=list(worker.running))
+        return HeartbeatResult(frozenset(lost), frozenset(cancel))
+
+    def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
+        with self._lock:
+            record = self._current(job_id, token)
+            if record is None:
+                return False
+            record.progress = progress
+        self._signal.notify()
+        return True
+
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        with self._lock:
+            record = self._current(job_id, token)
+            if record is None:
+                return False
+            apply_outcome(record, outcome, now=now)
+            if outcome.state.is_final:
+                self._left_active(record)
+        self._signal.notify()
+        return True
+
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        with self._lock:
+            record = self._current(job_id, token)
+            if record is None:
+                return False
+            record.worker = None
+            record.lease_expires_at = None
+            record.token = self._next_token()  # the released claim's token is spent
+            if not started:
+                record.attempts -= 1
+            if record.cancel_requested:
+                apply_outcome(record, Outcome.cancelled(), now=now)
+                self._left_active(record)
+            else:
+                record.state = State.QUEUED
+        self._signal.notify()
+        return True
+
+    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
+        out = []
+        with self._lock:
+            for record in self._jobs.values():
+                if record.state is not State.RUNNING or record.lease_expires_at is None:
+                    continue
+                if record.lease_expires_at >= now:
+                    continue
+                record.crashes += 1
+                record.token = self._next_token()
+                record.worker = None
+                record.lease_expires_at = None
+                if record.cancel_requested:
+                    apply_outcome(record, Outcome.cancelled(), now=now)
+                    self._left_active(record)
+                elif record.crashes >= max_crashes:
+                    error = ErrorInfo.from_json(worker_lost_error(record.crashes))
+                    apply_outcome(record, Outcome.failed(error), now=now)
+                    self._left_active(record)
+                else:
+                    record.state = State.QUEUED
+                    record.ready_at = now
+                out.append(RecoveredJob(record.id, record.state))
+        if out:
+            self._signal.notify()
+        return out
+
+    def sweep(self, *, now: float) -> SweepResult:
+        promoted = expired = purged = 0
+        with self._lock:
+            for record in list(self._jobs.values()):
+                if (
+                    record.state in WAITING_STATES
+                    and record.expires_at is not None
+                    and record.expires_at <= now
+                ):
+                    apply_outcome(record, Outcome(State.EXPIRED), now=now)
+                    self._left_active(record)
+                    expired += 1
+                    continue
+                if record.state is State.SCHEDULED and record.ready_at <= now:
+                    record.state = State.QUEUED
+                    promoted += 1
+                elif record.purge_at is not None and record.purge_at <= now:
+                    self._delete(record)
+                    purged += 1
+            for worker_id, worker in list(self._workers.items()):
+                if worker.last_seen < now - STALE_WORKER_SECONDS:
+                    del self._workers[worker_id]
+        if promoted or expired or purged:
+            self._signal.notify()
+        return SweepResult(promoted, expired, purged)
+
+    # -- the user's side -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        with self._lock:
+            record = self._jobs.get(job_id)
+            return None if record is None else record.copy()
+
+    def list_jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[JobRecord]:
+        with self._lock:
+            rows = [
+                r
+                for r in self._jobs.values()
+                if (state is None or r.state is state)
+                and (task is None or r.task == task)
+                and (queue is None or r.queue == queue)
+                and (cursor is None or r.id < cursor)
+            ]
+            rows.sort(key=lambda r: r.id, reverse=True)
+            return [r.copy() for r in rows[:limit]]
+
+    def queue_counts(self) -> dict[str, dict[State, int]]:
+        counts: dict[str, dict[State, int]] = {}
+        with self._lock:
+            for r in self._jobs.values():
+                per_queue = counts.setdefault(r.queue, {})
+                per_queue[r.state] = per_queue.get(r.state, 0) + 1
+        return counts
+
+    def cancel(self, job_id: str, *, now: float) -> bool:
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None or record.state.is_final:
+                return False
+            if record.state is State.RUNNING:
+                record.cancel_requested = True
+            else:
+                apply_outcome(record, Outcome.cancelled(), now=now)
+                self._left_active(record)
+        self._signal.notify()
+        return True
+
+    def retry(self, job_id: str, *, now: float) -> bool:
+        with self._lock:
+            record = self._jobs.get(job_id)
+            if record is None or record.state not in (
+                State.FAILED,
+                State.CANCELLED,
+                State.EXPIRED,
+            ):
+                return False
+            if record.unique_key is not None:
+                holder = self._unique.get(record.unique_key)
+                if holder is not None and holder != record.id:
+                    return False  # another job of equal arguments is active: no twin
+                self._unique[record.unique_key] = record.id
+            record.state = State.QUEUED
+            record.ready_at = now
+            record.expires_at = None
+            record.failures = record.crashes = 0
+            record.result = None
+            record.error = None
+            record.finished_at = record.purge_at = None
+            record.cancel_requested = False
+        self._signal.notify()
+        return True
+
+    def purge_queue(self, queue: str) -> int:
+        with self._lock:
+            doomed = [
+                r for r in self._jobs.values() if r.queue == queue and r.state in WAITING_STATES
+            ]
+            for record in doomed:
+                self._delete(record)
+        return len(doomed)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerInfo) -> None:
+        with self._lock:
+            self._workers[worker.id] = replace(worker, running=list(worker.running))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        with self._lock:
+            return [replace(w, running=list(w.running)) for w in self._workers.values()]
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    def record_due(
+        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
+    ) -> DueResult:
+        with self._lock:
+            state = self._schedules.setdefault(name, ScheduleState(name))
+            if state.last_due is not None and due <= state.last_due:
+                return DueResult.DUPLICATE
+            state.last_due = due
+            if skip_if_active and state.last_job_id is not None:
+                previous = self._jobs.get(state.last_job_id)
+                if previous is not None and previous.state in ACTIVE_STATES:
+                    return DueResult.SKIPPED
+            stored = self._existing(record) or self._store(record)
+            state.last_job_id = stored.id
+            state.last_enqueued_at = now
+        self._signal.notify()
+        return DueResult.ENQUEUED
+
+    def schedules(self) -> list[ScheduleState]:
+        with self._lock:
+            return [replace(s) for s in self._schedules.values()]
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+        self._signal.wait(timeout)
+
+    def wait_for_change(self, job_id: str, timeout: float) -> None:
+        self._signal.wait(timeout)
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        # Read the generation before the record, so a finish in between still wakes us.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            since = self._signal.generation
+            record = self.get(job_id)
+            if record is None or record.state.is_final:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return record
+            self._signal.wait(1.0 if remaining is None else min(remaining, 1.0), since)

@@ -1,0 +1,7 @@
+-- ARGV: job id, token, progress JSON. Returns 1 when recorded, 0 when fenced.
+local f = redis.call('HMGET', jkey(ARGV[1]), 'state', 'token')
+if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', jkey(ARGV[1]), 'progress', ARGV[3])
+changed[1] = ARGV[1]
+notify()
+return 1

@@ -1,0 +1,29 @@
+-- ARGV: now, max_crashes, WorkerLost error JSON with 987654321 standing for the crash count,
+-- batch size. Returns id, new state pairs.
+local now = tonumber(ARGV[1])
+local max_crashes = tonumber(ARGV[2])
+local out = {}
+local lost = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. ARGV[1],
+  'LIMIT', 0, tonumber(ARGV[4]))
+for _, id in ipairs(lost) do
+  local f = redis.call('HMGET', jkey(id), 'queue', 'cancel_requested')
+  local crashes = redis.call('HINCRBY', jkey(id), 'crashes', 1)
+  local token = redis.call('INCR', P .. 'token')
+  redis.call('HSET', jkey(id), 'token', token)
+  local to
+  if f[2] == '1' then
+    to = 'cancelled'
+    finalize(id, f[1], 'running', to, now, nil, nil)
+  elseif crashes >= max_crashes then
+    to = 'failed'
+    local err = string.gsub(ARGV[3], '987654321', tostring(crashes))
+    finalize(id, f[1], 'running', to, now, nil, err)
+  else
+    to = 'queued'
+    move(id, f[1], 'running', to, {'ready_at', ARGV[1]}, {'worker', 'lease_expires_at'})
+  end
+  out[#out + 1] = id
+  out[#out + 1] = to
+end
+notify()
+return out

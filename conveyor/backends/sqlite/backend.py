@@ -1,0 +1,382 @@
+"""``sqlite:///path.db``: one file, several processes on one machine, no server.
+
+Every operation is one statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write
+lock makes it atomic across threads and processes alike. The SQL lives in ``schema.sql`` and
+``queries.sql`` beside this module. Idle waiters wake on an in-process signal, or within a
+couple of milliseconds when another process commits (``store.Wakeups``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.backends.base import (
+    Backend,
+    DueResult,
+    HeartbeatResult,
+    RecoveredJob,
+    ScheduleState,
+    SweepResult,
+    WorkerInfo,
+    worker_lost_error,
+)
+from conveyor.backends.sqlite.rows import (
+    dumps,
+    error_json,
+    from_row,
+    progress_json,
+    schedule_from_row,
+    to_row,
+    worker_from_row,
+    worker_row,
+)
+from conveyor.backends.sqlite.store import (
+    Connections,
+    Wakeups,
+    check_namespace,
+    initialise,
+    parse_url,
+    queries,
+)
+from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+
+#: workers not seen for this long are dropped from the registry by sweep
+STALE_WORKER_SECONDS = 3600.0
+#: above every job id, so that the first page of list_jobs is a range scan too
+_TOP_CURSOR = "\U0010ffff"
+
+
+class SQLiteBackend(Backend):
+    scheme = "sqlite"
+
+    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
+        super().__init__(url, namespace=check_namespace(namespace))
+        self.options = parse_url(url)
+        initialise(self.options, namespace)
+        self._sql = queries(namespace)
+        self._db = Connections(self.options)
+        self._wake = Wakeups(self._db)
+        self._local = threading.local()  # per thread: the snapshot taken by the last claim
+
+    def _notify(self, *, ready: bool) -> None:
+        if ready:
+            self._wake.ready.notify()
+        self._wake.changed.notify()
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        if not records:
+            return []
+        with self._db.write() as conn:
+            if all(r.key is None and r.unique_key is None for r in records):
+                conn.executemany(self._sql["insert"], map(to_row, records))
+                out = list(records)
+            else:
+                out = [self._insert(conn, r) for r in records]
+        self._notify(ready=True)
+        return out
+
+    def _insert(self, conn: sqlite3.Connection, record: JobRecord) -> JobRecord:
+        """Store one record, or return the stored job holding its key or unique key.
+
+        Runs inside the caller's write transaction, so the lookup after a refused insert sees
+        exactly the row that refused it, including one inserted earlier in the same batch."""
+        if record.key is None and record.unique_key is None:
+            conn.execute(self._sql["insert"], to_row(record))
+            return record
+        if conn.execute(self._sql["insert_or_skip"], to_row(record)).rowcount == 1:
+            return record
+        lookups = (("by_key", record.key), ("by_unique_key", record.unique_key))
+        for query, value in lookups:
+            if value is not None:
+                row = conn.execute(self._sql[query], (value,)).fetchone()
+                if row is not None:
+                    return from_row(row)
+        raise sqlite3.IntegrityError(f"job id {record.id!r} is already stored")
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        # Taken before reading, so that wait_for_jobs after an empty claim wakes for any
+        # commit that the read could have missed.
+        self._local.since = self._wake.snapshot(self._wake.ready)
+        if limit <= 0 or not queues:
+            return []
+        # Look without the write lock first: idle workers polling an empty queue then never
+        # queue up behind writers.
+        if not self._ready_ids(self._db.get(), queues, limit, now):
+            return []
+        with self._db.write() as conn:
+            ids = self._ready_ids(conn, queues, limit, now)
+            if not ids:
+                return []
+            params = {
+                "ids": dumps(ids),
+                "worker": worker_id,
+                "now": now,
+                "lease_expires_at": now + lease_seconds,
+            }
+            rows = conn.execute(self._sql["claim"], params).fetchall()
+        self._wake.changed.notify()
+        order = {job_id: i for i, job_id in enumerate(ids)}
+        records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        return [Claim(r, r.token) for r in records]
+
+    def _ready_ids(
+        self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, now: float
+    ) -> list[str]:
+        """The ids to claim, best first: the top of each queue's index, merged here, plus
+        scheduled jobs whose time has come (a short range of their own index)."""
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        rows: list[tuple[str, int, float]] = []
+        for queue in dict.fromkeys(queues):
+            params["queue"] = queue
+            rows += conn.execute(self._sql["ready_queued"], params).fetchall()
+        del params["queue"]
+        params["queues"] = dumps(list(queues))
+        rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
+        rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return [r[0] for r in rows[:limit]]
+
+    def heartbeat(
+        self,
+        worker: WorkerInfo,
+        leases: Sequence[tuple[str, int]],
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> HeartbeatResult:
+        lost, cancel = set(), set()
+        worker.last_seen = now
+        with self._db.write() as conn:
+            for job_id, token in leases:
+                params = {"id": job_id, "token": token, "lease_expires_at": now + lease_seconds}
+                row = conn.execute(self._sql["extend_lease"], params).fetchone()
+                if row is None:
+                    lost.add(job_id)
+                elif row[0]:
+                    cancel.add(job_id)
+            conn.execute(self._sql["put_worker"], worker_row(worker))
+        return HeartbeatResult(frozenset(lost), frozenset(cancel))
+
+    def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
+        params = {"id": job_id, "token": token, "progress": progress_json(progress)}
+        with self._db.write() as conn:
+            done = conn.execute(self._sql["set_progress"], params).rowcount == 1
+        if done:
+            self._wake.changed.notify()
+        return done
+
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        return self.finish_many([(job_id, token, outcome)], now=now)[0]
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
+        with self._db.write() as conn:
+            done = [self._finish(conn, *item, now=now) for item in items]
+        if any(done):
+            retried = any(
+                ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+            )
+            self._notify(ready=retried)
+        return done
+
+    def _finish(
+        self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
+    ) -> bool:
+        params: dict[str, Any] = {
+            "id": job_id,
+            "token": token,
+            "state": outcome.state.value,
+            "error": error_json(outcome.error),
+        }
+        if outcome.state.is_final:
+            params.update(result=outcome.result, now=now)
+            return conn.execute(self._sql["finish_final"], params).rowcount == 1
+        params["ready_at"] = now if outcome.ready_at is None else outcome.ready_at
+        params["failure"] = int(outcome.counts_failure)
+        return conn.execute(self._sql["finish_retry"], params).rowcount == 1
+
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
+        with self._db.write() as conn:
+            done = conn.execute(self._sql["release"], params).rowcount == 1
+        if done:
+            self._notify(ready=True)
+        return done
+
+    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
+        if not self._db.get().execute(self._sql["lapsed"], {"now": now}).fetchone():
+            return []
+        out = []
+        with self._db.write() as conn:
+            for job_id, crashes, cancel_requested in conn.execute(
+                self._sql["lapsed"], {"now": now}
+            ).fetchall():
+                params: dict[str, Any] = {"id": job_id, "now": now}
+                if cancel_requested:
+                    state, error = State.CANCELLED, None
+                elif crashes + 1 >= max_crashes:
+                    state, error = State.FAILED, dumps(worker_lost_error(crashes + 1))
+                else:
+                    conn.execute(self._sql["recover_requeue"], params)
+                    out.append(RecoveredJob(job_id, State.QUEUED))
+                    continue
+                params.update(state=state.value, error=error)
+                conn.execute(self._sql["recover_final"], params)
+                out.append(RecoveredJob(job_id, state))
+        if out:
+            self._notify(ready=True)
+        return out
+
+    def sweep(self, *, now: float) -> SweepResult:
+        # Purge first: a job that expires in this sweep is kept at least until the next.
+        params = {"now": now}
+        with self._db.write() as conn:
+            purged = conn.execute(self._sql["sweep_purge"], params).rowcount
+            expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+            promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
+            before = {"before": now - STALE_WORKER_SECONDS}
+            conn.execute(self._sql["sweep_workers"], before)
+        if promoted or expired or purged:
+            self._notify(ready=bool(promoted))
+        return SweepResult(promoted, expired, purged)
+
+    # -- the user's side -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._db.get().execute(self._sql["by_id"], (job_id,)).fetchone()
+        return None if row is None else from_row(row)
+
+    def list_jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[JobRecord]:
+        params = {
+            "state": None if state is None else state.value,
+            "task": task,
+            "queue": queue,
+            "limit": limit,
+            "cursor": _TOP_CURSOR if cursor is None else cursor,
+        }
+        rows = self._db.get().execute(self._sql["list_jobs"], params).fetchall()
+        return [from_row(row) for row in rows]
+
+    def queue_counts(self) -> dict[str, dict[State, int]]:
+        counts: dict[str, dict[State, int]] = {}
+        for queue, state, n in self._db.get().execute(self._sql["queue_counts"]):
+            counts.setdefault(queue, {})[State(state)] = n
+        return counts
+
+    def cancel(self, job_id: str, *, now: float) -> bool:
+        params = {"id": job_id, "now": now}
+        with self._db.write() as conn:
+            done = conn.execute(self._sql["cancel_running"], params).rowcount == 1
+            done = done or conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+        if done:
+            self._wake.changed.notify()
+        return done
+
+    def retry(self, job_id: str, *, now: float) -> bool:
+        with self._db.write() as conn:
+            done = conn.execute(self._sql["retry"], {"id": job_id, "now": now}).rowcount == 1
+        if done:
+            self._notify(ready=True)
+        return done
+
+    def purge_queue(self, queue: str) -> int:
+        with self._db.write() as conn:
+            purged: int = conn.execute(self._sql["purge_queue"], {"queue": queue}).rowcount
+        if purged:
+            self._wake.changed.notify()
+        return purged
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerInfo) -> None:
+        with self._db.write() as conn:
+            conn.execute(self._sql["put_worker"], worker_row(worker))
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(self._sql["delete_worker"], (worker_id,))
+
+    def list_workers(self) -> list[WorkerInfo]:
+        return [worker_from_row(r) for r in self._db.get().execute(self._sql["workers"])]
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    def record_due(
+        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
+    ) -> DueResult:
+        with self._db.write() as conn:
+            row = conn.execute(self._sql["schedule"], (name,)).fetchone()
+            last_due, last_job_id = (None, None) if row is None else row
+            if last_due is not None and due <= last_due:
+                return DueResult.DUPLICATE
+            if skip_if_active and last_job_id is not None:
+                previous = conn.execute(self._sql["state_of"], (last_job_id,)).fetchone()
+                if previous is not None and State(previous[0]) in ACTIVE_STATES:
+                    conn.execute(self._sql["record_skipped"], {"name": name, "due": due})
+                    return DueResult.SKIPPED
+            stored = self._insert(conn, record)
+            params = {"name": name, "due": due, "job_id": stored.id, "now": now}
+            conn.execute(self._sql["record_enqueued"], params)
+        self._notify(ready=True)
+        return DueResult.ENQUEUED
+
+    def schedules(self) -> list[ScheduleState]:
+        return [schedule_from_row(r) for r in self._db.get().execute(self._sql["schedules"])]
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+        since = getattr(self._local, "since", None)
+        self._local.since = None
+        self._wake.wait(self._wake.ready, timeout, since)
+
+    def wait_for_change(self, job_id: str, timeout: float) -> None:
+        self._wake.wait(self._wake.changed, timeout, None)
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        # The snapshot is taken before each read, so no change between read and wait is lost.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            since = self._wake.snapshot(self._wake.changed)
+            record = self.get(job_id)
+            if record is None or record.state.is_final:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return record
+            self._wake.wait(self._wake.changed, 60.0 if remaining is None else remaining, since)
+
+    def ping(self) -> bool:
+        try:
+            self._db.get().execute(self._sql["ping"]).fetchone()
+        except sqlite3.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._db.close()
+
+
+__all__ = ["SQLiteBackend"]

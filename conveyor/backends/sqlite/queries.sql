@@ -1,0 +1,177 @@
+-- The statements of the SQLite backend, one per "-- name:" section. {ns} is the namespace;
+-- {columns} and {values} are the JobRecord columns and their "?" placeholders, in field
+-- order. Writes run inside BEGIN IMMEDIATE transactions opened by the backend.
+
+-- name: insert
+INSERT INTO {ns}_jobs ({columns}) VALUES ({values});
+
+-- name: insert_or_skip
+INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING;
+
+-- name: by_id
+SELECT {columns} FROM {ns}_jobs WHERE id = ?;
+
+-- name: by_key
+SELECT {columns} FROM {ns}_jobs WHERE "key" = ?;
+
+-- name: by_unique_key
+SELECT {columns} FROM {ns}_jobs
+WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
+
+-- name: state_of
+SELECT state FROM {ns}_jobs WHERE id = ?;
+
+-- name: ready_queued
+SELECT id, priority, ready_at FROM {ns}_jobs
+WHERE state = 'queued' AND queue = :queue AND ready_at <= :now
+  AND (expires_at IS NULL OR expires_at > :now)
+ORDER BY priority DESC, ready_at, id
+LIMIT :limit;
+
+-- name: ready_scheduled
+SELECT id, priority, ready_at FROM {ns}_jobs
+WHERE state = 'scheduled' AND ready_at <= :now
+  AND (expires_at IS NULL OR expires_at > :now)
+  AND queue IN (SELECT value FROM json_each(:queues))
+ORDER BY priority DESC, ready_at, id
+LIMIT :limit;
+
+-- name: claim
+UPDATE {ns}_jobs
+SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
+    started_at = :now, lease_expires_at = :lease_expires_at
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
+RETURNING {columns};
+
+-- name: extend_lease
+UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at
+WHERE id = :id AND token = :token AND state = 'running'
+RETURNING cancel_requested;
+
+-- name: set_progress
+UPDATE {ns}_jobs SET progress = :progress
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: finish_final
+UPDATE {ns}_jobs
+SET state = :state, result = :result, error = :error, finished_at = :now,
+    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: finish_retry
+UPDATE {ns}_jobs
+SET state = :state, ready_at = :ready_at, error = :error, failures = failures + :failure,
+    worker = NULL, lease_expires_at = NULL
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: release
+-- SQLite evaluates every SET expression against the row as it was, so the CASEs see the
+-- cancel_requested that the last line clears.
+UPDATE {ns}_jobs
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    attempts = attempts - :take_back, token = token + 1,
+    worker = NULL, lease_expires_at = NULL,
+    result = CASE WHEN cancel_requested THEN NULL ELSE result END,
+    error = CASE WHEN cancel_requested THEN NULL ELSE error END,
+    finished_at = CASE WHEN cancel_requested THEN :now ELSE finished_at END,
+    purge_at = CASE WHEN cancel_requested THEN :now + result_ttl ELSE purge_at END,
+    cancel_requested = 0
+WHERE id = :id AND token = :token AND state = 'running';
+
+-- name: lapsed
+SELECT id, crashes, cancel_requested FROM {ns}_jobs
+WHERE state = 'running' AND lease_expires_at < :now;
+
+-- name: recover_requeue
+UPDATE {ns}_jobs
+SET state = 'queued', ready_at = :now, crashes = crashes + 1, token = token + 1,
+    worker = NULL, lease_expires_at = NULL
+WHERE id = :id;
+
+-- name: recover_final
+UPDATE {ns}_jobs
+SET state = :state, crashes = crashes + 1, token = token + 1, worker = NULL,
+    lease_expires_at = NULL, result = NULL, error = :error, finished_at = :now,
+    purge_at = :now + result_ttl, cancel_requested = 0
+WHERE id = :id;
+
+-- name: cancel_running
+UPDATE {ns}_jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
+
+-- name: cancel_waiting
+UPDATE {ns}_jobs
+SET state = 'cancelled', result = NULL, error = NULL, finished_at = :now,
+    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+WHERE id = :id AND state IN ('scheduled', 'queued');
+
+-- name: retry
+-- OR IGNORE: when another job of the same unique key is active, the unique index refuses
+-- the update and retry reports False rather than making a twin.
+UPDATE OR IGNORE {ns}_jobs
+SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
+    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
+WHERE id = :id AND state IN ('failed', 'cancelled', 'expired');
+
+-- name: sweep_purge
+DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
+
+-- name: sweep_expire
+UPDATE {ns}_jobs
+SET state = 'expired', result = NULL, error = NULL, finished_at = :now,
+    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
+
+-- name: sweep_promote
+UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
+
+-- name: sweep_workers
+DELETE FROM {ns}_workers WHERE last_seen < :before;
+
+-- name: list_jobs
+-- An absent cursor is passed as U+10FFFF, above every id, so the query is always a range
+-- scan of the id index from the top.
+SELECT {columns} FROM {ns}_jobs
+WHERE id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: queue_counts
+SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
+
+-- name: purge_queue
+DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
+
+-- name: put_worker
+INSERT OR REPLACE INTO {ns}_workers
+    (id, host, pid, queues, concurrency, pool, started_at, last_seen, running, processed, failed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: delete_worker
+DELETE FROM {ns}_workers WHERE id = ?;
+
+-- name: workers
+SELECT id, host, pid, queues, concurrency, pool, started_at, last_seen, running, processed,
+       failed
+FROM {ns}_workers ORDER BY started_at, id;
+
+-- name: schedule
+SELECT last_due, last_job_id FROM {ns}_schedules WHERE name = ?;
+
+-- name: record_skipped
+INSERT INTO {ns}_schedules (name, last_due) VALUES (:name, :due)
+ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due;
+
+-- name: record_enqueued
+INSERT INTO {ns}_schedules (name, last_due, last_job_id, last_enqueued_at)
+VALUES (:name, :due, :job_id, :now)
+ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due,
+    last_job_id = excluded.last_job_id, last_enqueued_at = excluded.last_enqueued_at;
+
+-- name: schedules
+SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER BY name;
+
+-- name: ping
+SELECT count(*) FROM {ns}_schedules;

@@ -1,0 +1,156 @@
+"""Rows to records and back: the jobs table's columns are JobRecord's fields, in order."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from conveyor.backends.base import ScheduleState, WorkerInfo
+from conveyor.job import ErrorInfo, JobRecord, Progress, State
+
+#: the jobs table's columns, quoted ("key" is an SQL keyword)
+COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
+PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
+
+_EMPTY_META = "{}"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def error_json(error: ErrorInfo | None) -> str | None:
+    return None if error is None else dumps(error.to_json())
+
+
+def progress_json(progress: Progress | None) -> str | None:
+    return None if progress is None else dumps(progress.to_json())
+
+
+def to_row(r: JobRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.task,
+        r.payload,
+        r.queue,
+        r.priority,
+        r.state.value,
+        r.key,
+        r.unique_key,
+        r.attempts,
+        r.failures,
+        r.crashes,
+        r.created_at,
+        r.ready_at,
+        r.expires_at,
+        r.started_at,
+        r.finished_at,
+        r.purge_at,
+        r.result_ttl,
+        r.result,
+        error_json(r.error),
+        progress_json(r.progress),
+        r.worker,
+        r.token,
+        r.lease_expires_at,
+        int(r.cancel_requested),
+        dumps(r.meta) if r.meta else _EMPTY_META,
+    )
+
+
+def from_row(row: tuple[Any, ...]) -> JobRecord:
+    (
+        job_id,
+        task,
+        payload,
+        queue,
+        priority,
+        state,
+        key,
+        unique_key,
+        attempts,
+        failures,
+        crashes,
+        created_at,
+        ready_at,
+        expires_at,
+        started_at,
+        finished_at,
+        purge_at,
+        result_ttl,
+        result,
+        error,
+        progress,
+        worker,
+        token,
+        lease_expires_at,
+        cancel_requested,
+        meta,
+    ) = row
+    return JobRecord(
+        job_id,
+        task,
+        payload,
+        queue,
+        priority,
+        State(state),
+        key,
+        unique_key,
+        attempts,
+        failures,
+        crashes,
+        created_at,
+        ready_at,
+        expires_at,
+        started_at,
+        finished_at,
+        purge_at,
+        result_ttl,
+        result,
+        None if error is None else ErrorInfo.from_json(json.loads(error)),
+        None if progress is None else Progress.from_json(json.loads(progress)),
+        worker,
+        token,
+        lease_expires_at,
+        bool(cancel_requested),
+        {} if meta == _EMPTY_META else json.loads(meta),
+    )
+
+
+def worker_row(w: WorkerInfo) -> tuple[Any, ...]:
+    return (
+        w.id,
+        w.host,
+        w.pid,
+        dumps(w.queues),
+        w.concurrency,
+        w.pool,
+        w.started_at,
+        w.last_seen,
+        dumps(w.running),
+        w.processed,
+        w.failed,
+    )
+
+
+def worker_from_row(row: tuple[Any, ...]) -> WorkerInfo:
+    wid, host, pid, queues, concurrency, pool, started, seen, running, processed, failed = row
+    return WorkerInfo(
+        wid,
+        host,
+        pid,
+        json.loads(queues),
+        concurrency,
+        pool,
+        started,
+        seen,
+        json.loads(running),
+        processed,
+        failed,
+    )
+
+
+def schedule_from_row(row: tuple[Any, ...]) -> ScheduleState:
+    name, last_due, last_job_id, last_enqueued_at = row
+    return ScheduleState(name, last_due, last_job_id, last_enqueued_at)

@@ -1,0 +1,87 @@
+-- The tables of one namespace. {ns} becomes the namespace, so several apps share one file.
+-- Columns follow conveyor.job.JobRecord field for field; times are POSIX seconds (REAL),
+-- error / progress / meta are JSON text.
+--
+-- Partial indexes must be matched literally by the queries that use them (SQLite proves
+-- that a query's WHERE implies the index's WHERE by comparing the expressions), so the
+-- queries in queries.sql repeat these WHERE clauses word for word.
+
+CREATE TABLE IF NOT EXISTS {ns}_jobs (
+    id               TEXT PRIMARY KEY,
+    task             TEXT NOT NULL,
+    payload          BLOB NOT NULL,
+    queue            TEXT NOT NULL,
+    priority         INTEGER NOT NULL,
+    state            TEXT NOT NULL,
+    "key"            TEXT,
+    unique_key       TEXT,
+    attempts         INTEGER NOT NULL,
+    failures         INTEGER NOT NULL,
+    crashes          INTEGER NOT NULL,
+    created_at       REAL NOT NULL,
+    ready_at         REAL NOT NULL,
+    expires_at       REAL,
+    started_at       REAL,
+    finished_at      REAL,
+    purge_at         REAL,
+    result_ttl       REAL NOT NULL,
+    result           BLOB,
+    error            TEXT,
+    progress         TEXT,
+    worker           TEXT,
+    token            INTEGER NOT NULL,   -- bumped by every claim, release and recovery
+    lease_expires_at REAL,
+    cancel_requested INTEGER NOT NULL,
+    meta             TEXT NOT NULL
+);
+
+-- A key is held until the job is purged, whatever its state.
+CREATE UNIQUE INDEX IF NOT EXISTS {ns}_jobs_key
+    ON {ns}_jobs ("key") WHERE "key" IS NOT NULL;
+
+-- A unique key is held only while the job is scheduled, queued or running.
+CREATE UNIQUE INDEX IF NOT EXISTS {ns}_jobs_unique_key
+    ON {ns}_jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running');
+
+-- Claiming, one queue at a time: an ordered range scan that stops after LIMIT rows.
+-- Scheduled jobs have an index of their own, by time, so that many jobs waiting for a
+-- later time are never walked past by a claim.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_queued
+    ON {ns}_jobs (queue, priority DESC, ready_at, id) WHERE state = 'queued';
+
+CREATE INDEX IF NOT EXISTS {ns}_jobs_scheduled
+    ON {ns}_jobs (ready_at) WHERE state = 'scheduled';
+
+-- recover: leases that ran out.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_running
+    ON {ns}_jobs (lease_expires_at) WHERE state = 'running';
+
+-- sweep: unstarted jobs past expires_at, final jobs past purge_at.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_expires
+    ON {ns}_jobs (expires_at)
+    WHERE expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
+
+CREATE INDEX IF NOT EXISTS {ns}_jobs_purge
+    ON {ns}_jobs (purge_at) WHERE purge_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS {ns}_workers (
+    id          TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    queues      TEXT NOT NULL,      -- JSON list
+    concurrency INTEGER NOT NULL,
+    pool        TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    last_seen   REAL NOT NULL,
+    running     TEXT NOT NULL,      -- JSON list of job ids
+    processed   INTEGER NOT NULL,
+    failed      INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS {ns}_schedules (
+    name             TEXT PRIMARY KEY,
+    last_due         REAL,
+    last_job_id      TEXT,
+    last_enqueued_at REAL
+);

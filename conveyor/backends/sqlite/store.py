@@ -1,0 +1,243 @@
+"""The file: URL options, the SQL text, one connection per thread, and wake-ups.
+
+Every connection runs in autocommit mode (``isolation_level=None``) and opens its own
+transactions: reads see the latest commit without holding a snapshot open, and every write
+begins with ``BEGIN IMMEDIATE`` (see ``Connections.write``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import parse_qsl, urlsplit
+
+from conveyor.backends.base import Signal
+from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
+from conveyor.errors import ConfigurationError
+
+#: how long a writer waits for another connection's write transaction before giving up
+BUSY_TIMEOUT_SECONDS = 30.0
+#: how often a waiter looks for commits made by other processes
+WAKE_SLICE_SECONDS = 0.0015
+
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    path: str
+    synchronous: str = "FULL"
+
+
+def parse_url(url: str) -> Options:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``?synchronous=normal``."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "sqlite":
+        raise ConfigurationError(f"not an sqlite:// URL: {url!r}")
+    if parts.netloc:
+        raise ConfigurationError(
+            f"sqlite:// URLs name a file, not a host: {url!r}; use sqlite:///relative.db or "
+            "sqlite:////absolute/path.db"
+        )
+    raw_path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not raw_path or raw_path == ":memory:":
+        raise ConfigurationError(
+            f"{url!r} names no database file; use sqlite:///jobs.db (or memory:// for an "
+            "in-process store)"
+        )
+    synchronous = "FULL"
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name != "synchronous":
+            raise ConfigurationError(
+                f"unknown sqlite:// option {name!r} in {url!r}; the one option is "
+                "synchronous=full|normal"
+            )
+        if value.lower() not in SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={value!r} in {url!r}: use synchronous=full (the default: a "
+                "commit survives power loss) or synchronous=normal (survives a process crash)"
+            )
+        synchronous = SYNCHRONOUS[value.lower()]
+    path = os.path.abspath(raw_path)
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise ConfigurationError(
+            f"the directory {directory!r} for the database {url!r} does not exist; create it first"
+        )
+    if os.path.isdir(path):
+        raise ConfigurationError(f"{path!r} in {url!r} is a directory, not a database file")
+    return Options(path, synchronous)
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} cannot prefix SQLite table names: use letters, digits "
+            "and underscores, not starting with a digit"
+        )
+    return namespace
+
+
+@functools.cache
+def _sql_file(name: str) -> str:
+    return (resources.files(__package__) / name).read_text(encoding="utf-8")
+
+
+def _expand(text: str, namespace: str) -> str:
+    return (
+        text.replace("{ns}", namespace)
+        .replace("{columns}", COLUMNS)
+        .replace("{values}", PLACEHOLDERS)
+    )
+
+
+def schema_sql(namespace: str) -> str:
+    return _expand(_sql_file("schema.sql"), namespace)
+
+
+def queries(namespace: str) -> Mapping[str, str]:
+    """The named statements of queries.sql, for one namespace."""
+    out: dict[str, str] = {}
+    for section in _sql_file("queries.sql").split("-- name: ")[1:]:
+        name, _, body = section.partition("\n")
+        out[name.strip()] = _expand(body.strip(), namespace)
+    return out
+
+
+class Connections:
+    """One connection per thread, created on first use; ``close()`` closes all of them.
+
+    A second, idle connection per thread (the watcher) only reads ``PRAGMA data_version``,
+    which changes when any other connection commits: how a waiter notices other processes.
+    """
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        self._local = threading.local()
+        self._pid = os.getpid()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.options.path,
+            timeout=BUSY_TIMEOUT_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,  # so that close() may close them from any thread
+            cached_statements=256,
+        )
+        conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def _after_fork(self) -> None:
+        # A forked child must not touch its parent's connections (SQLite forbids it); it
+        # forgets them without closing them and opens its own.
+        self._pid = os.getpid()
+        self._local = threading.local()
+        with self._lock:
+            self._all = []
+
+    def get(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._after_fork()
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._open()
+        return conn
+
+    def data_version(self) -> int:
+        if self._pid != os.getpid():
+            self._after_fork()
+        watcher: sqlite3.Connection | None = getattr(self._local, "watcher", None)
+        if watcher is None:
+            watcher = self._local.watcher = self._open()
+        row = watcher.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction.
+
+        BEGIN IMMEDIATE takes the database's write lock at the start, waiting up to the busy
+        timeout for it. A plain (deferred) BEGIN would start as a reader and try to upgrade
+        at its first write; if another connection wrote in between, SQLite cannot upgrade a
+        stale snapshot and fails at once with SQLITE_BUSY, whatever the timeout. Taking the
+        lock first also makes every read inside the transaction current, so a claim's SELECT
+        and its UPDATE see the same rows and no other process can claim them in between.
+        """
+        conn = self.get()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+
+def initialise(options: Options, namespace: str) -> None:
+    """Switch the file to WAL and create the namespace's tables (idempotent, and safe when
+    several processes open a new file at once)."""
+    conn = sqlite3.connect(options.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise ConfigurationError(
+                f"{options.path!r} cannot use SQLite's WAL journal (got {mode!r}); put the "
+                "database on a local file system"
+            )
+        # One transaction: a failure leaves nothing behind (closing rolls it back).
+        conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\nCOMMIT;")
+    except sqlite3.DatabaseError as exc:
+        raise ConfigurationError(f"cannot open {options.path!r} as a database: {exc}") from exc
+    finally:
+        conn.close()
+
+
+class Wakeups:
+    """In-process signals, and other processes' commits seen through ``data_version``.
+
+    ``ready`` fires when jobs may have become claimable, ``changed`` when any job changed.
+    A waiter waits on the signal in short slices and reads ``data_version`` between them, so
+    a commit from another process wakes it within a slice, without querying the jobs table.
+    """
+
+    def __init__(self, connections: Connections) -> None:
+        self._connections = connections
+        self.ready = Signal()
+        self.changed = Signal()
+
+    def snapshot(self, signal: Signal) -> tuple[int, int]:
+        """Where things stand now: take it before reading the store, wait with it after."""
+        return signal.generation, self._connections.data_version()
+
+    def wait(self, signal: Signal, timeout: float, since: tuple[int, int] | None) -> bool:
+        """Until ``signal`` fires or another connection commits after ``since``; True if so."""
+        generation, version = since if since is not None else self.snapshot(signal)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if signal.wait(min(WAKE_SLICE_SECONDS, remaining), generation):
+                return True
+            if self._connections.data_version() != version:
+                return True

@@ -1,0 +1,67 @@
+"""What a running task can see of its job: ``current_job()`` and ``progress()``.
+
+A context variable holds the ``JobContext``, so it follows the task into threads started with
+``contextvars.copy_context`` and into asyncio tasks; outside a job both are harmless.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+ProgressSink = Callable[[float, "str | None", "dict[str, Any]"], None]
+
+
+def _ignore(percent: float, message: str | None, data: dict[str, Any]) -> None:
+    return None
+
+
+@dataclass(eq=False)
+class JobContext:
+    """The job a task is running for. ``cancelled`` turns true once cancellation is
+    requested, so long C calls or loops can check it and stop early."""
+
+    id: str
+    task: str
+    attempt: int
+    queue: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    _sink: ProgressSink = field(default=_ignore, repr=False)
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def mark_cancelled(self) -> None:
+        self._cancelled.set()
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "conveyor_current_job", default=None
+)
+
+
+def current_job() -> JobContext | None:
+    """The running job's context, or None outside a job."""
+    return _current.get()
+
+
+def progress(percent: float, message: str | None = None, **data: Any) -> None:
+    """Report progress of the running job (percent 0–100, a message, any JSON data).
+
+    Outside a job it does nothing."""
+    ctx = _current.get()
+    if ctx is not None:
+        ctx._sink(float(percent), message, data)
+
+
+def enter(ctx: JobContext) -> contextvars.Token[JobContext | None]:
+    return _current.set(ctx)
+
+
+def leave(token: contextvars.Token[JobContext | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,48 @@
+"""The tasks an app knows, by name, and its periodic schedules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conveyor.errors import ConfigurationError, TaskNotFound
+
+if TYPE_CHECKING:
+    from conveyor.schedule import PeriodicSpec
+    from conveyor.task import Task
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._periodic: dict[str, PeriodicSpec] = {}
+
+    def add(self, task: Task[Any, Any]) -> None:
+        existing = self._tasks.get(task.name)
+        if existing is not None and existing.fn is not task.fn:
+            raise ConfigurationError(
+                f"two tasks are named {task.name!r}; give one of them name=..."
+            )
+        self._tasks[task.name] = task
+
+    def add_periodic(self, spec: PeriodicSpec) -> None:
+        self._periodic[spec.task_name] = spec
+
+    def get(self, name: str) -> Task[Any, Any]:
+        try:
+            return self._tasks[name]
+        except KeyError:
+            raise TaskNotFound(name) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tasks
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+    def queues(self) -> list[str]:
+        """Every queue a registered task sends to, ``default`` always among them."""
+        return sorted({"default", *(t.options.queue for t in self._tasks.values())})
+
+    @property
+    def periodic(self) -> list[PeriodicSpec]:
+        return list(self._periodic.values())

@@ -1,0 +1,473 @@
+"""Job arguments and results as bytes: tagged JSON by default, pickle only when asked for.
+
+JSON carries None, bool, int, float, str, lists and dicts with str keys as they are. Every
+other supported value is written as a one-key object ``{"__conveyor__": [tag, ...]}``: tuple,
+set, frozenset, datetime, date, time, timedelta, UUID, Decimal, bytes, enum members,
+dataclasses, non-finite floats, ints too long for ``str()``, and dicts whose keys are not all
+str or that contain the marker key themselves (so no user dict is ever read as a tag).
+
+Most payloads need no tag at all, so ``dumps`` first walks the value without allocating and,
+when it is plain JSON, hands it straight to the C encoder; ``loads`` skips the tag hook when
+the marker does not occur in the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import importlib
+import json
+import math
+import pickle
+import sys
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from conveyor.errors import ConfigurationError, SerializationError
+
+DEFAULT_SERIALIZER = "json"
+MARKER = "__conveyor__"
+_MARKER_BYTES = b'"' + MARKER.encode() + b'"'
+_HINT = (
+    "use JSON types, datetime, date, UUID, Decimal, bytes, tuples or dataclasses; "
+    'or App(serializer="pickle")'
+)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class Serializer(Protocol):
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class _PathError(SerializationError):
+    """A value that cannot be serialised, and where it sits.
+
+    The segments are added while the error unwinds through the containers, so the walk pays
+    nothing for paths unless something fails; ``encode_call`` re-roots the path at ``args``
+    or ``kwargs``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.root = "value"
+        self.segments: list[str] = []  # innermost first
+
+    def __str__(self) -> str:
+        return f"{self.root}{''.join(reversed(self.segments))}: {self.reason}"
+
+
+def _key_segment(key: object) -> str:
+    text = repr(key)
+    return f"[{text if len(text) <= 60 else text[:57] + '...'}]"
+
+
+# --- dumps ------------------------------------------------------------------------------
+
+
+def _is_plain(v: Any) -> bool:
+    """True when JSON carries ``v`` unchanged: no tuple, no odd dict key, nothing to tag."""
+    t = type(v)
+    if t in _SCALARS:
+        return True
+    if t is list:
+        for x in v:  # noqa: SIM110 - a plain loop beats all() and its generator here
+            if type(x) not in _SCALARS and not _is_plain(x):
+                return False
+        return True
+    if t is dict:
+        if MARKER in v:
+            return False
+        for k, x in v.items():
+            if type(k) is not str or (type(x) not in _SCALARS and not _is_plain(x)):
+                return False
+        return True
+    return False
+
+
+def _tagged(tag: str, *body: Any) -> dict[str, Any]:
+    return {MARKER: [tag, *body]}
+
+
+def _tag(v: Any) -> Any:
+    """``v`` as a tree of plain JSON values, with tags where JSON has no equivalent."""
+    t = type(v)
+    if t is str or t is bool or v is None:
+        return v
+    if t is int:
+        return _tag_int(v)
+    if t is float:
+        return v if math.isfinite(v) else _tagged("float", repr(v))
+    if t is list:
+        return _tag_items(v)
+    if t is dict:
+        return _tag_dict(v)
+    encoder = _EXACT.get(t) or _encoder_for(v)
+    return encoder(v)
+
+
+def _tag_int(v: int) -> Any:
+    # json writes ints with str(), which refuses past sys.get_int_max_str_digits(); hex has
+    # no such limit. 3 bits per limit digit keeps well under it (a digit is ~3.32 bits).
+    limit = sys.get_int_max_str_digits()
+    return _tagged("int", hex(v)) if limit and v.bit_length() > 3 * limit else v
+
+
+def _tag_items(items: Iterable[Any], *, member: bool = False) -> list[Any]:
+    out = []
+    for i, x in enumerate(items):
+        try:
+            out.append(_tag(x))
+        except _PathError as e:
+            e.segments.append("<member>" if member else f"[{i}]")
+            raise
+    return out
+
+
+def _tag_dict(d: Mapping[Any, Any]) -> Any:
+    pairs = []
+    for k, x in d.items():
+        try:
+            tagged_key = _tag(k)
+        except _PathError as e:
+            e.segments.append("<key>")
+            raise
+        try:
+            pairs.append([tagged_key, _tag(x)])
+        except _PathError as e:
+            e.segments.append(_key_segment(k))
+            raise
+    if MARKER not in d and all(type(k) is str for k in d):
+        return dict(pairs)
+    return _tagged("dict", pairs)
+
+
+def _tag_clock(tag: str) -> Callable[[Any], Any]:
+    # The ISO text keeps microseconds and the UTC offset; a ZoneInfo zone is kept by its key
+    # too, so arithmetic across DST after loading still follows the zone's rules.
+    def encode(v: dt.datetime | dt.time) -> Any:
+        key = v.tzinfo.key if isinstance(v.tzinfo, ZoneInfo) else None
+        return _tagged(tag, v.isoformat(), key) if key else _tagged(tag, v.isoformat())
+
+    return encode
+
+
+def _class_ref(cls: type, kind: str) -> str:
+    qualname = cls.__qualname__
+    if "<locals>" in qualname:
+        raise _PathError(
+            f"cannot serialise {kind} {qualname!r}: it is defined inside a function, so a "
+            "worker cannot import it (define it at module level)"
+        )
+    return f"{cls.__module__}:{qualname}"
+
+
+def _tag_dataclass(v: Any) -> Any:
+    cls = type(v)
+    ref = _class_ref(cls, "dataclass")
+    if not cls.__dataclass_params__.init:
+        raise _PathError(f"cannot serialise dataclass {ref!r}: it has init=False")
+    # Only init fields are stored: the others are __init__'s or __post_init__'s to compute.
+    values = {}
+    for f in dataclasses.fields(v):
+        if f.init:
+            try:
+                values[f.name] = _tag(getattr(v, f.name))
+            except _PathError as e:
+                e.segments.append(f".{f.name}")
+                raise
+    if MARKER in values:  # a field named like the marker: escape it as any dict would be
+        values = _tagged("dict", [[k, x] for k, x in values.items()])
+    return _tagged("dataclass", ref, values)
+
+
+def _tag_enum(v: enum.Enum) -> Any:
+    ref = _class_ref(type(v), "enum")
+    try:
+        return _tagged("enum", ref, _tag(v.value))
+    except _PathError as e:
+        e.segments.append(".value")
+        raise
+
+
+def _tag_float(v: float) -> Any:
+    return _tag(float.__float__(v))
+
+
+_EXACT: dict[type, Callable[[Any], Any]] = {
+    tuple: lambda v: _tagged("tuple", _tag_items(v)),
+    set: lambda v: _tagged("set", _tag_items(v, member=True)),
+    frozenset: lambda v: _tagged("frozenset", _tag_items(v, member=True)),
+    dt.datetime: _tag_clock("datetime"),
+    dt.date: lambda v: _tagged("date", v.isoformat()),
+    dt.time: _tag_clock("time"),
+    dt.timedelta: lambda v: _tagged("timedelta", v.days, v.seconds, v.microseconds),
+    uuid.UUID: lambda v: _tagged("uuid", str(v)),
+    Decimal: lambda v: _tagged("decimal", str(v)),
+    bytes: lambda v: _tagged("bytes", base64.b64encode(v).decode("ascii")),
+}
+
+# Subclasses of the supported types (a namedtuple, an OrderedDict, a str subclass) come back
+# as their base type; order matters where one base derives from another (datetime < date).
+_BASES: list[tuple[type, Callable[[Any], Any]]] = [
+    (int, lambda v: _tag_int(int.__int__(v))),
+    (float, _tag_float),
+    (str, str.__str__),
+    (list, _tag_items),
+    (dict, _tag_dict),
+    (tuple, _EXACT[tuple]),
+    (set, _EXACT[set]),
+    (frozenset, _EXACT[frozenset]),
+    (dt.datetime, _EXACT[dt.datetime]),
+    (dt.date, _EXACT[dt.date]),
+    (dt.time, _EXACT[dt.time]),
+    (dt.timedelta, _EXACT[dt.timedelta]),
+    (uuid.UUID, _EXACT[uuid.UUID]),
+    (Decimal, _EXACT[Decimal]),
+    (bytes, lambda v: _EXACT[bytes](bytes(v))),
+]
+
+
+def _encoder_for(v: Any) -> Callable[[Any], Any]:
+    if isinstance(v, enum.Enum):  # before int and str: IntEnum and StrEnum derive from them
+        return _tag_enum
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _tag_dataclass
+    for base, encoder in _BASES:
+        if isinstance(v, base):
+            return encoder
+    raise _PathError(f"cannot serialise object of type {type(v).__qualname__!r} to JSON ({_HINT})")
+
+
+# --- loads ------------------------------------------------------------------------------
+
+
+def _resolve(ref: str, kind: str, check: Callable[[Any], bool]) -> Any:
+    module_name, _, qualname = ref.partition(":")
+    try:
+        obj: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise SerializationError(f"cannot load {kind} {ref!r}: {e}") from e
+    if not check(obj):
+        raise SerializationError(f"corrupt payload: {ref!r} is not a {kind}")
+    return obj
+
+
+def _load_dataclass(ref: str, values: dict[str, Any]) -> Any:
+    # The payload names the class, so anyone who can write to the backend chooses what gets
+    # called. Only dataclass types are accepted: their generated __init__ just assigns fields,
+    # whereas an arbitrary callable (os:system, subprocess:Popen) would make loading a way to
+    # run code, which is exactly the risk that keeps pickle opt-in.
+    cls = _resolve(ref, "dataclass", lambda o: isinstance(o, type) and dataclasses.is_dataclass(o))
+    return cls(**values)
+
+
+def _load_enum(ref: str, value: Any) -> Any:
+    # As for dataclasses: only an Enum subclass, whose lookup by value runs no payload code.
+    return _resolve(ref, "enum", lambda o: isinstance(o, type) and issubclass(o, enum.Enum))(value)
+
+
+def _load_datetime(text: str, key: str | None = None) -> dt.datetime:
+    value = dt.datetime.fromisoformat(text)
+    if key is None:
+        return value
+    local = value.replace(tzinfo=ZoneInfo(key))
+    # The stored offset tells which of two ambiguous wall times (a DST fall-back) it was.
+    return local if local.utcoffset() == value.utcoffset() else local.replace(fold=1)
+
+
+def _load_time(text: str, key: str | None = None) -> dt.time:
+    value = dt.time.fromisoformat(text)
+    return value if key is None else value.replace(tzinfo=ZoneInfo(key))
+
+
+def _load_items(kind: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+    def load(items: list[Any]) -> Any:
+        if type(items) is not list:
+            raise TypeError("expected a list")
+        return kind(items)
+
+    return load
+
+
+_DECODERS: dict[str, Callable[..., Any]] = {
+    "tuple": _load_items(tuple),
+    "set": _load_items(set),
+    "frozenset": _load_items(frozenset),
+    "dict": _load_items(dict),
+    "float": float,
+    "int": lambda text: int(text, 16),
+    "datetime": _load_datetime,
+    "date": dt.date.fromisoformat,
+    "time": _load_time,
+    "timedelta": dt.timedelta,
+    "uuid": uuid.UUID,
+    "decimal": lambda text: Decimal(str(text)),
+    "bytes": lambda text: base64.b64decode(text, validate=True),
+    "dataclass": _load_dataclass,
+    "enum": _load_enum,
+}
+
+
+def _untag(d: dict[str, Any]) -> Any:
+    if len(d) != 1 or MARKER not in d:
+        return d
+    body = d[MARKER]
+    tag = body[0] if type(body) is list and body and type(body[0]) is str else None
+    decoder = _DECODERS.get(tag) if tag is not None else None
+    if decoder is None:
+        raise SerializationError(f"corrupt payload: unknown tag {str(body)[:60]}")
+    try:
+        return decoder(*body[1:])
+    except SerializationError:
+        raise
+    except Exception as e:  # whatever the stdlib or a dataclass's __init__ made of bad data
+        raise SerializationError(
+            f"corrupt payload: bad {body[0]} value ({type(e).__name__}: {e})"
+        ) from e
+
+
+# --- the serializers --------------------------------------------------------------------
+
+
+class JsonSerializer:
+    """Tagged JSON: the default. Loading never runs code the payload chooses."""
+
+    name = "json"
+
+    def __init__(self) -> None:
+        # Built once: json.dumps with options builds a new encoder on every call. No circular
+        # check: the walk before encoding already fails on a cycle (RecursionError).
+        self._encode = json.JSONEncoder(
+            separators=(",", ":"), allow_nan=False, check_circular=False
+        ).encode
+        self._decode_tagged = json.JSONDecoder(object_hook=_untag).decode
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self._dump(value)
+        except _PathError as e:
+            raise SerializationError(str(e)) from None
+
+    def _dump(self, value: Any) -> bytes:
+        """``dumps``, raising the error that still knows the path (for ``encode_call``)."""
+        try:
+            if _is_plain(value):
+                try:
+                    return self._encode(value).encode()
+                except ValueError:
+                    pass  # a nan or an infinity, or a huge int: the tagging walk handles them
+            return self._encode(_tag(value)).encode()
+        except RecursionError:
+            raise _PathError("nested too deeply, or it contains itself") from None
+        except ValueError as e:
+            raise _PathError(f"cannot serialise to JSON: {e}") from None
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            if type(data) is not bytes:
+                data = bytes(data)
+            if _MARKER_BYTES not in data:
+                return json.loads(data)
+            return self._decode_tagged(data.decode())
+        except (ValueError, TypeError, RecursionError) as e:  # incl. JSON and Unicode errors
+            raise SerializationError(f"corrupt payload: not conveyor JSON ({e})") from None
+
+
+class PickleSerializer:
+    """Opt-in only: any picklable value round-trips, but loading a payload can run any code
+    its writer chose, so use it only where no one untrusted can write to the backend."""
+
+    name = "pickle"
+
+    def dumps(self, value: Any) -> bytes:
+        try:
+            return self._dump(value)
+        except _PathError as e:
+            raise SerializationError(str(e)) from None
+
+    def _dump(self, value: Any) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # TypeError, PicklingError, AttributeError, RecursionError
+            raise _PathError(f"cannot pickle it ({type(e).__name__}: {e})") from None
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return pickle.loads(data)
+        except Exception as e:
+            raise SerializationError(
+                f"corrupt payload: cannot unpickle ({type(e).__name__}: {e})"
+            ) from None
+
+
+_SERIALIZERS: Mapping[str, Callable[[], Serializer]] = {
+    "json": JsonSerializer,
+    "pickle": PickleSerializer,
+}
+
+
+def get_serializer(name: str) -> Serializer:
+    try:
+        return _SERIALIZERS[name]()
+    except KeyError:
+        raise ConfigurationError(
+            f"serializer={name!r} is unknown: use 'json' (the default) or 'pickle'"
+        ) from None
+
+
+# --- job payloads -----------------------------------------------------------------------
+
+
+def encode_call(serializer: Serializer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The payload of a job: ``[args, kwargs]``. Errors name the argument, e.g. ``args[1]``."""
+    for name in kwargs:
+        if type(name) is not str:
+            raise SerializationError(
+                f"kwargs: argument names must be str, not {type(name).__qualname__!r}"
+            )
+    # Our serializers have a _dump whose error still knows the path; another one's dumps
+    # just raises its SerializationError as it is.
+    dump: Callable[[Any], bytes] = getattr(serializer, "_dump", serializer.dumps)
+    try:
+        return dump([list(args), kwargs])
+    except _PathError as e:
+        raise SerializationError(str(_locate(dump, e, args, kwargs))) from None
+
+
+def _locate(
+    dump: Callable[[Any], bytes], error: _PathError, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> _PathError:
+    if error.segments:  # the JSON walk knows the path: [0] is args, [1] is kwargs
+        error.root = "args" if error.segments.pop() == "[0]" else "kwargs"
+        return error
+    # Otherwise (pickle, or a cycle) find the argument by serialising each on its own.
+    located = [(f"args[{i}]", arg) for i, arg in enumerate(args)]
+    located += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+    for root, value in located:
+        try:
+            dump(value)
+        except _PathError as inner:
+            inner.root = root
+            return inner
+    return error
+
+
+def decode_call(serializer: Serializer, data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    value = serializer.loads(data)
+    if type(value) is list and len(value) == 2:
+        args, kwargs = value
+        if type(args) is list and type(kwargs) is dict and all(type(k) is str for k in kwargs):
+            return tuple(args), kwargs
+    raise SerializationError("corrupt payload: a job payload is [args, kwargs]")

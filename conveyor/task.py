@@ -1,0 +1,224 @@
+"""What a task is: a function, its options, and the ways to call it.
+
+A ``Task`` enqueues through the ``Dispatcher`` it is given (the app), so this module does no
+I/O of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
+
+from conveyor.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from conveyor.job import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+NOT_YET = ("rate_limit", "concurrency")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """A task's options (API.md's table), validated at declaration time."""
+
+    name: str
+    queue: str = "default"
+    priority: int = 0
+    retries: int = 0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    retry_max_delay: float = 600.0
+    retry_jitter: bool = True
+    timeout: float | None = None
+    soft_timeout: float | None = None
+    expires: float | None = None
+    result_ttl: float = 86400.0
+    unique: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(option: str, why: str) -> ConfigurationError:
+            return ConfigurationError(f"task {self.name!r}: {option} {why}")
+
+        if not self.name:
+            raise ConfigurationError("a task needs a non-empty name")
+        if not self.queue:
+            raise bad("queue", "must be a non-empty string")
+        if not 0 <= self.priority <= 100:
+            raise bad("priority", f"must be between 0 and 100, not {self.priority}")
+        if self.retries < 0:
+            raise bad("retries", f"must be 0 or more, not {self.retries}")
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on):
+            raise bad("retry_on", "must be a tuple of exception types")
+        for option in ("retry_delay", "retry_max_delay"):
+            if getattr(self, option) < 0:
+                raise bad(option, "must be 0 or more seconds")
+        if self.retry_backoff < 1:
+            raise bad("retry_backoff", f"must be 1 or more, not {self.retry_backoff}")
+        for option in ("timeout", "soft_timeout", "expires"):
+            value = getattr(self, option)
+            if value is not None and value <= 0:
+                raise bad(option, f"must be a positive number of seconds, not {value}")
+        if (
+            self.timeout is not None
+            and self.soft_timeout is not None
+            and self.soft_timeout >= self.timeout
+        ):
+            raise bad("soft_timeout", "must be shorter than timeout, so the task can clean up")
+        if self.result_ttl < 0:
+            raise bad("result_ttl", "must be 0 or more seconds")
+
+
+OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
+
+
+def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
+    """Build TaskOptions from decorator keywords, with a clear error for unknown ones."""
+    for option in NOT_YET:
+        if raw.get(option) is not None:
+            raise ConfigurationError(
+                f"task {name!r}: {option} (cluster-wide limits) is not available in this "
+                f"version of conveyor yet; remove {option}={raw[option]!r}"
+            )
+    values = {k: v for k, v in raw.items() if k not in NOT_YET}
+    unknown = set(values) - OPTION_NAMES
+    if unknown:
+        raise ConfigurationError(
+            f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(OPTION_NAMES | set(NOT_YET)))}"
+        )
+    if "retry_on" in values and isinstance(values["retry_on"], type):
+        values["retry_on"] = (values["retry_on"],)
+    elif "retry_on" in values:
+        values["retry_on"] = tuple(values["retry_on"])
+    values["name"] = name
+    return TaskOptions(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call overrides of ``apply_async``."""
+
+    countdown: float | None = None
+    eta: datetime | float | None = None
+    queue: str | None = None
+    priority: int | None = None
+    key: str | None = None
+    expires: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.countdown is not None and self.eta is not None:
+            raise ConfigurationError("give countdown or eta, not both")
+        if self.countdown is not None and self.countdown < 0:
+            raise ConfigurationError(f"countdown must be 0 or more seconds, not {self.countdown}")
+        if self.priority is not None and not 0 <= self.priority <= 100:
+            raise ConfigurationError(f"priority must be between 0 and 100, not {self.priority}")
+        if isinstance(self.eta, datetime) and self.eta.tzinfo is None:
+            raise ConfigurationError(
+                "eta must be a timezone-aware datetime (naive times are ambiguous)"
+            )
+        if self.key is not None and not self.key:
+            raise ConfigurationError("key must be a non-empty string")
+        if self.expires is not None and self.expires <= 0:
+            raise ConfigurationError(
+                f"expires must be a positive number of seconds, not {self.expires}"
+            )
+
+
+class Dispatcher(Protocol):
+    """What a task needs from its app to enqueue."""
+
+    def submit(
+        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> Job: ...
+
+    async def asubmit(
+        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+    ) -> Job: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A task with its arguments and call options, to enqueue now or later."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: CallOptions = field(default_factory=CallOptions)
+    dispatcher: Dispatcher | None = field(default=None, compare=False, repr=False)
+
+    def set(self, **options: Any) -> Signature:
+        """A copy with these call options (queue, priority, countdown, eta, key, expires)."""
+        try:
+            return replace(self, options=replace(self.options, **options))
+        except TypeError:
+            known = ", ".join(f.name for f in fields(CallOptions))
+            raise ConfigurationError(
+                f"unknown call option among {sorted(options)}; known: {known}"
+            ) from None
+
+    def delay(self) -> Job:
+        if self.dispatcher is None:
+            raise ConfigurationError(f"signature of {self.task!r} is not bound to an app")
+        return self.dispatcher.submit(self.task, self.args, self.kwargs, self.options)
+
+
+class Task(Generic[P, R]):
+    """A function registered with an app. Call it to run it here; ``delay`` to enqueue."""
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions, dispatcher: Dispatcher) -> None:
+        self.fn = fn
+        self.options = options
+        self._dispatcher = dispatcher
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__name__ = getattr(fn, "__name__", options.name)
+        self.__qualname__ = getattr(fn, "__qualname__", options.name)
+        self.__module__ = getattr(fn, "__module__", __name__)
+        self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue with the task's default options; returns the Job at once."""
+        return self._dispatcher.submit(self.name, args, kwargs, CallOptions())
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``delay`` for async code: the enqueue runs off the event loop."""
+        return await self._dispatcher.asubmit(self.name, args, kwargs, CallOptions())
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        expires: float | None = None,
+    ) -> Job:
+        """Enqueue with per-call options: a delay (countdown seconds or an aware eta), another
+        queue or priority, an idempotency key, or an expiry."""
+        options = CallOptions(countdown, eta, queue, priority, key, expires)
+        return self._dispatcher.submit(self.name, tuple(args), dict(kwargs or {}), options)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with these arguments, for ``set``, ``enqueue_many`` or
+        workflows."""
+        return Signature(self.name, args, kwargs, CallOptions(), self._dispatcher)

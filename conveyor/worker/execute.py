@@ -1,0 +1,240 @@
+"""Running one job: decode it, call the task with its context, and turn what happened into
+an ``Outcome`` (success, retry per the task's policy, failure, cancellation).
+
+The pools decide *where* a job runs (a thread, the event loop, a child process); this module
+decides *what* running it means, once for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor import context
+from conveyor.errors import (
+    Retry,
+    SerializationError,
+    SoftTimeLimitExceeded,
+    TaskNotFound,
+    TimeLimitExceeded,
+)
+from conveyor.job import Claim, ErrorInfo, Outcome, Progress
+from conveyor.registry import Registry
+from conveyor.retry import retry_delay
+from conveyor.serialization import Serializer, decode_call
+from conveyor.task import Task
+
+
+class Interrupt(BaseException):
+    """Raised into a running task from outside. A BaseException, so a task's
+    ``except Exception`` does not swallow it."""
+
+    reason = "interrupted"
+
+
+class CancelInterrupt(Interrupt):
+    reason = "cancel"
+
+
+class TimeLimitInterrupt(Interrupt):
+    reason = "timeout"
+
+
+class LeaseLostInterrupt(Interrupt):
+    reason = "lease"
+
+
+class ShutdownInterrupt(Interrupt):
+    reason = "shutdown"
+
+
+@dataclass(eq=False)
+class JobRun:
+    """One claimed job on its way through a pool."""
+
+    claim: Claim
+    task: Task[Any, Any] | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    ctx: context.JobContext | None = None
+    #: set when decoding failed or the task is unknown: finish with it, run nothing
+    early: Outcome | None = None
+    started: bool = False
+    done: bool = False
+    #: the first reason it was interrupted for ("cancel", "timeout", "lease", "shutdown")
+    interrupted: str | None = None
+    #: the soft time limit fired (it asks the task to clean up; it does not stop the run)
+    soft_fired: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    thread_id: int | None = None
+    aio_task: asyncio.Task[Any] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.claim.record.id
+
+    @property
+    def token(self) -> int:
+        return self.claim.token
+
+
+def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+    tb = "".join(traceback.format_exception(exc)) if with_traceback else None
+    return ErrorInfo(type(exc).__name__, str(exc) or type(exc).__name__, tb)
+
+
+class JobExecutor:
+    """Turns claims into runs and what the task did into outcomes."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        serializer: Serializer,
+        set_progress: Callable[[str, int, Progress], Any],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.serializer = serializer
+        self._set_progress = set_progress
+        self._clock = clock
+
+    def prepare(self, claim: Claim) -> JobRun:
+        record = claim.record
+        run = JobRun(claim)
+        try:
+            run.task = self.registry.get(record.task)
+        except TaskNotFound as exc:
+            run.early = Outcome.failed(error_info(exc, with_traceback=False))
+            return run
+        try:
+            run.args, run.kwargs = decode_call(self.serializer, record.payload)
+        except SerializationError as exc:
+            message = f"the job's arguments cannot be decoded: {exc}"
+            run.early = Outcome.failed(ErrorInfo("SerializationError", message))
+            return run
+
+        def sink(percent: float, message: str | None, data: dict[str, Any]) -> None:
+            self._set_progress(record.id, claim.token, Progress(percent, message, data))
+
+        run.ctx = context.JobContext(
+            id=record.id,
+            task=record.task,
+            attempt=record.attempts,
+            queue=record.queue,
+            meta=dict(record.meta),
+            _sink=sink,
+        )
+        return run
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def succeeded(self, run: JobRun, value: Any) -> Outcome:
+        try:
+            return Outcome.succeeded(self.serializer.dumps(value))
+        except SerializationError as exc:
+            message = f"the task's return value cannot be serialised: {exc}"
+            return Outcome.failed(ErrorInfo("SerializationError", message))
+
+    def raised(self, run: JobRun, exc: BaseException) -> Outcome:
+        """The outcome for an exception out of the task, by its retry policy."""
+        assert run.task is not None
+        options = run.task.options
+        record = run.claim.record
+        retryable = isinstance(exc, (Retry, *options.retry_on))
+        error = error_info(exc)
+        if retryable and record.failures < options.retries:
+            explicit = exc.delay if isinstance(exc, Retry) else None
+            delay = (
+                explicit
+                if explicit is not None
+                else retry_delay(
+                    record.failures + 1,
+                    delay=options.retry_delay,
+                    backoff=options.retry_backoff,
+                    max_delay=options.retry_max_delay,
+                    jitter=options.retry_jitter,
+                )
+            )
+            now = self._clock()
+            return Outcome.retry(now + delay, error, now=now)
+        if isinstance(exc, Retry):
+            error = ErrorInfo(
+                "Retry", f"retry requested but no retries left ({options.retries})", error.traceback
+            )
+        return Outcome.failed(error)
+
+    def interrupted(self, run: JobRun, exc: BaseException | None = None) -> Outcome | None:
+        """The outcome for an interrupted run; None when the worker must not finish it
+        (lease lost: someone else owns the job now; shutdown: it is handed back)."""
+        reason = run.interrupted or (exc.reason if isinstance(exc, Interrupt) else "cancel")
+        if reason == "cancel":
+            return Outcome.cancelled(ErrorInfo("JobCancelled", "cancelled while running"))
+        if reason == "timeout":
+            assert run.task is not None
+            limit = run.task.options.timeout
+            return self.raised(
+                run, TimeLimitExceeded(f"the attempt ran past its timeout of {limit} s")
+            )
+        return None
+
+    # -- running ---------------------------------------------------------------------------
+
+    def call_sync(self, run: JobRun) -> Outcome | None:
+        """Run a prepared job in this thread (async tasks get an event loop of their own)."""
+        assert run.task is not None and run.ctx is not None
+        token = context.enter(run.ctx)
+        try:
+            try:
+                if run.task.is_async:
+                    value = asyncio.run(run.task.fn(*run.args, **run.kwargs))
+                else:
+                    value = run.task.fn(*run.args, **run.kwargs)
+            except Interrupt as exc:
+                return self.interrupted(run, exc)
+            except BaseException as exc:
+                if run.interrupted is not None:  # the task swallowed our interrupt's effect
+                    return self.interrupted(run)
+                return self.raised(run, exc)
+            if run.interrupted in ("lease", "shutdown"):
+                return None
+            return self.succeeded(run, value)
+        except Interrupt as exc:  # arrived while we were computing the outcome
+            return self.interrupted(run, exc)
+        finally:
+            context.leave(token)
+
+    async def call_async(self, run: JobRun) -> Outcome | None:
+        """Run a prepared async job on the running loop; sync tasks go to a thread."""
+        assert run.task is not None and run.ctx is not None
+        if not run.task.is_async:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, _in_context_thread, self, run
+            )
+        token = context.enter(run.ctx)
+        try:
+            value = await run.task.fn(*run.args, **run.kwargs)
+        except asyncio.CancelledError:
+            if run.interrupted is None and run.soft_fired:
+                limit = run.task.options.soft_timeout
+                return self.raised(run, SoftTimeLimitExceeded(f"soft time limit of {limit} s"))
+            return self.interrupted(run)
+        except BaseException as exc:
+            if run.interrupted is not None:
+                return self.interrupted(run)
+            return self.raised(run, exc)
+        finally:
+            context.leave(token)
+        if run.interrupted is not None:
+            return self.interrupted(run)
+        return self.succeeded(run, value)
+
+
+def _in_context_thread(executor: JobExecutor, run: JobRun) -> Outcome | None:
+    run.thread_id = threading.get_ident()
+    return executor.call_sync(run)

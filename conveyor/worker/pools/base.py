@@ -1,0 +1,74 @@
+"""What the worker needs from a pool, and the watchdog that fires time limits."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from conveyor.worker.execute import JobRun
+
+#: called by a pool when a run is over: the outcome to finish with, or None
+Complete = Callable[[JobRun, "object | None"], None]
+
+
+class Pool(Protocol):
+    """Runs prepared jobs in ``size`` slots. The worker never submits more runs than slots."""
+
+    size: int
+    name: str
+
+    def start(self) -> None: ...
+
+    def submit(self, run: JobRun) -> None: ...
+
+    def interrupt(self, run: JobRun, reason: str) -> bool:
+        """Stop a run for ``reason`` (cancel, timeout, soft, lease, shutdown); True if it was
+        still running and has been told to stop."""
+        ...
+
+    def unstarted(self) -> list[JobRun]:
+        """Take back the runs not yet started (for a shutdown)."""
+        ...
+
+    def stop(self, timeout: float) -> None: ...
+
+
+class Watchdog:
+    """One thread that calls callbacks at given times: the pools' time limits.
+
+    A heap and a condition, rather than a ``threading.Timer`` (a thread) per job."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cond = threading.Condition()
+        self._counter = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="conveyor-watchdog", daemon=True)
+        self._thread.start()
+
+    def at(self, delay: float, callback: Callable[[], None]) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (self._clock() + delay, next(self._counter), callback))
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (not self._heap or self._heap[0][0] > self._clock()):
+                    wait = None if not self._heap else self._heap[0][0] - self._clock()
+                    self._cond.wait(wait)
+                if self._stopped:
+                    return
+                _, _, callback = heapq.heappop(self._heap)
+            callback()

@@ -1,0 +1,171 @@
+"""The thread pool: ``size`` threads; a job is interrupted by an asynchronous exception
+raised in its thread at its next bytecode (``PyThreadState_SetAsyncExc``).
+
+A thread stuck in a long C call sees the exception only when it returns to Python; such
+tasks can poll ``current_job().cancelled``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from conveyor.errors import SoftTimeLimitExceeded
+from conveyor.worker.execute import (
+    CancelInterrupt,
+    Interrupt,
+    JobExecutor,
+    JobRun,
+    LeaseLostInterrupt,
+    ShutdownInterrupt,
+    TimeLimitInterrupt,
+)
+from conveyor.worker.pools.base import Watchdog
+
+log = logging.getLogger("conveyor.worker")
+
+INTERRUPTS: dict[str, type[BaseException]] = {
+    "cancel": CancelInterrupt,
+    "timeout": TimeLimitInterrupt,
+    "lease": LeaseLostInterrupt,
+    "shutdown": ShutdownInterrupt,
+    "soft": SoftTimeLimitExceeded,
+}
+
+
+def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Schedule ``exc_type`` in the thread (None clears a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None
+    )
+
+
+class ThreadPool:
+    name = "thread"
+
+    def __init__(
+        self,
+        size: int,
+        executor: JobExecutor,
+        complete: Callable[[JobRun, object | None], None],
+    ) -> None:
+        self.size = size
+        self._executor = executor
+        self._complete = complete
+        self._queue: queue.SimpleQueue[JobRun | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._watchdog: Watchdog | None = None
+
+    def start(self) -> None:
+        self._watchdog = Watchdog()
+        for i in range(self.size):
+            t = threading.Thread(target=self._loop, name=f"conveyor-thread-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, run: JobRun) -> None:
+        self._queue.put(run)
+
+    def unstarted(self) -> list[JobRun]:
+        taken: list[JobRun] = []
+        while True:
+            try:
+                run = self._queue.get_nowait()
+            except queue.Empty:
+                return taken
+            if run is None:
+                self._queue.put(None)
+                return taken
+            with run.lock:
+                if run.started:  # pragma: no cover - a thread took it meanwhile
+                    continue
+                run.done = True
+            taken.append(run)
+
+    def interrupt(self, run: JobRun, reason: str) -> bool:
+        with run.lock:
+            if run.done:
+                return False
+            if reason == "soft":
+                run.soft_fired = True
+            elif run.interrupted is not None:
+                return True  # already on its way out
+            else:
+                run.interrupted = reason
+            if run.ctx is not None and reason == "cancel":
+                run.ctx.mark_cancelled()
+            if not run.started or run.thread_id is None:
+                return reason != "soft"  # _run sees ``interrupted`` before it starts
+            raise_in_thread(run.thread_id, INTERRUPTS[reason])
+            return True
+
+    def stop(self, timeout: float) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.stop()
+
+    # -- the threads -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            run = self._queue.get()
+            if run is None:
+                return
+            self._run(run)
+
+    def _run(self, run: JobRun) -> None:
+        with run.lock:
+            if run.done:
+                return
+            if run.interrupted is not None:  # cancelled or told to stop before it started
+                run.done = True
+                self._finish(run, self._executor.interrupted(run))
+                return
+            run.started = True
+            run.thread_id = threading.get_ident()
+        self._arm_limits(run)
+        outcome: object | None
+        try:
+            outcome = self._executor.call_sync(run)
+        except Interrupt as exc:  # delivered between the task's end and here
+            outcome = self._executor.interrupted(run, exc)
+        # Close the window in which an interrupt can still be raised into this thread: the
+        # interrupter only raises while ``done`` is false, under the same lock.
+        while True:
+            try:
+                with run.lock:
+                    run.done = True
+                    raise_in_thread(threading.get_ident(), None)
+                break
+            except Interrupt as exc:
+                outcome = self._executor.interrupted(run, exc)
+            except SoftTimeLimitExceeded:
+                pass
+        self._finish(run, outcome)
+
+    def _finish(self, run: JobRun, outcome: object | None) -> None:
+        try:
+            self._complete(run, outcome)
+        except Exception:  # the worker logs its own errors; never kill a pool thread
+            log.exception("completing job %s failed", run.id)
+
+    def _arm_limits(self, run: JobRun) -> None:
+        assert run.task is not None and self._watchdog is not None
+        options = run.task.options
+        if options.soft_timeout is not None:
+            self._watchdog.at(options.soft_timeout, lambda: self._soft_limit(run))
+        if options.timeout is not None:
+            self._watchdog.at(options.timeout, lambda: self._hard_limit(run))
+
+    def _soft_limit(self, run: JobRun) -> None:
+        self.interrupt(run, "soft")
+
+    def _hard_limit(self, run: JobRun) -> None:
+        if self.interrupt(run, "timeout"):
+            log.warning("job %s ran past its timeout: interrupted", run.id)
