@@ -1,10 +1,173 @@
-"""Throwaway servers for the tests (filled in by the Redis backend work)."""
+"""Throwaway servers for the tests: real processes from the installed binaries, on free ports
+of 127.0.0.1, in temporary directories, stopped by PID.
+
+A missing binary skips the tests that need it locally and fails them under ``CI=true``.
+``ServerProcess`` holds what every kind shares; a kind adds its command line and its "does it
+answer" check (see ``RedisServer``).
+"""
 
 from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 
+def require_binary(name: str, hint: str) -> str:
+    """The binary's path; skips (locally) or fails (CI=true) when it is not on PATH."""
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not on PATH ({hint})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """One server process; ``start``, ``stop`` (terminate, then kill), ``kill`` (SIGKILL) and
+    ``restart`` keep its port and directory, so its data and clients' URLs survive."""
+
+    name = "server"
+    start_timeout = 15.0
+
+    def __init__(self, binary: str, directory: Path, *, port: int | None = None) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        """True once the server accepts requests."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, f"{self.name} is not running"
+        return self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        assert not self.running, f"{self.name} is already running"
+        log = open(self.directory / f"{self.name}.log", "ab")  # noqa: SIM115 - child keeps it
+        with log:
+            self._process = subprocess.Popen(
+                self.command(), cwd=self.directory, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while not self.answers():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start; see {log.name}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"{self.name} did not answer within {self.start_timeout} s")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to flush anything."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        self._process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class RedisServer(ServerProcess):
+    """redis-server with every write fsynced to its append-only file before the reply."""
+
+    name = "redis"
+
+    def __init__(
+        self, binary: str, directory: Path, *, args: tuple[str, ...] = (), port: int | None = None
+    ) -> None:
+        super().__init__(binary, directory, port=port)
+        self.args = args
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--daemonize", "no",
+            *self.args,
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as s:
+                s.sendall(b"PING\r\n")
+                reply = s.recv(64)
+        except OSError:
+            return False
+        # -LOADING while the AOF is replayed; -NOAUTH answers too (a server with a password)
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+def redis_binary() -> str:
+    return require_binary("redis-server", "apt-get install redis-server")
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> None:
-    pytest.skip("the Redis backend is not built yet")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by namespace."""
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that kill or restart it."""
+    server = RedisServer(redis_binary(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -45,9 +45,11 @@ def tick():
 def start_worker(tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     env.pop("CONVEYOR_URL", None)
-    out = (tmp_path / f"worker{n}.log").open("wb")
     command = [sys.executable, "-m", "conveyor", "-A", "periodic_app:app", "worker", "-c", "2"]
-    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with (tmp_path / f"worker{n}.log").open("wb") as out:
+        return subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

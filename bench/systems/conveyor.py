@@ -1,0 +1,82 @@
+"""conveyor on SQLite: ``synchronous=full`` (the default) and ``synchronous=normal``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, cast
+
+import conveyor
+from bench.apps import NOOP, STAMP, make_app
+from bench.core import Target
+
+
+class ConveyorSQLite(Target):
+    system = "conveyor"
+
+    def __init__(self, synchronous: str) -> None:
+        self.synchronous = synchronous
+        self.store = f"sqlite-{synchronous}"
+        self._app: conveyor.App | None = None
+        self._url = ""
+
+    @property
+    def version(self) -> str:
+        return conveyor.__version__
+
+    @property
+    def app(self) -> conveyor.App:
+        if self._app is None:
+            raise RuntimeError("call fresh() first")
+        return self._app
+
+    def fresh(self, workdir: Path) -> None:
+        self.close()
+        path = workdir / f"{self.store}-{os.urandom(4).hex()}.db"
+        query = "" if self.synchronous == "full" else f"?synchronous={self.synchronous}"
+        self._url = f"sqlite:///{path}{query}"
+        self._app = make_app(self._url)
+        self._app.backend  # noqa: B018 -- open (and create) the file now, outside any timing
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    def _task(self, name: str) -> conveyor.Task[[], Any]:
+        return cast("conveyor.Task[[], Any]", self.app.registry.get(name))
+
+    def enqueue_one(self) -> None:
+        self._task(NOOP).delay()
+
+    def enqueue_bulk(self, n: int, batch: int) -> None:
+        noop = self._task(NOOP)
+        self.app.enqueue_many((noop.s() for _ in range(n)), batch_size=batch)
+
+    def pending(self) -> int:
+        counts = self.app.backend.queue_counts()
+        return sum(n for states in counts.values() for s, n in states.items() if not s.is_final)
+
+    def enqueue_stamp(self) -> object:
+        return self._task(STAMP).delay()
+
+    def stamp_results(self, handles: list[object], timeout: float) -> list[float]:
+        return [float(cast(conveyor.Job, h).result(timeout=timeout)) for h in handles]
+
+    def worker_spec(self) -> dict[str, Any]:
+        return {"url": self._url}
+
+    def embedded_worker(self, concurrency: int) -> AbstractContextManager[object]:
+        return self.app.worker(concurrency=concurrency, schedule=False)
+
+
+def targets() -> list[Target]:
+    return [ConveyorSQLite("full"), ConveyorSQLite("normal")]
+
+
+def prepare_worker(spec: dict[str, Any], concurrency: int) -> Callable[[], None]:
+    app = make_app(spec["url"])
+    app.backend  # noqa: B018 -- connect before "ready"
+    return app.worker(concurrency=concurrency, schedule=False).run

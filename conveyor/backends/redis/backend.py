@@ -1,0 +1,430 @@
+"""``redis://``, ``rediss://``, ``unix://`` and ``valkey://``: many machines on one Redis or
+Valkey server (or Redis Cluster).
+
+Every compound operation is one Lua script (the ``.lua`` files beside this module, each
+loaded behind ``common.lua``) run with EVALSHA; redis-py loads a script again when the server
+answers NOSCRIPT after a restart. Every key of a namespace starts with ``{namespace}:``, one
+hash tag, so a namespace lives in one Cluster slot and the scripts may touch any of its keys.
+
+Layout, under the prefix: ``job:<id>`` a hash per job; ``ready:<queue>`` a sorted set scored
+by priority then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time;
+``running`` by lease expiry; ``purge`` final jobs by purge time; ``expiring`` waiting jobs by
+expiry; ``state:<state>`` ids per state (lexical, for listing); ``counts`` a hash
+``state|queue -> n``; ``keys`` and ``unique`` the idempotency and uniqueness indexes;
+``workers``, ``workers_seen``, ``schedule:<name>``, ``schedules``, ``queues``, ``token``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.commands.core import Script
+from redis.retry import Retry
+
+from conveyor.backends.base import (
+    Backend,
+    DueResult,
+    HeartbeatResult,
+    RecoveredJob,
+    ScheduleState,
+    SweepResult,
+    WorkerInfo,
+    worker_lost_error,
+)
+from conveyor.backends.redis.codec import decode_record, encode_error, encode_record
+from conveyor.backends.redis.listener import Listener
+from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+
+log = logging.getLogger("conveyor.backends.redis")
+T = TypeVar("T")
+
+STALE_WORKER_SECONDS = 3600.0
+BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
+_CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
+_SCRIPTS = [
+    *("enqueue", "claim", "heartbeat", "progress", "finish", "release", "recover", "sweep"),
+    *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
+]
+_RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
+
+
+def redis_url(url: str) -> str:
+    """The URL redis-py understands: ``valkey://`` and ``valkeys://`` are Redis's own."""
+    scheme, sep, rest = url.partition("://")
+    return {"valkey": "redis", "valkeys": "rediss"}.get(scheme.lower(), scheme) + sep + rest
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _load_scripts(client: redis.Redis) -> dict[str, Script]:
+    folder = resources.files(__package__)
+    common = (folder / "common.lua").read_text()
+    return {
+        name: client.register_script(common + (folder / f"{name}.lua").read_text())
+        for name in _SCRIPTS
+    }
+
+
+class RedisBackend(Backend):
+    scheme = "redis"
+
+    def __init__(
+        self, url: str, *, namespace: str = "conveyor", retry_seconds: float = 5.0
+    ) -> None:
+        super().__init__(url, namespace=namespace)
+        if not namespace or "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"namespace {namespace!r} must be non-empty and free of braces: it becomes the "
+                "Redis Cluster hash tag {namespace}"
+            )
+        self.retry_seconds = retry_seconds
+        self._prefix = f"{{{namespace}}}:"
+        try:
+            self._client = redis.Redis.from_url(
+                redis_url(url),
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
+                # one retry policy, ours: bounded in time, then BackendUnavailable
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
+        self._scripts = _load_scripts(self._client)
+        self._listener = Listener(self._client, self._prefix)
+        self._persistence_checked = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one round trip, retrying a lost connection with backoff for ``retry_seconds``."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                return fn()
+            except redis.AuthenticationError as exc:
+                raise BackendUnavailable(
+                    f"Redis at {safe_url(self.url)} refused the password in the URL: {exc}"
+                ) from exc
+            except _RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"Redis at {safe_url(self.url)} did not answer for "
+                        f"{self.retry_seconds:g} s ({exc}); is the server running?"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        script = self._scripts[name]
+        return self._call(lambda: script(keys=[self._prefix], args=args))
+
+    def check_persistence(self) -> bool:
+        """Warn once (logging) when the server persists nothing, so a restart loses every
+        job; True when it persists (or cannot tell: CONFIG may be disabled on managed
+        servers)."""
+        try:
+            raw: Any = self._call(lambda: self._client.config_get("appendonly", "save"))
+        except redis.ResponseError:
+            return True
+        config = {_text(k): _text(v) for k, v in raw.items()}
+        if config.get("appendonly") == "yes" or config.get("save"):
+            return True
+        if not self._persistence_checked:
+            self._persistence_checked = True
+            log.warning(
+                "Redis at %s persists nothing (appendonly no, no save points): a restart of "
+                "the server loses every job. Set appendonly yes (appendfsync always loses "
+                "nothing; everysec up to a second).",
+                safe_url(self.url),
+            )
+        return False
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        if not records:
+            return []
+        args: list[Any] = []
+        for record in records:
+            fields = encode_record(record)
+            args.append(len(fields) // 2)
+            args.extend(fields)
+        replies = self._run("enqueue", *args)
+        return [
+            record.copy() if reply == 1 else decode_record(reply)
+            for record, reply in zip(records, replies, strict=True)
+        ]
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        queues = list(dict.fromkeys(queues))
+        if limit <= 0 or not queues:
+            return []
+        lease = repr(now + lease_seconds)
+        rows = self._run("claim", worker_id, limit, repr(now), lease, *queues)
+        records = [decode_record(row) for row in rows]
+        return [Claim(record, record.token) for record in records]
+
+    def heartbeat(
+        self,
+        worker: WorkerInfo,
+        leases: Sequence[tuple[str, int]],
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> HeartbeatResult:
+        worker.last_seen = now
+        args: list[Any] = [repr(now + lease_seconds), worker.id, _worker_json(worker), repr(now)]
+        for job_id, token in leases:
+            args += [job_id, str(token)]
+        lost, cancel = self._run("heartbeat", *args)
+        return HeartbeatResult(
+            frozenset(i.decode() for i in lost), frozenset(i.decode() for i in cancel)
+        )
+
+    def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
+        reply = self._run("progress", job_id, str(token), json.dumps(progress.to_json()))
+        return bool(reply)
+
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        return self.finish_many([(job_id, token, outcome)], now=now)[0]
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
+        if not items:
+            return []
+        args: list[Any] = [repr(now)]
+        for job_id, token, outcome in items:
+            args += [
+                job_id,
+                str(token),
+                outcome.state.value,
+                "0" if outcome.result is None else "1",
+                b"" if outcome.result is None else outcome.result,
+                "" if outcome.error is None else encode_error(outcome.error),
+                "" if outcome.ready_at is None else repr(float(outcome.ready_at)),
+                "1" if outcome.counts_failure else "0",
+            ]
+        return [bool(r) for r in self._run("finish", *args)]
+
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))
+        return bool(reply)
+
+    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
+        template = json.dumps(worker_lost_error(_CRASHES_MARK))
+        out: list[RecoveredJob] = []
+        while True:
+            flat = self._run("recover", repr(now), max_crashes, template, BATCH)
+            out += [
+                RecoveredJob(flat[i].decode(), State(flat[i + 1].decode()))
+                for i in range(0, len(flat), 2)
+            ]
+            if len(flat) < 2 * BATCH:
+                return out
+
+    def sweep(self, *, now: float) -> SweepResult:
+        promoted = expired = purged = 0
+        while True:
+            p, e, d, full = self._run("sweep", repr(now), repr(now - STALE_WORKER_SECONDS), BATCH)
+            promoted, expired, purged = promoted + p, expired + e, purged + d
+            if not full:
+                return SweepResult(promoted, expired, purged)
+
+    # -- the user's side -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord | None:
+        raw: Any = self._call(lambda: self._client.hgetall(f"{self._prefix}job:{job_id}"))
+        if not raw:
+            return None
+        return decode_record([x for pair in raw.items() for x in pair])
+
+    def list_jobs(
+        self,
+        *,
+        state: State | None = None,
+        task: str | None = None,
+        queue: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        resume = cursor or ""
+        while len(out) < limit:
+            rows, resume = self._run(
+                "list",
+                "" if state is None else state.value,
+                task or "",
+                queue or "",
+                limit - len(out),
+                resume,
+            )
+            out += [decode_record(row) for row in rows]
+            resume = resume.decode() if isinstance(resume, bytes) else resume
+            if not resume:
+                break
+        return out
+
+    def queue_counts(self) -> dict[str, dict[State, int]]:
+        raw: Any = self._call(lambda: self._client.hgetall(f"{self._prefix}counts"))
+        counts: dict[str, dict[State, int]] = {}
+        for field, n in raw.items():
+            state, _, queue = field.decode().partition("|")
+            if int(n) > 0:
+                counts.setdefault(queue, {})[State(state)] = int(n)
+        return counts
+
+    def cancel(self, job_id: str, *, now: float) -> bool:
+        return bool(self._run("cancel", job_id, repr(now)))
+
+    def retry(self, job_id: str, *, now: float) -> bool:
+        return bool(self._run("retry", job_id, repr(now)))
+
+    def purge_queue(self, queue: str) -> int:
+        total = 0
+        while True:
+            n = int(self._run("purge_queue", queue, BATCH))
+            total += n
+            if n < BATCH:
+                return total
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def register_worker(self, worker: WorkerInfo) -> None:
+        def write() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(f"{self._prefix}workers", worker.id, _worker_json(worker))
+            pipe.zadd(f"{self._prefix}workers_seen", {worker.id: worker.last_seen})
+            pipe.execute()
+
+        self._call(write)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        def delete() -> None:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hdel(f"{self._prefix}workers", worker_id)
+            pipe.zrem(f"{self._prefix}workers_seen", worker_id)
+            pipe.execute()
+
+        self._call(delete)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        raw: Any = self._call(lambda: self._client.hvals(f"{self._prefix}workers"))
+        return [WorkerInfo(**json.loads(value)) for value in raw]
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    def record_due(
+        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
+    ) -> DueResult:
+        fields = encode_record(record)
+        reply = self._run(
+            "record_due",
+            name,
+            repr(float(due)),
+            "1" if skip_if_active else "0",
+            repr(now),
+            len(fields) // 2,
+            *fields,
+        )
+        return DueResult(reply.decode())
+
+    def schedules(self) -> list[ScheduleState]:
+        def num(value: bytes | None) -> float | None:
+            return None if not value else float(value)
+
+        return [
+            ScheduleState(name.decode(), num(due), job.decode() if job else None, num(at))
+            for name, due, job, at in self._run("schedules")
+        ]
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+        # Subscribe, note the generation, then look: a job enqueued after the look still
+        # wakes us, and one enqueued before it is seen by the look.
+        self._listener.ensure_started()
+        since = self._listener.jobs.generation
+        first = self._run("probe", *dict.fromkeys(queues)) if queues else b""
+        if first == b"ready":
+            return
+        if first:
+            timeout = max(0.0, min(timeout, float(first) - time.time()))
+        self._listener.jobs.wait(timeout, since)
+
+    def wait_for_change(self, job_id: str, timeout: float) -> None:
+        self._listener.ensure_started()
+        with self._listener.watch(job_id) as signal:
+            signal.wait(timeout)
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        self._listener.ensure_started()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._listener.watch(job_id) as signal:
+            while True:
+                since = signal.generation
+                record = self.get(job_id)
+                if record is None or record.state.is_final:
+                    return record
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return record
+                signal.wait(5.0 if remaining is None else min(remaining, 5.0), since)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._listener.close()
+        self._client.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _worker_json(worker: WorkerInfo) -> str:
+    return json.dumps(
+        {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "queues": list(worker.queues),
+            "concurrency": worker.concurrency,
+            "pool": worker.pool,
+            "started_at": worker.started_at,
+            "last_seen": worker.last_seen,
+            "running": list(worker.running),
+            "processed": worker.processed,
+            "failed": worker.failed,
+        }
+    )

@@ -1,0 +1,124 @@
+"""Wake-ups over Redis pub/sub: one subscriber thread per backend, started at the first wait.
+
+The scripts publish on ``<prefix>wake`` when jobs become queued or scheduled and on
+``<prefix>changed`` (space-separated ids) when jobs change. The thread turns those messages
+into in-process ``Signal``s, so an idle worker wakes about one network hop after an enqueue
+instead of polling. After a lost connection it resubscribes by itself, and wakes every waiter
+(messages sent meanwhile are gone, so everyone looks again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from conveyor.backends.base import Signal
+
+log = logging.getLogger("conveyor.backends.redis")
+
+
+class Listener:
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.jobs = Signal()
+        self._client = client
+        self._wake = prefix + "wake"
+        self._changed = prefix + "changed"
+        # a channel of this instance alone, so close() can wake its own thread at once
+        self._control = f"{prefix}control:{uuid.uuid4().hex}"
+        self._watchers: dict[str, tuple[Signal, list[int]]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._subscribed = threading.Event()
+        self._stopping = threading.Event()
+
+    def ensure_started(self, timeout: float = 5.0) -> None:
+        """Start the thread if needed and wait until it listens, so that no message sent
+        after this returns is missed (unless the connection is down)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="conveyor-redis-listener", daemon=True
+                )
+                self._thread.start()
+        self._subscribed.wait(timeout)
+
+    @contextmanager
+    def watch(self, job_id: str) -> Iterator[Signal]:
+        """A signal notified whenever the job changes, for as long as the block runs."""
+        with self._lock:
+            signal, users = self._watchers.setdefault(job_id, (Signal(), [0]))
+            users[0] += 1
+        try:
+            yield signal
+        finally:
+            with self._lock:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._watchers[job_id]
+
+    def close(self) -> None:
+        self._stopping.set()
+        thread = self._thread
+        if thread is None:
+            return
+        # if the server is gone the thread sees the flag within its read timeout
+        with contextlib.suppress(redis.RedisError):
+            self._client.publish(self._control, "stop")
+        thread.join(6.0)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._wake, self._changed, self._control)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is not None:
+                        delay = 0.05
+                        self._dispatch(message)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if not self._subscribed.is_set() and delay == 0.05:
+                    log.debug("redis listener cannot subscribe: %s", exc)
+                elif self._subscribed.is_set():
+                    log.warning("redis listener lost its connection (%s); reconnecting", exc)
+                self._subscribed.clear()
+                self._notify_all()
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 1.0)
+            finally:
+                pubsub.close()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel, data = message["type"], message["channel"], message["data"]
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if kind == "subscribe":
+            if data == 3:  # all three channels: from now on nothing is missed
+                self._subscribed.set()
+                self._notify_all()
+        elif kind == "message":
+            if channel == self._wake:
+                self.jobs.notify()
+            elif channel == self._changed:
+                with self._lock:
+                    signals = [self._watchers.get(i.decode()) for i in data.split()]
+                for entry in signals:
+                    if entry is not None:
+                        entry[0].notify()
+
+    def _notify_all(self) -> None:
+        self.jobs.notify()
+        with self._lock:
+            signals = [signal for signal, _ in self._watchers.values()]
+        for signal in signals:
+            signal.notify()

@@ -1,0 +1,272 @@
+"""What only the Redis backend promises: several processes, server restarts, lost
+connections, namespaces on one server, one Cluster slot per namespace, URLs, and the warning
+for a server that persists nothing. The conformance suite covers the contract itself."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from conveyor.backends import open_backend
+from conveyor.backends.redis import RedisBackend
+from conveyor.errors import BackendUnavailable
+from conveyor.job import Outcome, State
+from tests.backends.helpers import LEASE, NOW, make_record, make_worker
+from tests.servers import RedisServer, redis_binary
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def ns() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def backend(redis_server: RedisServer, ns: str) -> Iterator[RedisBackend]:
+    b = RedisBackend(redis_server.url, namespace=ns)
+    yield b
+    b.close()
+
+
+StartServer = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def server_of_its_own(tmp_path: Path) -> Iterator[StartServer]:
+    """A server a test may start with its own arguments (see ``start``)."""
+    servers: list[RedisServer] = []
+
+    def start(*args: str) -> RedisServer:
+        server = RedisServer(redis_binary(), tmp_path, args=args)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+CLAIMER = """
+import json, sys
+from conveyor.backends.redis import RedisBackend
+b = RedisBackend(sys.argv[1], namespace=sys.argv[2])
+print("ready", flush=True)
+sys.stdin.readline()
+got = []
+while True:
+    claims = b.claim(sys.argv[3], ["default", "other"], 7, lease_seconds=60, now=float(sys.argv[4]))
+    if not claims:
+        break
+    got += [c.record.id for c in claims]
+print(json.dumps(got), flush=True)
+b.close()
+"""
+
+
+def test_several_processes_claiming_at_once_never_get_one_job_twice(
+    redis_server: RedisServer, backend: RedisBackend, ns: str
+) -> None:
+    records = [make_record(queue=("default", "other")[i % 2]) for i in range(3000)]
+    backend.enqueue(records)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, redis_server.url, ns, f"w{n}", repr(NOW)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    for proc in procs:  # all connected: let them race
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    claimed: list[str] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        claimed += json.loads(out.strip().splitlines()[-1])
+    assert len(claimed) == len(set(claimed)) == 3000
+    assert set(claimed) == {r.id for r in records}
+
+
+def test_a_killed_and_restarted_server_loses_no_enqueued_job_and_the_backend_reconnects(
+    fresh_redis_server: RedisServer, ns: str
+) -> None:
+    backend = RedisBackend(fresh_redis_server.url, namespace=ns)
+    other = RedisBackend(fresh_redis_server.url, namespace=ns)
+    try:
+        backend.wait_for_jobs(["later"], 0.01)  # the listener is up before the restart
+        singles = [backend.enqueue([make_record()])[0] for _ in range(200)]
+        batch = backend.enqueue([make_record() for _ in range(1000)])
+
+        fresh_redis_server.kill()  # SIGKILL: nothing gets flushed at the last moment
+        fresh_redis_server.start()
+
+        assert all(backend.get(r.id) is not None for r in singles + batch)
+        claimed = backend.claim("w1", ["default"], 2000, lease_seconds=LEASE, now=NOW)
+        assert len(claimed) == 1200
+
+        woke = threading.Event()
+
+        def wait() -> None:
+            backend.wait_for_jobs(["later"], 30.0)
+            woke.set()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.3)
+        other.enqueue([make_record(queue="later")])
+        waiter.join(20.0)
+        assert woke.is_set(), "the listener did not resubscribe after the restart"
+    finally:
+        backend.close()
+        other.close()
+
+
+def test_enqueue_while_the_server_is_down_raises_backend_unavailable_in_bounded_time(
+    fresh_redis_server: RedisServer, ns: str
+) -> None:
+    backend = RedisBackend(fresh_redis_server.url, namespace=ns, retry_seconds=1.0)
+    try:
+        backend.enqueue([make_record()])
+        fresh_redis_server.kill()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="did not answer"):
+            backend.enqueue([make_record()])
+        assert time.monotonic() - started < 15.0
+        assert not backend.ping()
+    finally:
+        backend.close()
+
+
+def test_scripts_are_loaded_again_after_a_restart(fresh_redis_server: RedisServer, ns: str) -> None:
+    backend = RedisBackend(fresh_redis_server.url, namespace=ns)
+    raw = redis.Redis.from_url(fresh_redis_server.url)
+    try:
+        job = backend.enqueue([make_record()])[0]
+        fresh_redis_server.restart()
+        shas = [script.sha for script in backend._scripts.values()]
+        assert not any(raw.script_exists(*shas))  # NOSCRIPT awaits the next call
+
+        (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+        assert claim.record.id == job.id
+        assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+        stored = backend.get(job.id)
+        assert stored is not None and stored.state is State.SUCCEEDED
+    finally:
+        raw.close()
+        backend.close()
+
+
+def test_namespaces_on_one_server_never_see_each_other(redis_server: RedisServer) -> None:
+    shop = RedisBackend(redis_server.url, namespace=f"shop{uuid.uuid4().hex[:8]}")
+    blog = RedisBackend(redis_server.url, namespace=f"blog{uuid.uuid4().hex[:8]}")
+    try:
+        job = shop.enqueue([make_record()])[0]
+        assert blog.get(job.id) is None
+        assert blog.claim("w1", ["default"], 10, lease_seconds=LEASE, now=NOW) == []
+        assert blog.queue_counts() == {}
+        assert blog.list_jobs() == []
+        claimed = shop.claim("w", ["default"], 10, lease_seconds=LEASE, now=NOW)
+        assert [c.record.id for c in claimed] == [job.id]
+    finally:
+        shop.close()
+        blog.close()
+
+
+def test_every_key_of_a_namespace_carries_one_hash_tag(
+    redis_server: RedisServer, backend: RedisBackend, ns: str
+) -> None:
+    backend.enqueue([make_record(key="k1"), make_record(unique_key="u1", expires_at=NOW + 5)])
+    backend.enqueue([make_record(ready_at=NOW + 60, queue="later")])
+    (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+    lease = (claim.record.id, claim.token)
+    backend.heartbeat(make_worker(), [lease], lease_seconds=LEASE, now=NOW)
+    backend.finish(claim.record.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+    backend.register_worker(make_worker("w2"))
+    backend.record_due("hourly", NOW, make_record(), skip_if_active=False, now=NOW)
+
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        keys = [k.decode() for k in raw.scan_iter(match=f"*{ns}*", count=1000)]
+    finally:
+        raw.close()
+    assert len(keys) > 10
+    assert all(k.startswith(f"{{{ns}}}:") for k in keys)
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+
+
+def test_a_server_that_persists_nothing_is_warned_about(
+    server_of_its_own: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = server_of_its_own("--appendonly", "no", "--save", "")
+    backend = RedisBackend(server.url, namespace="warned")
+    try:
+        with caplog.at_level(logging.WARNING, logger="conveyor.backends.redis"):
+            assert backend.check_persistence() is False
+        assert "persists nothing" in caplog.text
+    finally:
+        backend.close()
+
+
+def test_a_server_with_an_append_only_file_is_not_warned_about(
+    backend: RedisBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="conveyor.backends.redis"):
+        assert backend.check_persistence() is True
+    assert caplog.text == ""
+
+
+def test_the_url_database_number_is_honoured(redis_server: RedisServer, ns: str) -> None:
+    backend = open_backend(f"redis://127.0.0.1:{redis_server.port}/3", namespace=ns)
+    raw = redis.Redis(port=redis_server.port, db=3)
+    try:
+        backend.enqueue([make_record()])
+        assert list(raw.scan_iter(match=f"{{{ns}}}:*"))
+    finally:
+        raw.close()
+        backend.close()
+
+
+def test_the_url_password_is_honoured(server_of_its_own: StartServer) -> None:
+    server = server_of_its_own("--requirepass", "s3cret")
+    good = open_backend(f"redis://:s3cret@127.0.0.1:{server.port}/0", namespace="pw")
+    bad = RedisBackend(f"redis://:wrong@127.0.0.1:{server.port}/0", namespace="pw")
+    try:
+        assert good.enqueue([make_record()])
+        with pytest.raises(BackendUnavailable, match=r"password") as excinfo:
+            bad.enqueue([make_record()])
+        assert "wrong" not in str(excinfo.value)
+    finally:
+        good.close()
+        bad.close()
+
+
+def test_valkey_and_unix_socket_urls_open_the_redis_backend(
+    server_of_its_own: StartServer, tmp_path: Path
+) -> None:
+    sock = tmp_path / "redis.sock"
+    server = server_of_its_own("--unixsocket", str(sock))
+    for url in (f"valkey://127.0.0.1:{server.port}/0", f"unix://{sock}?db=0"):
+        backend = open_backend(url, namespace="urls")
+        try:
+            assert isinstance(backend, RedisBackend)
+            assert backend.ping()
+        finally:
+            backend.close()

@@ -1,0 +1,54 @@
+"""The app that the fault tests' worker processes run: ``python -m tests.worker.fault_app
+[concurrency] [lease_seconds] [shutdown_timeout]``, with CONVEYOR_URL naming the store."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import conveyor
+
+app = conveyor.App()
+
+
+@app.task(name="fault.mark")
+def mark(path: str, seconds: float) -> int:
+    """Write 'start N' and, after ``seconds``, 'end N' (N = attempt) to ``path``."""
+    ctx = conveyor.current_job()
+    assert ctx is not None
+    with open(path, "a") as f:
+        f.write(f"start {ctx.attempt} {os.getpid()}\n")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(path, "a") as f:
+        f.write(f"end {ctx.attempt} {os.getpid()}\n")
+    return ctx.attempt
+
+
+@app.task(name="fault.record")
+def record(path: str, n: int) -> int:
+    """Append one line per run: many processes append to one file safely (O_APPEND)."""
+    ctx = conveyor.current_job()
+    assert ctx is not None
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{n} {ctx.id} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    return n
+
+
+@app.task(name="fault.echo")
+def echo(value: object) -> object:
+    return value
+
+
+if __name__ == "__main__":
+    concurrency = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    lease = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
+    shutdown = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
+    app.worker(
+        concurrency=concurrency, lease_seconds=lease, shutdown_timeout=shutdown, schedule=False
+    ).run()
