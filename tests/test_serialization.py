@@ -68,50 +68,71 @@ class Level(enum.IntEnum):
 
 # --- strategies -------------------------------------------------------------------------
 
+
+def named(name: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``strategy`` under a short name: hypothesis prints a strategy's repr when it retries a
+    draw, and the repr of these nested strategies runs past its 30 kB warning."""
+
+    def draw(draw: st.DrawFn) -> Any:
+        return draw(strategy)
+
+    draw.__name__ = draw.__qualname__ = name
+    return st.composite(draw)()
+
+
 keys = st.one_of(st.text(max_size=6), st.just(MARKER))
 fixed_zones = st.builds(
     timezone,
     st.timedeltas(min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23)),
 )
 zones = st.one_of(st.none(), st.just(UTC), fixed_zones, st.timezones())
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=False),
-    st.text(),
-    keys,
-    st.binary(),
-    st.dates(),
-    st.datetimes(timezones=zones),
-    st.times(timezones=zones),
-    st.timedeltas(),
-    st.uuids(),
-    st.decimals(allow_nan=False),
-    st.sampled_from(list(Color) + list(Level)),
-)
-hashables = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3).map(tuple),
-        st.frozensets(inner, max_size=3),
-        st.builds(Point, inner, inner),
+scalars = named(
+    "scalars",
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.text(),
+        keys,
+        st.binary(),
+        st.dates(),
+        st.datetimes(timezones=zones),
+        st.times(timezones=zones),
+        st.timedeltas(),
+        st.uuids(),
+        st.decimals(allow_nan=False),
+        st.sampled_from(list(Color) + list(Level)),
     ),
-    max_leaves=8,
 )
-values = st.recursive(
-    hashables,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.lists(inner, max_size=4).map(tuple),
-        st.dictionaries(keys, inner, max_size=4),
-        st.dictionaries(hashables, inner, max_size=4),
-        st.sets(hashables, max_size=4),
-        st.frozensets(hashables, max_size=4),
-        st.builds(Box, inner, st.text(max_size=4)),
-        st.builds(MarkerField, inner),
+hashables = named(
+    "hashables",
+    st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3).map(tuple),
+            st.frozensets(inner, max_size=3),
+            st.builds(Point, inner, inner),
+        ),
+        max_leaves=8,
     ),
-    max_leaves=20,
+)
+values = named(
+    "values",
+    st.recursive(
+        hashables,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=4).map(tuple),
+            st.dictionaries(keys, inner, max_size=4),
+            st.dictionaries(hashables, inner, max_size=4),
+            st.sets(hashables, max_size=4),
+            st.frozensets(hashables, max_size=4),
+            st.builds(Box, inner, st.text(max_size=4)),
+            st.builds(MarkerField, inner),
+        ),
+        max_leaves=20,
+    ),
 )
 plain_json = st.recursive(
     st.one_of(

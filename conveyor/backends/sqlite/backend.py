@@ -115,12 +115,15 @@ class SQLiteBackend(Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         if limit <= 0 or not queues:
             return []
-        # Look without the write lock first: idle workers polling an empty queue then never
-        # queue up behind writers.
-        if not self._ready_ids(self._db.get(), queues, limit, now):
+        # After an empty claim, look without the write lock first: idle workers polling an
+        # empty queue then never queue up behind writers. A busy worker goes straight in.
+        if getattr(self._local, "idle", False) and not self._ready_ids(
+            self._db.get(), queues, limit, now
+        ):
             return []
         with self._db.write() as conn:
             ids = self._ready_ids(conn, queues, limit, now)
+            self._local.idle = not ids
             if not ids:
                 return []
             params = {

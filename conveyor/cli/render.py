@@ -1,0 +1,272 @@
+"""How jobs, queues, workers and schedules look on a terminal (Rich) and to scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.backends.base import ScheduleState, WorkerInfo
+from conveyor.job import JobInfo, Progress, State
+
+#: a worker not seen for longer than this is shown as stale (heartbeats come every few seconds)
+STALE_SECONDS = 60.0
+
+STATE_STYLES: dict[State, str] = {
+    State.SCHEDULED: "cyan",
+    State.QUEUED: "blue",
+    State.RUNNING: "yellow",
+    State.SUCCEEDED: "green",
+    State.FAILED: "bold red",
+    State.CANCELLED: "magenta",
+    State.EXPIRED: "dim",
+}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console on stdout or stderr. Without a terminal (pipes, CI) tables are laid out
+    160 columns wide unless COLUMNS says otherwise, so job ids are not folded."""
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=160)
+    return out
+
+
+def state_text(state: State) -> Text:
+    return Text(state.value, style=STATE_STYLES.get(state, ""))
+
+
+def ago(ts: float, *, now: float | None = None) -> str:
+    """``3 s ago``, ``5 min ago``, ``2 h ago``, ``4 d ago``."""
+    seconds = max(0.0, (time.time() if now is None else now) - ts)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} d ago"
+
+
+def when(dt: datetime | float | None) -> str:
+    """A time in the local zone: ``14:03:07`` today, else ``2024-05-01 14:03``."""
+    if dt is None:
+        return "-"
+    if not isinstance(dt, datetime):
+        dt = datetime.fromtimestamp(dt, UTC)
+    local = dt.astimezone()
+    if local.date() == datetime.now().astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def progress_text(progress: Progress | None) -> str:
+    if progress is None:
+        return "-"
+    text = f"{progress.percent:.0f}%"
+    return f"{text} {progress.message}" if progress.message else text
+
+
+def to_json(value: Any) -> str:
+    """Results and arguments as JSON; values JSON cannot hold (datetime, bytes...) as str."""
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- jobs ----------------------------------------------------------------------------------
+
+
+def jobs_table(infos: list[JobInfo]) -> Table:
+    table = Table(title=None, show_edge=False, header_style="bold")
+    for column in ("id", "task", "state", "attempts", "progress", "created", "queue"):
+        table.add_column(column, no_wrap=column in ("id", "state", "created"))
+    for info in infos:
+        table.add_row(
+            info.id,
+            escape(info.task),
+            state_text(info.state),
+            str(info.attempts),
+            escape(progress_text(info.progress)),
+            when(info.created_at),
+            escape(info.queue),
+        )
+    return table
+
+
+def job_panel(info: JobInfo) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    rows: list[tuple[str, str | Text]] = [
+        ("task", escape(info.task)),
+        ("state", state_text(info.state)),
+        ("queue", escape(info.queue)),
+        ("priority", str(info.priority)),
+        ("attempts", str(info.attempts)),
+        ("args", escape(to_json(list(info.args)))),
+        ("kwargs", escape(to_json(info.kwargs))),
+        ("progress", escape(progress_text(info.progress))),
+        ("created", _iso(info.created_at)),
+        ("eta", _iso(info.eta)),
+        ("started", _iso(info.started_at)),
+        ("finished", _iso(info.finished_at)),
+        ("worker", escape(info.worker or "-")),
+    ]
+    if info.key:
+        rows.append(("key", escape(info.key)))
+    if info.progress is not None and info.progress.data:
+        rows.append(("progress data", escape(to_json(info.progress.data))))
+    if info.meta:
+        rows.append(("meta", escape(to_json(info.meta))))
+    if info.state is State.SUCCEEDED:
+        rows.append(("result", escape(to_json(info.result))))
+    if info.error is not None:
+        rows.append(("error", Text(f"{info.error.type}: {info.error.message}", "red")))
+    for name, value in rows:
+        grid.add_row(name, value)
+    parts: list[Any] = [grid]
+    if info.error is not None and info.error.traceback:
+        parts += [Text(""), Text(info.error.traceback.rstrip(), style="dim")]
+    return Panel(Group(*parts), title=f"job {info.id}", title_align="left", expand=False)
+
+
+def _iso(dt: datetime | None) -> str:
+    return "-" if dt is None else dt.astimezone().isoformat(timespec="seconds")
+
+
+def job_json(info: JobInfo) -> dict[str, Any]:
+    def iso(dt: datetime | None) -> str | None:
+        return None if dt is None else dt.isoformat()
+
+    return {
+        "id": info.id,
+        "task": info.task,
+        "args": list(info.args),
+        "kwargs": info.kwargs,
+        "queue": info.queue,
+        "priority": info.priority,
+        "state": info.state.value,
+        "attempts": info.attempts,
+        "progress": None if info.progress is None else info.progress.to_json(),
+        "result": info.result,
+        "error": None if info.error is None else info.error.to_json(),
+        "created_at": iso(info.created_at),
+        "eta": iso(info.eta),
+        "started_at": iso(info.started_at),
+        "finished_at": iso(info.finished_at),
+        "worker": info.worker,
+        "key": info.key,
+        "meta": info.meta,
+    }
+
+
+# -- queues, workers, schedules --------------------------------------------------------------
+
+
+def queues_table(counts: dict[str, dict[State, int]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("queue")
+    for state in State:
+        table.add_column(Text(state.value, style=STATE_STYLES[state]), justify="right")
+    table.add_column("total", justify="right")
+    for queue in sorted(counts):
+        by_state = counts[queue]
+        cells = [str(by_state.get(state, 0) or "-") for state in State]
+        table.add_row(escape(queue), *cells, str(sum(by_state.values())))
+    return table
+
+
+def is_stale(worker: WorkerInfo, now: float) -> bool:
+    return now - worker.last_seen > STALE_SECONDS
+
+
+def workers_table(workers: list[WorkerInfo], now: float) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    columns = ("id", "host", "pid", "queues", "pool", "concurrency", "running", "last seen")
+    for column in (*columns, "processed", "failed"):
+        justify = "right" if column in ("pid", "concurrency", "running", "processed") else "left"
+        table.add_column(column, justify="right" if column == "failed" else justify)
+    for w in sorted(workers, key=lambda w: w.started_at):
+        stale = is_stale(w, now)
+        seen = Text(ago(w.last_seen, now=now) + (" (stale)" if stale else ""))
+        seen.stylize("bold red" if stale else "green")
+        table.add_row(
+            escape(w.id),
+            escape(w.host),
+            str(w.pid),
+            escape(",".join(w.queues)),
+            w.pool,
+            str(w.concurrency),
+            str(len(w.running)),
+            seen,
+            str(w.processed),
+            str(w.failed),
+            style="dim" if stale else None,
+        )
+    return table
+
+
+def worker_json(w: WorkerInfo, now: float) -> dict[str, Any]:
+    return {
+        "id": w.id,
+        "host": w.host,
+        "pid": w.pid,
+        "queues": w.queues,
+        "pool": w.pool,
+        "concurrency": w.concurrency,
+        "running": w.running,
+        "started_at": w.started_at,
+        "last_seen": w.last_seen,
+        "stale": is_stale(w, now),
+        "processed": w.processed,
+        "failed": w.failed,
+    }
+
+
+def schedules_rows(
+    specs: dict[str, Any], states: list[ScheduleState], now: float
+) -> list[dict[str, Any]]:
+    """One row per periodic task, from the app's specs and what the backend recorded."""
+    recorded = {s.name: s for s in states}
+    rows = []
+    for name in sorted(set(specs) | set(recorded)):
+        spec, state = specs.get(name), recorded.get(name)
+        rows.append(
+            {
+                "task": name,
+                "schedule": spec.schedule.describe() if spec is not None else None,
+                "next_due": spec.schedule.next_due(now) if spec is not None else None,
+                "last_due": state.last_due if state else None,
+                "last_job_id": state.last_job_id if state else None,
+                "last_enqueued_at": state.last_enqueued_at if state else None,
+            }
+        )
+    return rows
+
+
+def schedules_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("task", "schedule", "next due", "last run", "last job"):
+        table.add_column(column)
+    for row in rows:
+        last = row["last_enqueued_at"] or row["last_due"]
+        table.add_row(
+            escape(row["task"]),
+            escape(row["schedule"] or "- (not in this app)"),
+            when(row["next_due"]),
+            when(last) if last else "never",
+            row["last_job_id"] or "-",
+        )
+    return table
