@@ -16,11 +16,11 @@ local woken = false -- a job became queued or scheduled: idle workers look again
 local function num(x) return string.format('%.17g', x) end
 local function jkey(id) return P .. 'job:' .. id end
 
+-- Count changes add up here and are written once, by notify(): batches touch few fields.
+local deltas = {}
 local function count(queue, state, delta)
   local field = state .. '|' .. queue
-  if redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
-    redis.call('HDEL', P .. 'counts', field)
-  end
+  deltas[field] = (deltas[field] or 0) + delta
 end
 
 -- Take a job out of the indexes of its state.
@@ -34,10 +34,14 @@ local function unplace(id, state, queue)
   count(queue, state, -1)
 end
 
--- Put a job into the indexes of its state, reading its stored fields.
-local function place(id, state, queue)
-  local f = redis.call('HMGET', jkey(id), 'priority', 'ready_at', 'lease_expires_at',
-    'purge_at', 'expires_at')
+-- Put a job into the indexes of its state. f: its priority, ready_at, lease_expires_at,
+-- purge_at and expires_at when the caller has them, else they are read.
+local function place(id, state, queue, f)
+  if not f then
+    f = redis.call('HMGET', jkey(id), 'priority', 'ready_at', 'lease_expires_at', 'purge_at',
+      'expires_at')
+    changed[#changed + 1] = id -- an existing job: someone may wait on it
+  end
   if state == 'queued' then
     -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
     local score = -tonumber(f[1] or '0') * BAND + tonumber(f[2] or '0') * 1000
@@ -54,7 +58,6 @@ local function place(id, state, queue)
   if WAITING[state] and f[5] then redis.call('ZADD', P .. 'expiring', f[5], id) end
   redis.call('ZADD', P .. 'state:' .. state, 0, id)
   count(queue, state, 1)
-  changed[#changed + 1] = id
 end
 
 local function move(id, queue, from, to, sets, dels)
@@ -112,6 +115,8 @@ local function read_record(i)
   return rec, flat, i + 1 + 2 * n
 end
 
+local queues_seen = {}
+
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
 local function store(rec, flat)
@@ -131,12 +136,21 @@ local function store(rec, flat)
   if rec.unique_key and ACTIVE[rec.state] then
     redis.call('HSET', P .. 'unique', rec.unique_key, id)
   end
-  redis.call('SADD', P .. 'queues', rec.queue)
-  place(id, rec.state, rec.queue)
+  if not queues_seen[rec.queue] then
+    queues_seen[rec.queue] = true
+    redis.call('SADD', P .. 'queues', rec.queue)
+  end
+  place(id, rec.state, rec.queue,
+    {rec.priority, rec.ready_at, rec.lease_expires_at, rec.purge_at, rec.expires_at})
   return id, true
 end
 
 local function notify()
+  for field, delta in pairs(deltas) do
+    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
+      redis.call('HDEL', P .. 'counts', field)
+    end
+  end
   if #changed > 0 then redis.call('PUBLISH', P .. 'changed', table.concat(changed, ' ')) end
   if woken then redis.call('PUBLISH', P .. 'wake', '1') end
 end
