@@ -155,8 +155,13 @@ def _tag_clock(tag: str) -> Callable[[Any], Any]:
     # The ISO text keeps microseconds and the UTC offset; a ZoneInfo zone is kept by its key
     # too, so arithmetic across DST after loading still follows the zone's rules.
     def encode(v: dt.datetime | dt.time) -> Any:
-        key = v.tzinfo.key if isinstance(v.tzinfo, ZoneInfo) else None
-        return _tagged(tag, v.isoformat(), key) if key else _tagged(tag, v.isoformat())
+        if isinstance(v.tzinfo, ZoneInfo) and v.tzinfo.key:
+            return _tagged(tag, v.isoformat(), v.tzinfo.key)
+        offset = v.utcoffset()
+        if offset is not None and offset.microseconds:  # fromisoformat (3.11) would drop them
+            naive = v.replace(tzinfo=None).isoformat()
+            return _tagged(tag, naive, None, offset // dt.timedelta(microseconds=1))
+        return _tagged(tag, v.isoformat())
 
     return encode
 
@@ -278,18 +283,24 @@ def _load_enum(ref: str, value: Any) -> Any:
     return _resolve(ref, "enum", lambda o: isinstance(o, type) and issubclass(o, enum.Enum))(value)
 
 
-def _load_datetime(text: str, key: str | None = None) -> dt.datetime:
+def _fixed(microseconds: int) -> dt.timezone:
+    return dt.timezone(dt.timedelta(microseconds=microseconds))
+
+
+def _load_datetime(text: str, key: str | None = None, offset: int | None = None) -> dt.datetime:
     value = dt.datetime.fromisoformat(text)
     if key is None:
-        return value
+        return value if offset is None else value.replace(tzinfo=_fixed(offset))
     local = value.replace(tzinfo=ZoneInfo(key))
     # The stored offset tells which of two ambiguous wall times (a DST fall-back) it was.
     return local if local.utcoffset() == value.utcoffset() else local.replace(fold=1)
 
 
-def _load_time(text: str, key: str | None = None) -> dt.time:
+def _load_time(text: str, key: str | None = None, offset: int | None = None) -> dt.time:
     value = dt.time.fromisoformat(text)
-    return value if key is None else value.replace(tzinfo=ZoneInfo(key))
+    if key is None:
+        return value if offset is None else value.replace(tzinfo=_fixed(offset))
+    return value.replace(tzinfo=ZoneInfo(key))
 
 
 def _load_items(kind: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:

@@ -53,9 +53,7 @@ def test_a_wrong_option_fails_at_declaration_naming_it(
 
 
 @pytest.mark.parametrize("option", ["rate_limit", "concurrency"])
-def test_cluster_wide_limits_say_they_are_not_available_yet(
-    app: conveyor.App, option: str
-) -> None:
+def test_cluster_wide_limits_say_they_are_not_available_yet(app: conveyor.App, option: str) -> None:
     with pytest.raises(conveyor.ConfigurationError, match=f"{option}.*not available"):
         app.task(**{option: "10/m" if option == "rate_limit" else 1})(lambda: None)
 

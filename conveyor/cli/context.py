@@ -31,6 +31,7 @@ class CliState:
     def __init__(self, app_spec: str | None) -> None:
         self.app_spec = app_spec
         self._app: App | None = None
+        self._owned = False  # an app named by -A belongs to its module, which may still use it
 
     def app(self, *, needs_tasks: str | None = None) -> App:
         """The app. ``needs_tasks`` names a command that cannot work without ``-A``; the
@@ -45,8 +46,8 @@ class CliState:
                     f"-A module:attribute or CONVEYOR_APP, e.g. conveyor -A tasks:app {needs_tasks}"
                 )
             else:
-                self._app = App()
-            click.get_current_context().call_on_close(self.close)
+                self._app, self._owned = App(), True
+                click.get_current_context().call_on_close(self.close)
         return self._app
 
     @property
@@ -54,9 +55,9 @@ class CliState:
         return bool(self.app_spec)
 
     def close(self) -> None:
-        if self._app is not None:
+        if self._app is not None and self._owned:
             self._app.close()
-            self._app = None
+        self._app = None
 
 
 pass_state = click.make_pass_decorator(CliState)

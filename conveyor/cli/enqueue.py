@@ -25,12 +25,14 @@ POLL_SECONDS = 0.1
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("task_name", metavar="TASK")
 @click.argument("json_args", nargs=-1, metavar="[JSON_ARG]...")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help='Keyword arguments: \'{"x": 1}\'.')
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments: '{\"x\": 1}'.")
 @click.option("--queue", help="Send to this queue instead of the task's own.")
 @click.option("--priority", type=click.IntRange(0, 100), help="0-100, higher runs first.")
 @click.option("--countdown", type=click.FloatRange(min=0), help="Run no sooner than S seconds.")
 @click.option("--key", help="Idempotency key: enqueueing it again returns the same job.")
-@click.option("--wait", is_flag=True, help="Show progress until the job is final; print its result.")
+@click.option(
+    "--wait", is_flag=True, help="Show progress until the job is final; print its result."
+)
 @click.option("--timeout", type=click.FloatRange(min=0), help="With --wait: give up after S s.")
 @pass_state
 def enqueue(
@@ -104,7 +106,11 @@ def _check_call(app: App, name: str, args: list[Any], kwargs: dict[str, Any]) ->
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise UserError(f"{name}{signature}: {exc}") from None
+        bare = signature.replace(
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
+        raise UserError(f"{name}{bare}: {exc}") from None
 
 
 def follow(app: App, job: Job, timeout: float | None) -> JobRecord:

@@ -48,7 +48,9 @@ def jobs(
     if as_json:
         _echo_json([render.job_json(i) for i in infos])
     elif not infos:
-        render.console(stderr=True).print("no jobs" + (" matching" if state or task or queue else ""))
+        render.console(stderr=True).print(
+            "no jobs" + (" matching" if state or task or queue else "")
+        )
     else:
         render.console().print(render.jobs_table(infos))
 
@@ -170,15 +172,13 @@ def schedules(cli: CliState, as_json: bool) -> None:
     if as_json:
         _echo_json(rows)
         return
-    if not cli.has_app_spec:
-        render.console(stderr=True).print(
-            "[dim]without -A only what the backend recorded is known; "
-            "-A module:app adds schedules and next due times[/dim]"
-        )
+    hint = "" if cli.has_app_spec else " (give -A module:app for its schedules and next due times)"
     if not rows:
-        render.console(stderr=True).print("no periodic tasks")
-    else:
-        render.console().print(render.schedules_table(rows))
+        render.console(stderr=True).print(f"no periodic tasks{hint}")
+        return
+    render.console().print(render.schedules_table(rows))
+    if hint:
+        render.console(stderr=True).print(f"[dim]only what the backend recorded is known{hint}[/]")
 
 
 @click.command()

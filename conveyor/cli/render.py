@@ -195,9 +195,9 @@ def is_stale(worker: WorkerInfo, now: float) -> bool:
 def workers_table(workers: list[WorkerInfo], now: float) -> Table:
     table = Table(show_edge=False, header_style="bold")
     columns = ("id", "host", "pid", "queues", "pool", "concurrency", "running", "last seen")
+    numeric = ("pid", "concurrency", "running", "processed", "failed")
     for column in (*columns, "processed", "failed"):
-        justify = "right" if column in ("pid", "concurrency", "running", "processed") else "left"
-        table.add_column(column, justify="right" if column == "failed" else justify)
+        table.add_column(column, justify="right" if column in numeric else "left")
     for w in sorted(workers, key=lambda w: w.started_at):
         stale = is_stale(w, now)
         seen = Text(ago(w.last_seen, now=now) + (" (stale)" if stale else ""))

@@ -346,7 +346,16 @@ def default_pool(settings: WorkerSettings, executor: JobExecutor, complete: Any)
 
         return AsyncPool(settings.concurrency, executor, complete)
     if settings.pool == "process":
-        raise ConfigurationError("pool='process' is not available in this version yet")
+        from conveyor.worker.pools.process import ProcessPool, find_app_ref
+
+        return ProcessPool(
+            settings.concurrency,
+            executor,
+            complete,
+            app_ref=find_app_ref(executor.registry),
+            max_tasks_per_child=settings.max_tasks_per_child,
+            max_memory_per_child=settings.max_memory_per_child,
+        )
     from conveyor.worker.pools.threads import ThreadPool
 
     return ThreadPool(settings.concurrency, executor, complete)

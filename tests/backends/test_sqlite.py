@@ -11,8 +11,10 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from importlib import resources
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import pytest
@@ -31,43 +33,54 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/jobs.db"
 
 
-def _claim_until_empty(url: str, namespace: str, name: str) -> list[str]:
-    """In a child process: claim and finish jobs until none are left; the ids it got."""
-    backend = SQLiteBackend(url, namespace=namespace)
+def _claim_until_empty(url: str, name: str, gate: Barrier, out: Queue[list[str]]) -> None:
+    """In a child process: claim and finish jobs until none are left; report the ids."""
+    backend = SQLiteBackend(url, namespace="shared")
     got: list[str] = []
-    try:
-        while claims := backend.claim(name, ["default"], 3, lease_seconds=LEASE, now=NOW):
-            for claim in claims:
-                got.append(claim.record.id)
-                backend.finish(claim.record.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
-    finally:
-        backend.close()
-    return got
+    gate.wait(60)  # everyone starts claiming at once
+    while claims := backend.claim(name, ["default"], 3, lease_seconds=LEASE, now=NOW):
+        for claim in claims:
+            got.append(claim.record.id)
+            backend.finish(claim.record.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+    backend.close()
+    out.put(got)
 
 
-def _open(url: str, namespace: str) -> int:
-    backend = SQLiteBackend(url, namespace=namespace)
+def _open(url: str, name: str, gate: Barrier, out: Queue[list[str]]) -> None:
+    gate.wait(60)  # everyone opens the new file at once
+    backend = SQLiteBackend(url, namespace="fresh")
+    out.put([r.id for r in backend.list_jobs()])
+    backend.close()
+
+
+def _in_processes(target: Callable[..., None], url: str, n: int = 4) -> list[list[str]]:
+    gate, out = SPAWN.Barrier(n), SPAWN.Queue()
+    children = [SPAWN.Process(target=target, args=(url, f"p{i}", gate, out)) for i in range(n)]
+    for child in children:
+        child.start()
     try:
-        return len(backend.list_jobs())
+        results = [out.get(timeout=100) for _ in children]
     finally:
-        backend.close()
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    assert [child.exitcode for child in children] == [0] * n
+    return results
 
 
 def test_several_processes_claim_every_job_exactly_once(url: str) -> None:
     backend = SQLiteBackend(url, namespace="shared")
     jobs = backend.enqueue([make_record() for _ in range(600)])
-    with ProcessPoolExecutor(4, mp_context=SPAWN) as pool:
-        futures = [pool.submit(_claim_until_empty, url, "shared", f"p{i}") for i in range(4)]
-        claimed = [job_id for f in futures for job_id in f.result(timeout=100)]
+    claimed = [job_id for got in _in_processes(_claim_until_empty, url) for job_id in got]
     assert Counter(claimed) == Counter(j.id for j in jobs)
     assert backend.queue_counts() == {"default": {State.SUCCEEDED: 600}}
     backend.close()
 
 
 def test_several_processes_can_create_one_new_file_at_once(url: str) -> None:
-    with ProcessPoolExecutor(4, mp_context=SPAWN) as pool:
-        counts = list(pool.map(_open, [url] * 4, ["fresh"] * 4, timeout=100))
-    assert counts == [0, 0, 0, 0]
+    assert _in_processes(_open, url) == [[], [], [], []]
 
 
 def test_another_process_enqueue_wakes_wait_for_jobs(url: str) -> None:
@@ -100,8 +113,8 @@ def test_another_process_enqueue_wakes_wait_for_jobs(url: str) -> None:
     backend.close()
 
 
-def _pragma(backend: SQLiteBackend, name: str) -> object:
-    return backend._db.get().execute(f"PRAGMA {name}").fetchone()[0]
+def _pragma(backend: SQLiteBackend, name: str) -> int:
+    return int(backend._db.get().execute(f"PRAGMA {name}").fetchone()[0])
 
 
 def test_synchronous_is_full_unless_normal_is_asked_for(tmp_path: Path) -> None:
@@ -119,7 +132,7 @@ def test_synchronous_is_full_unless_normal_is_asked_for(tmp_path: Path) -> None:
 def test_the_file_is_in_wal_mode_with_a_busy_timeout(url: str, tmp_path: Path) -> None:
     backend = SQLiteBackend(url)
     try:
-        assert _pragma(backend, "busy_timeout") >= 1000  # type: ignore[operator]
+        assert _pragma(backend, "busy_timeout") >= 1000
     finally:
         backend.close()
     with sqlite3.connect(tmp_path / "jobs.db") as conn:
@@ -180,15 +193,47 @@ def test_namespaces_share_one_file_without_seeing_each_other(url: str) -> None:
         blog.close()
 
 
-def test_close_closes_the_connections_of_every_thread(url: str) -> None:
-    backend = SQLiteBackend(url)
+def _connection_of_a_thread(
+    backend: SQLiteBackend, *, until: threading.Event
+) -> sqlite3.Connection:
     conns: list[sqlite3.Connection] = []
-    thread = threading.Thread(target=lambda: conns.append(backend._db.get()))
-    thread.start()
-    thread.join()
+    opened = threading.Event()
+
+    def use() -> None:
+        conns.append(backend._db.get())
+        opened.set()
+        until.wait(30)
+
+    threading.Thread(target=use, daemon=True).start()
+    assert opened.wait(30)
+    return conns[0]
+
+
+def test_close_closes_the_connections_of_every_thread(url: str) -> None:
+    backend, stop = SQLiteBackend(url), threading.Event()
+    mine, theirs = backend._db.get(), _connection_of_a_thread(backend, until=stop)
     backend.close()
-    with pytest.raises(sqlite3.ProgrammingError):
-        conns[0].execute("SELECT 1")
+    stop.set()
+    for conn in (mine, theirs):
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+
+
+def test_a_thread_that_ends_closes_its_connection(url: str) -> None:
+    backend, stop = SQLiteBackend(url), threading.Event()
+    conn = _connection_of_a_thread(backend, until=stop)
+    conn.execute("SELECT 1")
+    stop.set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            conn.execute("SELECT 1")
+        except sqlite3.ProgrammingError:
+            break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the connection of an ended thread stayed open")
+    backend.close()
 
 
 def test_the_sql_files_ship_inside_the_package() -> None:

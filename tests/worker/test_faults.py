@@ -145,5 +145,3 @@ def test_unknown_task_and_corrupt_payload_fail_while_the_worker_keeps_serving(
 
 def _call() -> conveyor.task.CallOptions:
     return conveyor.task.CallOptions()
-
-

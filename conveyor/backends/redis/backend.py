@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +40,7 @@ from conveyor.backends.base import (
     WorkerInfo,
     worker_lost_error,
 )
-from conveyor.backends.redis.codec import decode_record, encode_error, encode_record
+from conveyor.backends.redis.codec import decode_record, encode_error, pack_records
 from conveyor.backends.redis.listener import Listener
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
@@ -162,12 +163,7 @@ class RedisBackend(Backend):
     def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
         if not records:
             return []
-        args: list[Any] = []
-        for record in records:
-            fields = encode_record(record)
-            args.append(len(fields) // 2)
-            args.extend(fields)
-        replies = self._run("enqueue", *args)
+        replies = self._run("enqueue", pack_records(records))
         return [
             record.copy() if reply == 1 else decode_record(reply)
             for record, reply in zip(records, replies, strict=True)
@@ -343,15 +339,9 @@ class RedisBackend(Backend):
     def record_due(
         self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
     ) -> DueResult:
-        fields = encode_record(record)
+        skip = "1" if skip_if_active else "0"
         reply = self._run(
-            "record_due",
-            name,
-            repr(float(due)),
-            "1" if skip_if_active else "0",
-            repr(now),
-            len(fields) // 2,
-            *fields,
+            "record_due", name, repr(float(due)), skip, repr(now), pack_records([record])
         )
         return DueResult(reply.decode())
 
@@ -413,18 +403,4 @@ def _text(value: bytes | str) -> str:
 
 
 def _worker_json(worker: WorkerInfo) -> str:
-    return json.dumps(
-        {
-            "id": worker.id,
-            "host": worker.host,
-            "pid": worker.pid,
-            "queues": list(worker.queues),
-            "concurrency": worker.concurrency,
-            "pool": worker.pool,
-            "started_at": worker.started_at,
-            "last_seen": worker.last_seen,
-            "running": list(worker.running),
-            "processed": worker.processed,
-            "failed": worker.failed,
-        }
-    )
+    return json.dumps(asdict(worker))

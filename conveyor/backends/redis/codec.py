@@ -8,6 +8,7 @@ number with fewer than 17 digits, so times survive a trip through Lua exactly.
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,7 +42,9 @@ def encode_record(record: JobRecord) -> list[str | bytes]:
         if value is not None:
             out += [name, repr(float(value))]
     for name in _INTS:
-        out += [name, str(int(getattr(record, name)))]
+        value = int(getattr(record, name))
+        if value:
+            out += [name, str(value)]
     for name in _OPTIONAL_STRS:
         value = getattr(record, name)
         if value is not None:
@@ -57,6 +60,23 @@ def encode_record(record: JobRecord) -> list[str | bytes]:
     if record.meta:
         out += ["meta", json.dumps(record.meta)]
     return out
+
+
+_HEAD = struct.Struct(">BI")
+_ARRAY32, _MAP32, _STR32 = 0xDD, 0xDF, 0xDB
+
+
+def pack_records(records: Sequence[JobRecord]) -> bytes:
+    """Records as one msgpack array of maps, which the scripts open with ``cmsgpack``: one
+    argument for a whole batch, where a flat argument list costs the client far more."""
+    parts = [_HEAD.pack(_ARRAY32, len(records))]
+    for record in records:
+        fields = encode_record(record)
+        parts.append(_HEAD.pack(_MAP32, len(fields) // 2))
+        for item in fields:
+            data = item.encode() if isinstance(item, str) else item
+            parts += [_HEAD.pack(_STR32, len(data)), data]
+    return b"".join(parts)
 
 
 def encode_error(error: ErrorInfo) -> str:

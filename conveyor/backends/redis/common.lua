@@ -103,23 +103,21 @@ local function delete_job(id)
   return true
 end
 
--- One record from ARGV at i: its field count, then field, value pairs.
-local function read_record(i)
-  local n = tonumber(ARGV[i])
-  local rec, flat = {}, {}
-  for j = i + 1, i + 2 * n, 2 do
-    rec[ARGV[j]] = ARGV[j + 1]
-    flat[#flat + 1] = ARGV[j]
-    flat[#flat + 1] = ARGV[j + 1]
+-- A record as the field, value list HSET takes (records come packed with msgpack).
+local function flatten(rec)
+  local flat = {}
+  for field, value in pairs(rec) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
   end
-  return rec, flat, i + 1 + 2 * n
+  return flat
 end
 
 local queues_seen = {}
 
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
-local function store(rec, flat)
+local function store(rec)
   local id = rec.id
   if rec.key then
     local other = redis.call('HGET', P .. 'keys', rec.key)
@@ -131,7 +129,7 @@ local function store(rec, flat)
   end
   -- the same id again: a call retried after its reply was lost
   if redis.call('EXISTS', jkey(id)) == 1 then return id, false end
-  redis.call('HSET', jkey(id), unpack(flat))
+  redis.call('HSET', jkey(id), unpack(flatten(rec)))
   if rec.key then redis.call('HSET', P .. 'keys', rec.key, id) end
   if rec.unique_key and ACTIVE[rec.state] then
     redis.call('HSET', P .. 'unique', rec.unique_key, id)
@@ -145,6 +143,7 @@ local function store(rec, flat)
   return id, true
 end
 
+-- The end of every script that changes jobs: write the counts, then wake who listens.
 local function notify()
   for field, delta in pairs(deltas) do
     if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then

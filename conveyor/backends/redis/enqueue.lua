@@ -1,11 +1,8 @@
--- ARGV: records (see read_record). Returns per record 1 when it was stored as given, else the
--- fields of the stored job that stands for it.
+-- ARGV[1]: the records, a msgpack array of field maps. Returns per record 1 when it was stored
+-- as given, else the fields of the stored job that stands for it.
 local out = {}
-local i = 1
-while i <= #ARGV do
-  local rec, flat
-  rec, flat, i = read_record(i)
-  local id, new = store(rec, flat)
+for _, rec in ipairs(cmsgpack.unpack(ARGV[1])) do
+  local id, new = store(rec)
   if new then out[#out + 1] = 1 else out[#out + 1] = redis.call('HGETALL', jkey(id)) end
 end
 notify()

@@ -13,6 +13,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import Signal
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
-from conveyor.errors import ConfigurationError
+from conveyor.errors import BackendUnavailable, ConfigurationError
 
 #: how long a writer waits for another connection's write transaction before giving up
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -113,6 +114,28 @@ def queries(namespace: str) -> Mapping[str, str]:
     return out
 
 
+class _Slot:
+    """One thread's connections. They close when the thread ends (its thread-local slot is
+    dropped), so threads that come and go do not leak file handles."""
+
+    __slots__ = ("__weakref__", "conn", "inherited", "watcher")
+
+    def __init__(self) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.watcher: sqlite3.Connection | None = None
+        self.inherited = False
+
+    def close(self) -> None:
+        if self.inherited:
+            return
+        for conn in (self.conn, self.watcher):
+            if conn is not None:
+                conn.close()
+        self.conn = self.watcher = None
+
+    __del__ = close
+
+
 class Connections:
     """One connection per thread, created on first use; ``close()`` closes all of them.
 
@@ -122,48 +145,52 @@ class Connections:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self._lock = threading.Lock()
-        self._all: list[sqlite3.Connection] = []
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
+        self._inherited: list[_Slot] = []
         self._local = threading.local()
         self._pid = os.getpid()
+
+    def _slot(self) -> _Slot:
+        if self._pid != os.getpid():
+            self._after_fork()
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = _Slot()
+            self._slots.add(slot)
+        return slot
+
+    def _after_fork(self) -> None:
+        # A forked child must not use or even close its parent's connections (SQLite's
+        # locks would break); it keeps them, untouched, and opens its own.
+        for slot in list(self._slots):
+            slot.inherited = True
+            self._inherited.append(slot)
+        self._pid = os.getpid()
+        self._slots = weakref.WeakSet()
+        self._local = threading.local()
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
             self.options.path,
             timeout=BUSY_TIMEOUT_SECONDS,
             isolation_level=None,
-            check_same_thread=False,  # so that close() may close them from any thread
+            check_same_thread=False,  # close() and thread exit may close it from elsewhere
             cached_statements=256,
         )
         conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
-        with self._lock:
-            self._all.append(conn)
         return conn
-
-    def _after_fork(self) -> None:
-        # A forked child must not touch its parent's connections (SQLite forbids it); it
-        # forgets them without closing them and opens its own.
-        self._pid = os.getpid()
-        self._local = threading.local()
-        with self._lock:
-            self._all = []
 
     def get(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self._after_fork()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self._open()
-        return conn
+        slot = self._slot()
+        if slot.conn is None:
+            slot.conn = self._open()
+        return slot.conn
 
     def data_version(self) -> int:
-        if self._pid != os.getpid():
-            self._after_fork()
-        watcher: sqlite3.Connection | None = getattr(self._local, "watcher", None)
-        if watcher is None:
-            watcher = self._local.watcher = self._open()
-        row = watcher.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+        slot = self._slot()
+        if slot.watcher is None:
+            slot.watcher = self._open()
+        return int(slot.watcher.execute("PRAGMA data_version").fetchone()[0])
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -177,19 +204,24 @@ class Connections:
         and its UPDATE see the same rows and no other process can claim them in between.
         """
         conn = self.get()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise BackendUnavailable(
+                f"{self.options.path!r} stayed locked by another connection for "
+                f"{BUSY_TIMEOUT_SECONDS:.0f} s: {exc}"
+            ) from exc
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        for slot in list(self._slots):
+            slot.close()
         self._local = threading.local()
 
 

@@ -1,0 +1,144 @@
+"""``conveyor worker`` and ``conveyor scheduler``: the long-running processes, logging through
+Rich, stopping gracefully on SIGTERM or SIGINT with exit status 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import click
+from rich.logging import RichHandler
+
+from conveyor.cli import render
+from conveyor.cli.context import CliState, UserError, pass_state
+from conveyor.worker.scheduler import Scheduler
+
+LEVELS = ["debug", "info", "warning", "error"]
+log = logging.getLogger("conveyor.cli")
+
+loglevel_option = click.option(
+    "--loglevel",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="How much to log.",
+)
+
+
+def configure_logging(level: str) -> None:
+    handler = RichHandler(
+        console=render.console(stderr=True), show_path=False, rich_tracebacks=False
+    )
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    # conveyor's own loggers only: the user's logging setup, if any, stays as it is.
+    logger = logging.getLogger("conveyor")
+    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, RichHandler)]
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+
+@click.command()
+@click.option("-Q", "--queues", metavar="A,B", help="Queues to serve (default: all the app's).")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(["thread", "process", "async"]),
+    default="thread",
+    show_default=True,
+    help="Where jobs run: threads, child processes, or one asyncio event loop.",
+)
+@click.option("--no-schedule", is_flag=True, help="Do not run the periodic scheduler here.")
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    help="How long a lost worker's jobs wait before they return to the queue.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, how long running jobs may take before they are handed back.",
+)
+@click.option("--max-tasks-per-child", type=click.IntRange(min=1), help="Process pool only.")
+@click.option(
+    "--max-memory-per-child", type=click.FloatRange(min=1), metavar="MB", help="Process pool only."
+)
+@loglevel_option
+@pass_state
+def worker(
+    cli: CliState,
+    queues: str | None,
+    concurrency: int,
+    pool: str,
+    no_schedule: bool,
+    lease_seconds: float,
+    shutdown_timeout: float,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: float | None,
+    loglevel: str,
+) -> None:
+    """Run a worker until SIGTERM or SIGINT; running jobs finish first (a second signal hands
+    them back at once)."""
+    app = cli.app(needs_tasks="worker")
+    names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
+    if names is not None and not names:
+        raise UserError(f"-Q {queues!r} names no queue")
+    configure_logging(loglevel)
+    w = app.worker(
+        queues=names,
+        concurrency=concurrency,
+        pool=pool,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+        lease_seconds=lease_seconds,
+        shutdown_timeout=shutdown_timeout,
+        schedule=not no_schedule,
+    )
+    tasks = app.registry.names()
+    log.info("app %s: %d task(s): %s", app.settings.url, len(tasks), ", ".join(tasks) or "none")
+    w.run()
+
+
+@click.command()
+@loglevel_option
+@pass_state
+def scheduler(cli: CliState, loglevel: str) -> None:
+    """Run only the periodic scheduler, until SIGTERM or SIGINT. Workers run one each by
+    default; any number may run, each due time is still enqueued once."""
+    app = cli.app(needs_tasks="scheduler")
+    specs = app.registry.periodic
+    if not specs:
+        raise UserError(f"the app {cli.app_spec} has no periodic tasks to schedule")
+    configure_logging(loglevel)
+    loop = Scheduler(app.backend, specs, app.periodic_record)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping the scheduler", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for spec in specs:
+            log.info("periodic %s: %s", spec.task_name, spec.schedule.describe())
+        # The loop runs on its own thread so the main thread stays free to take signals.
+        thread = threading.Thread(target=loop.run, args=(stop,), name="conveyor-scheduler")
+        thread.start()
+        while not stop.wait(0.5):
+            if not thread.is_alive():
+                break
+        stop.set()
+        thread.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("scheduler stopped")
+
+
+COMMANDS = [worker, scheduler]

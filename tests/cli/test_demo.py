@@ -1,0 +1,46 @@
+"""``conveyor demo`` (what ``make demo`` runs) finishes by itself, without a terminal, and
+leaves its jobs in conveyor-demo.db for the commands it suggests next."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_every_job_to_its_end_and_leaves_its_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conveyor-demo.db").write_text("a previous demo's file, replaced")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "CONVEYOR_URL=sqlite:///conveyor-demo.db conveyor jobs" in done.stdout
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONVEYOR_URL", "sqlite:///conveyor-demo.db")
+    listed = json.loads(run("jobs", "--json").stdout)
+    jobs = {job["task"] + json.dumps(job["args"]): job for job in listed}
+    assert {job["state"] for job in jobs.values()} == {"succeeded", "failed"}
+    assert jobs['demo.fetch_rates["USD"]']["attempts"] == 3
+    assert jobs['demo.fetch_rates["USD"]']["state"] == "succeeded"
+    assert jobs['demo.import_prices["prices.csv"]']["error"]["type"] == "ValueError"
+    assert jobs['demo.assess["Acme Corp"]']["progress"]["data"] == {"step": 6}
+    assert jobs["demo.send_reminder[42]"]["eta"] is not None
