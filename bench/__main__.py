@@ -36,9 +36,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=HERE / "out", help="directory for raw JSON")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary stores")
-    parser.add_argument(
-        "--no-results", action="store_true", help="do not write bench/RESULTS.md"
-    )
+    parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     return parser.parse_args(argv)
 
 

@@ -33,6 +33,8 @@ class Target(ABC):
     concurrencies: tuple[int, ...] = (8, 32)
     #: concurrency of the idle worker in the pickup measurements
     pickup_concurrency: int = 8
+    #: False for a yardstick that only stores jobs: the measurements that run jobs skip it
+    runs_jobs: bool = True
 
     @property
     def name(self) -> str:

@@ -23,7 +23,7 @@ class Sizes:
     delay_jobs: int = 20_000
     bulk_jobs: int = 100_000
     bulk_batch: int = 1000
-    throughput_jobs: int = 20_000
+    throughput_jobs: int = 50_000
     processes: tuple[int, ...] = (1, 2)
     concurrencies: tuple[int, ...] | None = None  # None: the target's own choices
     pickup_jobs: int = 200
@@ -127,6 +127,8 @@ def measure_rss(target: Target, ctx: Context) -> Samples:
 
 def _throughput_for(target: Target, ctx: Context, processes: tuple[int, ...]) -> Samples:
     out: Samples = {}
+    if not target.runs_jobs:
+        return out
     for procs in processes:
         for concurrency in ctx.sizes.concurrencies or target.concurrencies:
             out.update(_throughput(target, ctx, procs, concurrency))
@@ -162,6 +164,8 @@ def _pickup_samples(prefix: str, latencies: list[float]) -> Samples:
 
 def measure_pickup(target: Target, ctx: Context) -> Samples:
     """An idle worker in another process."""
+    if not target.runs_jobs:
+        return {}
     target.fresh(ctx.workdir)
     try:
         with Workers(
@@ -180,6 +184,8 @@ def measure_pickup(target: Target, ctx: Context) -> Samples:
 
 def measure_embedded(target: Target, ctx: Context) -> Samples:
     """An idle worker in threads of the enqueuing process."""
+    if not target.runs_jobs:
+        return {}
     target.fresh(ctx.workdir)
     try:
         worker = target.embedded_worker(target.pickup_concurrency)

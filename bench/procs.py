@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class WorkerProcess:
-    def __init__(
-        self, system: str, spec: dict[str, Any], concurrency: int, log_path: Path
-    ) -> None:
+    def __init__(self, system: str, spec: dict[str, Any], concurrency: int, log_path: Path) -> None:
         request = json.dumps({"system": system, "spec": spec, "concurrency": concurrency})
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.log_path = log_path

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +30,8 @@ class Goal:
     source: str = "issue 2"
 
     def applies(self, target: str) -> bool:
+        if not target.startswith("conveyor/"):
+            return False  # a yardstick or a peer: the targets are conveyor's
         return self.stores is None or any(target.endswith(s) for s in self.stores)
 
     def met(self, value: float) -> bool:
@@ -47,6 +50,7 @@ class Row:
     digits: int = 0
 
 
+RSS_GOAL = Goal(35, False, None, "issue 6")
 ROWS = (
     Row("delay() jobs/s", "delay_per_s", (Goal(20_000, True, ("normal",)),)),
     Row("enqueue_many jobs/s", "enqueue_many_per_s", (Goal(50_000, True),)),
@@ -60,7 +64,7 @@ ROWS = (
     Row("pickup p99 across processes, ms", "pickup_p99_ms", (), 2),
     Row("pickup p50 embedded, ms", "embedded_p50_ms", (Goal(1, False, None, "issue 6"),), 2),
     Row("pickup p99 embedded, ms", "embedded_p99_ms", (), 2),
-    Row("worker RSS after the 1-process run, MiB", "rss_mb", (Goal(35, False, None, "issue 6"),), 1),
+    Row("worker RSS after the 1-process run, MiB", "rss_mb", (RSS_GOAL,), 1),
 )
 
 HOW = f"""\
@@ -131,6 +135,16 @@ def filesystem(path: Path) -> str:
     return kind
 
 
+def load_text(results: Results) -> str:
+    loads = [entry["load1"] for entry in results.load]
+    if not loads:
+        return "unknown"
+    return (
+        f"median {statistics.median(loads):.1f}, min {min(loads):.1f}, max {max(loads):.1f} "
+        "(other work on the machine shows as a load above the CPU count)"
+    )
+
+
 def cell(stat: Stat | None, digits: int) -> str:
     if stat is None:
         return "—"
@@ -182,6 +196,7 @@ def markdown(results: Results, info: dict[str, Any], command: str, sizes: Sizes)
         f"- CPUs: {info['nproc']} × {info['cpu']}; memory {info['memory']}",
         f"- {info['os']}; Python {info['python']}; SQLite {info['sqlite']}",
         f"- temporary directory on {info['filesystem']}",
+        f"- load average (1 min) before the measurements: {load_text(results)}",
         f"- systems: {versions}",
         "",
         "## Results",
@@ -201,7 +216,8 @@ def markdown(results: Results, info: dict[str, Any], command: str, sizes: Sizes)
         lines.append(f"| {row.label} | " + " | ".join(cells) + f" | {goals} |")
     lines += [
         "",
-        "✓ / ✗: the median meets / misses the target that applies to that store.",
+        "✓ / ✗: the median meets / misses the target that applies to that store. The sqlite3 "
+        "columns are the yardstick: SQLite alone, conveyor's schema and row, no conveyor code.",
         "",
         "Sizes: "
         f"delay() {sizes.delay_jobs:,} jobs; enqueue_many {sizes.bulk_jobs:,} jobs in batches of "
@@ -227,6 +243,7 @@ def write_json(
         "sizes": asdict(sizes),
         "versions": {t.name: t.version for t in results.targets},
         "raw": results.raw,
+        "load": results.load,
         "summary": {
             name: {metric: stat.as_json() for metric, stat in stats.items()}
             for name, stats in results.summary().items()

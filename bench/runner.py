@@ -4,6 +4,7 @@ instead of favouring one. The summary is the median with min and max over repeti
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -36,6 +37,8 @@ class Stat:
 class Results:
     targets: list[Target]
     raw: Raw = field(default_factory=dict)
+    #: the 1-minute load average before each measurement: how busy the machine was
+    load: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, target: Target, samples: dict[str, float]) -> None:
         metrics = self.raw.setdefault(target.name, {})
@@ -77,8 +80,16 @@ def run(
     for rep in range(1, ctx.sizes.repetitions + 1):
         for name in measures:
             for target in targets:
-                progress(f"repetition {rep}/{ctx.sizes.repetitions}: {name} on {target.name}")
+                load = os.getloadavg()[0]
+                results.load.append(
+                    {"repetition": rep, "measure": name, "target": target.name, "load1": load}
+                )
+                progress(
+                    f"repetition {rep}/{ctx.sizes.repetitions}: {name} on {target.name} "
+                    f"(load {load:.1f})"
+                )
                 samples = MEASURES[name](target, ctx)
                 results.add(target, samples)
-                progress("  " + ", ".join(f"{k} {v:,.1f}" for k, v in samples.items()))
+                if samples:
+                    progress("  " + ", ".join(f"{k} {v:,.1f}" for k, v in samples.items()))
     return results

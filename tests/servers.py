@@ -8,11 +8,13 @@ answer" check (see ``RedisServer``).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,13 @@ def require_binary(name: str, hint: str) -> str:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, the server gets SIGTERM when pytest dies, so a
+    crashed test run leaves no server behind."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -71,7 +80,11 @@ class ServerProcess:
         log = open(self.directory / f"{self.name}.log", "ab")  # noqa: SIM115 - child keeps it
         with log:
             self._process = subprocess.Popen(
-                self.command(), cwd=self.directory, stdout=log, stderr=subprocess.STDOUT
+                self.command(),
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + self.start_timeout
         while not self.answers():

@@ -356,7 +356,8 @@ def test_a_dataclass_defined_inside_a_function_is_refused_at_the_call_site() -> 
 
 
 def test_keyword_argument_names_must_be_str() -> None:
-    assert _error(JSON, (), {1: "x"}) == "kwargs: argument names must be str, not 'int'"
+    kwargs: dict[Any, Any] = {1: "x"}
+    assert _error(JSON, (), kwargs) == "kwargs: argument names must be str, not 'int'"
 
 
 def test_pickle_names_the_argument_it_cannot_pickle() -> None:
@@ -410,7 +411,7 @@ def test_loading_refuses_to_call_anything_but_a_dataclass(ref: str) -> None:
 
 
 def test_loading_refuses_an_enum_reference_that_is_not_an_enum() -> None:
-    with pytest.raises(SerializationError, match="is not a enum"):
+    with pytest.raises(SerializationError, match="is not an enum"):
         JSON.loads(_tag("enum", "os:system", "echo owned"))
 
 

@@ -10,6 +10,7 @@ from bench.core import SystemModule
 #: system name -> module; peers (celery, rq, dramatiq, huey) are added here
 SYSTEMS = {
     "conveyor": "bench.systems.conveyor",
+    "sqlite3": "bench.systems.sqlite3_raw",  # the yardstick: SQLite alone
 }
 
 

@@ -16,9 +16,10 @@ from bench.core import Target
 class ConveyorSQLite(Target):
     system = "conveyor"
 
-    def __init__(self, synchronous: str) -> None:
+    def __init__(self, synchronous: str, pool: str = "thread") -> None:
         self.synchronous = synchronous
-        self.store = f"sqlite-{synchronous}"
+        self.pool = pool
+        self.store = f"sqlite-{synchronous}" + ("" if pool == "thread" else f"-{pool}")
         self._app: conveyor.App | None = None
         self._url = ""
 
@@ -66,10 +67,10 @@ class ConveyorSQLite(Target):
         return [float(cast(conveyor.Job, h).result(timeout=timeout)) for h in handles]
 
     def worker_spec(self) -> dict[str, Any]:
-        return {"url": self._url}
+        return {"url": self._url, "pool": self.pool}
 
     def embedded_worker(self, concurrency: int) -> AbstractContextManager[object]:
-        return self.app.worker(concurrency=concurrency, schedule=False)
+        return self.app.worker(concurrency=concurrency, pool=self.pool, schedule=False)
 
 
 def targets() -> list[Target]:
@@ -79,4 +80,4 @@ def targets() -> list[Target]:
 def prepare_worker(spec: dict[str, Any], concurrency: int) -> Callable[[], None]:
     app = make_app(spec["url"])
     app.backend  # noqa: B018 -- connect before "ready"
-    return app.worker(concurrency=concurrency, schedule=False).run
+    return app.worker(concurrency=concurrency, pool=spec["pool"], schedule=False).run

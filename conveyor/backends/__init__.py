@@ -17,6 +17,7 @@ SCHEMES: dict[str, tuple[str, str | None]] = {
     "rediss": ("conveyor.backends.redis:RedisBackend", "redis"),
     "unix": ("conveyor.backends.redis:RedisBackend", "redis"),
     "valkey": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "valkeys": ("conveyor.backends.redis:RedisBackend", "redis"),
     "postgresql": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
     "postgres": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
 }

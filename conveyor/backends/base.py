@@ -275,6 +275,11 @@ class Backend(ABC):
     def wait_for_change(self, job_id: str, timeout: float) -> None:
         """Block up to ``timeout`` until the job may have changed (spurious wakes allowed)."""
 
+    def check_persistence(self) -> bool:
+        """Log one warning when the store would lose acknowledged jobs on a restart; True when
+        it persists them. Workers call it once at start."""
+        return True
+
     def ping(self) -> bool:
         """True when the store answers."""
         try:

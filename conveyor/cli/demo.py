@@ -38,7 +38,7 @@ class Watched:
     record: JobRecord | None = field(default=None, repr=False)
 
 
-@click.command()
+@click.command(short_help="A self-contained demo: one SQLite file, no server.")
 def demo() -> None:
     """A self-contained demo on the embedded default: one SQLite file, no server."""
     out = render.console()

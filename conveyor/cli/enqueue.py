@@ -22,7 +22,10 @@ from conveyor.task import CallOptions
 POLL_SECONDS = 0.1
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(
+    short_help="Enqueue a job by task name; --wait follows it.",
+    context_settings={"ignore_unknown_options": True},
+)
 @click.argument("task_name", metavar="TASK")
 @click.argument("json_args", nargs=-1, metavar="[JSON_ARG]...")
 @click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword arguments: '{\"x\": 1}'.")

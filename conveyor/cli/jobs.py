@@ -55,7 +55,7 @@ def jobs(
         render.console().print(render.jobs_table(infos))
 
 
-@click.command()
+@click.command(short_help="Show one job, its error and traceback included.")
 @click.argument("job_id")
 @json_option
 @pass_state
@@ -87,7 +87,7 @@ def cancel(cli: CliState, job_id: str) -> None:
         click.echo(f"job {job_id}: cancelled")
 
 
-@click.command()
+@click.command(short_help="Queue a failed job again, or all with --failed.")
 @click.argument("job_id", required=False)
 @click.option("--failed", "all_failed", is_flag=True, help="Retry every failed job.")
 @click.option("--task", help="With --failed: only jobs of this task.")
@@ -146,7 +146,7 @@ def queues(cli: CliState, as_json: bool) -> None:
         render.console().print(render.queues_table(counts))
 
 
-@click.command()
+@click.command(short_help="Registered workers; stale ones marked.")
 @json_option
 @pass_state
 def workers(cli: CliState, as_json: bool) -> None:
@@ -181,7 +181,7 @@ def schedules(cli: CliState, as_json: bool) -> None:
         render.console(stderr=True).print(f"[dim]only what the backend recorded is known{hint}[/]")
 
 
-@click.command()
+@click.command(short_help="Delete the waiting jobs of a queue.")
 @click.argument("queue")
 @pass_state
 def purge(cli: CliState, queue: str) -> None:

@@ -40,7 +40,7 @@ def configure_logging(level: str) -> None:
     logger.propagate = False
 
 
-@click.command()
+@click.command(short_help="Run a worker until SIGTERM or SIGINT.")
 @click.option("-Q", "--queues", metavar="A,B", help="Queues to serve (default: all the app's).")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option(

@@ -125,9 +125,7 @@ class Worker:
         if self._started:
             return self
         self._started = True
-        check = getattr(self.backend, "check_persistence", None)
-        if callable(check):
-            check()
+        self.backend.check_persistence()
         self.backend.register_worker(self._worker_info())
         self.pool.start()
         self._leases.start()

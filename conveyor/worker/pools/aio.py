@@ -1,7 +1,10 @@
 """The asyncio pool: one event loop in a thread of its own runs every job as an asyncio task.
 
 ``async def`` tasks run on the loop; plain functions go to the loop's thread executor so they
-never block it. Cancelling, time limits and lost leases cancel the asyncio task.
+never block it. Cancelling, time limits and lost leases cancel the asyncio task (or raise in
+the plain function's thread). A run that has not stopped ``grace`` seconds later (it caught
+the cancellation and kept going, or its thread is stuck in C) is abandoned: the job is
+finished without it and its late result discarded.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 import threading
 from collections.abc import Callable
 
+from conveyor.errors import SoftTimeLimitExceeded
 from conveyor.worker.execute import JobExecutor, JobRun
-from conveyor.worker.pools.threads import INTERRUPTS, raise_in_thread
+from conveyor.worker.pools.threads import ABANDON_REASONS, INTERRUPTS, raise_in_thread
 
 log = logging.getLogger("conveyor.worker")
 
@@ -25,10 +29,14 @@ class AsyncPool:
         size: int,
         executor: JobExecutor,
         complete: Callable[[JobRun, object | None], None],
+        *,
+        grace: float = 5.0,
     ) -> None:
         self.size = size
         self._executor = executor
         self._complete = complete
+        self._grace = grace
+        self._abandoned: set[JobRun] = set()  # guarded by each run's lock
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, name="conveyor-asyncio", daemon=True)
         self._pending: set[JobRun] = set()
@@ -72,6 +80,12 @@ class AsyncPool:
                 outcome = self._executor.interrupted(run)
             else:
                 outcome = await self._executor.call_async(run)
+        except asyncio.CancelledError:  # a plain function's future, cancelled before it ran
+            if run.interrupted is not None:
+                outcome = self._executor.interrupted(run)
+            elif run.soft_fired:
+                limit = options.soft_timeout
+                outcome = self._executor.raised(run, SoftTimeLimitExceeded(f"soft limit {limit} s"))
         except BaseException as exc:  # never let a job take the loop down
             log.exception("job %s: unexpected error in the asyncio pool", run.id)
             outcome = self._executor.raised(run, exc) if isinstance(exc, Exception) else None
@@ -79,7 +93,12 @@ class AsyncPool:
             for h in handles:
                 h.cancel()
             with run.lock:
+                abandoned = run in self._abandoned
+                self._abandoned.discard(run)
                 run.done = True
+        if abandoned:
+            log.warning("job %s: its abandoned run ended; the result is discarded", run.id)
+            return
         try:
             self._complete(run, outcome)
         except Exception:
@@ -103,10 +122,32 @@ class AsyncPool:
             task, thread_id = run.aio_task, run.thread_id
             if thread_id is not None:  # a plain function running in the executor's thread
                 raise_in_thread(thread_id, INTERRUPTS[reason])
-                return True
-        if task is not None:
+        if task is not None and thread_id is None:
             self._loop.call_soon_threadsafe(task.cancel, f"conveyor: {reason}")
+        if reason in ABANDON_REASONS:
+            self._loop.call_soon_threadsafe(self._loop.call_later, self._grace, self._abandon, run)
         return True
+
+    def _abandon(self, run: JobRun) -> None:
+        with run.lock:
+            if run.done:
+                return
+            run.done = True
+            self._abandoned.add(run)
+            task = run.aio_task
+        if task is not None:
+            task.cancel("conveyor: abandoned")  # stop awaiting a plain function's thread
+        log.error(
+            "job %s did not stop within %.0f s of being interrupted (%s): abandoned; a late "
+            "result will be discarded",
+            run.id,
+            self._grace,
+            run.interrupted,
+        )
+        try:
+            self._complete(run, self._executor.interrupted(run))
+        except Exception:
+            log.exception("completing job %s failed", run.id)
 
     def unstarted(self) -> list[JobRun]:
         with self._lock:

@@ -13,6 +13,7 @@ cancellation or a lost lease terminates the child (SIGTERM, then SIGKILL after a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -252,8 +253,9 @@ class ProcessPool:
         except (EOFError, OSError):
             child.process.join(5)
             raise ConfigurationError(
-                f"a child process died while loading the app {self.app_ref!r}: "
-                f"{describe_exit(child.process.exitcode)}"
+                f"a child process died while loading the app {self.app_ref!r} "
+                f"({describe_exit(child.process.exitcode)}); a script that starts a worker "
+                'must do it under if __name__ == "__main__":'
             ) from None
         if message is None:
             raise ConfigurationError(
@@ -291,10 +293,8 @@ class ProcessPool:
 
     def _retire(self, child: _Child, *, timeout: float) -> None:
         """Ask a child to exit, then make sure it has, and reap it."""
-        try:
+        with contextlib.suppress(OSError):
             child.conn.send(None)
-        except OSError:
-            pass
         child.process.join(timeout)
         if child.process.is_alive():
             child.process.terminate()

@@ -2,12 +2,15 @@
 raised in its thread at its next bytecode (``PyThreadState_SetAsyncExc``).
 
 A thread stuck in a long C call sees the exception only when it returns to Python; such
-tasks can poll ``current_job().cancelled``.
+tasks can poll ``current_job().cancelled``. A thread told to stop (timeout, cancel, lost
+lease) that is still running after ``grace`` seconds is abandoned: the job is finished
+without it, a new thread takes its slot, and whatever it returns later is discarded.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import queue
 import threading
@@ -34,6 +37,8 @@ INTERRUPTS: dict[str, type[BaseException]] = {
     "shutdown": ShutdownInterrupt,
     "soft": SoftTimeLimitExceeded,
 }
+#: reasons that stop a run for good: past the grace, its thread is abandoned
+ABANDON_REASONS = frozenset({"timeout", "cancel", "lease"})
 
 
 def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
@@ -51,20 +56,31 @@ class ThreadPool:
         size: int,
         executor: JobExecutor,
         complete: Callable[[JobRun, object | None], None],
+        *,
+        grace: float = 5.0,
     ) -> None:
         self.size = size
         self._executor = executor
         self._complete = complete
+        self._grace = grace
         self._queue: queue.SimpleQueue[JobRun | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
+        self._abandoned: set[JobRun] = set()  # guarded by each run's lock
+        self._names = itertools.count()
         self._watchdog: Watchdog | None = None
 
     def start(self) -> None:
         self._watchdog = Watchdog()
-        for i in range(self.size):
-            t = threading.Thread(target=self._loop, name=f"conveyor-thread-{i}", daemon=True)
-            t.start()
+        for _ in range(self.size):
+            self._add_thread()
+
+    def _add_thread(self) -> None:
+        name = f"conveyor-thread-{next(self._names)}"
+        t = threading.Thread(target=self._loop, name=name, daemon=True)
+        with self._threads_lock:
             self._threads.append(t)
+        t.start()
 
     def submit(self, run: JobRun) -> None:
         self._queue.put(run)
@@ -100,12 +116,36 @@ class ThreadPool:
             if not run.started or run.thread_id is None:
                 return reason != "soft"  # _run sees ``interrupted`` before it starts
             raise_in_thread(run.thread_id, INTERRUPTS[reason])
-            return True
+        if reason in ABANDON_REASONS and self._watchdog is not None:
+            self._watchdog.at(self._grace, lambda: self._abandon(run))
+        return True
+
+    def _abandon(self, run: JobRun) -> None:
+        """The run's thread ignored its interrupt for ``grace`` seconds: finish the job
+        without it and give its slot to a new thread."""
+        with run.lock:
+            if run.done:
+                return
+            run.done = True
+            self._abandoned.add(run)
+        with self._threads_lock:
+            self._threads = [t for t in self._threads if t.ident != run.thread_id]
+        log.error(
+            "job %s did not stop within %.0f s of being interrupted (%s): its thread is "
+            "abandoned; a late result will be discarded",
+            run.id,
+            self._grace,
+            run.interrupted,
+        )
+        self._add_thread()
+        self._finish(run, self._executor.interrupted(run))
 
     def stop(self, timeout: float) -> None:
-        for _ in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put(None)
-        for t in self._threads:
+        for t in threads:
             t.join(timeout)
         if self._watchdog is not None:
             self._watchdog.stop()
@@ -117,16 +157,18 @@ class ThreadPool:
             run = self._queue.get()
             if run is None:
                 return
-            self._run(run)
+            if not self._run(run):
+                return  # abandoned: a new thread serves in its place
 
-    def _run(self, run: JobRun) -> None:
+    def _run(self, run: JobRun) -> bool:
+        """Run one job; False when this thread was abandoned meanwhile."""
         with run.lock:
             if run.done:
-                return
+                return True
             if run.interrupted is not None:  # cancelled or told to stop before it started
                 run.done = True
                 self._finish(run, self._executor.interrupted(run))
-                return
+                return True
             run.started = True
             run.thread_id = threading.get_ident()
         self._arm_limits(run)
@@ -135,11 +177,15 @@ class ThreadPool:
             outcome = self._executor.call_sync(run)
         except Interrupt as exc:  # delivered between the task's end and here
             outcome = self._executor.interrupted(run, exc)
+        except SoftTimeLimitExceeded as exc:  # delivered after the task had returned
+            outcome = self._executor.raised(run, exc)
         # Close the window in which an interrupt can still be raised into this thread: the
         # interrupter only raises while ``done`` is false, under the same lock.
         while True:
             try:
                 with run.lock:
+                    abandoned = run in self._abandoned
+                    self._abandoned.discard(run)
                     run.done = True
                     raise_in_thread(threading.get_ident(), None)
                 break
@@ -147,7 +193,11 @@ class ThreadPool:
                 outcome = self._executor.interrupted(run, exc)
             except SoftTimeLimitExceeded:
                 pass
+        if abandoned:
+            log.warning("job %s: its abandoned thread ended; the result is discarded", run.id)
+            return False
         self._finish(run, outcome)
+        return True
 
     def _finish(self, run: JobRun, outcome: object | None) -> None:
         try:
