@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
+    stderr = ""
+
     def __init__(self, url: str, *args: str, namespace: str | None = None) -> None:
         env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
@@ -47,6 +49,7 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         if self.proc.stderr is not None:
+            self.stderr = self.proc.stderr.read().decode(errors="replace")
             self.proc.stderr.close()
 
 

@@ -1,0 +1,129 @@
+"""Leases and fencing with real processes: a frozen worker's job is taken over and its late
+outcome refused; workers ride out a Redis restart without losing an acknowledged job."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conveyor.task import CallOptions
+from tests.worker.procs import WorkerProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def durable(
+    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
+) -> Iterator[tuple[str, str]]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
+    else:
+        yield str(request.getfixturevalue("redis_server").url), namespace
+
+
+def client_for(url: str, namespace: str) -> conveyor.App:
+    from tests.worker import fault_app
+
+    app = conveyor.App(url, namespace=namespace)
+    app.registry = fault_app.app.registry
+    return app
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_a_frozen_workers_job_is_taken_over_and_its_late_outcome_refused(
+    durable: tuple[str, str], tmp_path: Path
+) -> None:
+    url, ns = durable
+    app = client_for(url, ns)
+    marks = tmp_path / "marks.txt"
+    frozen = WorkerProcess(url, "1", "2", namespace=ns)
+    takeover: WorkerProcess | None = None
+    try:
+        job = app.submit("fault.mark", (str(marks), 3.0), {}, CallOptions())
+        wait_for(lambda: any(x.startswith("start 1") for x in lines(marks)), what="attempt 1")
+        frozen.signal(signal.SIGSTOP)
+        takeover = WorkerProcess(url, "1", "2", namespace=ns)
+        wait_for(
+            lambda: any(x.startswith("start 2") for x in lines(marks)), timeout=60, what="takeover"
+        )
+        frozen.signal(signal.SIGCONT)  # it wakes up believing it still runs attempt 1
+        assert job.result(timeout=60) == 2
+        # Give the thawed worker every chance to write its stale outcome, then look again.
+        time.sleep(4)
+        info = job.info()
+        assert info.state is conveyor.State.SUCCEEDED
+        assert app.decode_result(app.backend.get(job.id)) == 2  # type: ignore[arg-type]
+        assert info.attempts == 2
+        takeover_pid = str(takeover.pid)
+        assert f"end 2 {takeover_pid}" in lines(marks)
+        frozen.stop()
+        # The thawed worker learnt it had lost the lease, or had its late outcome refused.
+        assert "lease lost" in frozen.stderr or "outcome refused" in frozen.stderr
+    finally:
+        frozen.signal(signal.SIGCONT)
+        frozen.stop()
+        if takeover is not None:
+            takeover.stop()
+        app.close()
+
+
+def test_workers_ride_out_a_redis_restart_and_every_acknowledged_job_completes(
+    fresh_redis_server: object, tmp_path: Path, namespace: str
+) -> None:
+    server = fresh_redis_server
+    url = str(server.url)  # type: ignore[attr-defined]
+    app = client_for(url, namespace)
+    out = tmp_path / "runs.txt"
+    workers = [WorkerProcess(url, "4", "5", namespace=namespace) for _ in range(2)]
+    acknowledged: list[conveyor.Job] = []
+    refused = 0
+    stop = threading.Event()
+
+    def producer() -> None:
+        nonlocal refused
+        n = 0
+        while not stop.is_set():
+            try:
+                job = app.submit("fault.record", (str(out), n), {}, CallOptions())
+                acknowledged.append(job)
+            except conveyor.BackendUnavailable:
+                refused += 1
+            n += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=producer)
+    try:
+        thread.start()
+        wait_for(lambda: len(acknowledged) > 100, what="jobs before the restart")
+        server.kill()  # type: ignore[attr-defined]
+        time.sleep(1.0)
+        server.start()  # type: ignore[attr-defined]
+        wait_for(lambda: len(acknowledged) > 400, timeout=60, what="jobs after the restart")
+        stop.set()
+        thread.join(30)
+        wait_for(
+            lambda: all(j.state is conveyor.State.SUCCEEDED for j in acknowledged[-20:]),
+            timeout=90,
+            what="the last jobs",
+        )
+        for job in acknowledged:
+            assert job.result(timeout=60) is not None
+    finally:
+        stop.set()
+        thread.join(30)
+        for w in workers:
+            w.stop()
+        app.close()
+    ran = {int(line.split()[0]) for line in lines(out)}
+    expected = {job.info().args[1] for job in acknowledged}
+    assert expected <= ran
