@@ -48,7 +48,7 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc.stderr is not None:
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
             self.stderr = self.proc.stderr.read().decode(errors="replace")
             self.proc.stderr.close()
 
