@@ -4,6 +4,7 @@ processes sharing one file (claims, schema creation, wake-ups)."""
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import sqlite3
 import subprocess
 import sys
@@ -58,8 +59,15 @@ def _in_processes(target: Callable[..., None], url: str, n: int = 4) -> list[lis
     children = [SPAWN.Process(target=target, args=(url, f"p{i}", gate, out)) for i in range(n)]
     for child in children:
         child.start()
+    results: list[list[str]] = []
+    deadline = time.monotonic() + 100
     try:
-        results = [out.get(timeout=100) for _ in children]
+        while len(results) < n and time.monotonic() < deadline:
+            try:
+                results.append(out.get(timeout=0.2))
+            except queue.Empty:
+                if not any(child.is_alive() for child in children) and out.empty():
+                    break  # one died without reporting: its exit code says so below
     finally:
         for child in children:
             child.join(timeout=30)

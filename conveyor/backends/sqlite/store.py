@@ -228,9 +228,28 @@ class Connections:
 def initialise(options: Options, namespace: str) -> None:
     """Switch the file to WAL and create the namespace's tables (idempotent, and safe when
     several processes open a new file at once)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            _initialise(options, namespace)
+            return
+        except sqlite3.OperationalError as exc:
+            # Switching a new file to WAL needs it alone for a moment, and SQLite answers
+            # "locked" at once, without its busy wait, while another process does the same.
+            busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (5, 6)  # BUSY, LOCKED
+            if not busy or time.monotonic() > deadline:
+                raise ConfigurationError(f"cannot open {options.path!r}: {exc}") from exc
+            time.sleep(0.01)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"cannot open {options.path!r} as a database: {exc}") from exc
+
+
+def _initialise(options: Options, namespace: str) -> None:
     conn = sqlite3.connect(options.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise ConfigurationError(
                 f"{options.path!r} cannot use SQLite's WAL journal (got {mode!r}); put the "
@@ -238,8 +257,6 @@ def initialise(options: Options, namespace: str) -> None:
             )
         # One transaction: a failure leaves nothing behind (closing rolls it back).
         conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\nCOMMIT;")
-    except sqlite3.DatabaseError as exc:
-        raise ConfigurationError(f"cannot open {options.path!r} as a database: {exc}") from exc
     finally:
         conn.close()
 

@@ -80,10 +80,14 @@ def make_app(url: str = "memory://", namespace: str | None = None) -> conveyor.A
 
     @app.task(name="long")
     def long(directory: str, seconds: float) -> None:
-        """Writes ``started`` (its pid) at once, and ``finished`` only if it runs to its end."""
+        """Writes ``started`` (its pid) at once, counts in ``ticks`` while it runs, and writes
+        ``finished`` only if it runs to its end."""
         Path(directory, "started").write_text(str(os.getpid()))
         deadline = time.monotonic() + seconds
+        ticks = 0
         while time.monotonic() < deadline:
+            ticks += 1
+            Path(directory, "ticks").write_text(str(ticks))
             time.sleep(0.02)
         Path(directory, "finished").write_text("reached the end")
 
