@@ -99,7 +99,7 @@ class Backend(ABC):
         whose ``unique_key`` is held by a job that is scheduled, queued or running, is not
         stored: the stored job's record takes its place in the returned list. Records within
         one batch are deduplicated the same way (the first wins). Returns one record per input,
-        in order.
+        in order; the caller must not mutate them (a backend may return the inputs).
         """
 
     # -- the worker's side -----------------------------------------------------------------
@@ -116,8 +116,9 @@ class Backend(ABC):
     ) -> list[Claim]:
         """Move up to ``limit`` ready jobs of ``queues`` to running, atomically.
 
-        Ready: state queued, or scheduled with ``ready_at <= now``; and not past
-        ``expires_at``. Order: priority descending, then ``ready_at``, then id. Each claimed
+        Ready: state queued or scheduled, with ``ready_at <= now`` (a backend may treat a
+        queued job as ready regardless, to ride out clock skew between hosts); and
+        ``expires_at`` is None or not before ``now`` (``sweep`` expires the rest). Order: priority descending, then ``ready_at``, then id. Each claimed
         job gets ``attempts += 1``, a new ``token`` that no earlier claim of it had,
         ``worker``, ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
         Concurrent claims, from any process or host, never return the same job.
@@ -135,7 +136,8 @@ class Backend(ABC):
         """One round trip for the whole worker: extend each lease ``(job_id, token)`` that is
         still current to ``now + lease_seconds``, record the worker's ``last_seen`` and
         status, and report the leases that are gone (token changed, or job no longer
-        running) and the jobs whose cancellation was requested."""
+        running) and the jobs whose cancellation was requested. Sets ``worker.last_seen``
+        to ``now``."""
 
     @abstractmethod
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
@@ -160,8 +162,9 @@ class Backend(ABC):
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         """Hand a claimed job back (a worker shutting down), only if ``token`` is current.
 
-        The job returns to queued (cancelled if its cancellation was requested) and its lease
-        is cleared; when it had not ``started``, the claim's attempt is taken back.
+        The job returns to queued (cancelled if its cancellation was requested), its lease is
+        cleared and its token changes; when it had not ``started``, the claim's attempt is
+        taken back.
         """
 
     @abstractmethod
@@ -171,14 +174,14 @@ class Backend(ABC):
         Each adds one to ``crashes`` (not to ``failures``: a lost worker does not use up a
         retry). A job whose cancellation was requested becomes cancelled; one that reached
         ``max_crashes`` becomes failed with error type ``WorkerLost``; any other returns to
-        queued with ``ready_at = now``. Its token is no longer current.
+        queued with ``ready_at = now``. Its token changes, so the lost worker is fenced out.
         """
 
     @abstractmethod
     def sweep(self, *, now: float) -> SweepResult:
-        """Housekeeping: promote scheduled jobs whose ``ready_at`` passed to queued, mark
-        unstarted jobs past ``expires_at`` expired (final, with ``purge_at``), and delete final
-        jobs past ``purge_at`` (their keys become free again)."""
+        """Housekeeping: delete final jobs past ``purge_at`` (their keys become free again),
+        then mark unstarted jobs past ``expires_at`` expired (final, with ``purge_at``) and
+        promote scheduled jobs whose ``ready_at`` passed to queued."""
 
     # -- the user's side -------------------------------------------------------------------
 
@@ -210,8 +213,9 @@ class Backend(ABC):
     @abstractmethod
     def retry(self, job_id: str, *, now: float) -> bool:
         """A failed, cancelled or expired job goes back to queued (``ready_at = now``) with
-        ``failures = crashes = 0``, no result, error, finish or purge time, and no pending
-        cancellation; ``attempts`` keeps counting. False for any other state or unknown id."""
+        ``failures = crashes = 0``, no result, error, finish, purge or expiry time, and no
+        pending cancellation; ``attempts`` keeps counting. False for any other state, an
+        unknown id, or when another active job holds the same ``unique_key``."""
 
     @abstractmethod
     def purge_queue(self, queue: str) -> int:
@@ -260,7 +264,8 @@ class Backend(ABC):
 
     def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
         """Block until the job is final, or ``timeout`` passes; return its latest record
-        (None if unknown). The default waits on ``_changed``; backends may do better."""
+        (None if unknown). The default waits on ``wait_for_change``; backends may do
+        better."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             record = self.get(job_id)
