@@ -118,9 +118,10 @@ class Backend(ABC):
 
         Ready: state queued or scheduled, with ``ready_at <= now`` (a backend may treat a
         queued job as ready regardless, to ride out clock skew between hosts); and
-        ``expires_at`` is None or not before ``now`` (``sweep`` expires the rest). Order: priority descending, then ``ready_at``, then id. Each claimed
-        job gets ``attempts += 1``, a new ``token`` that no earlier claim of it had,
-        ``worker``, ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
+        ``expires_at`` is None or not before ``now`` (``sweep`` expires the rest). Order:
+        priority descending, then ``ready_at``, then id. Each claimed job gets
+        ``attempts += 1``, a new ``token`` that no earlier claim of it had, ``worker``,
+        ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
         Concurrent claims, from any process or host, never return the same job.
         """
 
