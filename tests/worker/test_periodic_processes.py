@@ -4,6 +4,7 @@ every=1 task is enqueued once."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -100,7 +101,7 @@ def test_three_worker_processes_enqueue_each_due_time_once_while_one_is_killed(
     assert len(dues) >= RUN_SECONDS / 2, logs
     assert max(dues) > killed_at, "the surviving workers kept scheduling"
     ordered = sorted(dues)
-    gaps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(ordered)]
     # One run per second; a tick delayed past the next due time by a loaded machine may
     # merge two seconds into one run, never more.
     assert max(gaps) <= 2.0, gaps
