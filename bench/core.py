@@ -65,6 +65,11 @@ class Target(ABC):
     def pending(self) -> int:
         """How many jobs are not final yet (queued, scheduled or running)."""
 
+    def check_done(self, n: int) -> None:
+        """Raise if the ``n`` jobs of a throughput run did not all succeed (a benchmark that
+        counts failures as throughput would flatter); systems that can tell override it."""
+        return None
+
     @abstractmethod
     def enqueue_stamp(self) -> object:
         """Enqueue a job whose result is ``time.time()`` taken when it started; a handle."""

@@ -111,6 +111,7 @@ def _throughput(target: Target, ctx: Context, processes: int, concurrency: int) 
                 time.sleep(POLL_SECONDS)
             elapsed = time.perf_counter() - start
             rss = [proc.rss_mb() for proc in workers.procs]
+        target.check_done(n)
     finally:
         target.close()
     key = f"{processes}p_c{concurrency}"

@@ -60,6 +60,12 @@ class ConveyorSQLite(Target):
         counts = self.app.backend.queue_counts()
         return sum(n for states in counts.values() for s, n in states.items() if not s.is_final)
 
+    def check_done(self, n: int) -> None:
+        counts = self.app.backend.queue_counts()
+        succeeded = sum(states.get(conveyor.State.SUCCEEDED, 0) for states in counts.values())
+        if succeeded != n:
+            raise RuntimeError(f"{self.name}: {succeeded} of {n} jobs succeeded: {counts}")
+
     def enqueue_stamp(self) -> object:
         return self._task(STAMP).delay()
 
