@@ -6,14 +6,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 
 from conveyor.app import App
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class UserError(click.ClickException):
@@ -26,7 +23,8 @@ class UserError(click.ClickException):
 
 
 class CliState:
-    """The ``-A`` option and the app it names, opened on first use and closed at exit."""
+    """The ``-A`` option and the app it names, loaded on first use. The default app, which
+    the command line made itself, is closed when the command ends."""
 
     def __init__(self, app_spec: str | None) -> None:
         self.app_spec = app_spec

@@ -165,10 +165,7 @@ def _summary(app: App, records: list[JobRecord]) -> Table:
             outcome = f"[red]{escape(r.error.type)}: {escape(render.short(r.error.message))}[/]"
         else:
             outcome = "-"
-        ran = (
-            f"{r.finished_at - r.started_at:.1f} s"
-            if r.finished_at is not None and r.started_at is not None
-            else "-"
-        )
+        # From enqueue to the end: retries and countdowns show, not only the last attempt.
+        ran = f"{r.finished_at - r.created_at:.1f} s" if r.finished_at is not None else "-"
         table.add_row(r.task, r.id, render.state_text(r.state), str(r.attempts), outcome, ran)
     return table

@@ -36,7 +36,7 @@ def console(*, stderr: bool = False) -> Console:
     160 columns wide unless COLUMNS says otherwise, so job ids are not folded."""
     out = Console(stderr=stderr, highlight=False, soft_wrap=False)
     if not out.is_terminal and "COLUMNS" not in os.environ:
-        out = Console(stderr=stderr, highlight=False, soft_wrap=False, width=160)
+        out.width = 160
     return out
 
 
