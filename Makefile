@@ -18,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/conveyor demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests bench
-	$(BIN)/ruff format --check conveyor tests bench
+	$(BIN)/ruff check conveyor tests bench examples
+	$(BIN)/ruff format --check conveyor tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -95,6 +95,34 @@ class App:
 
         return register if fn is None else register(fn)
 
+    @overload
+    def periodic(
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        misfire_grace: float | None = None,
+        overlap: bool = True,
+        **options: Any,
+    ) -> Task[P, R]: ...
+
+    @overload
+    def periodic(
+        self,
+        fn: None = None,
+        /,
+        *,
+        cron: str | None = None,
+        every: float | timedelta | None = None,
+        tz: str = "UTC",
+        misfire_grace: float | None = None,
+        overlap: bool = True,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
     def periodic(
         self,
         fn: Callable[P, R] | None = None,
@@ -120,7 +148,8 @@ class App:
     # -- enqueueing (the Dispatcher the tasks call) ----------------------------------------
 
     def _options(self, task: str) -> TaskOptions:
-        return self.registry.get(task).options if task in self.registry else TaskOptions(task)
+        found = self.registry.find(task)
+        return found.options if found is not None else TaskOptions(task)
 
     def make_record(
         self,

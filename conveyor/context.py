@@ -7,7 +7,6 @@ A context variable holds the ``JobContext``, so it follows the task into threads
 from __future__ import annotations
 
 import contextvars
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,14 +29,16 @@ class JobContext:
     queue: str
     meta: dict[str, Any] = field(default_factory=dict)
     _sink: ProgressSink = field(default=_ignore, repr=False)
-    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    # A plain flag (one store, atomic under the GIL), not an Event: a job needs no waiting
+    # on it, and an Event per job is measurable on the hot path.
+    _cancelled: bool = field(default=False, repr=False)
 
     @property
     def cancelled(self) -> bool:
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def mark_cancelled(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

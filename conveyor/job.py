@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 import os
+import random
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -163,12 +165,27 @@ class IdGenerator:
     def __init__(self) -> None:
         self._last = 0
         self._lock = threading.Lock()
+        # Seeded from the OS once (a syscall per id costs more than the rest of the id), and
+        # again in a forked child, so parent and child never draw the same bits.
+        self._random = random.Random(os.urandom(16))
+        ref = weakref.ref(self)
+
+        def reseed_in_child() -> None:
+            generator = ref()
+            if generator is not None:
+                generator.reseed()
+
+        os.register_at_fork(after_in_child=reseed_in_child)
 
     def __call__(self) -> str:
         with self._lock:
             now = max(time.time_ns(), self._last + 1)
             self._last = now
-        return f"{now:016x}{os.urandom(5).hex()}"
+            bits = self._random.getrandbits(40)
+        return f"{now:016x}{bits:010x}"
+
+    def reseed(self) -> None:
+        self._random = random.Random(os.urandom(16))
 
 
 def to_datetime(ts: float | None) -> datetime | None:

@@ -33,6 +33,9 @@ class Registry:
         except KeyError:
             raise TaskNotFound(name) from None
 
+    def find(self, name: str) -> Task[Any, Any] | None:
+        return self._tasks.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 

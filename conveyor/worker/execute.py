@@ -103,6 +103,7 @@ class JobExecutor:
         self.serializer = serializer
         self._set_progress = set_progress
         self._clock = clock
+        self._none = serializer.dumps(None)  # most tasks return None: encode it once
 
     def prepare(self, claim: Claim) -> JobRun:
         record = claim.record
@@ -135,6 +136,8 @@ class JobExecutor:
     # -- outcomes --------------------------------------------------------------------------
 
     def succeeded(self, run: JobRun, value: Any) -> Outcome:
+        if value is None:
+            return Outcome.succeeded(self._none)
         try:
             return Outcome.succeeded(self.serializer.dumps(value))
         except SerializationError as exc:

@@ -75,7 +75,6 @@ class LeaseKeeper:
             return
         self._renewed = {job_id: now_mono for job_id, _ in leases}
         for job_id in result.lost:
-            log.warning("job %s: lease lost; stopping it", job_id)
             self._on_lost(job_id)
         for job_id in result.cancel_requested:
             self._on_cancel(job_id)

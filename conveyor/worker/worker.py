@@ -86,7 +86,11 @@ class Worker:
         self.executor = JobExecutor(registry, serializer, backend.set_progress, clock=clock)
         factory = pool_factory or default_pool
         self.pool = factory(settings, self.executor, self._complete)
+        # Claimed and not yet finished (the leases to renew), and of those, the ones a pool
+        # slot is busy with. A slot frees when its run ends, before the outcome is written,
+        # so the next claim overlaps the finisher's write instead of waiting for it.
         self._active: dict[str, JobRun] = {}
+        self._in_pool: set[str] = set()
         self._active_lock = threading.Condition()
         self._finished: queue.SimpleQueue[tuple[JobRun, Outcome] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -233,7 +237,8 @@ class Worker:
         backoff = 0.0
         while not self._stopping.is_set():
             with self._active_lock:
-                free = self.settings.concurrency - len(self._active)
+                concurrency = self.settings.concurrency
+                free = min(concurrency - len(self._in_pool), 2 * concurrency - len(self._active))
                 if free <= 0:
                     self._active_lock.wait(0.5)
                     continue
@@ -258,6 +263,8 @@ class Worker:
                 if run.early is not None:
                     self._complete(run, run.early)
                 else:
+                    with self._active_lock:
+                        self._in_pool.add(run.id)
                     self.pool.submit(run)
             if len(claims) < free and not self._stopping.is_set():
                 self.backend.wait_for_jobs(self.queues, 0.25)
@@ -266,6 +273,9 @@ class Worker:
 
     def _complete(self, run: JobRun, outcome: object | None) -> None:
         """Called by the pool when a run is over."""
+        with self._active_lock:
+            self._in_pool.discard(run.id)
+            self._active_lock.notify_all()
         if isinstance(outcome, Outcome):
             self._finished.put((run, outcome))
             return
@@ -276,6 +286,7 @@ class Worker:
     def _forget(self, run: JobRun) -> None:
         with self._active_lock:
             self._active.pop(run.id, None)
+            self._in_pool.discard(run.id)
             self._active_lock.notify_all()
 
     def _finish_loop(self) -> None:
@@ -333,9 +344,12 @@ class Worker:
 
     def _interrupt(self, job_id: str, reason: str) -> None:
         with self._active_lock:
-            run = self._active.get(job_id)
-        if run is not None:
-            self.pool.interrupt(run, reason)
+            run = self._active.get(job_id) if job_id in self._in_pool else None
+        if run is None:
+            return  # ended meanwhile (a heartbeat races with finishes): nothing to stop
+        if reason == "lease":
+            log.warning("job %s: lease lost; stopping it", job_id)
+        self.pool.interrupt(run, reason)
 
 
 def default_pool(settings: WorkerSettings, executor: JobExecutor, complete: Any) -> Pool:

@@ -7,6 +7,7 @@ begins with ``BEGIN IMMEDIATE`` (see ``Connections.write``).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import re
@@ -26,6 +27,8 @@ from conveyor.errors import BackendUnavailable, ConfigurationError
 
 #: how long a writer waits for another connection's write transaction before giving up
 BUSY_TIMEOUT_SECONDS = 30.0
+#: the writers' gate beside the database file (see Connections._enter_gate)
+GATE_SUFFIX = "-conveyor-gate"
 #: how often a waiter looks for commits made by other processes
 WAKE_SLICE_SECONDS = 0.0015
 
@@ -118,11 +121,12 @@ class _Slot:
     """One thread's connections. They close when the thread ends (its thread-local slot is
     dropped), so threads that come and go do not leak file handles."""
 
-    __slots__ = ("__weakref__", "conn", "inherited", "watcher")
+    __slots__ = ("__weakref__", "conn", "gate", "inherited", "watcher")
 
     def __init__(self) -> None:
         self.conn: sqlite3.Connection | None = None
         self.watcher: sqlite3.Connection | None = None
+        self.gate: int | None = None
         self.inherited = False
 
     def close(self) -> None:
@@ -131,7 +135,10 @@ class _Slot:
         for conn in (self.conn, self.watcher):
             if conn is not None:
                 conn.close()
+        if self.gate is not None:
+            os.close(self.gate)
         self.conn = self.watcher = None
+        self.gate = None
 
     __del__ = close
 
@@ -186,6 +193,42 @@ class Connections:
             slot.conn = self._open()
         return slot.conn
 
+    def _gate(self) -> int:
+        slot = self._slot()
+        if slot.gate is None:
+            slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+        return slot.gate
+
+    def _enter_gate(self, fd: int) -> None:
+        """Take the writers' gate: an flock on a file beside the database.
+
+        Why: SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms when the write lock is
+        taken, so two busy processes with short transactions spend most of their time asleep.
+        The gate is tried without blocking and again after sleeps that start at tens of
+        microseconds and never exceed half a millisecond. Every connection (and thread) has
+        its own descriptor, so the gate excludes threads as well as processes. BEGIN IMMEDIATE
+        keeps SQLite's full busy timeout for writers that do not use the gate.
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        pause = 0.00002
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(
+                        f"{self.options.path!r}: another writer held the write gate for "
+                        f"{BUSY_TIMEOUT_SECONDS:.0f} s"
+                    ) from None
+                pause = min(pause * 2, 0.0005)
+
     def data_version(self) -> int:
         slot = self._slot()
         if slot.watcher is None:
@@ -204,20 +247,25 @@ class Connections:
         and its UPDATE see the same rows and no other process can claim them in between.
         """
         conn = self.get()
+        gate = self._gate()
+        self._enter_gate(gate)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise BackendUnavailable(
-                f"{self.options.path!r} stayed locked by another connection for "
-                f"{BUSY_TIMEOUT_SECONDS:.0f} s: {exc}"
-            ) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable(
+                    f"{self.options.path!r} stayed locked by another connection for "
+                    f"{BUSY_TIMEOUT_SECONDS:.0f} s: {exc}"
+                ) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
     def close(self) -> None:
         for slot in list(self._slots):
