@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--only NAME] [--target NAME]``: see bench/RESULTS.md."""
+"""``python -m bench [--quick] [--only NAME] [--system NAME[/STORE]] [--target TEXT]``: see
+bench/RESULTS.md. Systems whose package is not installed are skipped with a note."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import report
+from contextlib import ExitStack
+
+from bench import plot, report
 from bench.core import Target
 from bench.measures import COVERED, FULL, MEASURES, QUICK, Context
 from bench.runner import run
@@ -32,7 +35,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run only targets whose name contains this (repeatable), e.g. sqlite-normal",
     )
     parser.add_argument(
-        "--system", action="append", choices=sorted(SYSTEMS), help="systems to run (default all)"
+        "--system",
+        action="append",
+        help=f"a system ({', '.join(SYSTEMS)}) or one target of it (conveyor/sqlite-normal); "
+        "repeatable; default all",
     )
     parser.add_argument("--out", type=Path, default=HERE / "out", help="directory for raw JSON")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary stores")
@@ -40,23 +46,44 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def select(systems: list[str] | None, texts: list[str] | None) -> list[Target]:
+    """The targets asked for; a system whose package is missing is skipped with a note."""
+    wanted = systems or list(SYSTEMS)
+    targets: list[Target] = []
+    for system in dict.fromkeys(w.split("/", 1)[0] for w in wanted):
+        try:
+            module = load(system)
+        except ImportError as exc:
+            print(f"skipping {system}: {exc}", file=sys.stderr)
+            continue
+        for target in module.targets():
+            if system in wanted or target.name in wanted:
+                targets.append(target)
+    if texts:
+        targets = [t for t in targets if any(s in t.name for s in texts)]
+    return targets
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     sizes = QUICK if args.quick else FULL
     measures = args.only or [m for m in MEASURES if m not in COVERED]
-    targets: list[Target] = []
-    for system in args.system or list(SYSTEMS):
-        targets += load(system).targets()
-    if args.target:
-        targets = [t for t in targets if any(s in t.name for s in args.target)]
-    if not targets:
-        print("no target matches", file=sys.stderr)
-        return 2
+    targets = select(args.system, args.target)
     out = report.console()
-    command = shlex.join(["python", "-m", "bench", *argv])
-    with tempfile.TemporaryDirectory(prefix="conveyor-bench-", dir=args.dir) as tmp:
+    with ExitStack() as stack:
+        if any(t.needs_redis for t in targets):
+            server = stack.enter_context(RedisServer())
+            out.print(f"redis-server {server.version} on {server.url} (no persistence)")
+            for target in targets:
+                target.redis_url = server.url
+        if not targets:
+            print("no target matches", file=sys.stderr)
+            return 2
+        command = shlex.join(["python", "-m", "bench", *argv])
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-bench-", dir=args.dir))
         workdir = Path(tmp)
         info = report.machine(workdir)
+        info["redis"] = server.version if any(t.needs_redis for t in targets) else ""
         results = run(targets, measures, Context(sizes, workdir), lambda s: out.print(s))
     out.print(report.table(results))
     path = report.write_json(args.out, results, info, command, sizes)
@@ -65,6 +92,10 @@ def main(argv: list[str]) -> int:
     if complete and not args.no_results:
         (HERE / "RESULTS.md").write_text(report.markdown(results, info, command, sizes))
         out.print(f"written: {HERE / 'RESULTS.md'}")
+        try:
+            out.print(f"written: {plot.write(results, HERE / 'results.png')}")
+        except ImportError as exc:
+            out.print(f"no plot: {exc}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """The conveyor app the benchmark runs: ``bench.apps:app`` (store from CONVEYOR_URL), or
-``make_app(url)`` for one store. Two tasks: a no-op, and one that returns its start time."""
+``make_app(url, namespace)`` for one store. Two tasks: a no-op, and one that returns its start time."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ NOOP = "bench.noop"
 STAMP = "bench.stamp"
 
 
-def make_app(url: str | None = None) -> conveyor.App:
-    app = conveyor.App(url)
+def make_app(url: str | None = None, namespace: str | None = None) -> conveyor.App:
+    app = conveyor.App(url, namespace=namespace)
 
     @app.task(name=NOOP)
     def noop() -> None:

@@ -35,6 +35,15 @@ class Target(ABC):
     pickup_concurrency: int = 8
     #: False for a yardstick that only stores jobs: the measurements that run jobs skip it
     runs_jobs: bool = True
+    #: False for a variant whose enqueuing side is the same code as another target's
+    measures_enqueue: bool = True
+    #: jobs per throughput run, when the run's default would take too long (RQ's forking)
+    throughput_jobs: int | None = None
+    #: True for a target on the bench's own redis-server; the runner sets ``redis_url``
+    needs_redis: bool = False
+    redis_url: str = ""
+    #: how the target is configured, for RESULTS.md
+    config: str = ""
 
     @property
     def name(self) -> str:
@@ -81,6 +90,11 @@ class Target(ABC):
     @abstractmethod
     def worker_spec(self) -> dict[str, Any]:
         """JSON for ``prepare_worker`` in the worker process: what store to serve."""
+
+    def yardstick(self, workdir: Path, scale: float) -> dict[str, float]:
+        """The physical limits this yardstick measures beyond the common measurements
+        (``scale`` shrinks them for a quick run); a system returns nothing."""
+        return {}
 
     def embedded_worker(self, concurrency: int) -> AbstractContextManager[object] | None:
         """A worker inside this process, started and stopped around a block, if the system

@@ -13,6 +13,8 @@ from bench.procs import Workers
 
 #: how often the end of a throughput run is looked for (bounds its error: 50 ms in ~4 s)
 POLL_SECONDS = 0.05
+#: how often the first job taken is looked for (the start of the clock)
+FIRST_POLL_SECONDS = 0.001
 #: a run that has not finished by then is broken, not slow
 RUN_TIMEOUT_SECONDS = 600.0
 
@@ -29,6 +31,7 @@ class Sizes:
     pickup_jobs: int = 200
     pickup_spacing_seconds: float = 0.02
     idle_seconds: float = 0.5  # after go, before the first pickup job: the worker is idle
+    yardstick_scale: float = 1.0
 
 
 FULL = Sizes()
@@ -41,6 +44,7 @@ QUICK = Sizes(
     pickup_jobs=15,
     pickup_spacing_seconds=0.01,
     idle_seconds=0.2,
+    yardstick_scale=0.02,
 )
 
 
@@ -56,6 +60,8 @@ Measure = Callable[[Target, Context], Samples]
 
 def measure_delay(target: Target, ctx: Context) -> Samples:
     """Single enqueues in a loop, one thread: jobs per second."""
+    if not target.measures_enqueue:
+        return {}
     n = ctx.sizes.delay_jobs
     target.fresh(ctx.workdir)
     try:
@@ -70,6 +76,8 @@ def measure_delay(target: Target, ctx: Context) -> Samples:
 
 def measure_enqueue_many(target: Target, ctx: Context) -> Samples:
     """The bulk call, ``bulk_batch`` jobs per call: jobs per second."""
+    if not target.measures_enqueue:
+        return {}
     n = ctx.sizes.bulk_jobs
     target.fresh(ctx.workdir)
     try:
@@ -85,8 +93,10 @@ def measure_enqueue_many(target: Target, ctx: Context) -> Samples:
 
 
 def _throughput(target: Target, ctx: Context, processes: int, concurrency: int) -> Samples:
-    """Pre-enqueue N no-op jobs, release the prepared workers, time until none is pending."""
-    n = ctx.sizes.throughput_jobs
+    """Pre-enqueue N no-op jobs, release the prepared workers, time from the first job taken
+    until none is pending (a peer's start-up after ``go`` is not job time; it is reported
+    apart as ``startup``)."""
+    n = min(ctx.sizes.throughput_jobs, target.throughput_jobs or ctx.sizes.throughput_jobs)
     target.fresh(ctx.workdir)
     try:
         try:
@@ -102,20 +112,35 @@ def _throughput(target: Target, ctx: Context, processes: int, concurrency: int) 
             concurrency=concurrency,
             logdir=ctx.workdir,
         ) as workers:
-            start = time.perf_counter()
+            go = time.perf_counter()
             workers.go()
-            while target.pending():
-                if time.perf_counter() - start > RUN_TIMEOUT_SECONDS:
-                    raise RuntimeError(f"{target.name}: {n} jobs not done in time")
-                workers.check_alive()
-                time.sleep(POLL_SECONDS)
+            start = _wait(target, workers, go, lambda left: left < n, FIRST_POLL_SECONDS)
+            _wait(target, workers, go, lambda left: left == 0, POLL_SECONDS)
             elapsed = time.perf_counter() - start
             rss = [proc.rss_mb() for proc in workers.procs]
         target.check_done(n)
     finally:
         target.close()
     key = f"{processes}p_c{concurrency}"
-    return {f"e2e_{key}_per_s": n / elapsed, f"rss_{key}_mb": max(rss)}
+    return {
+        f"e2e_{key}_per_s": n / elapsed,
+        f"rss_{key}_mb": max(rss),
+        f"startup_{key}_s": start - go,
+    }
+
+
+def _wait(
+    target: Target, workers: Workers, go: float, done: Callable[[int], bool], poll: float
+) -> float:
+    """Poll ``target.pending()`` until ``done(pending)``; the time it was seen so."""
+    while True:
+        seen = time.perf_counter()
+        if done(target.pending()):
+            return seen
+        if seen - go > RUN_TIMEOUT_SECONDS:
+            raise RuntimeError(f"{target.name}: jobs not done in time")
+        workers.check_alive()
+        time.sleep(poll)
 
 
 def measure_throughput(target: Target, ctx: Context) -> Samples:
@@ -199,6 +224,11 @@ def measure_embedded(target: Target, ctx: Context) -> Samples:
     return _pickup_samples("embedded", latencies)
 
 
+def measure_yardstick(target: Target, ctx: Context) -> Samples:
+    """The physical limits a yardstick target measures beyond the common measurements."""
+    return target.yardstick(ctx.workdir, ctx.sizes.yardstick_scale)
+
+
 #: name for --only -> measurement, in the order a full run takes them
 MEASURES: dict[str, Measure] = {
     "delay": measure_delay,
@@ -207,6 +237,7 @@ MEASURES: dict[str, Measure] = {
     "rss": measure_rss,
     "pickup": measure_pickup,
     "embedded": measure_embedded,
+    "yardstick": measure_yardstick,
 }
 #: a full run skips these: another measurement covers them
 COVERED = {"rss": "throughput"}

@@ -54,12 +54,9 @@ class WorkerProcess:
             )
 
     def rss_mb(self) -> float:
-        """Resident set size now (VmRSS of /proc/PID/status), in MiB."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no VmRSS for {self.pid}")
+        """Resident set size now (VmRSS of /proc/PID/status), in MiB, summed over the process
+        and its descendants (Celery's prefork children count: they are its worker)."""
+        return sum(_rss_kib(pid) for pid in _tree(self.pid)) / 1024
 
     def log_tail(self, lines: int = 20) -> str:
         self._log.flush()
@@ -79,6 +76,30 @@ class WorkerProcess:
             if stream is not None:
                 stream.close()
         self._log.close()
+
+
+def _tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                todo += [int(child) for child in task.read_text().split()]
+            except OSError:
+                pass  # the thread or the process has gone
+    return pids
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass  # gone between listing and reading: it holds no memory
+    return 0
 
 
 class Workers:

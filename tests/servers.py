@@ -3,7 +3,7 @@ of 127.0.0.1, in temporary directories, stopped by PID.
 
 A missing binary skips the tests that need it locally and fails them under ``CI=true``.
 ``ServerProcess`` holds what every kind shares; a kind adds its command line and its "does it
-answer" check (see ``RedisServer``).
+answer" check (see ``RedisServer``). ``RedisClusterServers`` forms a Redis Cluster of several.
 """
 
 from __future__ import annotations
@@ -184,3 +184,127 @@ def fresh_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+def redis_cli_binary() -> str:
+    return require_binary("redis-cli", "apt-get install redis-tools")
+
+
+def _ask(port: int, *words: str) -> bytes:
+    """One command to 127.0.0.1:port in the inline protocol; the raw reply ('' on failure)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(" ".join(words).encode() + b"\r\n")
+            reply = s.recv(65536)
+            head, _, body = reply.partition(b"\r\n")
+            if head.startswith(b"$"):  # a bulk string: read all of it
+                while len(body) < int(head[1:]) + 2:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                return body
+            return reply
+    except OSError:
+        return b""
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``size`` master nodes and no replicas, each a ``RedisServer`` in a
+    directory of its own (its nodes.conf and append-only file survive a restart), formed with
+    ``redis-cli --cluster create``."""
+
+    start_timeout = 30.0
+
+    def __init__(self, binary: str, cli: str, directory: Path, *, size: int = 3) -> None:
+        self.cli = cli
+        self.nodes: list[RedisServer] = []
+        for n in range(size):
+            node_dir = directory / f"node{n}"
+            node_dir.mkdir()
+            args = (
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "5000",
+                # the bus port, else port + 10000, which may be taken or past 65535
+                "--cluster-port", str(free_port()),
+            )  # fmt: skip
+            self.nodes.append(RedisServer(binary, node_dir, args=args))
+
+    @property
+    def url(self) -> str:
+        """The URL an app uses: any one node; the client learns the others from it."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/"
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(
+                [
+                    self.cli, "--cluster", "create",
+                    *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                    "--cluster-replicas", "0", "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=self.start_timeout,
+            )  # fmt: skip
+            self.wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_until_ok(self) -> None:
+        """Until every running node says cluster_state:ok."""
+        deadline = time.monotonic() + self.start_timeout
+        while not all(
+            b"cluster_state:ok" in _ask(node.port, "CLUSTER", "INFO")
+            for node in self.nodes
+            if node.running
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster was not ok within {self.start_timeout} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def node_serving(self, key: str) -> RedisServer:
+        """The node that owns the slot of ``key`` now."""
+        slot = int(_ask(self.nodes[0].port, "CLUSTER", "KEYSLOT", key)[1:].split(b"\r\n")[0])
+        for line in _ask(self.nodes[0].port, "CLUSTER", "NODES").decode().splitlines():
+            fields = line.split()
+            port = int(fields[1].split("@")[0].rpartition(":")[2])
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if not low.startswith("[") and int(low) <= slot <= int(high or low):
+                    return next(node for node in self.nodes if node.port == port)
+        raise AssertionError(f"no node serves slot {slot}")
+
+
+def _start_cluster(directory: Path) -> RedisClusterServers:
+    cluster = RedisClusterServers(redis_binary(), redis_cli_binary(), directory)
+    cluster.start()
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One three-node Redis Cluster for the session; tests keep apart by namespace."""
+    cluster = _start_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def fresh_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """A Redis Cluster of this test's own, for tests that kill or restart its nodes."""
+    cluster = _start_cluster(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -7,11 +7,18 @@ from typing import cast
 
 from bench.core import SystemModule
 
-#: system name -> module; peers (celery, rq, dramatiq, huey) are added here
+#: system name -> module, in the order the runner takes them (conveyor, peers, yardsticks)
 SYSTEMS = {
     "conveyor": "bench.systems.conveyor",
+    "celery": "bench.systems.celery_peer",
+    "dramatiq": "bench.systems.dramatiq_peer",
+    "huey": "bench.systems.huey_peer",
+    "rq": "bench.systems.rq_peer",
+    "redis-py": "bench.systems.redis_raw",  # the yardstick: Redis alone
     "sqlite3": "bench.systems.sqlite3_raw",  # the yardstick: SQLite alone
 }
+#: the systems conveyor is compared with
+PEERS = ("celery", "dramatiq", "huey", "rq")
 
 
 def load(system: str) -> SystemModule:

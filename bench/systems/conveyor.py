@@ -1,4 +1,5 @@
-"""conveyor on SQLite: ``synchronous=full`` (the default) and ``synchronous=normal``."""
+"""conveyor on SQLite (``synchronous=full``, the default, and ``synchronous=normal``) and on
+Redis (the bench's own server, namespace ``bench``), thread pool, default settings."""
 
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ from typing import Any, cast
 import conveyor
 from bench.apps import NOOP, STAMP, make_app
 from bench.core import Target
+from bench.redis_server import flush
+
+NAMESPACE = "bench"
 
 
-class ConveyorSQLite(Target):
+class ConveyorTarget(Target):
     system = "conveyor"
-
-    def __init__(self, synchronous: str, pool: str = "thread") -> None:
-        self.synchronous = synchronous
-        self.pool = pool
-        self.store = f"sqlite-{synchronous}" + ("" if pool == "thread" else f"-{pool}")
-        self._app: conveyor.App | None = None
-        self._url = ""
+    pool = "thread"
+    _app: conveyor.App | None = None
+    _url = ""
 
     @property
     def version(self) -> str:
@@ -35,11 +35,13 @@ class ConveyorSQLite(Target):
 
     def fresh(self, workdir: Path) -> None:
         self.close()
-        path = workdir / f"{self.store}-{os.urandom(4).hex()}.db"
-        query = "" if self.synchronous == "full" else f"?synchronous={self.synchronous}"
-        self._url = f"sqlite:///{path}{query}"
-        self._app = make_app(self._url)
-        self._app.backend  # noqa: B018 -- open (and create) the file now, outside any timing
+        self._url = self.url(workdir)
+        self._app = make_app(self._url, NAMESPACE)
+        self._app.backend  # noqa: B018 -- open (and create) the store now, outside any timing
+
+    def url(self, workdir: Path) -> str:
+        """A new, empty store."""
+        raise NotImplementedError
 
     def close(self) -> None:
         if self._app is not None:
@@ -73,17 +75,40 @@ class ConveyorSQLite(Target):
         return [float(cast(conveyor.Job, h).result(timeout=timeout)) for h in handles]
 
     def worker_spec(self) -> dict[str, Any]:
-        return {"url": self._url, "pool": self.pool}
+        return {"url": self._url, "pool": self.pool, "namespace": NAMESPACE}
 
     def embedded_worker(self, concurrency: int) -> AbstractContextManager[object]:
         return self.app.worker(concurrency=concurrency, pool=self.pool, schedule=False)
 
 
+class ConveyorSQLite(ConveyorTarget):
+    def __init__(self, synchronous: str, pool: str = "thread") -> None:
+        self.synchronous = synchronous
+        self.pool = pool
+        self.store = f"sqlite-{synchronous}" + ("" if pool == "thread" else f"-{pool}")
+        self.config = f"`sqlite:///FILE?synchronous={synchronous}` (WAL), {pool} pool"
+
+    def url(self, workdir: Path) -> str:
+        path = workdir / f"{self.store}-{os.urandom(4).hex()}.db"
+        query = "" if self.synchronous == "full" else f"?synchronous={self.synchronous}"
+        return f"sqlite:///{path}{query}"
+
+
+class ConveyorRedis(ConveyorTarget):
+    store = "redis"
+    needs_redis = True
+    config = f"`redis://127.0.0.1:PORT/0`, namespace `{NAMESPACE}`, thread pool"
+
+    def url(self, workdir: Path) -> str:
+        flush(self.redis_url)
+        return self.redis_url
+
+
 def targets() -> list[Target]:
-    return [ConveyorSQLite("full"), ConveyorSQLite("normal")]
+    return [ConveyorRedis(), ConveyorSQLite("full"), ConveyorSQLite("normal")]
 
 
 def prepare_worker(spec: dict[str, Any], concurrency: int) -> Callable[[], None]:
-    app = make_app(spec["url"])
+    app = make_app(spec["url"], spec.get("namespace"))
     app.backend  # noqa: B018 -- connect before "ready"
     return app.worker(concurrency=concurrency, pool=spec["pool"], schedule=False).run

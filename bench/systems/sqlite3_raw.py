@@ -1,7 +1,9 @@
 """The yardstick: what SQLite itself costs, with conveyor's jobs schema and row shape and no
 conveyor code. ``enqueue_one`` is one ``BEGIN IMMEDIATE; INSERT; COMMIT``, the floor under
 ``delay()``; ``enqueue_bulk`` one transaction of ``executemany`` per batch, the floor under
-``enqueue_many``. It runs no jobs."""
+``enqueue_many``. It runs no jobs. ``yardstick`` adds the insert+delete cycle: per job one
+transaction that inserts its row and one that deletes it (the floor under enqueue + finish,
+two commits per job)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class RawSQLite(Target):
     def __init__(self, synchronous: str) -> None:
         self.synchronous = synchronous
         self.store = f"raw-{synchronous}"
+        self.config = f"sqlite3, WAL, synchronous {synchronous.upper()}, conveyor's schema"
         self._conn: sqlite3.Connection | None = None
         self._ids: Iterator[int] = itertools.count()
         self._insert = f"INSERT INTO {NAMESPACE}_jobs ({COLUMNS}) VALUES ({PLACEHOLDERS})"
@@ -74,6 +77,26 @@ class RawSQLite(Target):
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(self._insert, (self._row() for _ in range(min(batch, n - start))))
             conn.execute("COMMIT")
+
+    def yardstick(self, workdir: Path, scale: float) -> dict[str, float]:
+        n = max(100, int(10_000 * scale))
+        self.fresh(workdir)
+        conn = self.conn
+        delete = f"DELETE FROM {NAMESPACE}_jobs WHERE id = ?"
+        try:
+            start = time.perf_counter()
+            for _ in range(n):
+                row = self._row()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(self._insert, row)
+                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(delete, (row[0],))
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - start
+        finally:
+            self.close()
+        return {"cycle_per_s": n / elapsed}
 
     def pending(self) -> int:
         raise Unsupported("the yardstick runs no jobs")

@@ -18,6 +18,10 @@ SCHEMES: dict[str, tuple[str, str | None]] = {
     "unix": ("conveyor.backends.redis:RedisBackend", "redis"),
     "valkey": ("conveyor.backends.redis:RedisBackend", "redis"),
     "valkeys": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "redis+cluster": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "rediss+cluster": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "valkey+cluster": ("conveyor.backends.redis:RedisBackend", "redis"),
+    "valkeys+cluster": ("conveyor.backends.redis:RedisBackend", "redis"),
     "postgresql": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
     "postgres": ("conveyor.backends.postgres:PostgresBackend", "postgres"),
 }

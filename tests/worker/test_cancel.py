@@ -46,8 +46,11 @@ def assert_never_finishes(directory: Path) -> None:
     assert not (directory / "finished").exists()
 
 
-@pytest.mark.parametrize(("pool", "name"), [("process", "long"), ("thread", "long"),
-                                            ("async", "async_long"), ("async", "long")])  # fmt: skip
+LONG_IN_EACH_POOL = [("process", "long"), ("thread", "long"), ("async", "async_long"),
+                     ("async", "long")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pool", "name"), LONG_IN_EACH_POOL)
 def test_cancelling_a_running_job_stops_it_and_it_ends_cancelled(
     app: conveyor.App, pool: str, name: str, tmp_path: Path
 ) -> None:

@@ -40,8 +40,10 @@ def assert_timed_out(job: conveyor.Job) -> None:
     assert "timeout of 1" in failed.value.message
 
 
-@pytest.mark.parametrize(("pool", "name"), [("process", "hang"), ("thread", "spin"),
-                                            ("async", "async_hang")])  # fmt: skip
+HANG_IN_EACH_POOL = [("process", "hang"), ("thread", "spin"), ("async", "async_hang")]
+
+
+@pytest.mark.parametrize(("pool", "name"), HANG_IN_EACH_POOL)
 def test_a_task_past_its_timeout_fails_and_the_worker_runs_the_next_job(
     app: conveyor.App, pool: str, name: str
 ) -> None:
@@ -63,8 +65,11 @@ def test_a_thread_that_ignores_its_timeout_is_abandoned_and_its_slot_reused(
         assert isinstance(after.result(timeout=60), int)
 
 
-@pytest.mark.parametrize(("pool", "name"), [("process", "soft"), ("thread", "soft"),
-                                            ("async", "async_soft"), ("process", "async_soft")])  # fmt: skip
+SOFT_IN_EACH_POOL = [("process", "soft"), ("thread", "soft"), ("async", "async_soft"),
+                     ("process", "async_soft")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("pool", "name"), SOFT_IN_EACH_POOL)
 def test_a_soft_timeout_lets_the_task_clean_up_and_return(
     app: conveyor.App, pool: str, name: str, tmp_path: Path
 ) -> None:

@@ -1,10 +1,10 @@
 """``redis://``, ``rediss://``, ``unix://`` and ``valkey://``: many machines on one Redis or
-Valkey server (or Redis Cluster).
+Valkey server; ``redis+cluster://`` (or ``?cluster=true``): on a Redis Cluster.
 
 Every compound operation is one Lua script (the ``.lua`` files beside this module, each
-loaded behind ``common.lua``) run with EVALSHA; redis-py loads a script again when the server
-answers NOSCRIPT after a restart. Every key of a namespace starts with ``{namespace}:``, one
-hash tag, so a namespace lives in one Cluster slot and the scripts may touch any of its keys.
+loaded behind ``common.lua``) run with EVALSHA (see ``connection.py``). Every key of a
+namespace starts with ``{namespace}:``, one hash tag, so a namespace lives in one Cluster slot
+and the scripts may touch any of its keys.
 
 Layout, under the prefix: ``job:<id>`` a hash per job; ``ready:<queue>`` a sorted set scored
 by priority then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time;
@@ -19,16 +19,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
-from importlib import resources
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.commands.core import Script
-from redis.retry import Retry
 
 from conveyor.backends.base import (
     Backend,
@@ -41,46 +36,16 @@ from conveyor.backends.base import (
     worker_lost_error,
 )
 from conveyor.backends.redis.codec import decode_record, encode_error, pack_records
+from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
 from conveyor.backends.redis.listener import Listener
-from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 
 log = logging.getLogger("conveyor.backends.redis")
-T = TypeVar("T")
 
 STALE_WORKER_SECONDS = 3600.0
 BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
-_SCRIPTS = [
-    *("enqueue", "claim", "heartbeat", "progress", "finish", "release", "recover", "sweep"),
-    *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
-]
-_RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError)
-
-
-def redis_url(url: str) -> str:
-    """The URL redis-py understands: ``valkey://`` and ``valkeys://`` are Redis's own."""
-    scheme, sep, rest = url.partition("://")
-    return {"valkey": "redis", "valkeys": "rediss"}.get(scheme.lower(), scheme) + sep + rest
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-def _load_scripts(client: redis.Redis) -> dict[str, Script]:
-    folder = resources.files(__package__)
-    common = (folder / "common.lua").read_text()
-    return {
-        name: client.register_script(common + (folder / f"{name}.lua").read_text())
-        for name in _SCRIPTS
-    }
 
 
 class RedisBackend(Backend):
@@ -95,54 +60,33 @@ class RedisBackend(Backend):
                 f"namespace {namespace!r} must be non-empty and free of braces: it becomes the "
                 "Redis Cluster hash tag {namespace}"
             )
-        self.retry_seconds = retry_seconds
         self._prefix = f"{{{namespace}}}:"
-        try:
-            self._client = redis.Redis.from_url(
-                redis_url(url),
-                socket_timeout=5.0,
-                socket_connect_timeout=2.0,
-                # one retry policy, ours: bounded in time, then BackendUnavailable
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
-        self._scripts = _load_scripts(self._client)
-        self._listener = Listener(self._client, self._prefix)
+        self._connection = Connection(url, self._prefix, retry_seconds=retry_seconds)
+        self._call = self._connection.call
+        self._run = self._connection.run
+        self._listener = Listener(self._connection)
         self._persistence_checked = False
 
+    @property
+    def retry_seconds(self) -> float:
+        """How long a call retries a lost connection before BackendUnavailable."""
+        return self._connection.retry_seconds
+
+    @property
+    def cluster(self) -> bool:
+        """True when the URL names a Redis Cluster."""
+        return self._connection.cluster
+
     # -- plumbing --------------------------------------------------------------------------
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """Run one round trip, retrying a lost connection with backoff for ``retry_seconds``."""
-        deadline = time.monotonic() + self.retry_seconds
-        delay = 0.05
-        while True:
-            try:
-                return fn()
-            except redis.AuthenticationError as exc:
-                raise BackendUnavailable(
-                    f"Redis at {safe_url(self.url)} refused the password in the URL: {exc}"
-                ) from exc
-            except _RETRYABLE as exc:
-                if time.monotonic() + delay > deadline:
-                    raise BackendUnavailable(
-                        f"Redis at {safe_url(self.url)} did not answer for "
-                        f"{self.retry_seconds:g} s ({exc}); is the server running?"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-
-    def _run(self, name: str, *args: Any) -> Any:
-        script = self._scripts[name]
-        return self._call(lambda: script(keys=[self._prefix], args=args))
 
     def check_persistence(self) -> bool:
         """Warn once (logging) when the server persists nothing, so a restart loses every
         job; True when it persists (or cannot tell: CONFIG may be disabled on managed
         servers)."""
         try:
-            raw: Any = self._call(lambda: self._client.config_get("appendonly", "save"))
+            # on a Cluster: the node that holds the namespace
+            node = self._connection.node
+            raw: Any = self._call(lambda _: node().config_get("appendonly", "save"))
         except redis.ResponseError:
             return True
         config = {_text(k): _text(v) for k, v in raw.items()}
@@ -256,7 +200,7 @@ class RedisBackend(Backend):
     # -- the user's side -------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord | None:
-        raw: Any = self._call(lambda: self._client.hgetall(f"{self._prefix}job:{job_id}"))
+        raw: Any = self._call(lambda c: c.hgetall(f"{self._prefix}job:{job_id}"))
         if not raw:
             return None
         return decode_record([x for pair in raw.items() for x in pair])
@@ -288,7 +232,7 @@ class RedisBackend(Backend):
         return out
 
     def queue_counts(self) -> dict[str, dict[State, int]]:
-        raw: Any = self._call(lambda: self._client.hgetall(f"{self._prefix}counts"))
+        raw: Any = self._call(lambda c: c.hgetall(f"{self._prefix}counts"))
         counts: dict[str, dict[State, int]] = {}
         for field, n in raw.items():
             state, _, queue = field.decode().partition("|")
@@ -313,8 +257,8 @@ class RedisBackend(Backend):
     # -- workers ---------------------------------------------------------------------------
 
     def register_worker(self, worker: WorkerInfo) -> None:
-        def write() -> None:
-            pipe = self._client.pipeline(transaction=True)
+        def write(client: Client) -> None:
+            pipe = client.pipeline(transaction=True)
             pipe.hset(f"{self._prefix}workers", worker.id, _worker_json(worker))
             pipe.zadd(f"{self._prefix}workers_seen", {worker.id: worker.last_seen})
             pipe.execute()
@@ -322,8 +266,8 @@ class RedisBackend(Backend):
         self._call(write)
 
     def unregister_worker(self, worker_id: str) -> None:
-        def delete() -> None:
-            pipe = self._client.pipeline(transaction=True)
+        def delete(client: Client) -> None:
+            pipe = client.pipeline(transaction=True)
             pipe.hdel(f"{self._prefix}workers", worker_id)
             pipe.zrem(f"{self._prefix}workers_seen", worker_id)
             pipe.execute()
@@ -331,7 +275,7 @@ class RedisBackend(Backend):
         self._call(delete)
 
     def list_workers(self) -> list[WorkerInfo]:
-        raw: Any = self._call(lambda: self._client.hvals(f"{self._prefix}workers"))
+        raw: Any = self._call(lambda c: c.hvals(f"{self._prefix}workers"))
         return [WorkerInfo(**json.loads(value)) for value in raw]
 
     # -- periodic jobs ---------------------------------------------------------------------
@@ -389,13 +333,13 @@ class RedisBackend(Backend):
 
     def ping(self) -> bool:
         try:
-            return bool(self._client.ping())
-        except redis.RedisError:
+            return bool(self._connection.node().ping())
+        except (*RETRYABLE, redis.RedisError):
             return False
 
     def close(self) -> None:
         self._listener.close()
-        self._client.close()
+        self._connection.close()
 
 
 def _text(value: bytes | str) -> str:

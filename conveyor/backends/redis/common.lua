@@ -1,6 +1,9 @@
 -- Shared by every script: each .lua file is loaded with this one in front of it.
 -- KEYS[1] is the namespace prefix, e.g. "{conveyor}:". Every key a script touches starts with
 -- it, so all of them carry one hash tag and live in one Redis Cluster slot.
+-- PUBLISH, set in front of this file by connection.py, is 'PUBLISH' on one server and
+-- 'SPUBLISH' on a Cluster: the channels carry the hash tag too, so a sharded message stays in
+-- the shard that owns the namespace.
 local P = KEYS[1]
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
@@ -150,8 +153,8 @@ local function notify()
       redis.call('HDEL', P .. 'counts', field)
     end
   end
-  if #changed > 0 then redis.call('PUBLISH', P .. 'changed', table.concat(changed, ' ')) end
-  if woken then redis.call('PUBLISH', P .. 'wake', '1') end
+  if #changed > 0 then redis.call(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
+  if woken then redis.call(PUBLISH, P .. 'wake', '1') end
 end
 
 -- script body follows

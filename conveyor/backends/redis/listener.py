@@ -5,6 +5,11 @@ The scripts publish on ``<prefix>wake`` when jobs become queued or scheduled and
 into in-process ``Signal``s, so an idle worker wakes about one network hop after an enqueue
 instead of polling. After a lost connection it resubscribes by itself, and wakes every waiter
 (messages sent meanwhile are gone, so everyone looks again).
+
+On a Cluster the channels are sharded (SSUBSCRIBE on the node that owns the namespace's
+slot). When the slot moves or its node fails over, the server ends the subscription (an
+``sunsubscribe`` message) or the connection drops; the thread then updates the map of slots,
+subscribes at the new owner and wakes every waiter, as after a lost connection.
 """
 
 from __future__ import annotations
@@ -20,14 +25,21 @@ from typing import Any
 import redis
 
 from conveyor.backends.base import Signal
+from conveyor.backends.redis.connection import RETRYABLE, Connection
+from conveyor.errors import BackendUnavailable
 
 log = logging.getLogger("conveyor.backends.redis")
 
 
+class _Unsubscribed(Exception):
+    """The server ended a sharded subscription: the namespace's slot has another owner."""
+
+
 class Listener:
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, connection: Connection) -> None:
         self.jobs = Signal()
-        self._client = client
+        self._connection = connection
+        prefix = connection.prefix
         self._wake = prefix + "wake"
         self._changed = prefix + "changed"
         # a channel of this instance alone, so close() can wake its own thread at once
@@ -69,44 +81,57 @@ class Listener:
         if thread is None:
             return
         # if the server is gone the thread sees the flag within its read timeout
-        with contextlib.suppress(redis.RedisError):
-            self._client.publish(self._control, "stop")
+        with contextlib.suppress(*RETRYABLE, redis.RedisError):
+            self._connection.publish(self._control, "stop")
         thread.join(6.0)
 
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
         delay = 0.05
+        lost = False
+        sharded = self._connection.sharded
         while not self._stopping.is_set():
-            pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub: Any = None
             try:
-                pubsub.subscribe(self._wake, self._changed, self._control)
+                if lost:
+                    self._connection.locate()
+                pubsub = self._connection.node().pubsub()  # type: ignore[no-untyped-call]
+                channels = (self._wake, self._changed, self._control)
+                if sharded:
+                    pubsub.ssubscribe(*channels)
+                else:
+                    pubsub.subscribe(*channels)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=5.0)
                     if message is not None:
                         delay = 0.05
                         self._dispatch(message)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (*RETRYABLE, BackendUnavailable, _Unsubscribed) as exc:
                 if not self._subscribed.is_set() and delay == 0.05:
                     log.debug("redis listener cannot subscribe: %s", exc)
                 elif self._subscribed.is_set():
-                    log.warning("redis listener lost its connection (%s); reconnecting", exc)
+                    log.warning("redis listener lost its subscription (%s); resubscribing", exc)
+                lost = True
                 self._subscribed.clear()
                 self._notify_all()
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 1.0)
             finally:
-                pubsub.close()
+                if pubsub is not None:
+                    pubsub.close()
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]
         if isinstance(channel, bytes):
             channel = channel.decode()
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             if data == 3:  # all three channels: from now on nothing is missed
                 self._subscribed.set()
                 self._notify_all()
-        elif kind == "message":
+        elif kind == "sunsubscribe":
+            raise _Unsubscribed(f"the server ended the subscription to {channel}")
+        elif kind in ("message", "smessage"):
             if channel == self._wake:
                 self.jobs.notify()
             elif channel == self._changed:

@@ -15,7 +15,6 @@ task (a cancellation for ``async def`` tasks), so the task can clean up and retu
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import signal
 import threading
@@ -25,11 +24,12 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
-from conveyor.errors import ConfigurationError, SoftTimeLimitExceeded
+from conveyor.errors import SoftTimeLimitExceeded
 from conveyor.job import Claim, ErrorInfo, JobRecord, Outcome, Progress, State
 from conveyor.registry import Registry
 from conveyor.serialization import Serializer
 from conveyor.worker.execute import JobExecutor, JobRun
+from conveyor.worker.pools.appref import load_app
 
 SOFT_SIGNAL = signal.SIGUSR1
 #: how often a child checks that the worker that started it is still alive
@@ -37,19 +37,6 @@ ORPHAN_CHECK_SECONDS = 1.0
 _MAIN_PREFIX = "__main__."
 #: a script's module when multiprocessing's spawn re-imports it in the child
 _SPAWNED_MAIN_PREFIX = "__mp_main__."
-
-
-def load_app(ref: str) -> Any:
-    """The object named by ``module:attribute`` (the attribute may be dotted)."""
-    module_name, _, attribute = ref.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(f"app reference {ref!r} must look like module:attribute")
-    obj: Any = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(getattr(obj, "registry", None), Registry):
-        raise ConfigurationError(f"{ref!r} is not a conveyor.App")
-    return obj
 
 
 def job_message(claim: Claim) -> tuple[Any, ...]:

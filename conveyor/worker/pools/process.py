@@ -20,7 +20,6 @@ import os
 import queue
 import select
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +30,11 @@ from typing import Any
 from conveyor import context
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.job import Outcome, Progress
-from conveyor.registry import Registry
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.pools import child as child_side
+from conveyor.worker.pools.appref import find_app_ref
+
+__all__ = ["ProcessPool", "WorkerCrashed", "describe_exit", "find_app_ref"]
 
 log = logging.getLogger("conveyor.worker")
 
@@ -54,40 +55,6 @@ def describe_exit(code: int | None) -> str:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"child process killed by {name}{hint}"
     return f"child process exited with status {code}"
-
-
-def find_app_ref(registry: Registry) -> str:
-    """``module:attribute`` of the app that owns ``registry``, found among loaded modules.
-
-    A module the child can import by name is preferred; a script's ``__main__`` works too,
-    as spawn re-imports it in the child (under ``if __name__ == "__main__":`` for the code
-    that starts the worker)."""
-    in_main: str | None = None
-    for module_name, module in list(sys.modules.items()):
-        if module_name == "__mp_main__" or module is None:
-            continue
-        try:
-            attributes = list(vars(module).items())
-        except TypeError:
-            continue
-        for attribute, value in attributes:
-            try:
-                # no getattr: it could run arbitrary code on a proxy object
-                found = object.__getattribute__(value, "__dict__").get("registry") is registry
-            except Exception:
-                continue
-            if found and module_name != "__main__":
-                return f"{module_name}:{attribute}"
-            if found:
-                in_main = in_main or attribute
-    if in_main is not None:
-        main = sys.modules["__main__"]
-        if getattr(main, "__file__", None) or getattr(main, "__spec__", None):
-            return f"__main__:{in_main}"
-    raise ConfigurationError(
-        "pool='process' needs the app importable by its child processes: define it at the "
-        "top level of a module (or a script run with python), or name it with -A module:attr"
-    )
 
 
 @dataclass(eq=False)
@@ -225,8 +192,16 @@ class ProcessPool:
         for slot in self._slots:
             if slot.thread is not None:
                 slot.thread.join(max(0.0, deadline - time.monotonic()))
-            elif slot.child is not None:
-                self._retire(slot.child, timeout=1.0)
+            child = slot.child
+            if child is None:
+                continue
+            if slot.thread is None:
+                self._retire(child, timeout=1.0)
+            elif slot.thread.is_alive():
+                # still inside a job: kill the child, or multiprocessing would wait for it when
+                # the interpreter exits
+                log.warning("child %d still runs a job at shutdown: killing it", child.pid)
+                child.process.kill()
 
     def children(self) -> list[tuple[int, int]]:
         """(pid, RSS in bytes) of each live child."""
