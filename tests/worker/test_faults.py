@@ -145,3 +145,25 @@ def test_unknown_task_and_corrupt_payload_fail_while_the_worker_keeps_serving(
 
 def _call() -> conveyor.task.CallOptions:
     return conveyor.task.CallOptions()
+
+
+def test_a_second_signal_hands_the_running_job_back_at_once(
+    client: conveyor.App, durable: tuple[str, str], tmp_path: Path
+) -> None:
+    url, ns = durable
+    marks = tmp_path / "marks.txt"
+    worker = WorkerProcess(url, "1", "30", "60", namespace=ns)
+    try:
+        job = client.submit("fault.mark", (str(marks), 60.0), {}, _call())
+        wait_for(lambda: bool(lines(marks)), what="the job to start")
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(30) == 0  # well before the 60 s job or shutdown_timeout
+    finally:
+        worker.stop()
+    info = job.info()
+    assert info.state is State.QUEUED
+    assert info.attempts == 1
+    assert info.worker is None
+    assert not any(x.startswith("end") for x in lines(marks))
