@@ -20,6 +20,7 @@ from conveyor.errors import (
     SoftTimeLimitExceeded,
     TaskNotFound,
     TimeLimitExceeded,
+    WorkerCrashed,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo, Progress, State
 from conveyor.task import Signature, Task
@@ -51,6 +52,7 @@ __all__ = [
     "TaskNotFound",
     "TimeLimitExceeded",
     "Worker",
+    "WorkerCrashed",
     "__version__",
     "current_job",
     "progress",

@@ -11,7 +11,8 @@
     │   ├── JobCancelled
     │   └── JobExpired
     ├── TimeLimitExceeded         an attempt ran past its hard ``timeout``
-    └── SoftTimeLimitExceeded     raised inside a task at its ``soft_timeout``
+    ├── SoftTimeLimitExceeded     raised inside a task at its ``soft_timeout``
+    └── WorkerCrashed             the process running an attempt died (signal or exit status)
 
 ``Retry`` is a control-flow signal, not an error: a task raises it to ask for another attempt.
 """
@@ -87,6 +88,10 @@ class TimeLimitExceeded(ConveyorError):
 
 class SoftTimeLimitExceeded(ConveyorError):
     """Raised inside a task when its soft_timeout passes; the task may clean up."""
+
+
+class WorkerCrashed(ConveyorError):
+    """The child process running the attempt died (a signal, or an exit status)."""
 
 
 class Retry(Exception):

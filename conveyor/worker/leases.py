@@ -49,31 +49,35 @@ class LeaseKeeper:
         self._maintenance_seconds = maintenance_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="conveyor-heartbeat", daemon=True)
-        self._renewed: dict[str, float] = {}
+        # The deadline is watched by a thread of its own, which never waits on the backend: a
+        # heartbeat call that hangs (a locked file, a server that does not answer) must not
+        # delay the moment the worker stops its jobs.
+        self._watch = threading.Thread(target=self._watch_loop, name="conveyor-leases", daemon=True)
+        self._lock = threading.Lock()
+        self._renewed: dict[str, float] = {}  # job id -> when its lease was last renewed
+        self._given_up: set[str] = set()
 
     def start(self) -> None:
         self._thread.start()
+        self._watch.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+        self._watch.join(10)
 
     def beat(self) -> None:
         leases = self._leases()
-        now_mono = time.monotonic()
+        sent = time.monotonic()  # the store extends each lease from about this moment
         try:
             result = self._backend.heartbeat(
                 self._worker(), leases, lease_seconds=self._lease_seconds, now=self._clock()
             )
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
-            for job_id, _ in leases:
-                since = self._renewed.setdefault(job_id, now_mono)
-                if now_mono - since > self.local_deadline:
-                    log.error("job %s: lease not renewed in time; stopping it", job_id)
-                    self._on_lost(job_id)
             return
-        self._renewed = {job_id: now_mono for job_id, _ in leases}
+        with self._lock:
+            self._renewed = {job_id: sent for job_id, _ in leases}
         for job_id in result.lost:
             self._on_lost(job_id)
         for job_id in result.cancel_requested:
@@ -88,6 +92,26 @@ class LeaseKeeper:
             self._backend.sweep(now=now)
         except Exception as exc:
             log.warning("housekeeping failed: %s", exc)
+
+    def check_deadlines(self) -> None:
+        """Stop every job whose lease was not renewed within the local deadline."""
+        now = time.monotonic()
+        current = {job_id for job_id, _ in self._leases()}
+        late = []
+        with self._lock:
+            for job_id in current:
+                # A job not seen before was claimed moments ago: its lease starts about now.
+                since = self._renewed.setdefault(job_id, now)
+                if now - since > self.local_deadline and job_id not in self._given_up:
+                    late.append(job_id)
+            self._given_up = (self._given_up & current) | set(late)
+        for job_id in late:
+            log.error("job %s: lease not renewed in time; stopping it", job_id)
+            self._on_lost(job_id)
+
+    def _watch_loop(self) -> None:
+        while not self._stop.wait(min(0.25, self.interval)):
+            self.check_deadlines()
 
     def _loop(self) -> None:
         next_maintenance = 0.0

@@ -127,3 +127,34 @@ def test_a_worker_that_loses_its_backend_stops_the_running_job(
         fresh_redis_server.start()
         # the job went back to the queue and may run again; the worker still serves
         assert isinstance(task(redis_app, "pid").delay().result(timeout=60), int)
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_worker_whose_sqlite_file_stays_locked_stops_the_job_before_its_lease_runs_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: str
+) -> None:
+    import sqlite3
+
+    db = tmp_path / "jobs.db"
+    app = pool_tasks.make_app(f"sqlite:///{db}", namespace="lease")
+    monkeypatch.setattr(pool_tasks, "app", app)
+    try:
+        options = {"lease_seconds": 2.0, "concurrency": 2, "shutdown_timeout": 0.5}
+        with worker(app, pool, **options):
+            job = task(app, "long").delay(str(tmp_path), 60.0)
+            wait_until((tmp_path / "ticks").exists)
+            blocker = sqlite3.connect(db, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")  # no heartbeat can be written now
+            try:
+                locked_at = time.monotonic()
+                wait_until(lambda: has_stopped(tmp_path), timeout=30)
+                # stopped at the local deadline (75% of the lease), not after the busy timeout
+                assert time.monotonic() - locked_at < 10
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            # the lease runs out, the job is recovered and runs again; the worker still serves
+            assert isinstance(task(app, "pid").delay().result(timeout=60), int)
+            assert job.info().attempts >= 1
+    finally:
+        app.close()

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from conveyor import context
-from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.errors import ConfigurationError, WorkerCrashed
 from conveyor.job import Outcome, Progress
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.pools import child as child_side
@@ -40,10 +40,6 @@ log = logging.getLogger("conveyor.worker")
 
 #: the longest a slot waits without looking at its deadlines (kills asked by other threads)
 TICK_SECONDS = 0.25
-
-
-class WorkerCrashed(ConveyorError):
-    """The child process running the attempt died (a signal, or an exit status)."""
 
 
 def describe_exit(code: int | None) -> str:
