@@ -72,6 +72,12 @@ class SQLiteBackend(Backend):
     def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
         if not records:
             return []
+        if len(records) == 1 and records[0].key is None and records[0].unique_key is None:
+            # The common delay(): one INSERT is atomic by itself; skip BEGIN and COMMIT.
+            with self._db.autocommit() as conn:
+                conn.execute(self._sql["insert"], to_row(records[0]))
+            self._notify(ready=True)
+            return list(records)
         with self._db.write() as conn:
             if all(r.key is None and r.unique_key is None for r in records):
                 conn.executemany(self._sql["insert"], map(to_row, records))

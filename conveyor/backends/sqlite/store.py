@@ -229,6 +229,18 @@ class Connections:
                     ) from None
                 pause = min(pause * 2, 0.0005)
 
+    @contextmanager
+    def autocommit(self) -> Iterator[sqlite3.Connection]:
+        """One write statement that is a transaction on its own (no BEGIN or COMMIT to send),
+        behind the writers' gate like every other write."""
+        conn = self.get()
+        gate = self._gate()
+        self._enter_gate(gate)
+        try:
+            yield conn
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
     def data_version(self) -> int:
         slot = self._slot()
         if slot.watcher is None:
