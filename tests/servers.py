@@ -283,6 +283,29 @@ class RedisClusterServers:
                     return next(node for node in self.nodes if node.port == port)
         raise AssertionError(f"no node serves slot {slot}")
 
+    def shard_subscribers(self, channel: str) -> int:
+        """How many clients subscribe to the sharded ``channel`` at the node that owns it."""
+        import redis  # the tests' client; only the Redis tests get here
+
+        with redis.Redis(port=self.node_serving(channel).port) as owner:
+            ((_, count),) = owner.pubsub_shardnumsub(channel)
+        return int(count)
+
+    def move_slot(self, key: str, target: RedisServer) -> None:
+        """Move the slot of ``key``, with its keys, to ``target``, as resharding does."""
+        import redis
+
+        source_port = self.node_serving(key).port
+        with redis.Redis(port=source_port) as source, redis.Redis(port=target.port) as dest:
+            slot = source.cluster("KEYSLOT", key)
+            source_id, target_id = source.cluster("MYID"), dest.cluster("MYID")
+            dest.cluster("SETSLOT", slot, "IMPORTING", source_id)
+            source.cluster("SETSLOT", slot, "MIGRATING", target_id)
+            while keys := source.cluster("GETKEYSINSLOT", slot, 100):
+                source.migrate("127.0.0.1", target.port, keys, 0, 5000)
+            for node in (dest, source):
+                node.cluster("SETSLOT", slot, "NODE", target_id)
+
 
 def _start_cluster(directory: Path) -> RedisClusterServers:
     cluster = RedisClusterServers(redis_binary(), redis_cli_binary(), directory)

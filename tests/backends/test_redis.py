@@ -333,13 +333,12 @@ def test_wake_ups_on_the_cluster_use_sharded_pub_sub_on_the_namespaces_node(
     redis_cluster: RedisClusterServers, backend_on_cluster: RedisBackend, ns: str
 ) -> None:
     backend_on_cluster.wait_for_jobs(["default"], 0.01)  # starts the listener
-    node = redis.Redis(port=redis_cluster.node_serving(f"{{{ns}}}:").port)
-    try:
-        assert node.pubsub_shardnumsub(f"{{{ns}}}:wake") == [(f"{{{ns}}}:wake".encode(), 1)]
-        assert node.pubsub_numsub(f"{{{ns}}}:wake") == [(f"{{{ns}}}:wake".encode(), 0)]
-    finally:
-        node.close()
-    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns)
+    channel = f"{{{ns}}}:wake"
+    assert redis_cluster.shard_subscribers(channel) == 1
+    for node in redis_cluster.nodes:  # no classic subscription anywhere
+        with redis.Redis(port=node.port) as client:
+            assert client.pubsub_numsub(channel) == [(channel.encode(), 0)]
+    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns, redis_cluster)
 
 
 def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
@@ -351,7 +350,7 @@ def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
     source = redis_cluster.node_serving(prefix)
     target = next(node for node in redis_cluster.nodes if node is not source)
 
-    move_slot(prefix, source.port, target.port)
+    redis_cluster.move_slot(prefix, target)
     new_owner = redis.Redis(port=target.port)
     try:
         new_owner.script_flush()  # as on a fresh primary after a failover: NOSCRIPT follows
@@ -364,7 +363,8 @@ def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
         new_owner.close()
     assert backend_on_cluster.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
     assert stored_state(backend_on_cluster, job.id) is State.SUCCEEDED
-    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns)  # subscribed at the new owner
+    # the listener was dropped by the old owner and subscribed at the new one
+    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns, redis_cluster)
 
 
 def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_recovers(
@@ -387,7 +387,7 @@ def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_rec
         assert stored_state(backend, job.id) is State.QUEUED
         assert backend.enqueue([make_record()])
         assert backend.ping()
-        assert_an_enqueue_wakes_a_waiter(backend, ns)  # the listener subscribed again
+        assert_an_enqueue_wakes_a_waiter(backend, ns, fresh_redis_cluster)  # subscribed again
     finally:
         backend.close()
 
@@ -447,11 +447,15 @@ def stored_state(backend: Backend, job_id: str) -> State:
     return record.state
 
 
-def assert_an_enqueue_wakes_a_waiter(backend: RedisBackend, ns: str) -> None:
-    """An enqueue by another backend instance wakes a waiter of ``backend`` (on a Cluster:
-    once its listener is subscribed at the node that serves the namespace now)."""
-    if backend.cluster:
-        wait_until_subscribed_at_the_owner(backend, ns)
+def assert_an_enqueue_wakes_a_waiter(
+    backend: RedisBackend, ns: str, cluster: RedisClusterServers
+) -> None:
+    """An enqueue by another backend instance wakes a waiter of ``backend``, once its
+    listener is subscribed at the node that serves the namespace now."""
+    deadline = time.monotonic() + 20.0
+    while cluster.shard_subscribers(f"{{{ns}}}:wake") != 1:
+        assert time.monotonic() < deadline, "the listener did not subscribe at the owner"
+        time.sleep(0.05)
     woke = threading.Event()
 
     def wait() -> None:
@@ -469,35 +473,3 @@ def assert_an_enqueue_wakes_a_waiter(backend: RedisBackend, ns: str) -> None:
         other.close()
     waiter.join(20.0)
     assert woke.is_set(), "the enqueue did not wake the waiter"
-
-
-def wait_until_subscribed_at_the_owner(backend: RedisBackend, ns: str) -> None:
-    channel = f"{{{ns}}}:wake"
-    deadline = time.monotonic() + 20.0
-    while True:
-        raw = redis.RedisCluster.from_url(backend.url.replace("+cluster", ""))
-        try:
-            owner = raw.get_redis_connection(raw.get_node_from_key(channel))
-            if owner.pubsub_shardnumsub(channel) == [(channel.encode(), 1)]:
-                return
-        finally:
-            raw.close()
-        assert time.monotonic() < deadline, "the listener did not subscribe at the owner"
-        time.sleep(0.05)
-
-
-def move_slot(key: str, source_port: int, target_port: int) -> None:
-    """Move the slot of ``key`` with its keys from one node to another, as resharding does."""
-    source, target = redis.Redis(port=source_port), redis.Redis(port=target_port)
-    try:
-        slot = source.cluster("KEYSLOT", key)
-        source_id, target_id = source.cluster("MYID"), target.cluster("MYID")
-        target.cluster("SETSLOT", slot, "IMPORTING", source_id)
-        source.cluster("SETSLOT", slot, "MIGRATING", target_id)
-        while keys := source.cluster("GETKEYSINSLOT", slot, 100):
-            source.migrate("127.0.0.1", target_port, keys, 0, 5000)
-        for node in (target, source):
-            node.cluster("SETSLOT", slot, "NODE", target_id)
-    finally:
-        source.close()
-        target.close()

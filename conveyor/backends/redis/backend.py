@@ -38,7 +38,7 @@ from conveyor.backends.base import (
 from conveyor.backends.redis.codec import decode_record, encode_error, pack_records
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
 from conveyor.backends.redis.listener import Listener
-from conveyor.errors import ConfigurationError
+from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 
 log = logging.getLogger("conveyor.backends.redis")
@@ -334,7 +334,7 @@ class RedisBackend(Backend):
     def ping(self) -> bool:
         try:
             return bool(self._connection.node().ping())
-        except (*RETRYABLE, redis.RedisError):
+        except (*RETRYABLE, redis.RedisError, BackendUnavailable):
             return False
 
     def close(self) -> None:
