@@ -1,8 +1,8 @@
-"""What only the Redis backend promises: several processes, server restarts, lost
-connections, namespaces on one server, one Cluster slot per namespace, URLs, the warning for
-a server that persists nothing, and on a real Redis Cluster: namespaces on several nodes, a
-worker end to end, a slot that moves, a node that is lost. The conformance suite covers the
-contract itself (on one server and on the Cluster)."""
+"""What only the Redis backend promises on one server: several processes, server restarts,
+lost connections, namespaces on one server, one Cluster slot per namespace, URLs, the warning
+for a server that persists nothing. test_redis_cluster.py has what it promises on a Redis
+Cluster; the conformance suite covers the contract itself (on one server and on the
+Cluster)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-import conveyor
-from conveyor.backends import Backend, open_backend
+from conveyor.backends import open_backend
 from conveyor.backends.redis import RedisBackend
-from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.errors import BackendUnavailable
 from conveyor.job import Outcome, State
 from tests.backends.helpers import LEASE, NOW, make_record, make_worker
-from tests.servers import RedisClusterServers, RedisServer, redis_binary
+from tests.servers import RedisServer, redis_binary
 
 pytestmark = pytest.mark.slow
 
@@ -275,201 +274,15 @@ def test_valkey_and_unix_socket_urls_open_the_redis_backend(
             backend.close()
 
 
-# -- Redis Cluster -------------------------------------------------------------------------
-
-
-def namespaces_on_every_node(cluster: RedisClusterServers) -> dict[int, str]:
-    """A fresh namespace per node of the cluster, by the port of the node that serves it."""
-    by_port: dict[int, str] = {}
-    while len(by_port) < len(cluster.nodes):
-        ns = f"t{uuid.uuid4().hex[:12]}"
-        by_port.setdefault(cluster.node_serving(f"{{{ns}}}:").port, ns)
-    return by_port
-
-
-def test_namespaces_on_different_cluster_nodes_each_keep_their_jobs_on_their_node(
-    redis_cluster: RedisClusterServers,
+def test_a_user_who_may_not_run_info_gets_a_single_server_client(
+    server_of_its_own: StartServer,
 ) -> None:
-    by_port = namespaces_on_every_node(redis_cluster)
-    assert len(by_port) >= 2
-    for port, ns in by_port.items():
-        backend = open_backend(redis_cluster.url, namespace=ns)
-        node = redis.Redis(port=port)
-        try:
-            assert isinstance(backend, RedisBackend) and backend.cluster
-            job = backend.enqueue([make_record()])[0]
-            (claim,) = backend.claim("w1", ["default"], 5, lease_seconds=LEASE, now=NOW)
-            assert claim.record.id == job.id
-            assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
-            assert stored_state(backend, job.id) is State.SUCCEEDED
-
-            keys = list(node.scan_iter(match=f"{{{ns}}}:*"))
-            assert f"{{{ns}}}:job:{job.id}".encode() in keys
-            assert len({node.cluster("KEYSLOT", k) for k in keys}) == 1
-        finally:
-            node.close()
-            backend.close()
-
-
-def test_a_worker_on_the_cluster_runs_a_task_and_returns_its_result(
-    redis_cluster: RedisClusterServers, ns: str
-) -> None:
-    app = conveyor.App(redis_cluster.url, namespace=ns)
-
-    @app.task
-    def add(x: int, y: int) -> int:
-        return x + y
-
+    # a plain URL asks INFO whether the server is a Cluster node; refused, it assumes not
+    server = server_of_its_own("--user", "app", "on", ">pw", "~*", "&*", "+@all", "-info")
+    backend = open_backend(f"redis://app:pw@127.0.0.1:{server.port}/0", namespace="acl")
     try:
-        with app.worker(concurrency=2):
-            jobs = [add.delay(i, i) for i in range(20)]
-            assert [job.result(timeout=30) for job in jobs] == [2 * i for i in range(20)]
-        assert jobs[0].state is State.SUCCEEDED
-    finally:
-        app.close()
-
-
-def test_wake_ups_on_the_cluster_use_sharded_pub_sub_on_the_namespaces_node(
-    redis_cluster: RedisClusterServers, backend_on_cluster: RedisBackend, ns: str
-) -> None:
-    backend_on_cluster.wait_for_jobs(["default"], 0.01)  # starts the listener
-    channel = f"{{{ns}}}:wake"
-    assert redis_cluster.shard_subscribers(channel) == 1
-    for node in redis_cluster.nodes:  # no classic subscription anywhere
-        with redis.Redis(port=node.port) as client:
-            assert client.pubsub_numsub(channel) == [(channel.encode(), 0)]
-    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns, redis_cluster)
-
-
-def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
-    redis_cluster: RedisClusterServers, backend_on_cluster: RedisBackend, ns: str
-) -> None:
-    prefix = f"{{{ns}}}:"
-    job = backend_on_cluster.enqueue([make_record()])[0]
-    backend_on_cluster.wait_for_jobs(["later"], 0.01)  # subscribed at the old owner
-    source = redis_cluster.node_serving(prefix)
-    target = next(node for node in redis_cluster.nodes if node is not source)
-
-    redis_cluster.move_slot(prefix, target)
-    new_owner = redis.Redis(port=target.port)
-    try:
-        new_owner.script_flush()  # as on a fresh primary after a failover: NOSCRIPT follows
-        assert redis_cluster.node_serving(prefix) is target
-        # MOVED is followed, and the new owner gets the script by EVAL, routed by KEYS[1]
-        (claim,) = backend_on_cluster.claim("w1", ["default"], 5, lease_seconds=LEASE, now=NOW)
-        assert claim.record.id == job.id
-        assert new_owner.script_exists(backend_on_cluster._connection.scripts["claim"].sha)
-    finally:
-        new_owner.close()
-    assert backend_on_cluster.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
-    assert stored_state(backend_on_cluster, job.id) is State.SUCCEEDED
-    # the listener was dropped by the old owner and subscribed at the new one
-    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns, redis_cluster)
-
-
-def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_recovers(
-    fresh_redis_cluster: RedisClusterServers, ns: str
-) -> None:
-    backend = RedisBackend(fresh_redis_cluster.url, namespace=ns, retry_seconds=1.0)
-    try:
-        job = backend.enqueue([make_record()])[0]
-        backend.wait_for_jobs(["later"], 0.01)  # the listener is up before the node is lost
-        node = fresh_redis_cluster.node_serving(f"{{{ns}}}:")
-        node.kill()
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailable, match="did not answer"):
-            backend.enqueue([make_record()])
-        assert time.monotonic() - started < 15.0
-        assert not backend.ping()
-
-        node.start()  # its nodes.conf and append-only file bring it back as it was
-        fresh_redis_cluster.wait_until_ok()
-        assert stored_state(backend, job.id) is State.QUEUED
+        assert isinstance(backend, RedisBackend)
         assert backend.enqueue([make_record()])
-        assert backend.ping()
-        assert_an_enqueue_wakes_a_waiter(backend, ns, fresh_redis_cluster)  # subscribed again
+        assert backend.cluster is False
     finally:
         backend.close()
-
-
-def test_a_cluster_url_may_also_be_a_redis_url_with_cluster_true(
-    redis_cluster: RedisClusterServers, ns: str
-) -> None:
-    url = f"redis://127.0.0.1:{redis_cluster.nodes[1].port}/0?cluster=true"
-    backend = open_backend(url, namespace=ns)
-    try:
-        assert isinstance(backend, RedisBackend) and backend.cluster
-        job = backend.enqueue([make_record()])[0]
-        assert stored_state(backend, job.id) is State.QUEUED
-        assert backend.check_persistence() is True
-    finally:
-        backend.close()
-
-
-@pytest.mark.parametrize(
-    ("url", "message"),
-    [
-        ("redis+cluster://127.0.0.1:7000/3", "only database 0"),
-        ("redis://127.0.0.1:7000/0?cluster=maybe", "use true or false"),
-        ("redis+cluster://127.0.0.1:7000/?cluster=false", "contradicts"),
-        ("unix:///tmp/redis.sock?cluster=true", "over TCP"),
-    ],
-)
-def test_a_bad_cluster_url_fails_at_construction(url: str, message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
-        open_backend(url, namespace="bad")
-
-
-def test_a_cluster_url_pointing_at_a_single_server_says_so(
-    redis_server: RedisServer, ns: str
-) -> None:
-    backend = open_backend(f"redis+cluster://127.0.0.1:{redis_server.port}/", namespace=ns)
-    try:
-        with pytest.raises(BackendUnavailable, match="not a Cluster node"):
-            backend.enqueue([make_record()])
-    finally:
-        backend.close()
-
-
-# -- helpers for the Cluster tests ---------------------------------------------------------
-
-
-@pytest.fixture
-def backend_on_cluster(redis_cluster: RedisClusterServers, ns: str) -> Iterator[RedisBackend]:
-    b = RedisBackend(redis_cluster.url, namespace=ns)
-    yield b
-    b.close()
-
-
-def stored_state(backend: Backend, job_id: str) -> State:
-    record = backend.get(job_id)
-    assert record is not None
-    return record.state
-
-
-def assert_an_enqueue_wakes_a_waiter(
-    backend: RedisBackend, ns: str, cluster: RedisClusterServers
-) -> None:
-    """An enqueue by another backend instance wakes a waiter of ``backend``, once its
-    listener is subscribed at the node that serves the namespace now."""
-    deadline = time.monotonic() + 20.0
-    while cluster.shard_subscribers(f"{{{ns}}}:wake") != 1:
-        assert time.monotonic() < deadline, "the listener did not subscribe at the owner"
-        time.sleep(0.05)
-    woke = threading.Event()
-
-    def wait() -> None:
-        backend.wait_for_jobs(["later"], 30.0)
-        woke.set()
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.3)  # let the waiter start waiting; the bound below is generous
-    assert not woke.is_set(), "the waiter woke before anything was enqueued"
-    other = open_backend(backend.url, namespace=ns)
-    try:
-        other.enqueue([make_record(queue="later")])
-    finally:
-        other.close()
-    waiter.join(20.0)
-    assert woke.is_set(), "the enqueue did not wake the waiter"

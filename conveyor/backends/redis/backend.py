@@ -1,5 +1,6 @@
 """``redis://``, ``rediss://``, ``unix://`` and ``valkey://``: many machines on one Redis or
-Valkey server; ``redis+cluster://`` (or ``?cluster=true``): on a Redis Cluster.
+Valkey server, or on a Redis Cluster, which a ``redis://`` URL detects at the first call;
+``redis+cluster://`` (or ``?cluster=true``) names a Cluster, ``?cluster=false`` one server.
 
 Every compound operation is one Lua script (the ``.lua`` files beside this module, each
 loaded behind ``common.lua``) run with EVALSHA (see ``connection.py``). Every key of a
@@ -74,7 +75,8 @@ class RedisBackend(Backend):
 
     @property
     def cluster(self) -> bool:
-        """True when the URL names a Redis Cluster."""
+        """True when the backend talks to a Redis Cluster: named by the URL, or detected by a
+        ``redis://`` URL at the first call (which this makes if none was made yet)."""
         return self._connection.cluster
 
     # -- plumbing --------------------------------------------------------------------------
@@ -334,7 +336,7 @@ class RedisBackend(Backend):
     def ping(self) -> bool:
         try:
             return bool(self._connection.node().ping())
-        except (*RETRYABLE, redis.RedisError, BackendUnavailable):
+        except (*RETRYABLE, redis.RedisError, BackendUnavailable, ConfigurationError):
             return False
 
     def close(self) -> None:

@@ -1,11 +1,15 @@
-"""Reaching Redis: one server or a Redis Cluster, chosen by the URL; the Lua scripts; and the
-one retry policy every round trip goes through.
+"""Reaching Redis: one server or a Redis Cluster; the Lua scripts; and the one retry policy
+every round trip goes through.
 
-``redis+cluster://host:port/`` (also ``rediss+``, ``valkey+`` and ``valkeys+cluster://``) or
-``?cluster=true`` on a ``redis://`` URL selects a Cluster: the node in the URL is only where
-the client learns the topology. Every key of a namespace carries the hash tag ``{namespace}``
-and every script gets the prefix as KEYS[1], so redis-py routes each script by KEYS[1] to the
-node that owns the namespace's slot and follows MOVED there.
+A plain ``redis://`` (``rediss://``, ``valkey://``, ``valkeys://``) URL asks the server at the
+first call whether it is a Cluster node (``INFO cluster``, once per backend) and takes the
+Cluster client if so, so the URL an app already has keeps working when its server becomes a
+Cluster. ``redis+cluster://host:port/`` (also ``rediss+``, ``valkey+`` and
+``valkeys+cluster://``) or ``?cluster=true`` names a Cluster without asking;
+``?cluster=false`` and ``unix://`` a single server. The node in a Cluster URL is only where the
+client learns the topology. Every key of a namespace carries the hash tag ``{namespace}`` and
+every script gets the prefix as KEYS[1], so redis-py routes each script by KEYS[1] to the node
+that owns the namespace's slot and follows MOVED there.
 """
 
 from __future__ import annotations
@@ -15,13 +19,20 @@ import threading
 import time
 from collections.abc import Callable
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.exceptions import ClusterError, NoScriptError, RedisClusterException, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from conveyor.errors import BackendUnavailable, ConfigurationError
@@ -53,13 +64,21 @@ SCRIPTS = [
 ]
 
 
-def parse_url(url: str) -> tuple[str, bool]:
-    """The URL redis-py understands, and whether it names a Cluster."""
+class Target(NamedTuple):
+    """What a URL names: the URL redis-py understands, whether it is a Cluster (None: ask the
+    server at the first call), and the database number."""
+
+    url: str
+    cluster: bool | None
+    db: str
+
+
+def parse_url(url: str) -> Target:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    cluster = scheme in _CLUSTER
     query = parse_qsl(parts.query, keep_blank_values=True)
     flags = [value.lower() for name, value in query if name == "cluster"]
+    cluster: bool | None = True if scheme in _CLUSTER else None
     for flag in flags:
         if flag not in _YES + _NO:
             raise ConfigurationError(f"cluster={flag!r} in {safe_url(url)!r}: use true or false")
@@ -67,21 +86,32 @@ def parse_url(url: str) -> tuple[str, bool]:
             raise ConfigurationError(f"{scheme}:// contradicts cluster={flag} in {safe_url(url)!r}")
         cluster = cluster or flag in _YES
     target = _CLUSTER.get(scheme) or _PLAIN.get(scheme, scheme)
-    if cluster:
-        if target not in ("redis", "rediss"):
+    if target not in ("redis", "rediss"):
+        if cluster:
             raise ConfigurationError(f"a Redis Cluster is reached over TCP, not {scheme}://")
-        db = parts.path.strip("/") or dict(query).get("db", "0")
-        if db != "0":
-            raise ConfigurationError(
-                f"Redis Cluster has only database 0, not {db!r} in {safe_url(url)!r}"
-            )
+        cluster = False  # a Unix socket: the Cluster client could not use it anyway
+    db = parts.path.strip("/") or dict(query).get("db", "0")
+    if cluster:
+        check_cluster_db(url, db)
     # string surgery, not urlunsplit, which would turn unix:///path into unix:/path
     rest = url.partition("://")[2]
     if flags:  # redis-py would pass an unknown query option on to its connections
         rest = rest.partition("?")[0]
         kept = urlencode([(k, v) for k, v in query if k != "cluster"])
         rest += f"?{kept}" if kept else ""
-    return f"{target}://{rest}", cluster
+    return Target(f"{target}://{rest}", cluster, db)
+
+
+def check_cluster_db(url: str, db: str, *, detected: bool = False) -> None:
+    if db == "0":
+        return
+    if detected:
+        found = f"Redis at {safe_url(url)} is a Redis Cluster node, and a Cluster"
+    else:
+        found = f"{safe_url(url)!r} names a Redis Cluster, which"
+    raise ConfigurationError(
+        f"{found} has only database 0, not {db!r}: use /0 or no database in the URL"
+    )
 
 
 def safe_url(url: str) -> str:
@@ -124,16 +154,17 @@ def load_scripts(publish: str) -> dict[str, LuaScript]:
 class Connection:
     """The client of one server or of a Cluster, for one namespace (``prefix``).
 
-    A Cluster client learns the topology when it is made, so it is made at the first call,
-    under the retry policy, like a plain client's first connection: an app can be created
-    while the servers are still starting.
+    The client is chosen at the first call, under the retry policy, so an app can be created
+    while the servers are still starting: a Cluster client learns the topology when it is
+    made, and a plain ``redis://`` URL first asks the server whether it is a Cluster node.
     """
 
     def __init__(self, url: str, prefix: str, *, retry_seconds: float = 5.0) -> None:
         self.url = url
         self.prefix = prefix
         self.retry_seconds = retry_seconds
-        self._redis_url, self.cluster = parse_url(url)
+        self._target = parse_url(url)
+        self._is_cluster = self._target.cluster  # None until the server is asked
         self._options: dict[str, Any] = {
             "socket_timeout": 5.0,
             "socket_connect_timeout": 2.0,
@@ -142,15 +173,14 @@ class Connection:
         }
         self._lock = threading.Lock()
         self._client: Client | None = None
-        if not self.cluster:
+        self._scripts: dict[str, LuaScript] = {}
+        # made now (it connects only when used) so that a bad URL fails at construction
+        self._plain: redis.Redis | None = None
+        if self._target.cluster is not True:
             try:
-                self._client = redis.Redis.from_url(self._redis_url, **self._options)
+                self._plain = redis.Redis.from_url(self._target.url, **self._options)
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
-        # Classic PUBLISH in a Cluster is copied over the cluster bus to every node; sharded
-        # pub/sub (Redis 7, Valkey 7.2) stays within the shard that owns the namespace.
-        self.sharded = self.cluster
-        self.scripts = load_scripts("SPUBLISH" if self.sharded else "PUBLISH")
 
     @property
     def client(self) -> Client:
@@ -159,12 +189,68 @@ class Connection:
             return client
         with self._lock:
             if self._client is None:
-                self._client = self._connect_cluster()
+                self._client = self._choose()
             return self._client
+
+    @property
+    def cluster(self) -> bool:
+        """True when the client is a Cluster client (this may make the first call)."""
+        return self.call(lambda client: isinstance(client, RedisCluster))
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the channels are sharded: on a Cluster, classic PUBLISH is copied over the
+        cluster bus to every node; sharded pub/sub (Redis 7, Valkey 7.2) stays within the
+        shard that owns the namespace."""
+        return isinstance(self.client, RedisCluster)
+
+    @property
+    def scripts(self) -> dict[str, LuaScript]:
+        """The scripts, which publish as the client's kind of server needs."""
+        self.client  # noqa: B018 - chooses the client, which chooses the scripts
+        return self._scripts
+
+    def _choose(self) -> Client:
+        """The client for the URL; on a plain URL, one ``INFO cluster`` decides. Called under
+        the lock, once it succeeds; what it learns is kept, so a retry asks no more."""
+        if self._is_cluster is None:
+            assert self._plain is not None
+            self._is_cluster = self._asks_cluster(self._plain)
+        client: Client
+        if self._is_cluster:
+            detected = self._target.cluster is None
+            check_cluster_db(self.url, self._target.db, detected=detected)
+            client = self._connect_cluster()
+            if self._plain is not None:
+                self._plain.close()
+                self._plain = None
+        else:
+            assert self._plain is not None
+            client = self._plain
+        self._scripts = load_scripts("SPUBLISH" if self._is_cluster else "PUBLISH")
+        return client
+
+    def _asks_cluster(self, plain: redis.Redis) -> bool:
+        probe = plain
+        if self._target.db != "0":
+            # a Cluster node refuses SELECT of any other database before INFO could answer
+            pool = plain.connection_pool
+            kwargs = {**pool.connection_kwargs, "db": 0}
+            probe = redis.Redis.from_pool(redis.ConnectionPool(pool.connection_class, **kwargs))
+        try:
+            info: Any = probe.info("cluster")
+        except redis.ResponseError:
+            # INFO refused (an ACL without it, a managed server): take the server as single;
+            # if it is a Cluster node after all, its MOVED reply says so (see ``call``)
+            return False
+        finally:
+            if probe is not plain:
+                probe.close()
+        return str(info.get("cluster_enabled", 0)) == "1"
 
     def _connect_cluster(self) -> RedisCluster:
         try:
-            return RedisCluster.from_url(self._redis_url, **self._options)
+            return RedisCluster.from_url(self._target.url, **self._options)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {safe_url(self.url)!r}: {exc}") from exc
         except RedisClusterException as exc:
@@ -195,10 +281,11 @@ class Connection:
             client.exists(self.prefix + "token")
 
     def publish(self, channel: str, message: str) -> None:
-        if self.sharded:
-            self.client.spublish(channel, message)
+        client = self.client
+        if isinstance(client, RedisCluster):
+            client.spublish(channel, message)
         else:
-            self.client.publish(channel, message)
+            client.publish(channel, message)
 
     def call(self, fn: Callable[[Client], T]) -> T:
         """Run one round trip, retrying a lost connection with backoff for
@@ -212,6 +299,16 @@ class Connection:
                 raise BackendUnavailable(
                     f"Redis at {safe_url(self.url)} refused the password in the URL: {exc}"
                 ) from exc
+            except AskError as exc:
+                # a plain client on a Cluster node, whose slot lives elsewhere: MOVED or ASK
+                reply = "MOVED" if isinstance(exc, MovedError) else "ASK"
+                raise ConfigurationError(
+                    f"Redis at {safe_url(self.url)} is a Redis Cluster node: it sent the keys "
+                    f"of this namespace to {exc.host}:{exc.port} ({reply}, slot {exc.slot_id}), "
+                    "but the URL asks for a single server (cluster=false, or a Unix socket). "
+                    "Use redis://host:port/ without cluster=false, which detects a Cluster, "
+                    "or redis+cluster://host:port/."
+                ) from exc
             except RETRYABLE as exc:
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(
@@ -222,10 +319,12 @@ class Connection:
                 delay = min(delay * 2, 1.0)
 
     def run(self, name: str, *args: Any) -> Any:
-        script = self.scripts[name]
-        return self.call(lambda client: script(client, self.prefix, args))
+        # the client is chosen (and with it the scripts) before the lambda runs
+        return self.call(lambda client: self._scripts[name](client, self.prefix, args))
 
     def close(self) -> None:
         with self._lock:
             if self._client is not None:
                 self._client.close()
+            if self._plain is not None and self._plain is not self._client:
+                self._plain.close()

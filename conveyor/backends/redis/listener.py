@@ -6,10 +6,11 @@ into in-process ``Signal``s, so an idle worker wakes about one network hop after
 instead of polling. After a lost connection it resubscribes by itself, and wakes every waiter
 (messages sent meanwhile are gone, so everyone looks again).
 
-On a Cluster the channels are sharded (SSUBSCRIBE on the node that owns the namespace's
-slot). When the slot moves or its node fails over, the server ends the subscription (an
-``sunsubscribe`` message) or the connection drops; the thread then updates the map of slots,
-subscribes at the new owner and wakes every waiter, as after a lost connection.
+On a Cluster (named by the URL or detected at the first call) the channels are sharded
+(SSUBSCRIBE on the node that owns the namespace's slot). When the slot moves or its node
+fails over, the server ends the subscription (an ``sunsubscribe`` message) or the connection
+drops; the thread then updates the map of slots, subscribes at the new owner and wakes every
+waiter, as after a lost connection.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import redis
 
 from conveyor.backends.base import Signal
 from conveyor.backends.redis.connection import RETRYABLE, Connection
-from conveyor.errors import BackendUnavailable
+from conveyor.errors import BackendUnavailable, ConfigurationError
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -81,7 +82,7 @@ class Listener:
         if thread is None:
             return
         # if the server is gone the thread sees the flag within its read timeout
-        with contextlib.suppress(*RETRYABLE, redis.RedisError):
+        with contextlib.suppress(*RETRYABLE, redis.RedisError, ConfigurationError):
             self._connection.publish(self._control, "stop")
         thread.join(6.0)
 
@@ -90,7 +91,6 @@ class Listener:
     def _run(self) -> None:
         delay = 0.05
         lost = False
-        sharded = self._connection.sharded
         while not self._stopping.is_set():
             pubsub: Any = None
             try:
@@ -98,7 +98,7 @@ class Listener:
                     self._connection.locate()
                 pubsub = self._connection.node().pubsub()  # type: ignore[no-untyped-call]
                 channels = (self._wake, self._changed, self._control)
-                if sharded:
+                if self._connection.sharded:
                     pubsub.ssubscribe(*channels)
                 else:
                     pubsub.subscribe(*channels)
@@ -107,7 +107,9 @@ class Listener:
                     if message is not None:
                         delay = 0.05
                         self._dispatch(message)
-            except (*RETRYABLE, BackendUnavailable, _Unsubscribed) as exc:
+            # a ConfigurationError (a detected Cluster and a database other than 0) is raised
+            # again, without a round trip, to whoever calls the backend: here, just wait
+            except (*RETRYABLE, BackendUnavailable, ConfigurationError, _Unsubscribed) as exc:
                 if not self._subscribed.is_set() and delay == 0.05:
                     log.debug("redis listener cannot subscribe: %s", exc)
                 elif self._subscribed.is_set():
