@@ -32,8 +32,20 @@ pytest: $(STAMP)
 
 test: lint typecheck layers pytest
 
-bench: $(STAMP)
-	$(BIN)/python -m bench
+# The bench's own environment: conveyor from this checkout and the peers from PyPI.
+BENCH_ENV ?= bench/.env
+BENCH_STAMP := $(BENCH_ENV)/.installed
+BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_ENV)
+	$(BENCH_ENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis]' $(BENCH_PEERS)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_ENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(conveyor|celery|kombu|dramatiq|huey|rq|redis|hiredis) '
+	$(BENCH_ENV)/bin/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -7,13 +7,13 @@ import argparse
 import shlex
 import sys
 import tempfile
-from pathlib import Path
-
 from contextlib import ExitStack
+from pathlib import Path
 
 from bench import plot, report
 from bench.core import Target
 from bench.measures import COVERED, FULL, MEASURES, QUICK, Context
+from bench.redis_server import RedisServer
 from bench.runner import run
 from bench.systems import SYSTEMS, load
 
@@ -71,8 +71,10 @@ def main(argv: list[str]) -> int:
     targets = select(args.system, args.target)
     out = report.console()
     with ExitStack() as stack:
+        redis_version = ""
         if any(t.needs_redis for t in targets):
             server = stack.enter_context(RedisServer())
+            redis_version = server.version
             out.print(f"redis-server {server.version} on {server.url} (no persistence)")
             for target in targets:
                 target.redis_url = server.url
@@ -80,12 +82,14 @@ def main(argv: list[str]) -> int:
             print("no target matches", file=sys.stderr)
             return 2
         command = shlex.join(["python", "-m", "bench", *argv])
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-bench-", dir=args.dir))
-        workdir = Path(tmp)
+        workdir = Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-bench-", dir=args.dir))
+        )
         info = report.machine(workdir)
-        info["redis"] = server.version if any(t.needs_redis for t in targets) else ""
+        info["redis"] = redis_version
         results = run(targets, measures, Context(sizes, workdir), lambda s: out.print(s))
-    out.print(report.table(results))
+    for table in report.table(results):
+        out.print(table)
     path = report.write_json(args.out, results, info, command, sizes)
     out.print(f"raw numbers: {path}")
     complete = not (args.quick or args.only or args.target or args.system)

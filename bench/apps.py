@@ -1,5 +1,6 @@
 """The conveyor app the benchmark runs: ``bench.apps:app`` (store from CONVEYOR_URL), or
-``make_app(url, namespace)`` for one store. Two tasks: a no-op, and one that returns its start time."""
+``make_app(url, namespace)`` for one store. Two tasks: a no-op, and one that returns its start
+time."""
 
 from __future__ import annotations
 

@@ -22,13 +22,13 @@ RUN_TIMEOUT_SECONDS = 600.0
 @dataclass(frozen=True, slots=True)
 class Sizes:
     repetitions: int = 3
-    delay_jobs: int = 20_000
-    bulk_jobs: int = 100_000
+    delay_jobs: int = 10_000
+    bulk_jobs: int = 20_000
     bulk_batch: int = 1000
-    throughput_jobs: int = 50_000
+    throughput_jobs: int = 20_000
     processes: tuple[int, ...] = (1, 2)
     concurrencies: tuple[int, ...] | None = None  # None: the target's own choices
-    pickup_jobs: int = 200
+    pickup_jobs: int = 150
     pickup_spacing_seconds: float = 0.02
     idle_seconds: float = 0.5  # after go, before the first pickup job: the worker is idle
     yardstick_scale: float = 1.0

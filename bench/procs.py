@@ -3,6 +3,7 @@ stopped by PID with SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -84,10 +85,8 @@ def _tree(pid: int) -> list[int]:
         current = todo.pop()
         pids.append(current)
         for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
+            with contextlib.suppress(OSError):  # the thread or the process has gone
                 todo += [int(child) for child in task.read_text().split()]
-            except OSError:
-                pass  # the thread or the process has gone
     return pids
 
 

@@ -1,0 +1,90 @@
+"""The bench's own ``redis-server``: a free port on 127.0.0.1, a temporary directory, no
+persistence (no RDB snapshots, no AOF) for every system alike; stopped by PID."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """``with RedisServer() as server: server.url``"""
+
+    def __init__(self, executable: str = "redis-server") -> None:
+        self.executable = shutil.which(executable) or executable
+        self.port = 0
+        self.url = ""
+        self.version = ""
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="conveyor-bench-redis-")
+        self.port = free_port()
+        log = Path(self._dir.name) / "redis.log"
+        self._proc = subprocess.Popen(
+            [self.executable, "--bind", "127.0.0.1", "--port", str(self.port),
+             "--dir", self._dir.name, "--save", "", "--appendonly", "no",
+             "--logfile", str(log), "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.version = str(client.info("server")["redis_version"])
+                break
+            except redis.ConnectionError as exc:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGTERM)
+                try:
+                    self._proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait(10)
+            self._proc = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def flush(url: str) -> None:
+    """Empty the whole server: every measurement starts from nothing."""
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()

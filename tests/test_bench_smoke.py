@@ -1,0 +1,37 @@
+"""``python -m bench --quick`` runs and writes its JSON (no timing is checked: the benchmark
+is its own command; this only keeps it from rotting)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_a_quick_run_of_conveyor_on_sqlite_exits_cleanly_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-results", "--out", str(out),
+         "--dir", str(tmp_path), "--system", "conveyor/sqlite-normal"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [written] = out.glob("results-*.json")
+    document = json.loads(written.read_text())
+    assert "conveyor/sqlite-normal" in document["summary"]
+
+
+def test_a_peer_that_is_not_installed_is_skipped_not_fatal(tmp_path: Path) -> None:
+    from bench.__main__ import select
+
+    targets = select(["conveyor/sqlite-normal", "celery", "dramatiq", "huey", "rq"], None)
+    assert "conveyor/sqlite-normal" in [t.name for t in targets]
