@@ -3,7 +3,6 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import time
@@ -208,6 +207,8 @@ class App:
         record = self.make_record(task, args, kwargs, options)  # errors at the call site
         if self.settings.eager:
             return self._run_eagerly(record)
+        import asyncio  # here, not at the top: a worker without async code never loads it
+
         stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
         return Job(self, stored.id, stored.task)
 
@@ -273,6 +274,8 @@ class App:
         return self.backend.wait_final(job_id, timeout)
 
     async def await_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        import asyncio
+
         return await asyncio.to_thread(self.backend.wait_final, job_id, timeout)
 
     def cancel_job(self, job_id: str) -> bool:

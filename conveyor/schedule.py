@@ -15,12 +15,13 @@ import itertools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
-
 from conveyor.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from croniter import croniter
 
 #: how many due times ``Cron`` looks at to find its nominal period
 _PERIOD_SAMPLE = 64
@@ -29,6 +30,14 @@ _PERIOD_SAMPLE = 64
 MIN_GRACE_SECONDS = 2.0
 #: a fixed starting point for that sample, so every process finds the same period
 _PERIOD_REFERENCE = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
+
+
+def _croniter() -> tuple[Any, type[Exception]]:
+    """croniter and its error, imported on first use: an app without cron schedules (and
+    every worker of one) need not load croniter and dateutil."""
+    from croniter import CroniterError, croniter
+
+    return croniter, CroniterError
 
 
 class Schedule(Protocol):
@@ -62,8 +71,8 @@ class Cron:
         self.tz = tz
         self.zone = _zone(tz)
         try:
-            croniter(self.expr, datetime.fromtimestamp(_PERIOD_REFERENCE, self.zone))
-        except (CroniterError, ValueError, TypeError, KeyError) as exc:
+            _croniter()[0](self.expr, datetime.fromtimestamp(_PERIOD_REFERENCE, self.zone))
+        except (_croniter()[1], ValueError, TypeError, KeyError) as exc:
             raise ConfigurationError(f"bad cron expression {expr!r}: {exc}") from exc
         self._period = self._nominal_period()
 
@@ -82,14 +91,15 @@ class Cron:
 
     def _iter(self, start: float) -> croniter[float]:
         # A fresh iterator per question: croniter objects are stateful, schedules are shared.
-        return croniter(self.expr, datetime.fromtimestamp(start, self.zone))
+        it: croniter[float] = _croniter()[0](self.expr, datetime.fromtimestamp(start, self.zone))
+        return it
 
     def next_due(self, after: float) -> float:
         # Cron due times fall on whole seconds, so starting from the whole second at or
         # before ``after`` and asking for the next one gives the first strictly after it.
         try:
             return float(self._iter(math.floor(after)).get_next(float))
-        except CroniterError:  # no later due time (a year field in the past)
+        except _croniter()[1]:  # no later due time (a year field in the past)
             return math.inf
 
     def latest_due(self, at: float) -> float | None:
@@ -97,7 +107,7 @@ class Cron:
         # last whole second <= at, so a due time equal to ``at`` counts.
         try:
             return float(self._iter(math.floor(at) + 1).get_prev(float))
-        except CroniterError:  # no earlier due time (croniter's lower date bound)
+        except _croniter()[1]:  # no earlier due time (croniter's lower date bound)
             return None
 
     def _nominal_period(self) -> float:

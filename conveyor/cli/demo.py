@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from conveyor.app import App
-from conveyor.cli import demo_tasks, render
+from conveyor.cli import render
 from conveyor.job import Job, JobRecord, State
 from conveyor.task import CallOptions
 
@@ -41,9 +41,14 @@ class Watched:
 @click.command(short_help="A self-contained demo: one SQLite file, no server.")
 def demo() -> None:
     """A self-contained demo on the embedded default: one SQLite file, no server."""
+    from conveyor.cli import demo_tasks  # here: other commands (a worker) need not load it
+
     out = render.console()
     path = Path(demo_tasks.DEMO_FILE)
-    for stale in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
+    for stale in (
+        path,
+        *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal", "-conveyor-gate")),
+    ):
         stale.unlink(missing_ok=True)
     out.print(
         f"[bold]conveyor demo[/]: the embedded default, one SQLite file "

@@ -7,13 +7,12 @@ decides *what* running it means, once for all of them.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import context
 from conveyor.errors import (
@@ -28,6 +27,9 @@ from conveyor.registry import Registry
 from conveyor.retry import retry_delay
 from conveyor.serialization import Serializer, decode_call
 from conveyor.task import Task
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Interrupt(BaseException):
@@ -195,6 +197,8 @@ class JobExecutor:
         try:
             try:
                 if run.task.is_async:
+                    import asyncio  # only for async tasks: the thread pool need not load it
+
                     value = asyncio.run(run.task.fn(*run.args, **run.kwargs))
                 else:
                     value = run.task.fn(*run.args, **run.kwargs)
@@ -214,6 +218,8 @@ class JobExecutor:
 
     async def call_async(self, run: JobRun) -> Outcome | None:
         """Run a prepared async job on the running loop; sync tasks go to a thread."""
+        import asyncio
+
         assert run.task is not None and run.ctx is not None
         if not run.task.is_async:
             return await asyncio.get_running_loop().run_in_executor(
