@@ -163,7 +163,7 @@ class App:
         """A new job's record; unserialisable arguments raise SerializationError here."""
         opts = self._options(task)
         now = time.time() if now is None else now
-        payload = encode_call(self.serializer, tuple(args), dict(kwargs))
+        payload = encode_call(self.serializer, args, kwargs)
         if call.countdown is not None:
             ready_at = now + call.countdown
         elif isinstance(call.eta, datetime):

@@ -131,6 +131,10 @@ class CallOptions:
             )
 
 
+#: the options of a plain ``delay()``: frozen, so one instance serves every call
+DEFAULT_CALL = CallOptions()
+
+
 class Dispatcher(Protocol):
     """What a task needs from its app to enqueue."""
 
@@ -150,7 +154,7 @@ class Signature:
     task: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    options: CallOptions = field(default_factory=CallOptions)
+    options: CallOptions = field(default_factory=lambda: DEFAULT_CALL)
     dispatcher: Dispatcher | None = field(default=None, compare=False, repr=False)
 
     def set(self, **options: Any) -> Signature:
@@ -195,11 +199,11 @@ class Task(Generic[P, R]):
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue with the task's default options; returns the Job at once."""
-        return self._dispatcher.submit(self.name, args, kwargs, CallOptions())
+        return self._dispatcher.submit(self.name, args, kwargs, DEFAULT_CALL)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``delay`` for async code: the enqueue runs off the event loop."""
-        return await self._dispatcher.asubmit(self.name, args, kwargs, CallOptions())
+        return await self._dispatcher.asubmit(self.name, args, kwargs, DEFAULT_CALL)
 
     def apply_async(
         self,
@@ -221,4 +225,4 @@ class Task(Generic[P, R]):
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for ``set``, ``enqueue_many`` or
         workflows."""
-        return Signature(self.name, args, kwargs, CallOptions(), self._dispatcher)
+        return Signature(self.name, args, kwargs, DEFAULT_CALL, self._dispatcher)

@@ -68,6 +68,8 @@ class JobRun:
     early: Outcome | None = None
     started: bool = False
     done: bool = False
+    #: when the task began to run (time.monotonic); 0 until then
+    began_at: float = 0.0
     #: the first reason it was interrupted for ("cancel", "timeout", "lease", "shutdown")
     interrupted: str | None = None
     #: the soft time limit fired (it asks the task to clean up; it does not stop the run)
@@ -193,6 +195,7 @@ class JobExecutor:
     def call_sync(self, run: JobRun) -> Outcome | None:
         """Run a prepared job in this thread (async tasks get an event loop of their own)."""
         assert run.task is not None and run.ctx is not None
+        run.began_at = time.monotonic()
         token = context.enter(run.ctx)
         try:
             try:
@@ -225,6 +228,7 @@ class JobExecutor:
             return await asyncio.get_running_loop().run_in_executor(
                 None, _in_context_thread, self, run
             )
+        run.began_at = time.monotonic()
         token = context.enter(run.ctx)
         try:
             value = await run.task.fn(*run.args, **run.kwargs)

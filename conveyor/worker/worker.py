@@ -33,6 +33,10 @@ from conveyor.worker.pools.base import Pool
 log = logging.getLogger("conveyor.worker")
 
 POOLS = ("thread", "process", "async")
+#: claim ahead of free slots only while runs take less than this on average
+PREFETCH_BELOW_SECONDS = 0.005
+#: jobs claimed ahead go back to the queue when every slot has been busy this long
+STUCK_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,9 @@ class Worker:
         # so the next claim overlaps the finisher's write instead of waiting for it.
         self._active: dict[str, JobRun] = {}
         self._in_pool: set[str] = set()
+        # How long a task runs (a moving average), which decides
+        # whether claiming ahead pays; it starts high, so nothing is claimed ahead blindly.
+        self._run_seconds = 1.0
         self._active_lock = threading.Condition()
         self._finished: queue.SimpleQueue[tuple[JobRun, Outcome] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
@@ -238,10 +245,15 @@ class Worker:
         while not self._stopping.is_set():
             with self._active_lock:
                 concurrency = self.settings.concurrency
-                free = min(concurrency - len(self._in_pool), 2 * concurrency - len(self._active))
+                capacity = concurrency + self._prefetch()
+                free = min(capacity - len(self._in_pool), 2 * capacity - len(self._active))
+                waiting = len(self._in_pool) > concurrency
                 if free <= 0:
-                    self._active_lock.wait(0.5)
-                    continue
+                    self._active_lock.wait(STUCK_SECONDS if waiting else 0.5)
+            if free <= 0:
+                if waiting:
+                    self._return_stuck_prefetch()
+                continue
             try:
                 claims = self.backend.claim(
                     self.id,
@@ -273,6 +285,9 @@ class Worker:
 
     def _complete(self, run: JobRun, outcome: object | None) -> None:
         """Called by the pool when a run is over."""
+        if run.began_at:
+            took = time.monotonic() - run.began_at
+            self._run_seconds += (took - self._run_seconds) * 0.05
         with self._active_lock:
             self._in_pool.discard(run.id)
             self._active_lock.notify_all()
@@ -329,6 +344,39 @@ class Worker:
             self._forget(run)
 
     # -- heartbeat hooks -------------------------------------------------------------------
+
+    def _prefetch(self) -> int:
+        """How many jobs to claim beyond the free slots: as many as there are slots while
+        jobs are short, none otherwise.
+
+        Claiming ahead halves the claims per job when jobs take microseconds, and a claimed
+        job then waits only as long as a short job runs. With long jobs it would sit
+        reserved behind them while other workers idle (Celery's prefetch problem), so the
+        worker stops claiming ahead as soon as the jobs it runs get slow.
+        """
+        if self._run_seconds < PREFETCH_BELOW_SECONDS and self.settings.pool != "process":
+            return self.settings.concurrency
+        return 0
+
+    def _return_stuck_prefetch(self) -> None:
+        """Hand back jobs claimed ahead once every slot is taken by a run that turned out
+        slow: other workers can run them meanwhile."""
+        now = time.monotonic()
+        with self._active_lock:
+            running = [
+                run for run in self._active.values() if run.id in self._in_pool and run.began_at
+            ]
+            if len(running) < self.settings.concurrency:
+                return
+            if any(now - run.began_at < STUCK_SECONDS for run in running):
+                return
+        taken = self.pool.unstarted()
+        for run in taken:
+            self.backend.release(run.id, run.token, started=False, now=self._clock())
+            self._forget(run)
+        if taken:
+            log.debug("handed back %d job(s) claimed ahead of slow runs", len(taken))
+        self._run_seconds = max(self._run_seconds, PREFETCH_BELOW_SECONDS)
 
     def _lease_list(self) -> list[tuple[str, int]]:
         with self._active_lock:

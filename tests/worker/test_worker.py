@@ -353,3 +353,25 @@ def test_result_timeout_raises_timeout_error(app: conveyor.App) -> None:
     job = nobody_runs_me.delay()
     with pytest.raises(TimeoutError):
         job.result(timeout=0.2)
+
+
+def test_jobs_claimed_ahead_go_back_to_the_queue_when_a_run_turns_slow(app: conveyor.App) -> None:
+    @app.task
+    def quick() -> None: ...
+
+    @app.task
+    def slow() -> None:
+        for _ in range(150):
+            time.sleep(0.01)
+
+    busy = app.worker(concurrency=1)
+    with busy:
+        for job in app.enqueue_many(quick.s() for _ in range(300)):
+            job.result(timeout=30)  # the worker now sees short runs and claims ahead
+        long_job = slow.delay()
+        marker = quick.delay()
+        with app.worker(concurrency=1):  # an idle worker that can take the marker
+            assert marker.result(timeout=30) is None
+            assert long_job.state is State.RUNNING  # the marker did not wait for it
+        long_job.result(timeout=30)
+    assert marker.info().attempts == 1
