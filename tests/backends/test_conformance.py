@@ -355,6 +355,22 @@ def test_finish_many_finishes_each_and_fences_each(backend: Backend) -> None:
     assert states == [State.SUCCEEDED, State.RUNNING, State.SCHEDULED]
 
 
+def test_finish_many_of_final_outcomes_refuses_only_the_fenced_one(backend: Backend) -> None:
+    a, b, c = running(backend), running(backend), running(backend)
+    results = backend.finish_many(
+        [
+            (a.record.id, a.token, Outcome.succeeded(b"a")),
+            (b.record.id, b.token + 1, Outcome.succeeded(b"b")),
+            (c.record.id, c.token, Outcome.failed(BOOM)),
+        ],
+        now=NOW,
+    )
+    assert results == [True, False, True]
+    states = [stored(backend, x.record.id).state for x in (a, b, c)]
+    assert states == [State.SUCCEEDED, State.RUNNING, State.FAILED]
+    assert stored(backend, a.record.id).result == b"a"
+
+
 # -- release ---------------------------------------------------------------------------------
 
 

@@ -194,13 +194,41 @@ class SQLiteBackend(Backend):
 
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
-            done = [self._finish(conn, *item, now=now) for item in items]
+            done = self._finish_batch(conn, items, now=now)
         if any(done):
             retried = any(
                 ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
             )
             self._notify(ready=retried)
         return done
+
+    def _finish_batch(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
+    ) -> list[bool]:
+        """Final outcomes in one executemany (the common case: a batch of successes); when
+        one of them is fenced out, the batch is undone and each is tried on its own, so the
+        caller learns exactly which were refused."""
+        final = [item for item in items if item[2].state.is_final]
+        if len(final) < 2 or len(final) != len(items):
+            return [self._finish(conn, *item, now=now) for item in items]
+        rows = [
+            {
+                "id": job_id,
+                "token": token,
+                "state": outcome.state.value,
+                "error": error_json(outcome.error),
+                "result": outcome.result,
+                "now": now,
+            }
+            for job_id, token, outcome in final
+        ]
+        conn.execute("SAVEPOINT finish_batch")
+        if conn.executemany(self._sql["finish_final"], rows).rowcount == len(rows):
+            conn.execute("RELEASE finish_batch")
+            return [True] * len(rows)
+        conn.execute("ROLLBACK TO finish_batch")
+        conn.execute("RELEASE finish_batch")
+        return [self._finish(conn, *item, now=now) for item in items]
 
     def _finish(
         self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
