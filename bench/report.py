@@ -281,6 +281,11 @@ def markdown(results: Results, info: dict[str, Any], command: str, sizes: Sizes)
         f"for the slowest peers, as listed); pickup {sizes.pickup_jobs} jobs "
         f"{sizes.pickup_spacing_seconds * 1000:.0f} ms apart.",
         "",
+        "## Memory over a million jobs",
+        "",
+        "Worker RSS sampled every 100,000 jobs of a million: see [MEMORY.md](MEMORY.md), written "
+        "by `python -m bench.rss_flat`.",
+        "",
         "## How it is measured",
         "",
         HOW,
