@@ -354,7 +354,7 @@ class Worker:
         reserved behind them while other workers idle (Celery's prefetch problem), so the
         worker stops claiming ahead as soon as the jobs it runs get slow.
         """
-        if self._run_seconds < PREFETCH_BELOW_SECONDS and self.settings.pool != "process":
+        if self._run_seconds < PREFETCH_BELOW_SECONDS:
             return self.settings.concurrency
         return 0
 

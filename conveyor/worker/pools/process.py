@@ -311,6 +311,7 @@ class ProcessPool:
                 self._finish(run, self._executor.interrupted(run))
                 return
             run.started = True
+            run.began_at = time.monotonic()  # the child's clock is not ours to read
             self._slot_of[run] = slot
         outcome = self._watch(child, run)
         with run.lock:
