@@ -159,6 +159,27 @@ class Backend(ABC):
         """``finish`` for several jobs; backends override it to use one round trip."""
         return [self.finish(job_id, token, outcome, now=now) for job_id, token, outcome in items]
 
+    def finish_and_claim(
+        self,
+        items: Sequence[tuple[str, int, Outcome]],
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[list[bool], list[Claim]]:
+        """``finish_many`` then ``claim``: a busy worker writes a batch of outcomes and takes
+        its next jobs at once. Each part keeps its own semantics; backends override this to
+        do both in one round trip (one transaction, one script)."""
+        done = self.finish_many(items, now=now) if items else []
+        claims = (
+            self.claim(worker_id, queues, limit, lease_seconds=lease_seconds, now=now)
+            if limit > 0
+            else []
+        )
+        return done, claims
+
     @abstractmethod
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         """Hand a claimed job back (a worker shutting down), only if ``token`` is current.

@@ -22,21 +22,18 @@ from typing import Any
 
 from conveyor.backends.base import Backend, WorkerInfo
 from conveyor.errors import ConfigurationError
-from conveyor.job import JobRecord, Outcome
+from conveyor.job import Claim, JobRecord, Outcome
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec
 from conveyor.serialization import Serializer
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.pools.base import Pool
+from conveyor.worker.slots import Slots
 
 log = logging.getLogger("conveyor.worker")
 
 POOLS = ("thread", "process", "async")
-#: claim ahead of free slots only while runs take less than this on average
-PREFETCH_BELOW_SECONDS = 0.005
-#: jobs claimed ahead go back to the queue when every slot has been busy this long
-STUCK_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +87,7 @@ class Worker:
         self.executor = JobExecutor(registry, serializer, backend.set_progress, clock=clock)
         factory = pool_factory or default_pool
         self.pool = factory(settings, self.executor, self._complete)
-        # Claimed and not yet finished (the leases to renew), and of those, the ones a pool
-        # slot is busy with. A slot frees when its run ends, before the outcome is written,
-        # so the next claim overlaps the finisher's write instead of waiting for it.
-        self._active: dict[str, JobRun] = {}
-        self._in_pool: set[str] = set()
-        # How long a task runs (a moving average), which decides
-        # whether claiming ahead pays; it starts high, so nothing is claimed ahead blindly.
-        self._run_seconds = 1.0
-        self._active_lock = threading.Condition()
+        self._slots = Slots(settings.concurrency)
         self._finished: queue.SimpleQueue[tuple[JobRun, Outcome] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._hurry = threading.Event()
@@ -175,14 +164,12 @@ class Worker:
         now = self._clock()
         for run in self.pool.unstarted():
             self.backend.release(run.id, run.token, started=False, now=now)
-            self._forget(run)
-        if not self._wait_idle(budget):
-            with self._active_lock:
-                running = list(self._active.values())
-            for run in running:
+            self._slots.forget(run)
+        if not self._slots.wait_idle(budget, self._hurry):
+            for run in self._slots.snapshot():
                 log.warning("job %s did not finish before shutdown: handing it back", run.id)
                 self.pool.interrupt(run, "shutdown")
-            self._wait_idle(5.0, hurry=False)
+            self._slots.wait_idle(5.0)
         self._finished.put(None)
         for t in self._threads:
             t.join(10)
@@ -193,16 +180,6 @@ class Worker:
         except Exception as exc:
             log.warning("could not unregister the worker: %s", exc)
         log.info("worker %s stopped", self.id)
-
-    def _wait_idle(self, timeout: float, *, hurry: bool = True) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._active_lock:
-            while self._active:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (hurry and self._hurry.is_set()):
-                    return False
-                self._active_lock.wait(min(remaining, 0.1))
-        return True
 
     def run(self) -> None:
         """Run in the foreground until SIGTERM or SIGINT; a second signal hands back at once."""
@@ -241,18 +218,14 @@ class Worker:
     # -- claiming --------------------------------------------------------------------------
 
     def _fetch_loop(self) -> None:
+        """Claims when there is room and the finisher is not claiming for us: at start, after
+        a lull, and whenever the queues ran dry (then it sleeps on the backend's wake-up)."""
         backoff = 0.0
         while not self._stopping.is_set():
-            with self._active_lock:
-                concurrency = self.settings.concurrency
-                capacity = concurrency + self._prefetch()
-                free = min(capacity - len(self._in_pool), 2 * capacity - len(self._active))
-                waiting = len(self._in_pool) > concurrency
-                if free <= 0:
-                    self._active_lock.wait(STUCK_SECONDS if waiting else 0.5)
+            free = self._slots.reserve()
             if free <= 0:
-                if waiting:
-                    self._return_stuck_prefetch()
+                if self._slots.wait_for_room() and self._slots.stuck():
+                    self._return_claimed_ahead()
                 continue
             try:
                 claims = self.backend.claim(
@@ -264,45 +237,47 @@ class Worker:
                 )
                 backoff = 0.0
             except Exception as exc:
+                self._slots.unreserve(free)
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.warning("claiming failed (%s); again in %.1f s", exc, backoff)
                 self._stopping.wait(backoff)
                 continue
-            for claim in claims:
-                run = self.executor.prepare(claim)
-                with self._active_lock:
-                    self._active[run.id] = run
-                if run.early is not None:
-                    self._complete(run, run.early)
-                else:
-                    with self._active_lock:
-                        self._in_pool.add(run.id)
-                    self.pool.submit(run)
+            self._dispatch(claims, free)
             if len(claims) < free and not self._stopping.is_set():
                 self.backend.wait_for_jobs(self.queues, 0.25)
+
+    def _dispatch(self, claims: list[Claim], reserved: int) -> None:
+        """Hand claimed jobs to the pool (or finish at once those that cannot run)."""
+        for claim in claims:
+            run = self.executor.prepare(claim)
+            self._slots.admit(run, to_pool=run.early is None)
+            if run.early is not None:
+                self._complete(run, run.early)
+            else:
+                self.pool.submit(run)
+        self._slots.unreserve(reserved)
+
+    def _return_claimed_ahead(self) -> None:
+        """Every slot is busy with a slow run: the jobs claimed ahead go back to the queue,
+        where other workers can take them."""
+        taken = self.pool.unstarted()
+        for run in taken:
+            self.backend.release(run.id, run.token, started=False, now=self._clock())
+            self._slots.forget(run)
+        if taken:
+            log.debug("handed back %d job(s) claimed ahead of slow runs", len(taken))
 
     # -- finishing -------------------------------------------------------------------------
 
     def _complete(self, run: JobRun, outcome: object | None) -> None:
         """Called by the pool when a run is over."""
-        if run.began_at:
-            took = time.monotonic() - run.began_at
-            self._run_seconds += (took - self._run_seconds) * 0.05
-        with self._active_lock:
-            self._in_pool.discard(run.id)
-            self._active_lock.notify_all()
+        self._slots.ended(run)
         if isinstance(outcome, Outcome):
             self._finished.put((run, outcome))
             return
         if run.interrupted == "shutdown":
             self.backend.release(run.id, run.token, started=True, now=self._clock())
-        self._forget(run)
-
-    def _forget(self, run: JobRun) -> None:
-        with self._active_lock:
-            self._active.pop(run.id, None)
-            self._in_pool.discard(run.id)
-            self._active_lock.notify_all()
+        self._slots.forget(run)
 
     def _finish_loop(self) -> None:
         while True:
@@ -322,77 +297,53 @@ class Worker:
             self._write(batch)
 
     def _write(self, batch: list[tuple[JobRun, Outcome]]) -> None:
+        """Write a batch of outcomes, and in the same backend call claim the next jobs while
+        the worker is busy (not once it is stopping)."""
         items = [(run.id, run.token, outcome) for run, outcome in batch]
         delay = 0.05
         for _ in range(8):
+            free = 0 if self._stopping.is_set() else self._slots.reserve()
             try:
-                accepted = self.backend.finish_many(items, now=self._clock())
+                accepted, claims = self.backend.finish_and_claim(
+                    items,
+                    self.id,
+                    self.queues,
+                    free,
+                    lease_seconds=self.settings.lease_seconds,
+                    now=self._clock(),
+                )
                 break
             except Exception as exc:
+                self._slots.unreserve(free)
                 log.warning("finishing %d job(s) failed (%s); retrying", len(items), exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         else:
             log.error("could not finish %d job(s); their leases will run out", len(items))
-            accepted = [False] * len(items)
+            accepted, claims, free = [False] * len(items), [], 0
         for (run, outcome), ok in zip(batch, accepted, strict=True):
             if not ok:
                 log.warning("job %s: outcome refused (lease lost to another worker)", run.id)
             elif outcome.state.value == "failed":
                 self.failed += 1
             self.processed += 1
-            self._forget(run)
+            self._slots.forget(run)
+        self._dispatch(claims, free)
 
     # -- heartbeat hooks -------------------------------------------------------------------
 
-    def _prefetch(self) -> int:
-        """How many jobs to claim beyond the free slots: as many as there are slots while
-        jobs are short, none otherwise.
-
-        Claiming ahead halves the claims per job when jobs take microseconds, and a claimed
-        job then waits only as long as a short job runs. With long jobs it would sit
-        reserved behind them while other workers idle (Celery's prefetch problem), so the
-        worker stops claiming ahead as soon as the jobs it runs get slow.
-        """
-        if self._run_seconds < PREFETCH_BELOW_SECONDS:
-            return self.settings.concurrency
-        return 0
-
-    def _return_stuck_prefetch(self) -> None:
-        """Hand back jobs claimed ahead once every slot is taken by a run that turned out
-        slow: other workers can run them meanwhile."""
-        now = time.monotonic()
-        with self._active_lock:
-            running = [
-                run for run in self._active.values() if run.id in self._in_pool and run.began_at
-            ]
-            if len(running) < self.settings.concurrency:
-                return
-            if any(now - run.began_at < STUCK_SECONDS for run in running):
-                return
-        taken = self.pool.unstarted()
-        for run in taken:
-            self.backend.release(run.id, run.token, started=False, now=self._clock())
-            self._forget(run)
-        if taken:
-            log.debug("handed back %d job(s) claimed ahead of slow runs", len(taken))
-        self._run_seconds = max(self._run_seconds, PREFETCH_BELOW_SECONDS)
-
     def _lease_list(self) -> list[tuple[str, int]]:
-        with self._active_lock:
-            return [(run.id, run.token) for run in self._active.values()]
+        return self._slots.leases()
 
     def _worker_info(self) -> WorkerInfo:
         info = self._info
-        with self._active_lock:
-            info.running = list(self._active)
+        info.running = self._slots.ids()
         info.processed, info.failed = self.processed, self.failed
         info.last_seen = self._clock()
         return info
 
     def _interrupt(self, job_id: str, reason: str) -> None:
-        with self._active_lock:
-            run = self._active.get(job_id) if job_id in self._in_pool else None
+        run = self._slots.running(job_id)
         if run is None:
             return  # ended meanwhile (a heartbeat races with finishes): nothing to stop
         if reason == "lease":

@@ -371,6 +371,33 @@ def test_finish_many_of_final_outcomes_refuses_only_the_fenced_one(backend: Back
     assert stored(backend, a.record.id).result == b"a"
 
 
+def test_finish_and_claim_writes_the_outcomes_then_claims_the_next_jobs(
+    backend: Backend,
+) -> None:
+    done, stale = running(backend), running(backend)
+    waiting = [enqueue_one(backend, priority=p) for p in (1, 9)]
+    accepted, claims = backend.finish_and_claim(
+        [
+            (done.record.id, done.token, Outcome.succeeded(b"1")),
+            (stale.record.id, stale.token + 1, Outcome.succeeded(b"2")),
+        ],
+        "w2",
+        ["default"],
+        5,
+        lease_seconds=LEASE,
+        now=NOW,
+    )
+    assert accepted == [True, False]
+    assert stored(backend, done.record.id).state is State.SUCCEEDED
+    assert stored(backend, stale.record.id).state is State.RUNNING
+    assert [c.record.id for c in claims] == [waiting[1].id, waiting[0].id]
+    assert all(c.record.worker == "w2" and c.record.state is State.RUNNING for c in claims)
+    assert backend.finish_and_claim([], "w2", ["default"], 5, lease_seconds=LEASE, now=NOW) == (
+        [],
+        [],
+    )
+
+
 # -- release ---------------------------------------------------------------------------------
 
 

@@ -128,21 +128,63 @@ class SQLiteBackend(Backend):
         ):
             return []
         with self._db.write() as conn:
-            ids = self._ready_ids(conn, queues, limit, now)
-            self._local.idle = not ids
-            if not ids:
-                return []
-            params = {
-                "ids": dumps(ids),
-                "worker": worker_id,
-                "now": now,
-                "lease_expires_at": now + lease_seconds,
-            }
-            rows = conn.execute(self._sql["claim"], params).fetchall()
-        self._wake.changed.notify()
+            claims = self._claim(conn, worker_id, queues, limit, lease_seconds, now)
+        if claims:
+            self._wake.changed.notify()
+        return claims
+
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        """The claim itself, inside the caller's write transaction."""
+        ids = self._ready_ids(conn, queues, limit, now)
+        self._local.idle = not ids
+        if not ids:
+            return []
+        params = {
+            "ids": dumps(ids),
+            "worker": worker_id,
+            "now": now,
+            "lease_expires_at": now + lease_seconds,
+        }
+        rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
         return [Claim(r, r.token) for r in records]
+
+    def finish_and_claim(
+        self,
+        items: Sequence[tuple[str, int, Outcome]],
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[list[bool], list[Claim]]:
+        # One write transaction instead of two: half the commits (and the gate) per batch.
+        self._local.since = self._wake.snapshot(self._wake.ready)
+        with self._db.write() as conn:
+            done = self._finish_batch(conn, items, now=now) if items else []
+            claims = (
+                self._claim(conn, worker_id, queues, limit, lease_seconds, now)
+                if limit > 0 and queues
+                else []
+            )
+        if any(done):
+            retried = any(
+                ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+            )
+            self._notify(ready=retried)
+        elif claims:
+            self._wake.changed.notify()
+        return done, claims
 
     def _ready_ids(
         self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, now: float
