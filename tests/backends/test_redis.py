@@ -21,9 +21,10 @@ import redis
 from redis.crc import key_slot
 
 from conveyor.backends import open_backend
+from conveyor.backends.base import SweepResult
 from conveyor.backends.redis import RedisBackend
 from conveyor.errors import BackendUnavailable
-from conveyor.job import Outcome, State
+from conveyor.job import ErrorInfo, Outcome, State
 from tests.backends.helpers import LEASE, NOW, make_record, make_worker
 from tests.servers import RedisServer, redis_binary
 
@@ -113,7 +114,8 @@ def test_a_killed_and_restarted_server_loses_no_enqueued_job_and_the_backend_rec
     backend = RedisBackend(fresh_redis_server.url, namespace=ns)
     other = RedisBackend(fresh_redis_server.url, namespace=ns)
     try:
-        backend.wait_for_jobs(["later"], 0.01)  # the listener is up before the restart
+        backend.wait_for_jobs(["later"], 0.01)  # a waiter registered before the restart
+        backend.wait_for_change("any", 0.01)  # the listener is up before the restart
         singles = [backend.enqueue([make_record()])[0] for _ in range(200)]
         batch = backend.enqueue([make_record() for _ in range(1000)])
 
@@ -124,18 +126,27 @@ def test_a_killed_and_restarted_server_loses_no_enqueued_job_and_the_backend_rec
         claimed = backend.claim("w1", ["default"], 2000, lease_seconds=LEASE, now=NOW)
         assert len(claimed) == 1200
 
-        woke = threading.Event()
+        woke, changed = threading.Event(), threading.Event()
+        watched = other.enqueue([make_record(queue="watched")])[0]
 
         def wait() -> None:
             backend.wait_for_jobs(["later"], 30.0)
             woke.set()
 
-        waiter = threading.Thread(target=wait)
-        waiter.start()
+        def watch() -> None:
+            backend.wait_for_change(watched.id, 30.0)
+            changed.set()
+
+        threads = [threading.Thread(target=wait), threading.Thread(target=watch)]
+        for thread in threads:
+            thread.start()
         time.sleep(0.3)
         other.enqueue([make_record(queue="later")])
-        waiter.join(20.0)
-        assert woke.is_set(), "the listener did not resubscribe after the restart"
+        other.cancel(watched.id, now=NOW)
+        for thread in threads:
+            thread.join(20.0)
+        assert woke.is_set(), "the enqueue did not wake the waiter after the restart"
+        assert changed.is_set(), "the listener did not resubscribe after the restart"
     finally:
         backend.close()
         other.close()
@@ -174,6 +185,82 @@ def test_scripts_are_loaded_again_after_a_restart(fresh_redis_server: RedisServe
     finally:
         raw.close()
         backend.close()
+
+
+def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
+    server_of_its_own: StartServer,
+) -> None:
+    # A count, not a timing: the commands per job are the server time the hot path spends.
+    server = server_of_its_own()
+    backend = RedisBackend(server.url, namespace="cost")
+    raw = redis.Redis.from_url(server.url)
+    try:
+        backend.queue_counts()  # connected: the detection of a Cluster is not counted
+        raw.config_resetstat()
+        backend.enqueue([make_record() for _ in range(400)])
+        finished: list[tuple[str, int, Outcome]] = []
+        while True:
+            done, claims = backend.finish_and_claim(
+                finished, "w1", ["default"], 50, lease_seconds=LEASE, now=NOW
+            )
+            assert all(done)
+            if not claims:
+                break
+            finished = [(c.record.id, c.token, Outcome.succeeded(b"null")) for c in claims]
+        stats: dict[str, dict[str, int]] = raw.info("commandstats")
+        assert backend.queue_counts() == {"default": {State.SUCCEEDED: 400}}
+    finally:
+        raw.close()
+        backend.close()
+    scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_config|resetstat")
+    calls = {k: v["calls"] for k, v in stats.items() if k not in scripts}
+    # per job: ZADD and HSET to enqueue, HMGET and HSET to claim, HMGET and HSET to finish;
+    # the indexes take each batch in one command
+    assert sum(calls.values()) / 400 < 7, calls
+
+
+def test_claim_passes_by_expired_jobs_to_take_the_ready_ones_behind_them(
+    backend: RedisBackend,
+) -> None:
+    stale = backend.enqueue([make_record(expires_at=NOW + 1) for _ in range(7)])
+    fresh = backend.enqueue([make_record(queue=("default", "other")[i % 2]) for i in range(6)])
+    claims = backend.claim("w1", ["default", "other"], 4, lease_seconds=LEASE, now=NOW + 2)
+    assert [c.record.id for c in claims] == [r.id for r in fresh[:4]]
+    assert all(backend.get(r.id).state is State.QUEUED for r in stale)  # type: ignore[union-attr]
+
+
+def test_listing_jobs_of_a_state_behind_many_others_finds_them_all(
+    backend: RedisBackend,
+) -> None:
+    # The queued jobs are older than 6,000 finished ones: the listing walks past them over
+    # more than one script call.
+    waiting = backend.enqueue([make_record(queue="slow") for _ in range(3)])
+    backend.enqueue([make_record() for _ in range(6000)])
+    while claims := backend.claim("w1", ["default"], 1000, lease_seconds=LEASE, now=NOW):
+        outcomes = [(c.record.id, c.token, Outcome.succeeded(b"1")) for c in claims]
+        assert all(backend.finish_many(outcomes, now=NOW))
+    failed = backend.enqueue([make_record(queue="slow")])[0]
+    (claim,) = backend.claim("w1", ["slow"], 1, lease_seconds=LEASE, now=NOW)
+    assert claim.record.id == waiting[0].id
+    error = ErrorInfo("ValueError", "boom")
+    assert backend.finish(claim.record.id, claim.token, Outcome.failed(error), now=NOW)
+
+    queued = backend.list_jobs(state=State.QUEUED, limit=10)
+    assert [r.id for r in queued] == [failed.id, waiting[2].id, waiting[1].id]
+    assert [r.id for r in backend.list_jobs(state=State.FAILED)] == [waiting[0].id]
+    assert len(backend.list_jobs(state=State.SUCCEEDED, limit=7000)) == 6000
+    assert [r.id for r in backend.list_jobs(state=State.RUNNING)] == []
+
+
+def test_a_retried_job_keeps_no_expiry_from_before(backend: RedisBackend) -> None:
+    record = backend.enqueue([make_record(expires_at=NOW + 10)])[0]
+    (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+    error = ErrorInfo("ValueError", "boom")
+    assert backend.finish(record.id, claim.token, Outcome.failed(error), now=NOW + 1)
+    assert backend.retry(record.id, now=NOW + 2)
+    assert backend.sweep(now=NOW + 20) == SweepResult()
+    stored = backend.get(record.id)
+    assert stored is not None and stored.state is State.QUEUED and stored.expires_at is None
 
 
 def test_namespaces_on_one_server_never_see_each_other(redis_server: RedisServer) -> None:

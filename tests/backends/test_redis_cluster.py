@@ -1,6 +1,7 @@
 """What the Redis backend promises on a real Redis Cluster: a plain ``redis://`` URL of any
-node finds the Cluster by itself; namespaces on several nodes; a worker end to end; sharded
-wake-ups; a slot that moves; a node that is lost; and Cluster URLs that are wrong say why.
+node finds the Cluster by itself; namespaces on several nodes; a worker end to end; wake-ups
+at the namespace's node (wake lists for idle workers, sharded pub/sub for job changes); a slot
+that moves; a node that is lost; and Cluster URLs that are wrong say why.
 The conformance suite covers the contract itself on the Cluster."""
 
 from __future__ import annotations
@@ -86,20 +87,32 @@ def test_a_worker_on_the_cluster_runs_a_task_and_returns_its_result(
 
 
 @pytest.mark.parametrize("form", URL_FORMS)
-def test_wake_ups_on_the_cluster_use_sharded_pub_sub_on_the_namespaces_node(
+def test_job_changes_on_the_cluster_use_sharded_pub_sub_on_the_namespaces_node(
     redis_cluster: RedisClusterServers, ns: str, form: str
 ) -> None:
     backend = RedisBackend(cluster_url(redis_cluster, form), namespace=ns)
     try:
-        backend.wait_for_jobs(["default"], 0.01)  # starts the listener
-        channel = f"{{{ns}}}:wake"
+        backend.wait_for_change("any", 0.01)  # starts the listener
+        channel = f"{{{ns}}}:changed"
         assert redis_cluster.shard_subscribers(channel) == 1
         for node in redis_cluster.nodes:  # no classic subscription anywhere
             with redis.Redis(port=node.port) as client:
                 assert client.pubsub_numsub(channel) == [(channel.encode(), 0)]
-        assert_an_enqueue_wakes_a_waiter(backend, ns, redis_cluster)
+        assert_a_change_wakes_a_watcher(backend, ns, redis_cluster)
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("form", URL_FORMS)
+def test_an_enqueue_on_the_cluster_wakes_every_idle_waiter(
+    redis_cluster: RedisClusterServers, ns: str, form: str
+) -> None:
+    backends = [RedisBackend(cluster_url(redis_cluster, form), namespace=ns) for _ in range(3)]
+    try:
+        assert_an_enqueue_wakes_a_waiter(*backends)
+    finally:
+        for backend in backends:
+            backend.close()
 
 
 # -- finding the Cluster from a plain redis:// URL -----------------------------------------
@@ -141,9 +154,10 @@ def test_a_plain_url_of_a_single_server_keeps_the_single_server_client(
     try:
         assert backend.enqueue([make_record()])
         assert backend.cluster is False
-        backend.wait_for_jobs(["default"], 0.01)  # classic pub/sub, which Redis 6 has too
+        backend.wait_for_change("any", 0.01)  # classic pub/sub, which Redis 6 has too
+        channel = f"{{{ns}}}:changed"
         with redis.Redis(port=redis_server.port) as client:
-            assert client.pubsub_numsub(f"{{{ns}}}:wake") == [(f"{{{ns}}}:wake".encode(), 1)]
+            assert client.pubsub_numsub(channel) == [(channel.encode(), 1)]
     finally:
         backend.close()
 
@@ -227,7 +241,7 @@ def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
 ) -> None:
     prefix = f"{{{ns}}}:"
     job = backend_on_cluster.enqueue([make_record()])[0]
-    backend_on_cluster.wait_for_jobs(["later"], 0.01)  # subscribed at the old owner
+    backend_on_cluster.wait_for_change(job.id, 0.01)  # subscribed at the old owner
     source = redis_cluster.node_serving(prefix)
     target = next(node for node in redis_cluster.nodes if node is not source)
 
@@ -245,7 +259,8 @@ def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
     assert backend_on_cluster.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
     assert stored_state(backend_on_cluster, job.id) is State.SUCCEEDED
     # the listener was dropped by the old owner and subscribed at the new one
-    assert_an_enqueue_wakes_a_waiter(backend_on_cluster, ns, redis_cluster)
+    assert_a_change_wakes_a_watcher(backend_on_cluster, ns, redis_cluster)
+    assert_an_enqueue_wakes_a_waiter(backend_on_cluster)  # blocked at the new owner
 
 
 def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_recovers(
@@ -254,7 +269,7 @@ def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_rec
     backend = RedisBackend(fresh_redis_cluster.url, namespace=ns, retry_seconds=1.0)
     try:
         job = backend.enqueue([make_record()])[0]
-        backend.wait_for_jobs(["later"], 0.01)  # the listener is up before the node is lost
+        backend.wait_for_change(job.id, 0.01)  # the listener is up before the node is lost
         node = fresh_redis_cluster.node_serving(f"{{{ns}}}:")
         node.kill()
         started = time.monotonic()
@@ -268,7 +283,8 @@ def test_a_lost_cluster_node_raises_backend_unavailable_in_bounded_time_then_rec
         assert stored_state(backend, job.id) is State.QUEUED
         assert backend.enqueue([make_record()])
         assert backend.ping()
-        assert_an_enqueue_wakes_a_waiter(backend, ns, fresh_redis_cluster)  # subscribed again
+        assert_a_change_wakes_a_watcher(backend, ns, fresh_redis_cluster)  # subscribed again
+        assert_an_enqueue_wakes_a_waiter(backend)
     finally:
         backend.close()
 
@@ -322,29 +338,57 @@ def stored_state(backend: Backend, job_id: str) -> State:
     return record.state
 
 
-def assert_an_enqueue_wakes_a_waiter(
-    backend: RedisBackend, ns: str, cluster: RedisClusterServers
-) -> None:
-    """An enqueue by another backend instance wakes a waiter of ``backend``, once its
-    listener is subscribed at the node that serves the namespace now."""
-    deadline = time.monotonic() + 20.0
-    while cluster.shard_subscribers(f"{{{ns}}}:wake") != 1:
-        assert time.monotonic() < deadline, "the listener did not subscribe at the owner"
-        time.sleep(0.05)
-    woke = threading.Event()
+def assert_an_enqueue_wakes_a_waiter(*backends: RedisBackend) -> None:
+    """An enqueue by another backend instance wakes a thread waiting for jobs in each of
+    ``backends`` (idle workers on one or many hosts)."""
+    woke = [threading.Event() for _ in backends]
 
-    def wait() -> None:
+    def wait(backend: RedisBackend, event: threading.Event) -> None:
         backend.wait_for_jobs(["later"], 30.0)
-        woke.set()
+        event.set()
 
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.3)  # let the waiter start waiting; the bound below is generous
-    assert not woke.is_set(), "the waiter woke before anything was enqueued"
-    other = open_backend(backend.url, namespace=ns)
+    waiters = [
+        threading.Thread(target=wait, args=(backend, event))
+        for backend, event in zip(backends, woke, strict=True)
+    ]
+    for waiter in waiters:
+        waiter.start()
+    time.sleep(0.3)  # let the waiters start waiting; the bound below is generous
+    assert not any(event.is_set() for event in woke), "a waiter woke before anything was enqueued"
+    other = open_backend(backends[0].url, namespace=backends[0].namespace)
     try:
         other.enqueue([make_record(queue="later")])
     finally:
         other.close()
-    waiter.join(20.0)
-    assert woke.is_set(), "the enqueue did not wake the waiter"
+    for waiter in waiters:
+        waiter.join(20.0)
+    assert all(event.is_set() for event in woke), "the enqueue did not wake every waiter"
+
+
+def assert_a_change_wakes_a_watcher(
+    backend: RedisBackend, ns: str, cluster: RedisClusterServers
+) -> None:
+    """A change made by another backend instance wakes a watcher of the job in ``backend``,
+    once its listener is subscribed at the node that serves the namespace now."""
+    deadline = time.monotonic() + 20.0
+    while cluster.shard_subscribers(f"{{{ns}}}:changed") != 1:
+        assert time.monotonic() < deadline, "the listener did not subscribe at the owner"
+        time.sleep(0.05)
+    other = open_backend(backend.url, namespace=ns)
+    try:
+        job = other.enqueue([make_record(queue="watched")])[0]
+        woke = threading.Event()
+
+        def watch() -> None:
+            backend.wait_for_change(job.id, 30.0)
+            woke.set()
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        time.sleep(0.3)  # let the watcher start watching; the bound below is generous
+        assert not woke.is_set(), "the watcher woke before the job changed"
+        assert other.cancel(job.id, now=NOW)
+    finally:
+        other.close()
+    watcher.join(20.0)
+    assert woke.is_set(), "the change did not wake the watcher"

@@ -7,19 +7,29 @@ loaded behind ``common.lua``) run with EVALSHA (see ``connection.py``). Every ke
 namespace starts with ``{namespace}:``, one hash tag, so a namespace lives in one Cluster slot
 and the scripts may touch any of its keys.
 
-Layout, under the prefix: ``job:<id>`` a hash per job; ``ready:<queue>`` a sorted set scored
-by priority then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time;
-``running`` by lease expiry; ``purge`` final jobs by purge time; ``expiring`` waiting jobs by
-expiry; ``state:<state>`` ids per state (lexical, for listing); ``counts`` a hash
-``state|queue -> n``; ``keys`` and ``unique`` the idempotency and uniqueness indexes;
-``workers``, ``workers_seen``, ``schedule:<name>``, ``schedules``, ``queues``, ``token``.
+Layout, under the prefix: ``job:<id>`` a hash per job; ``all`` every stored id (lexical,
+for listing, and to tell a retried enqueue); ``ready:<queue>`` a sorted set scored by priority
+then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``running`` by
+lease expiry; ``purge`` final jobs by purge time; ``expiring`` jobs with an expiry time (left
+lazily: sweep checks each against its job); ``state:<state>`` ids (lexical) of the states no
+successful job passes through (scheduled, failed, cancelled, expired), so that listing them
+does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
+idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
+``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
+``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``.
+
+The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
+takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
+batch); finish one HMGET and one HSET (one ZREM and ZADD per batch).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -36,7 +46,13 @@ from conveyor.backends.base import (
     WorkerInfo,
     worker_lost_error,
 )
-from conveyor.backends.redis.codec import decode_record, encode_error, pack_records
+from conveyor.backends.redis.codec import (
+    decode_claims,
+    decode_fields,
+    decode_record,
+    outcome_args,
+    pack_records,
+)
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
 from conveyor.backends.redis.listener import Listener
 from conveyor.errors import BackendUnavailable, ConfigurationError
@@ -46,6 +62,7 @@ log = logging.getLogger("conveyor.backends.redis")
 
 STALE_WORKER_SECONDS = 3600.0
 BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
+MAX_BLOCK_SECONDS = 1.0  # one BLPOP, well within the socket timeout; then look again
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
 
 
@@ -66,6 +83,7 @@ class RedisBackend(Backend):
         self._call = self._connection.call
         self._run = self._connection.run
         self._listener = Listener(self._connection)
+        self._local = threading.local()
         self._persistence_checked = False
 
     @property
@@ -110,8 +128,9 @@ class RedisBackend(Backend):
         if not records:
             return []
         replies = self._run("enqueue", pack_records(records))
+        # the contract lets the inputs come back as they are: no copy per job
         return [
-            record.copy() if reply == 1 else decode_record(reply)
+            record if reply == 1 else decode_record(reply)
             for record, reply in zip(records, replies, strict=True)
         ]
 
@@ -129,9 +148,9 @@ class RedisBackend(Backend):
         queues = list(dict.fromkeys(queues))
         if limit <= 0 or not queues:
             return []
-        lease = repr(now + lease_seconds)
-        rows = self._run("claim", worker_id, limit, repr(now), lease, *queues)
-        records = [decode_record(row) for row in rows]
+        lease = now + lease_seconds
+        flat = self._run("claim", worker_id, limit, repr(now), repr(lease), *queues)
+        records = decode_claims(flat, worker_id, now, lease)
         return [Claim(record, record.token) for record in records]
 
     def heartbeat(
@@ -161,19 +180,36 @@ class RedisBackend(Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         if not items:
             return []
-        args: list[Any] = [repr(now)]
-        for job_id, token, outcome in items:
-            args += [
-                job_id,
-                str(token),
-                outcome.state.value,
-                "0" if outcome.result is None else "1",
-                b"" if outcome.result is None else outcome.result,
-                "" if outcome.error is None else encode_error(outcome.error),
-                "" if outcome.ready_at is None else repr(float(outcome.ready_at)),
-                "1" if outcome.counts_failure else "0",
-            ]
-        return [bool(r) for r in self._run("finish", *args)]
+        return [bool(r) for r in self._run("finish", repr(now), *outcome_args(items))]
+
+    def finish_and_claim(
+        self,
+        items: Sequence[tuple[str, int, Outcome]],
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[list[bool], list[Claim]]:
+        # one script: the outcomes, then the claim (see base.py)
+        queues = list(dict.fromkeys(queues))
+        limit = limit if queues else 0
+        if not items and limit <= 0:
+            return [], []
+        lease = now + lease_seconds
+        done, flat = self._run(
+            "finish_claim",
+            repr(now),
+            worker_id,
+            max(limit, 0),
+            repr(lease),
+            len(queues),
+            *queues,
+            *outcome_args(items),
+        )
+        records = decode_claims(flat, worker_id, now, lease)
+        return [bool(r) for r in done], [Claim(record, record.token) for record in records]
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))
@@ -205,7 +241,7 @@ class RedisBackend(Backend):
         raw: Any = self._call(lambda c: c.hgetall(f"{self._prefix}job:{job_id}"))
         if not raw:
             return None
-        return decode_record([x for pair in raw.items() for x in pair])
+        return decode_fields(raw)
 
     def list_jobs(
         self,
@@ -303,16 +339,40 @@ class RedisBackend(Backend):
     # -- waiting ---------------------------------------------------------------------------
 
     def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
-        # Subscribe, note the generation, then look: a job enqueued after the look still
-        # wakes us, and one enqueued before it is seen by the look.
-        self._listener.ensure_started()
-        since = self._listener.jobs.generation
-        first = self._run("probe", *dict.fromkeys(queues)) if queues else b""
-        if first == b"ready":
+        # One script looks and registers this thread as a waiter; a job enqueued after the
+        # look pushes onto its wake list, where the thread blocks: the server wakes it
+        # directly, one hop, with no subscriber thread in between.
+        queues = list(dict.fromkeys(queues))
+        deadline = time.monotonic() + timeout
+        if not queues:
+            time.sleep(timeout)
             return
-        if first:
-            timeout = max(0.0, min(timeout, float(first) - time.time()))
-        self._listener.jobs.wait(timeout, since)
+        waiter = self._waiter()
+        wake = f"{self._prefix}wake:{waiter}"
+        while True:
+            first = self._run("probe", waiter, *queues)
+            if first == b"ready":
+                return
+            remaining = deadline - time.monotonic()
+            if first:
+                remaining = min(remaining, float(first) - time.time())
+            if remaining < 0.001:  # BLPOP would read less as 0: block for ever
+                return
+            block = min(remaining, MAX_BLOCK_SECONDS)
+            try:
+                if self._connection.client.blpop([wake], block) is not None:
+                    return
+            except RETRYABLE:
+                return  # the caller looks again; a restarted server lost the registration
+            if block == remaining:
+                return
+
+    def _waiter(self) -> str:
+        """This thread's waiter id: each waiting thread has a wake list of its own."""
+        waiter: str | None = getattr(self._local, "waiter", None)
+        if waiter is None:
+            waiter = self._local.waiter = uuid.uuid4().hex[:16]
+        return waiter
 
     def wait_for_change(self, job_id: str, timeout: float) -> None:
         self._listener.ensure_started()

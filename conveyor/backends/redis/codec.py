@@ -1,130 +1,246 @@
 """Job records to and from Redis hash fields.
 
-Only fields that are set are stored; a missing field reads back as its default. Floats are
-written with ``repr`` so they read back as the same double, and the scripts never print a
-number with fewer than 17 digits, so times survive a trip through Lua exactly.
+Only fields that are set are stored; a missing field reads back as its default, and so does
+an empty one where the scripts write '' for none (``worker``, ``lease_expires_at``,
+``error``, ``cancel_requested``: clearing them with the HSET a finish makes anyway saves an
+HDEL per job). Floats are written with ``repr`` so they read back as the same double, and the
+scripts never print a number with fewer than 17 digits, so times survive a trip through Lua
+exactly.
+
+Records travel to the scripts as msgpack arrays in the order of ``FIELDS`` (``common.lua``
+has the same list), and claimed jobs come back as flat lists in the order ``claim.lua``
+writes them: positions, not names, on both hot paths.
 """
 
 from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.job import ErrorInfo, JobRecord, Progress, State
+from conveyor.job import ErrorInfo, JobRecord, Outcome, Progress, State
 
-_FLOATS = ("created_at", "ready_at", "result_ttl")
-_OPTIONAL_FLOATS = (
-    "expires_at",
-    "started_at",
-    "finished_at",
-    "purge_at",
-    "lease_expires_at",
-)
-_INTS = ("priority", "attempts", "failures", "crashes", "token")
-_OPTIONAL_STRS = ("key", "unique_key", "worker")
+#: a stored record's fields, in the order a packed record carries them (see common.lua):
+#: those a new job may set first, so that it sends only the first NEW_FIELDS
+FIELDS = (
+    "id", "task", "payload", "queue", "state", "created_at", "ready_at", "result_ttl",
+    "priority", "expires_at", "key", "unique_key", "meta", "attempts", "failures", "crashes",
+    "started_at", "finished_at", "purge_at", "result", "error", "progress", "worker", "token",
+    "lease_expires_at", "cancel_requested",
+)  # fmt: skip
+NEW_FIELDS = 13
+#: a result_ttl that is not stored (as 0 is not stored for the counts): the scripts' default
+DEFAULT_RESULT_TTL = 86400.0
 
-
-def encode_record(record: JobRecord) -> list[str | bytes]:
-    """The record's field, value pairs (unset fields left out)."""
-    out: list[str | bytes] = [
-        "id", record.id,
-        "task", record.task,
-        "payload", record.payload,
-        "queue", record.queue,
-        "state", record.state.value,
-    ]  # fmt: skip
-    for name in _FLOATS:
-        out += [name, repr(float(getattr(record, name)))]
-    for name in _OPTIONAL_FLOATS:
-        value = getattr(record, name)
-        if value is not None:
-            out += [name, repr(float(value))]
-    for name in _INTS:
-        value = int(getattr(record, name))
-        if value:
-            out += [name, str(value)]
-    for name in _OPTIONAL_STRS:
-        value = getattr(record, name)
-        if value is not None:
-            out += [name, value]
-    if record.result is not None:
-        out += ["result", record.result]
-    if record.error is not None:
-        out += ["error", encode_error(record.error)]
-    if record.progress is not None:
-        out += ["progress", json.dumps(record.progress.to_json())]
-    if record.cancel_requested:
-        out += ["cancel_requested", "1"]
-    if record.meta:
-        out += ["meta", json.dumps(record.meta)]
-    return out
+_NIL = b"\xc0"
+_FIXSTR = [bytes([0xA0 | n]) for n in range(32)]
+_STR8 = struct.Struct(">BB").pack
+_STR16 = struct.Struct(">BH").pack
+_STR32 = struct.Struct(">BI").pack
+# array 16 headers, then the count of fields that follow (a positive fixint)
+_NEW = b"\xdc" + struct.pack(">HB", NEW_FIELDS + 1, NEW_FIELDS)
+_FULL = b"\xdc" + struct.pack(">HB", len(FIELDS) + 1, len(FIELDS))
+_STATES = {state: state.value.encode() for state in State}
 
 
-_HEAD = struct.Struct(">BI")
-_ARRAY32, _MAP32, _STR32 = 0xDD, 0xDF, 0xDB
+def _str(data: bytes) -> bytes:
+    n = len(data)
+    if n < 32:
+        return _FIXSTR[n] + data
+    if n < 0x100:
+        return _STR8(0xD9, n) + data
+    if n < 0x10000:
+        return _STR16(0xDA, n) + data
+    return _STR32(0xDB, n) + data
+
+
+_names: dict[str, bytes] = {}
+
+
+def _name(text: str) -> bytes:
+    """Task and queue names repeat: packed once each (a bounded cache)."""
+    packed = _names.get(text)
+    if packed is None:
+        packed = _str(text.encode())
+        if len(_names) < 1024:
+            _names[text] = packed
+    return packed
+
+
+def _text(value: str | None) -> bytes:
+    return _NIL if value is None else _str(value.encode())
+
+
+def _float(value: float | None) -> bytes:
+    return _NIL if value is None else _str(repr(float(value)).encode())
+
+
+def _int(value: int) -> bytes:
+    return _str(str(int(value)).encode()) if value else _NIL
+
+
+def _json(value: Any) -> bytes:
+    return _str(json.dumps(value).encode())
 
 
 def pack_records(records: Sequence[JobRecord]) -> bytes:
-    """Records as one msgpack array of maps, which the scripts open with ``cmsgpack``: one
-    argument for a whole batch, where a flat argument list costs the client far more."""
-    parts = [_HEAD.pack(_ARRAY32, len(records))]
-    for record in records:
-        fields = encode_record(record)
-        parts.append(_HEAD.pack(_MAP32, len(fields) // 2))
-        for item in fields:
-            data = item.encode() if isinstance(item, str) else item
-            parts += [_HEAD.pack(_STR32, len(data)), data]
+    """Records as one msgpack array of arrays (``FIELDS`` order, nil for unset), which the
+    scripts open with ``cmsgpack``: one argument for a whole batch, where a flat argument
+    list costs the client far more."""
+    parts = [_STR32(0xDD, len(records))]
+    add = parts.append
+    for r in records:
+        new = _is_new(r)
+        add(
+            b"".join((
+                _NEW if new else _FULL,
+                _str(r.id.encode()), _name(r.task), _str(r.payload), _name(r.queue),
+                _str(_STATES[r.state]), _float(r.created_at), _float(r.ready_at),
+                _NIL if r.result_ttl == DEFAULT_RESULT_TTL else _float(r.result_ttl),
+                _int(r.priority), _float(r.expires_at), _text(r.key),
+                _text(r.unique_key), _json(r.meta) if r.meta else _NIL,
+            ))
+        )  # fmt: skip
+        if not new:
+            add(
+                b"".join((
+                    _int(r.attempts), _int(r.failures), _int(r.crashes),
+                    _float(r.started_at), _float(r.finished_at), _float(r.purge_at),
+                    _NIL if r.result is None else _str(r.result),
+                    _NIL if r.error is None else _str(encode_error(r.error).encode()),
+                    _NIL if r.progress is None else _json(r.progress.to_json()),
+                    _text(r.worker), _int(r.token), _float(r.lease_expires_at),
+                    _str(b"1") if r.cancel_requested else _NIL,
+                ))
+            )  # fmt: skip
     return b"".join(parts)
+
+
+def _is_new(r: JobRecord) -> bool:
+    """Nothing set past the first NEW_FIELDS: the record of a job never run."""
+    return not (
+        r.attempts or r.failures or r.crashes or r.token or r.cancel_requested
+        or r.started_at is not None or r.finished_at is not None or r.purge_at is not None
+        or r.result is not None or r.error is not None or r.progress is not None
+        or r.worker is not None or r.lease_expires_at is not None
+    )  # fmt: skip
+
+
+def outcome_args(items: Sequence[tuple[str, int, Outcome]]) -> list[Any]:
+    """Outcomes as finish_jobs (common.lua) reads them: eight arguments per job."""
+    args: list[Any] = []
+    for job_id, token, outcome in items:
+        args += [
+            job_id,
+            str(token),
+            outcome.state.value,
+            "0" if outcome.result is None else "1",
+            b"" if outcome.result is None else outcome.result,
+            "" if outcome.error is None else encode_error(outcome.error),
+            "" if outcome.ready_at is None else repr(float(outcome.ready_at)),
+            "1" if outcome.counts_failure else "0",
+        ]
+    return args
 
 
 def encode_error(error: ErrorInfo) -> str:
     return json.dumps(error.to_json())
 
 
+def _opt_text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _opt_float(value: bytes | None) -> float | None:
+    return float(value) if value else None
+
+
+def _error(value: bytes | None) -> ErrorInfo | None:
+    return ErrorInfo.from_json(json.loads(value)) if value else None
+
+
+def _progress(value: bytes | None) -> Progress | None:
+    return Progress.from_json(json.loads(value)) if value else None
+
+
 def decode_record(flat: Sequence[bytes]) -> JobRecord:
-    """A record from HGETALL's flat field, value list."""
-    raw = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    """A record from HGETALL's flat field, value list (as a script returns it)."""
+    return decode_fields(dict(zip(flat[::2], flat[1::2], strict=True)))
 
-    def text(name: str) -> str | None:
-        value = raw.get(name)
-        return None if value is None else value.decode()
 
-    def number(name: str) -> float | None:
-        value = raw.get(name)
-        return None if value is None else float(value)
-
-    def loads(name: str) -> Any:
-        value = raw.get(name)
-        return None if value is None else json.loads(value)
-
-    error, progress = loads("error"), loads("progress")
+def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
+    """A record from its hash, field -> value (as HGETALL gives it to the client)."""
+    get = raw.get
+    key, unique_key, meta = get(b"key"), get(b"unique_key"), get(b"meta")
     return JobRecord(
-        id=raw["id"].decode(),
-        task=raw["task"].decode(),
-        payload=raw.get("payload", b""),
-        queue=raw["queue"].decode(),
-        priority=int(raw.get("priority", 0)),
-        state=State(raw["state"].decode()),
-        key=text("key"),
-        unique_key=text("unique_key"),
-        attempts=int(raw.get("attempts", 0)),
-        failures=int(raw.get("failures", 0)),
-        crashes=int(raw.get("crashes", 0)),
-        created_at=number("created_at") or 0.0,
-        ready_at=number("ready_at") or 0.0,
-        expires_at=number("expires_at"),
-        started_at=number("started_at"),
-        finished_at=number("finished_at"),
-        purge_at=number("purge_at"),
-        result_ttl=float(raw.get("result_ttl", 86400.0)),
-        result=raw.get("result"),
-        error=None if error is None else ErrorInfo.from_json(error),
-        progress=None if progress is None else Progress.from_json(progress),
-        worker=text("worker"),
-        token=int(raw.get("token", 0)),
-        lease_expires_at=number("lease_expires_at"),
-        cancel_requested=raw.get("cancel_requested") == b"1",
-        meta=loads("meta") or {},
+        id=raw[b"id"].decode(),
+        task=raw[b"task"].decode(),
+        payload=get(b"payload", b""),
+        queue=raw[b"queue"].decode(),
+        priority=int(get(b"priority", 0)),
+        state=State(raw[b"state"].decode()),
+        key=None if key is None else key.decode(),
+        unique_key=None if unique_key is None else unique_key.decode(),
+        attempts=int(get(b"attempts", 0)),
+        failures=int(get(b"failures", 0)),
+        crashes=int(get(b"crashes", 0)),
+        created_at=float(get(b"created_at", 0.0)),
+        ready_at=float(get(b"ready_at", 0.0)),
+        expires_at=_opt_float(get(b"expires_at")),
+        started_at=_opt_float(get(b"started_at")),
+        finished_at=_opt_float(get(b"finished_at")),
+        purge_at=_opt_float(get(b"purge_at")),
+        result_ttl=float(get(b"result_ttl", DEFAULT_RESULT_TTL)),
+        result=get(b"result"),
+        error=_error(get(b"error")),
+        progress=_progress(get(b"progress")),
+        worker=_opt_text(get(b"worker")),
+        token=int(get(b"token", 0)),
+        lease_expires_at=_opt_float(get(b"lease_expires_at")),
+        cancel_requested=get(b"cancel_requested") == b"1",
+        meta=json.loads(meta) if meta else {},
     )
+
+
+#: values per claimed job in claim.lua's reply: id, queue, token, then its CLAIMED fields
+CLAIM_STRIDE = 18
+
+
+def decode_claims(flat: Sequence[Any], worker: str, now: float, lease: float) -> list[JobRecord]:
+    """The records of claimed jobs from claim.lua's flat reply; what the claim itself set
+    (state, worker, start and lease times) is filled in here rather than sent back."""
+    records = []
+    for i in range(0, len(flat), CLAIM_STRIDE):
+        (
+            job_id, queue, token, task, payload, priority, key, unique_key, attempts,
+            failures, crashes, created_at, ready_at, expires_at, result_ttl, error,
+            progress, meta,
+        ) = flat[i : i + CLAIM_STRIDE]  # fmt: skip
+        records.append(
+            JobRecord(
+                id=job_id.decode(),
+                task=task.decode(),
+                payload=payload or b"",
+                queue=queue.decode(),
+                priority=int(priority) if priority else 0,
+                state=State.RUNNING,
+                key=None if key is None else key.decode(),
+                unique_key=None if unique_key is None else unique_key.decode(),
+                attempts=attempts,
+                failures=int(failures) if failures else 0,
+                crashes=int(crashes) if crashes else 0,
+                created_at=float(created_at) if created_at else 0.0,
+                ready_at=float(ready_at) if ready_at else 0.0,
+                expires_at=_opt_float(expires_at),
+                started_at=now,
+                result_ttl=float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL,
+                error=_error(error),
+                progress=_progress(progress),
+                worker=worker,
+                token=token,
+                lease_expires_at=lease,
+                meta=json.loads(meta) if meta else {},
+            )
+        )
+    return records

@@ -4,20 +4,48 @@
 -- PUBLISH, set in front of this file by connection.py, is 'PUBLISH' on one server and
 -- 'SPUBLISH' on a Cluster: the channels carry the hash tag too, so a sharded message stays in
 -- the shard that owns the namespace.
+--
+-- Every Redis command costs server time on each job that passes through it, so the indexes
+-- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: `all` (every
+-- stored id, lexical), the work indexes (ready, sched, running, purge, expiring) and a
+-- lexical `state:<s>` index only for the states no successful job passes through.
 local P = KEYS[1]
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
 local FINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
-local STATES = {'scheduled', 'queued', 'running', 'succeeded', 'failed', 'cancelled', 'expired'}
+local LISTED = {scheduled = true, failed = true, cancelled = true, expired = true}
+-- A record as enqueue sends it: one msgpack array, the number n of fields that follow, then
+-- the first n fields in this order (codec.py FIELDS), nil for an unset one (a result_ttl of
+-- 86400, the default, is not stored either). A new job sets none past the first 13, so it
+-- sends only those.
+local FIELDS = {'id', 'task', 'payload', 'queue', 'state', 'created_at', 'ready_at',
+  'result_ttl', 'priority', 'expires_at', 'key', 'unique_key', 'meta', 'attempts', 'failures',
+  'crashes', 'started_at', 'finished_at', 'purge_at', 'result', 'error', 'progress', 'worker',
+  'token', 'lease_expires_at', 'cancel_requested'}
 -- 2^42 ms is the year 2109: priority bands never overlap and ready_at keeps 1/16 ms.
 local BAND = 4398046511104
 
 local changed = {} -- ids of jobs that changed, published once at the end
-local woken = false -- a job became queued or scheduled: idle workers look again
+local woken = {} -- queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
 local function num(x) return string.format('%.17g', x) end
 local function jkey(id) return P .. 'job:' .. id end
+-- A field that is set: '' stands for none in the fields the hot paths clear (worker,
+-- lease_expires_at, error, cancel_requested), which saves them an HDEL.
+local function has(v) return v and v ~= '' end
+
+-- Commands with many members, in slices that stay within Lua's stack.
+local function zadd_many(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('ZADD', key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+local function zrem_many(key, ids)
+  for i = 1, #ids, 1000 do
+    redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end
 
 -- Count changes add up here and are written once, by notify(): batches touch few fields.
 local deltas = {}
@@ -26,16 +54,22 @@ local function count(queue, state, delta)
   deltas[field] = (deltas[field] or 0) + delta
 end
 
--- Take a job out of the indexes of its state.
+local function ready_score(priority, ready_at)
+  -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
+  return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
+end
+
+-- Take a job out of the indexes of its state (`expiring` is cleaned by sweep, lazily).
 local function unplace(id, state, queue)
   if state == 'queued' then redis.call('ZREM', P .. 'ready:' .. queue, id)
   elseif state == 'scheduled' then redis.call('ZREM', P .. 'sched:' .. queue, id)
   elseif state == 'running' then redis.call('ZREM', P .. 'running', id)
   else redis.call('ZREM', P .. 'purge', id) end
-  redis.call('ZREM', P .. 'state:' .. state, id)
-  redis.call('ZREM', P .. 'expiring', id)
+  if LISTED[state] then redis.call('ZREM', P .. 'state:' .. state, id) end
   count(queue, state, -1)
 end
+
+local queues_seen = {}
 
 -- Put a job into the indexes of its state. f: its priority, ready_at, lease_expires_at,
 -- purge_at and expires_at when the caller has them, else they are read.
@@ -46,20 +80,23 @@ local function place(id, state, queue, f)
     changed[#changed + 1] = id -- an existing job: someone may wait on it
   end
   if state == 'queued' then
-    -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
-    local score = -tonumber(f[1] or '0') * BAND + tonumber(f[2] or '0') * 1000
-    redis.call('ZADD', P .. 'ready:' .. queue, num(score), id)
-    woken = true
+    redis.call('ZADD', P .. 'ready:' .. queue, ready_score(f[1], f[2]), id)
+    woken[queue] = true
   elseif state == 'scheduled' then
     redis.call('ZADD', P .. 'sched:' .. queue, f[2] or '0', id)
-    woken = true
+    -- sweep promotes the scheduled jobs of every queue named here
+    if not queues_seen[queue] then
+      queues_seen[queue] = true
+      redis.call('SADD', P .. 'queues', queue)
+    end
+    woken[queue] = true
   elseif state == 'running' then
-    if f[3] then redis.call('ZADD', P .. 'running', f[3], id) end
-  elseif f[4] then
+    if has(f[3]) then redis.call('ZADD', P .. 'running', f[3], id) end
+  elseif has(f[4]) then
     redis.call('ZADD', P .. 'purge', f[4], id)
   end
-  if WAITING[state] and f[5] then redis.call('ZADD', P .. 'expiring', f[5], id) end
-  redis.call('ZADD', P .. 'state:' .. state, 0, id)
+  if WAITING[state] and has(f[5]) then redis.call('ZADD', P .. 'expiring', f[5], id) end
+  if LISTED[state] then redis.call('ZADD', P .. 'state:' .. state, 0, id) end
   count(queue, state, 1)
 end
 
@@ -94,9 +131,11 @@ end
 
 local function delete_job(id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at')
   if not f[1] then return false end
   unplace(id, f[1], f[2])
+  redis.call('ZREM', P .. 'all', id)
+  if has(f[5]) then redis.call('ZREM', P .. 'expiring', id) end
   if f[3] and redis.call('HGET', P .. 'keys', f[3]) == id then
     redis.call('HDEL', P .. 'keys', f[3])
   end
@@ -106,55 +145,209 @@ local function delete_job(id)
   return true
 end
 
--- A record as the field, value list HSET takes (records come packed with msgpack).
-local function flatten(rec)
-  local flat = {}
-  for field, value in pairs(rec) do
-    flat[#flat + 1] = field
-    flat[#flat + 1] = value
-  end
-  return flat
-end
-
-local queues_seen = {}
+-- New queued jobs join their ready set in one ZADD per queue, at notify().
+local new_ready = {}
 
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
 local function store(rec)
-  local id = rec.id
-  if rec.key then
-    local other = redis.call('HGET', P .. 'keys', rec.key)
+  -- rec[1] is the count; field i of FIELDS is rec[i + 1]
+  local id, queue, state, key, unique_key = rec[2], rec[5], rec[6], rec[12], rec[13]
+  if key then
+    local other = redis.call('HGET', P .. 'keys', key)
     if other and redis.call('EXISTS', jkey(other)) == 1 then return other, false end
   end
-  if rec.unique_key then
-    local other = redis.call('HGET', P .. 'unique', rec.unique_key)
+  if unique_key then
+    local other = redis.call('HGET', P .. 'unique', unique_key)
     if other and ACTIVE[redis.call('HGET', jkey(other), 'state')] then return other, false end
   end
-  -- the same id again: a call retried after its reply was lost
-  if redis.call('EXISTS', jkey(id)) == 1 then return id, false end
-  redis.call('HSET', jkey(id), unpack(flatten(rec)))
-  if rec.key then redis.call('HSET', P .. 'keys', rec.key, id) end
-  if rec.unique_key and ACTIVE[rec.state] then
-    redis.call('HSET', P .. 'unique', rec.unique_key, id)
+  -- `all` holds every stored id: taken already means a call retried after its reply was lost
+  if redis.call('ZADD', P .. 'all', 'NX', 0, id) == 0 then return id, false end
+  local flat = {}
+  for i = 1, rec[1] do
+    local value = rec[i + 1]
+    if value then
+      flat[#flat + 1] = FIELDS[i]
+      flat[#flat + 1] = value
+    end
   end
-  if not queues_seen[rec.queue] then
-    queues_seen[rec.queue] = true
-    redis.call('SADD', P .. 'queues', rec.queue)
+  redis.call('HSET', jkey(id), unpack(flat))
+  if key then redis.call('HSET', P .. 'keys', key, id) end
+  if unique_key and ACTIVE[state] then redis.call('HSET', P .. 'unique', unique_key, id) end
+  if state == 'queued' then
+    local batch = new_ready[queue]
+    if not batch then batch = {}; new_ready[queue] = batch end
+    batch[#batch + 1] = ready_score(rec[10], rec[8])
+    batch[#batch + 1] = id
+    if has(rec[11]) then redis.call('ZADD', P .. 'expiring', rec[11], id) end
+    woken[queue] = true -- and counted at notify()
+  else
+    place(id, state, queue, {rec[10], rec[8], rec[26], rec[20], rec[11]})
   end
-  place(id, rec.state, rec.queue,
-    {rec.priority, rec.ready_at, rec.lease_expires_at, rec.purge_at, rec.expires_at})
   return id, true
 end
 
--- The end of every script that changes jobs: write the counts, then wake who listens.
+-- Claim up to `limit` ready jobs of `queues` for `worker`; `now` and `lease` as the caller
+-- wrote them. Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
+-- (attempts already counted): codec.py decodes them by position, and fills in what the claim
+-- itself set.
+local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
+  'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
+local function claim_jobs(worker, limit, now_s, lease, queues)
+  local now = tonumber(now_s)
+  -- Scheduled jobs whose time came join their queue first, so one order covers both.
+  for _, q in ipairs(queues) do
+    local due = redis.call('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', 0, 1000)
+    for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
+  end
+
+  -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
+  -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
+  -- the end, so the offsets stay valid.
+  local win, pos, offset, more = {}, {}, {}, {}
+  local function fill(qi)
+    local r = redis.call('ZRANGE', P .. 'ready:' .. queues[qi], offset[qi],
+      offset[qi] + limit - 1, 'WITHSCORES')
+    win[qi], pos[qi] = r, 1
+    offset[qi] = offset[qi] + #r / 2
+    more[qi] = #r == 2 * limit
+  end
+  for qi = 1, #queues do offset[qi] = 0; fill(qi) end
+
+  local taken, scanned = {}, 0
+  while #taken < limit and scanned < 10000 do
+    local best, best_score, best_id = nil, nil, nil
+    for qi = 1, #queues do
+      if pos[qi] > #win[qi] and more[qi] then fill(qi) end
+      local p = pos[qi]
+      local id = win[qi][p]
+      if id then
+        local score = tonumber(win[qi][p + 1])
+        if not best or score < best_score or (score == best_score and id < best_id) then
+          best, best_score, best_id = qi, score, id
+        end
+      end
+    end
+    if not best then break end
+    pos[best] = pos[best] + 2
+    scanned = scanned + 1
+    local f = redis.call('HMGET', jkey(best_id), unpack(CLAIMED))
+    -- past its expiry: sweep marks it expired; claims pass it by
+    if not (has(f[11]) and tonumber(f[11]) <= now) then
+      taken[#taken + 1] = {best_id, best, f}
+    end
+  end
+
+  local n = #taken
+  local out = {}
+  if n == 0 then return out end
+  local last = redis.call('INCRBY', P .. 'token', n)
+  local by_queue, leases = {}, {}
+  for i, t in ipairs(taken) do
+    local id, q, f = t[1], queues[t[2]], t[3]
+    local token = last - n + i
+    local attempts = tonumber(f[6] or '0') + 1
+    redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
+      'started_at', now_s, 'lease_expires_at', lease, 'attempts', attempts)
+    f[6] = attempts
+    out[#out + 1] = id
+    out[#out + 1] = q
+    out[#out + 1] = token
+    for j = 1, #CLAIMED do out[#out + 1] = f[j] end
+    local ids = by_queue[q]
+    if not ids then ids = {}; by_queue[q] = ids end
+    ids[#ids + 1] = id
+    leases[#leases + 1] = lease
+    leases[#leases + 1] = id
+    changed[#changed + 1] = id
+  end
+  for q, ids in pairs(by_queue) do
+    zrem_many(P .. 'ready:' .. q, ids)
+    count(q, 'queued', -#ids)
+    count(q, 'running', #ids)
+  end
+  zadd_many(P .. 'running', leases)
+  return out
+end
+
+-- End attempts: ARGV from `first` on holds, per job, id, token, state, has_result, result,
+-- error, ready_at, counts_failure ('' stands for none); `now_s` is the caller's now. Returns
+-- 1 per job finished, 0 per job fenced.
+local function finish_jobs(now_s, first)
+  local now = tonumber(now_s)
+  local out, gone, purges = {}, {}, {}
+  for i = first, #ARGV, 8 do
+    local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
+    local k = jkey(id)
+    local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
+      'failures', 'priority', 'expires_at')
+    if f[1] ~= 'running' or f[2] ~= token then
+      out[#out + 1] = 0
+    else
+      local queue = f[3]
+      gone[#gone + 1] = id
+      count(queue, 'running', -1)
+      -- A running job holds no result (only a final outcome writes one, and retry() clears
+      -- it), so setting the fields is all: no HDEL.
+      if FINAL[to] then
+        local purge_at = num(now + tonumber(f[4] or '86400'))
+        if ARGV[i + 3] == '1' then
+          redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
+            'worker', '', 'lease_expires_at', '', 'cancel_requested', '', 'error', err,
+            'result', ARGV[i + 4])
+        else
+          redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
+            'worker', '', 'lease_expires_at', '', 'cancel_requested', '', 'error', err)
+        end
+        purges[#purges + 1] = purge_at
+        purges[#purges + 1] = id
+        if LISTED[to] then redis.call('ZADD', P .. 'state:' .. to, 0, id) end
+        count(queue, to, 1)
+        free_unique(id, f[5])
+      else
+        local ready_at = ARGV[i + 6] ~= '' and ARGV[i + 6] or now_s
+        local failures = tonumber(f[6] or '0')
+        if ARGV[i + 7] == '1' then failures = failures + 1 end
+        redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
+          'lease_expires_at', '', 'error', err, 'failures', failures)
+        place(id, to, queue, {f[7], ready_at, false, false, f[8]})
+      end
+      changed[#changed + 1] = id
+      out[#out + 1] = 1
+    end
+  end
+  zrem_many(P .. 'running', gone)
+  zadd_many(P .. 'purge', purges)
+  return out
+end
+
+-- The end of every script that changes jobs: write the new ready jobs and the counts, then
+-- wake who listens.
 local function notify()
+  for queue, flat in pairs(new_ready) do
+    zadd_many(P .. 'ready:' .. queue, flat)
+    count(queue, 'queued', #flat / 2)
+  end
   for field, delta in pairs(deltas) do
     if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
       redis.call('HDEL', P .. 'counts', field)
     end
   end
   if #changed > 0 then redis.call(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
-  if woken then redis.call(PUBLISH, P .. 'wake', '1') end
+  -- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every
+  -- waiter of the queue gets one push, and waits again only after looking (probe.lua).
+  for queue in pairs(woken) do
+    local set = P .. 'waiters:' .. queue
+    local waiters = redis.call('SMEMBERS', set)
+    if #waiters > 0 then
+      for _, waiter in ipairs(waiters) do
+        local list = P .. 'wake:' .. waiter
+        redis.call('LPUSH', list, '1')
+        redis.call('PEXPIRE', list, 60000) -- a waiter that died leaves nothing for long
+      end
+      redis.call('DEL', set)
+    end
+  end
 end
 
 -- script body follows

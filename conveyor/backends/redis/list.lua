@@ -2,37 +2,49 @@
 -- Returns {jobs' fields newest first, the id to go on from when the scan stopped early}.
 local state, task, queue = ARGV[1], ARGV[2], ARGV[3]
 local limit = tonumber(ARGV[4])
-local upper = ARGV[5] ~= '' and ('(' .. ARGV[5]) or '+'
-local sources = {}
-if state ~= '' then sources[1] = P .. 'state:' .. state
-else for _, s in ipairs(STATES) do sources[#sources + 1] = P .. 'state:' .. s end end
-local chunk = math.max(limit, 100)
-local out, scanned = {}, 0
-while #out < limit do
-  -- the first `chunk` of the merged order all lie within each source's first `chunk`
+local cursor = ARGV[5]
+local out = {}
+
+local function wanted(id, check_state)
+  if task == '' and queue == '' and not check_state then return true end
+  local f = redis.call('HMGET', jkey(id), 'task', 'queue', 'state')
+  return (task == '' or f[1] == task) and (queue == '' or f[2] == queue)
+    and (not check_state or f[3] == state)
+end
+
+-- Running jobs are few (a lease each): their index, sorted here, is the listing.
+if state == 'running' then
   local ids = {}
-  for _, src in ipairs(sources) do
-    for _, id in ipairs(redis.call('ZREVRANGEBYLEX', src, upper, '-', 'LIMIT', 0, chunk)) do
-      ids[#ids + 1] = id
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'running', 0, -1)) do
+    if cursor == '' or id < cursor then ids[#ids + 1] = id end
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  for _, id in ipairs(ids) do
+    if wanted(id, false) then
+      out[#out + 1] = redis.call('HGETALL', jkey(id))
+      if #out >= limit then break end
     end
   end
+  return {out, ''}
+end
+
+-- Rare states have a lexical index of their own; any other listing walks `all`.
+local source, check_state = P .. 'all', state ~= ''
+if LISTED[state] then source, check_state = P .. 'state:' .. state, false end
+local upper = cursor ~= '' and ('(' .. cursor) or '+'
+local chunk = math.max(limit, 100)
+local scanned = 0
+while true do
+  local ids = redis.call('ZREVRANGEBYLEX', source, upper, '-', 'LIMIT', 0, chunk)
   if #ids == 0 then return {out, ''} end
-  table.sort(ids, function(a, b) return a > b end)
-  for n = 1, math.min(chunk, #ids) do
-    local id = ids[n]
-    upper = '(' .. id
-    local ok = true
-    if task ~= '' or queue ~= '' then
-      local f = redis.call('HMGET', jkey(id), 'task', 'queue')
-      ok = (task == '' or f[1] == task) and (queue == '' or f[2] == queue)
-    end
-    if ok then
+  for _, id in ipairs(ids) do
+    if wanted(id, check_state) then
       out[#out + 1] = redis.call('HGETALL', jkey(id))
       if #out >= limit then return {out, ''} end
     end
   end
-  scanned = scanned + math.min(chunk, #ids)
+  upper = '(' .. ids[#ids]
+  scanned = scanned + #ids
   -- keep one call short: the caller goes on from here
-  if scanned >= 5000 then return {out, string.sub(upper, 2)} end
+  if scanned >= 5000 then return {out, ids[#ids]} end
 end
-return {out, ''}

@@ -1,10 +1,11 @@
-"""Wake-ups over Redis pub/sub: one subscriber thread per backend, started at the first wait.
+"""Job changes over Redis pub/sub: one subscriber thread per backend, started at the first
+wait for a job (``wait_final``, ``wait_for_change``).
 
-The scripts publish on ``<prefix>wake`` when jobs become queued or scheduled and on
-``<prefix>changed`` (space-separated ids) when jobs change. The thread turns those messages
-into in-process ``Signal``s, so an idle worker wakes about one network hop after an enqueue
-instead of polling. After a lost connection it resubscribes by itself, and wakes every waiter
-(messages sent meanwhile are gone, so everyone looks again).
+The scripts publish on ``<prefix>changed`` (space-separated ids) when jobs change. The thread
+turns those messages into in-process ``Signal``s, so a waiter wakes about one network hop
+after the change instead of polling. After a lost connection it resubscribes by itself, and
+wakes every waiter (messages sent meanwhile are gone, so everyone looks again). (Idle workers
+wait for jobs otherwise: on a wake list each, see ``probe.lua``.)
 
 On a Cluster (named by the URL or detected at the first call) the channels are sharded
 (SSUBSCRIBE on the node that owns the namespace's slot). When the slot moves or its node
@@ -38,10 +39,8 @@ class _Unsubscribed(Exception):
 
 class Listener:
     def __init__(self, connection: Connection) -> None:
-        self.jobs = Signal()
         self._connection = connection
         prefix = connection.prefix
-        self._wake = prefix + "wake"
         self._changed = prefix + "changed"
         # a channel of this instance alone, so close() can wake its own thread at once
         self._control = f"{prefix}control:{uuid.uuid4().hex}"
@@ -97,7 +96,7 @@ class Listener:
                 if lost:
                     self._connection.locate()
                 pubsub = self._connection.node().pubsub()  # type: ignore[no-untyped-call]
-                channels = (self._wake, self._changed, self._control)
+                channels = (self._changed, self._control)
                 if self._connection.sharded:
                     pubsub.ssubscribe(*channels)
                 else:
@@ -128,23 +127,19 @@ class Listener:
         if isinstance(channel, bytes):
             channel = channel.decode()
         if kind in ("subscribe", "ssubscribe"):
-            if data == 3:  # all three channels: from now on nothing is missed
+            if data == 2:  # both channels: from now on nothing is missed
                 self._subscribed.set()
                 self._notify_all()
         elif kind == "sunsubscribe":
             raise _Unsubscribed(f"the server ended the subscription to {channel}")
-        elif kind in ("message", "smessage"):
-            if channel == self._wake:
-                self.jobs.notify()
-            elif channel == self._changed:
-                with self._lock:
-                    signals = [self._watchers.get(i.decode()) for i in data.split()]
-                for entry in signals:
-                    if entry is not None:
-                        entry[0].notify()
+        elif kind in ("message", "smessage") and channel == self._changed:
+            with self._lock:
+                signals = [self._watchers.get(i.decode()) for i in data.split()]
+            for entry in signals:
+                if entry is not None:
+                    entry[0].notify()
 
     def _notify_all(self) -> None:
-        self.jobs.notify()
         with self._lock:
             signals = [signal for signal, _ in self._watchers.values()]
         for signal in signals:

@@ -1,9 +1,16 @@
--- ARGV: queue... Returns 'ready' when a queue holds a queued job, else the earliest ready_at
--- of its scheduled jobs, else ''.
+-- ARGV: waiter id, queue... Returns 'ready' when a queue holds a queued job. Otherwise the
+-- waiter is registered with each queue, so that the next job that becomes queued or
+-- scheduled there pushes onto its wake list (see notify()), and the earliest ready_at of the
+-- queues' scheduled jobs is returned, or ''. Looking and registering are one step: a job
+-- enqueued before it is seen, one enqueued after it wakes the waiter.
+local waiter = ARGV[1]
 local first = ''
-for _, q in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local q = ARGV[i]
   if redis.call('ZCARD', P .. 'ready:' .. q) > 0 then return 'ready' end
   local s = redis.call('ZRANGE', P .. 'sched:' .. q, 0, 0, 'WITHSCORES')
   if s[2] and (first == '' or tonumber(s[2]) < tonumber(first)) then first = s[2] end
 end
+redis.call('DEL', P .. 'wake:' .. waiter) -- a wake-up left from an earlier wait
+for i = 2, #ARGV do redis.call('SADD', P .. 'waiters:' .. ARGV[i], waiter) end
 return first

@@ -5,15 +5,19 @@ local batch = tonumber(ARGV[3])
 local full = 0
 local expired, promoted, purged = 0, 0, 0
 
--- Expiry first: a job past expires_at is never promoted.
+-- Expiry first: a job past expires_at is never promoted. Jobs leave `expiring` lazily (a
+-- claim does not take them out), so each entry is checked against its job here.
 local due = redis.call('ZRANGEBYSCORE', P .. 'expiring', '-inf', ARGV[1], 'LIMIT', 0, batch)
 if #due == batch then full = 1 end
 for _, id in ipairs(due) do
-  local f = redis.call('HMGET', jkey(id), 'state', 'queue')
-  if WAITING[f[1]] then
-    finalize(id, f[2], f[1], 'expired', now, nil, nil)
-    expired = expired + 1
+  local f = redis.call('HMGET', jkey(id), 'state', 'queue', 'expires_at')
+  if WAITING[f[1]] and has(f[3]) and tonumber(f[3]) > now then
+    redis.call('ZADD', P .. 'expiring', f[3], id) -- a stale entry: keep the job's own time
   else
+    if WAITING[f[1]] and has(f[3]) then
+      finalize(id, f[2], f[1], 'expired', now, nil, nil)
+      expired = expired + 1
+    end
     redis.call('ZREM', P .. 'expiring', id)
   end
 end
