@@ -3,7 +3,6 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -175,6 +174,8 @@ class App:
         expires = call.expires if call.expires is not None else opts.expires
         unique_key = None
         if opts.unique:
+            import hashlib  # here: OpenSSL costs a worker that has no unique tasks ~4 MB
+
             unique_key = f"{task}:{hashlib.sha256(payload).hexdigest()}"
         return JobRecord(
             id=self._ids(),
