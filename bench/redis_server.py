@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-import redis
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -44,6 +42,8 @@ class RedisServer:
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        import redis  # here: a SQLite worker that imports this module must not load redis-py
+
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
         while True:
@@ -83,6 +83,8 @@ class RedisServer:
 
 def flush(url: str) -> None:
     """Empty the whole server: every measurement starts from nothing."""
+    import redis
+
     client = redis.Redis.from_url(url)
     try:
         client.flushall()
