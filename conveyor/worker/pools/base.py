@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,25 @@ class Pool(Protocol):
         ...
 
     def stop(self, timeout: float) -> None: ...
+
+
+def take_unstarted(runs: queue.SimpleQueue[JobRun | None]) -> list[JobRun]:
+    """Take every run still waiting in a pool's queue (a shutdown, or jobs claimed ahead going
+    back); a None (a thread's stop sign) stays in the queue for its thread."""
+    taken: list[JobRun] = []
+    while True:
+        try:
+            run = runs.get_nowait()
+        except queue.Empty:
+            return taken
+        if run is None:
+            runs.put(None)
+            return taken
+        with run.lock:
+            if run.started:  # pragma: no cover - a slot took it meanwhile
+                continue
+            run.done = True
+        taken.append(run)
 
 
 class Watchdog:

@@ -33,6 +33,7 @@ from conveyor.job import Outcome, Progress
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.pools import child as child_side
 from conveyor.worker.pools.appref import find_app_ref
+from conveyor.worker.pools.base import take_unstarted
 
 __all__ = ["ProcessPool", "WorkerCrashed", "describe_exit", "find_app_ref"]
 
@@ -165,20 +166,7 @@ class ProcessPool:
             return True
 
     def unstarted(self) -> list[JobRun]:
-        taken: list[JobRun] = []
-        while True:
-            try:
-                run = self._queue.get_nowait()
-            except queue.Empty:
-                return taken
-            if run is None:
-                self._queue.put(None)
-                return taken
-            with run.lock:
-                if run.started:  # pragma: no cover - a slot took it meanwhile
-                    continue
-                run.done = True
-            taken.append(run)
+        return take_unstarted(self._queue)
 
     def stop(self, timeout: float) -> None:
         self._stopping.set()

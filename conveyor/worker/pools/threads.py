@@ -26,7 +26,7 @@ from conveyor.worker.execute import (
     ShutdownInterrupt,
     TimeLimitInterrupt,
 )
-from conveyor.worker.pools.base import Watchdog
+from conveyor.worker.pools.base import Watchdog, take_unstarted
 
 log = logging.getLogger("conveyor.worker")
 
@@ -86,20 +86,7 @@ class ThreadPool:
         self._queue.put(run)
 
     def unstarted(self) -> list[JobRun]:
-        taken: list[JobRun] = []
-        while True:
-            try:
-                run = self._queue.get_nowait()
-            except queue.Empty:
-                return taken
-            if run is None:
-                self._queue.put(None)
-                return taken
-            with run.lock:
-                if run.started:  # pragma: no cover - a thread took it meanwhile
-                    continue
-                run.done = True
-            taken.append(run)
+        return take_unstarted(self._queue)
 
     def interrupt(self, run: JobRun, reason: str) -> bool:
         with run.lock:
