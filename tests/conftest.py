@@ -16,9 +16,10 @@ pytest_plugins = ["tests.servers"]
 BACKENDS = ["memory", "sqlite", "redis"]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
-    kind = request.param
+def url_for(
+    kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """The URL of a fresh store of this kind (servers come from tests/servers.py)."""
     if kind == "memory":
         return "memory://"
     if kind == "sqlite":
@@ -26,7 +27,17 @@ def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return str(server.url)
+    if kind == "redis-cluster":
+        # A plain redis:// URL of one node, as API.md promises: the backend finds the
+        # Cluster by itself (the explicit redis+cluster:// form is in test_redis_cluster.py).
+        cluster = request.getfixturevalue("redis_cluster")
+        return f"redis://127.0.0.1:{cluster.nodes[1].port}/0"
     raise AssertionError(kind)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return url_for(request.param, request, tmp_path_factory)
 
 
 @pytest.fixture

@@ -176,10 +176,7 @@ class SQLiteBackend(Inspection, Backend):
                 else []
             )
         if any(done):
-            retried = any(
-                ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
-            )
-            self._notify(ready=retried)
+            self._notify_finished(items, done)
         elif claims:
             self._wake.changed.notify()
         return done, claims
@@ -236,11 +233,17 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
         if any(done):
-            retried = any(
-                ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
-            )
-            self._notify(ready=retried)
+            self._notify_finished(items, done)
         return done
+
+    def _notify_finished(
+        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+    ) -> None:
+        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready."""
+        retried = any(
+            ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+        )
+        self._notify(ready=retried)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
