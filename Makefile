@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest bench clean
+.PHONY: demo test lint typecheck layers pytest bench clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,4 +48,8 @@ bench: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache
+
+# Python 3.13 beside the main venv (the stdlib executor suite, Django 6); the tests make it too.
+venv313: $(STAMP)
+	$(BIN)/python -m tests.py313

@@ -13,6 +13,7 @@ from conveyor.backends import Backend, open_backend
 from conveyor.backends.memory import MemoryBackend
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
+from conveyor.executor import EXECUTOR_QUEUE, EXECUTOR_TASK, DurableExecutor, run_pickled
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec, make_schedule
@@ -50,6 +51,9 @@ class App:
         self._ids = IdGenerator()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        # Every app's workers can run app.executor()'s jobs, so a `conveyor worker` finishes
+        # what a dead submitter left (docs/executor.md: what this means for trust).
+        self.task(name=EXECUTOR_TASK, queue=EXECUTOR_QUEUE)(run_pickled)
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -320,6 +324,36 @@ class App:
             worker=record.worker,
             key=record.key,
             meta=dict(record.meta),
+        )
+
+    # -- the executor ----------------------------------------------------------------------
+
+    def executor(
+        self,
+        max_workers: int | None = None,
+        *,
+        run_here: bool = True,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        queue: str = EXECUTOR_QUEUE,
+        lease_seconds: float = 30.0,
+    ) -> DurableExecutor:
+        """A ``concurrent.futures.Executor`` whose submissions are durable jobs on ``queue``;
+        with ``run_here`` an embedded worker of ``max_workers`` threads runs them here too."""
+
+        def make_worker(concurrency: int) -> Worker:
+            return self.worker(
+                queues=[queue], concurrency=concurrency, lease_seconds=lease_seconds, schedule=False
+            )
+
+        return DurableExecutor(
+            self,
+            max_workers=max_workers,
+            run_here=run_here,
+            initializer=initializer,
+            initargs=initargs,
+            queue=queue,
+            make_worker=None if self.settings.eager else make_worker,
         )
 
     # -- workers ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_the_name_option_registers_the_task_under_that_name(app: conveyor.App) -
 
     assert app.registry.get("reports.build") is build
     assert (build.options.queue, build.options.priority) == ("reports", 5)
-    assert app.registry.queues() == ["default", "reports"]
+    assert app.registry.queues() == ["default", "executor", "reports"]  # executor: app.executor()
 
 
 @pytest.mark.parametrize(

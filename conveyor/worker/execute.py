@@ -22,7 +22,7 @@ from conveyor.errors import (
     TaskNotFound,
     TimeLimitExceeded,
 )
-from conveyor.job import Claim, ErrorInfo, Outcome, Progress
+from conveyor.job import Claim, ErrorInfo, Outcome, Progress, State
 from conveyor.registry import Registry
 from conveyor.retry import retry_delay
 from conveyor.serialization import Serializer, decode_call
@@ -174,6 +174,17 @@ class JobExecutor:
             error = ErrorInfo(
                 "Retry", f"retry requested but no retries left ({options.retries})", error.traceback
             )
+        return self._failed(error, exc)
+
+    def _failed(self, error: ErrorInfo, exc: BaseException) -> Outcome:
+        """A failure; an exception that carries a ``conveyor_result`` keeps it as the failed
+        job's result (the executor's task carries the pickled exception this way)."""
+        carried = getattr(exc, "conveyor_result", None)
+        if carried is not None:
+            try:
+                return Outcome(State.FAILED, result=self.serializer.dumps(carried), error=error)
+            except SerializationError:
+                pass
         return Outcome.failed(error)
 
     def interrupted(self, run: JobRun, exc: BaseException | None = None) -> Outcome | None:
