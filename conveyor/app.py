@@ -15,7 +15,7 @@ from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
 from conveyor.executor import EXECUTOR_QUEUE, EXECUTOR_TASK, DurableExecutor, run_pickled
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
-from conveyor.registry import Registry
+from conveyor.registry import AroundJob, Registry
 from conveyor.schedule import PeriodicSpec, make_schedule
 from conveyor.serialization import decode_call, encode_call, get_serializer
 from conveyor.task import CallOptions, Signature, Task, TaskOptions, task_options
@@ -146,6 +146,13 @@ class App:
             return t
 
         return register if fn is None else register(fn)
+
+    def around_job(self, hook: AroundJob) -> AroundJob:
+        """Register ``hook(ctx) -> ContextManager``: every worker of this app enters it
+        before a task runs and exits it after, in every pool (a database session per job, an
+        app context, a tracing span). Hooks nest in registration order."""
+        self.registry.add_around_job(hook)
+        return hook
 
     # -- enqueueing (the Dispatcher the tasks call) ----------------------------------------
 

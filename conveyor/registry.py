@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigurationError, TaskNotFound
 
 if TYPE_CHECKING:
+    from conveyor.context import JobContext
     from conveyor.schedule import PeriodicSpec
     from conveyor.task import Task
+
+
+#: a context-manager function the worker enters before a task runs and exits after
+AroundJob = Callable[["JobContext"], AbstractContextManager[Any]]
 
 
 class Registry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._periodic: dict[str, PeriodicSpec] = {}
+        #: ``@app.around_job`` hooks, entered in this order around every run
+        self.around_job: list[AroundJob] = []
 
     def add(self, task: Task[Any, Any]) -> None:
         existing = self._tasks.get(task.name)
@@ -23,6 +32,9 @@ class Registry:
                 f"two tasks are named {task.name!r}; give one of them name=..."
             )
         self._tasks[task.name] = task
+
+    def add_around_job(self, hook: AroundJob) -> None:
+        self.around_job.append(hook)
 
     def add_periodic(self, spec: PeriodicSpec) -> None:
         self._periodic[spec.task_name] = spec

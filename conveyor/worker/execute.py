@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +204,21 @@ class JobExecutor:
 
     # -- running ---------------------------------------------------------------------------
 
+    def around(self, ctx: context.JobContext) -> AbstractContextManager[Any]:
+        """The ``@app.around_job`` hooks entered in order for one run (exited in reverse);
+        an exception out of one counts as the task's. Without hooks, a shared no-op."""
+        hooks = self.registry.around_job
+        if not hooks:
+            return _NOTHING
+        stack = ExitStack()
+        try:
+            for hook in hooks:
+                stack.enter_context(hook(ctx))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
     def call_sync(self, run: JobRun) -> Outcome | None:
         """Run a prepared job in this thread (async tasks get an event loop of their own)."""
         assert run.task is not None and run.ctx is not None
@@ -210,12 +226,13 @@ class JobExecutor:
         token = context.enter(run.ctx)
         try:
             try:
-                if run.task.is_async:
-                    import asyncio  # only for async tasks: the thread pool need not load it
+                with self.around(run.ctx):
+                    if run.task.is_async:
+                        import asyncio  # only for async tasks: the thread pool need not load it
 
-                    value = asyncio.run(run.task.fn(*run.args, **run.kwargs))
-                else:
-                    value = run.task.fn(*run.args, **run.kwargs)
+                        value = asyncio.run(run.task.fn(*run.args, **run.kwargs))
+                    else:
+                        value = run.task.fn(*run.args, **run.kwargs)
             except Interrupt as exc:
                 return self.interrupted(run, exc)
             except BaseException as exc:
@@ -242,7 +259,8 @@ class JobExecutor:
         run.began_at = time.monotonic()
         token = context.enter(run.ctx)
         try:
-            value = await run.task.fn(*run.args, **run.kwargs)
+            with self.around(run.ctx):
+                value = await run.task.fn(*run.args, **run.kwargs)
         except asyncio.CancelledError:
             if run.interrupted is None and run.soft_fired:
                 limit = run.task.options.soft_timeout
@@ -257,6 +275,9 @@ class JobExecutor:
         if run.interrupted is not None:
             return self.interrupted(run)
         return self.succeeded(run, value)
+
+
+_NOTHING: AbstractContextManager[Any] = nullcontext()
 
 
 def _in_context_thread(executor: JobExecutor, run: JobRun) -> Outcome | None:
