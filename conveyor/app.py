@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -23,6 +24,9 @@ from conveyor.worker.worker import Worker, WorkerSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+#: a context-manager function entered around every write of new jobs (``app.around_enqueue``)
+AroundEnqueue = Callable[[Sequence[JobRecord]], AbstractContextManager[Any]]
 
 
 class App:
@@ -54,6 +58,7 @@ class App:
         # Every app's workers can run app.executor()'s jobs, so a `conveyor worker` finishes
         # what a dead submitter left (docs/executor.md: what this means for trust).
         self.task(name=EXECUTOR_TASK, queue=EXECUTOR_QUEUE)(run_pickled)
+        self._enqueue_hooks: list[AroundEnqueue] = []
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -154,6 +159,21 @@ class App:
         self.registry.add_around_job(hook)
         return hook
 
+    def around_enqueue(self, hook: AroundEnqueue) -> AroundEnqueue:
+        """Register ``hook(records) -> ContextManager``, entered around every write of new
+        jobs from this process, with the records before they are written (it may add to
+        their ``meta``, as tracing adds the trace context)."""
+        self._enqueue_hooks.append(hook)
+        return hook
+
+    def _enqueue(self, records: list[JobRecord]) -> list[JobRecord]:
+        if not self._enqueue_hooks:
+            return self.backend.enqueue(records)
+        with ExitStack() as stack:
+            for hook in self._enqueue_hooks:
+                stack.enter_context(hook(records))
+            return self.backend.enqueue(records)
+
     # -- enqueueing (the Dispatcher the tasks call) ----------------------------------------
 
     def _options(self, task: str) -> TaskOptions:
@@ -210,7 +230,7 @@ class App:
         record = self.make_record(task, args, kwargs, options)
         if self.settings.eager:
             return self._run_eagerly(record)
-        stored = self.backend.enqueue([record])[0]
+        stored = self._enqueue([record])[0]
         return Job(self, stored.id, stored.task)
 
     async def asubmit(
@@ -221,7 +241,7 @@ class App:
             return self._run_eagerly(record)
         import asyncio  # here, not at the top: a worker without async code never loads it
 
-        stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
+        stored = (await asyncio.to_thread(self._enqueue, [record]))[0]
         return Job(self, stored.id, stored.task)
 
     def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
@@ -234,7 +254,7 @@ class App:
             if self.settings.eager:
                 jobs.extend(self._run_eagerly(r) for r in batch)
             else:
-                jobs.extend(Job(self, r.id, r.task) for r in self.backend.enqueue(batch))
+                jobs.extend(Job(self, r.id, r.task) for r in self._enqueue(batch))
             batch.clear()
 
         for sig in signatures:
