@@ -225,18 +225,30 @@ class App:
         )
 
     def submit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        *,
+        meta: dict[str, Any] | None = None,
     ) -> Job:
-        record = self.make_record(task, args, kwargs, options)
+        record = self.make_record(task, args, kwargs, options, meta=meta)
         if self.settings.eager:
             return self._run_eagerly(record)
         stored = self._enqueue([record])[0]
         return Job(self, stored.id, stored.task)
 
     async def asubmit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        *,
+        meta: dict[str, Any] | None = None,
     ) -> Job:
-        record = self.make_record(task, args, kwargs, options)  # errors at the call site
+        record = self.make_record(task, args, kwargs, options, meta=meta)  # errors here
         if self.settings.eager:
             return self._run_eagerly(record)
         import asyncio  # here, not at the top: a worker without async code never loads it

@@ -24,6 +24,9 @@ class Registry:
         self._periodic: dict[str, PeriodicSpec] = {}
         #: ``@app.around_job`` hooks, entered in this order around every run
         self.around_job: list[AroundJob] = []
+        #: finds a task this registry does not hold yet, by name (the Django integration
+        #: resolves Django's tasks by import path); what it returns is added
+        self.resolver: Callable[[str], Task[Any, Any] | None] | None = None
 
     def add(self, task: Task[Any, Any]) -> None:
         existing = self._tasks.get(task.name)
@@ -40,13 +43,18 @@ class Registry:
         self._periodic[spec.task_name] = spec
 
     def get(self, name: str) -> Task[Any, Any]:
-        try:
-            return self._tasks[name]
-        except KeyError:
-            raise TaskNotFound(name) from None
+        found = self.find(name)
+        if found is None:
+            raise TaskNotFound(name)
+        return found
 
     def find(self, name: str) -> Task[Any, Any] | None:
-        return self._tasks.get(name)
+        found = self._tasks.get(name)
+        if found is None and self.resolver is not None:
+            found = self.resolver(name)
+            if found is not None:
+                self.add(found)
+        return found
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks

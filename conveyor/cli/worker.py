@@ -69,6 +69,15 @@ def configure_logging(level: str) -> None:
 @click.option(
     "--max-memory-per-child", type=click.FloatRange(min=1), metavar="MB", help="Process pool only."
 )
+@click.option(
+    "--django",
+    "django_backend",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ALIAS]",
+    help="Serve the Django project of DJANGO_SETTINGS_MODULE (its ConveyorBackend's tasks).",
+)
 @loglevel_option
 @pass_state
 def worker(
@@ -81,12 +90,22 @@ def worker(
     shutdown_timeout: float,
     max_tasks_per_child: int | None,
     max_memory_per_child: float | None,
+    django_backend: str | None,
     loglevel: str,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; running jobs finish first (a second signal hands
     them back at once)."""
-    app = cli.app(needs_tasks="worker")
     names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
+    if django_backend is not None:
+        from conveyor.integrations.django.running import worker_app
+
+        try:
+            app, django_queues = worker_app(django_backend or None)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+        names = django_queues if names is None else names
+    else:
+        app = cli.app(needs_tasks="worker")
     if names is not None and not names:
         raise UserError(f"-Q {queues!r} names no queue")
     configure_logging(loglevel)
