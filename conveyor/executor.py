@@ -108,6 +108,8 @@ class ExecutorApp(Protocol):
 
     def cancel_job(self, job_id: str) -> bool: ...
 
+    def job(self, job_id: str) -> Job: ...
+
 
 class EmbeddedWorker(Protocol):
     def start(self) -> Any: ...
@@ -185,6 +187,25 @@ class DurableExecutor(concurrent.futures.Executor):
         chunks = [calls[i : i + chunksize] for i in range(0, len(calls), chunksize)]
         fs = self._submit_many([(call_chunk, (fn, chunk), {}) for chunk in chunks])
         return _results(fs, end_time, chain=True)
+
+    def attach(self, job_id: str) -> Future[Any]:
+        """A Future for a job submitted earlier, maybe by a process that is gone (its id kept
+        in your database, say); it settles like the futures ``submit`` returns. Raises
+        JobNotFound for an unknown or purged id."""
+        record = self._app.backend.get(job_id)
+        if record is None:
+            raise JobNotFound(job_id)
+        future: Future[Any] = Future()
+        future.job = self._app.job(job_id)  # type: ignore[attr-defined]
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError(_SHUTDOWN)
+            if job_id in self._pending:
+                return self._pending[job_id]
+            self._pending[job_id] = future
+            self._start_threads()
+            self._wake.notify_all()
+        return future
 
     def _submit_many(
         self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]]

@@ -208,3 +208,13 @@ def test_work_of_a_submitter_killed_with_sigkill_is_finished_by_conveyor_workers
         for worker in workers:
             worker.wait(60)
         app.close()
+
+
+def test_attach_gives_a_future_for_a_job_submitted_before(app: conveyor.App) -> None:
+    first = app.executor(run_here=False)
+    job_id = first.submit(pow, 2, 5).job.id
+    first.shutdown(wait=False)
+    with app.executor(max_workers=1) as ex:  # a later process, say, after a restart
+        assert ex.attach(job_id).result(timeout=30) == 32
+        with pytest.raises(conveyor.JobNotFound):
+            ex.attach("unknown")
