@@ -19,11 +19,15 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import importlib
+import io
 import logging
 import os
 import pickle
+import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -74,12 +78,51 @@ def run_pickled(call: bytes) -> bytes:
     job so the submitter's future raises the original."""
     try:
         fn, args, kwargs = pickle.loads(call)
-        return pickle.dumps(fn(*args, **kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return dumps(fn(*args, **kwargs))
     except BaseException as exc:
         # Unpicklable: the future gets a JobFailed with the same type and message instead.
         with contextlib.suppress(Exception):
-            exc.conveyor_result = pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[attr-defined]
+            exc.conveyor_result = dumps(exc)  # type: ignore[attr-defined]
         raise
+
+
+def main_attribute(module: str, qualname: str) -> Any:
+    """What a ``__main__`` reference became: the attribute of the module the main script
+    was run as (``python -m package.module``), imported by name in the worker."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+class _MainByName(pickle.Pickler):
+    """Pickles functions and classes of ``__main__`` by the name the main module has when it
+    was run with ``python -m``, so another process (whose ``__main__`` is something else, a
+    ``conveyor worker`` say) finds them; as spawn's ``__mp_main__`` does for multiprocessing."""
+
+    def __init__(self, file: io.BytesIO, main_name: str) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._main_name = main_name
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            isinstance(obj, type | types.FunctionType)
+            and getattr(obj, "__module__", None) == "__main__"
+        ):
+            return main_attribute, (self._main_name, obj.__qualname__)
+        return NotImplemented
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle a call or a value; see ``_MainByName``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    main_name = getattr(spec, "name", None)
+    if not main_name or main_name == "__main__":
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _MainByName(buffer, main_name).dump(value)
+    return buffer.getvalue()
 
 
 def call_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -217,7 +260,7 @@ class DurableExecutor(concurrent.futures.Executor):
                 raise RuntimeError(_EXIT)
             if self._shutdown:
                 raise RuntimeError(_SHUTDOWN)
-        blobs = [pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL) for call in calls]
+        blobs = [dumps(call) for call in calls]
         if len(blobs) == 1:
             jobs = [self._app.submit(EXECUTOR_TASK, (blobs[0],), {}, self._options)]
         else:
