@@ -20,7 +20,7 @@ class Process:
     """Output goes to a file, not a pipe: a chatty server never blocks on a full pipe."""
 
     def __init__(self, *command: str, env: dict[str, str] | None = None) -> None:
-        self._output = tempfile.TemporaryFile("w+")
+        self._output = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed by stop or kill)
         self.proc = subprocess.Popen(
             [sys.executable, *command],
             cwd=ROOT,
