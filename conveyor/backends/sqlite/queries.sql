@@ -175,3 +175,76 @@ SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER B
 
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;
+
+-- Workflows (sqlite/flows.py). instr(meta, '"flow"') picks workflow jobs without parsing
+-- every meta; json_extract then reads the graph.
+
+-- name: flow_insert_workflow
+INSERT INTO {ns}_workflows (id, jobs, live) VALUES (?, ?, ?);
+
+-- name: flow_workflow
+SELECT w.value ->> 0, w.value ->> 1, w.value ->> 2, j.state
+FROM {ns}_workflows AS f, json_each(f.jobs) AS w
+LEFT JOIN {ns}_jobs AS j ON j.id = w.value ->> 0
+WHERE f.id = :id
+ORDER BY w.key;
+
+-- name: flow_exists
+SELECT 1 FROM {ns}_workflows WHERE id = :id;
+
+-- name: flow_finished
+SELECT id, state, result, error, meta ->> '$.flow' FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND instr(meta, '"flow"') > 0 AND state IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: flow_step
+SELECT state, ready_at, meta ->> '$.flow' FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_payload
+SELECT payload FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_put_input
+INSERT INTO {ns}_flow_inputs (job_id, slot, value) VALUES (:id, :slot, :value)
+ON CONFLICT DO NOTHING;
+
+-- name: flow_count_input
+INSERT INTO {ns}_flow_filled (job_id, filled) VALUES (:id, 1)
+ON CONFLICT (job_id) DO UPDATE SET filled = filled + 1
+RETURNING filled;
+
+-- name: flow_filled
+SELECT filled FROM {ns}_flow_filled WHERE job_id = :id;
+
+-- name: flow_inputs
+SELECT value FROM {ns}_flow_inputs WHERE job_id = :id ORDER BY slot;
+
+-- name: flow_drop_inputs
+DELETE FROM {ns}_flow_inputs WHERE job_id = :id;
+
+-- name: flow_drop_filled
+DELETE FROM {ns}_flow_filled WHERE job_id = :id;
+
+-- name: flow_promote
+UPDATE {ns}_jobs SET state = 'queued', ready_at = :now, payload = :payload
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_end
+UPDATE {ns}_jobs
+SET state = :state, error = :error, finished_at = :now, purge_at = :now + result_ttl
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_expiring
+SELECT id FROM {ns}_jobs
+WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
+  AND instr(meta, '"flow"') > 0;
+
+-- name: flow_purging
+SELECT meta ->> '$.workflow', count(*) FROM {ns}_jobs
+WHERE purge_at <= :now AND purge_at IS NOT NULL AND instr(meta, '"workflow"') > 0
+GROUP BY 1;
+
+-- name: flow_purged
+UPDATE {ns}_workflows SET live = live - :n WHERE id = :id;
+
+-- name: flow_forget
+DELETE FROM {ns}_workflows WHERE live <= 0;
