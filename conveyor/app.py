@@ -380,9 +380,7 @@ class App:
             error=record.error,
             created_at=to_datetime(record.created_at) or to_datetime(0.0),  # type: ignore[arg-type]
             eta=(
-                to_datetime(record.ready_at)
-                if record.created_at < record.ready_at < HOLD
-                else None
+                to_datetime(record.ready_at) if record.created_at < record.ready_at < HOLD else None
             ),
             started_at=to_datetime(record.started_at),
             finished_at=to_datetime(record.finished_at),

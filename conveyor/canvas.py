@@ -34,7 +34,7 @@ MAGIC = b"\x00wf1:"
 
 Node = Union["Signature", "Chain", "Group", "Chord"]
 #: a compiled output: a step's index, or a list of outputs (a group's members, in order)
-Tree = Union[int, list["Tree"]]
+Tree = int | list["Tree"]
 #: a job of a stored workflow: id, task, whether the workflow's handle stands for it, state
 #: (None once purged)
 WorkflowRow = tuple[str, str, bool, "State | None"]
@@ -65,7 +65,7 @@ class _Composable:
         """Enqueue the whole workflow in one atomic store operation. A chain or chord returns
         the Job of its last step (a GroupJob when that step is a group); a group, a
         GroupJob."""
-        return _dispatcher(self).submit_workflow(self)
+        return _dispatcher(self).submit_workflow(self)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,9 @@ def group(*members: Node | Iterable[Node]) -> Group:
     return Group(_nodes(members, "group"))
 
 
-def chord(members: Iterable[Node] | Group, callback: Node, *, allow_failures: bool = False) -> Chord:
+def chord(
+    members: Iterable[Node] | Group, callback: Node, *, allow_failures: bool = False
+) -> Chord:
     """Members in parallel, then ``callback`` with the list of their results in order."""
     header = members.members if isinstance(members, Group) else _nodes(members, "chord")
     return Chord(tuple(header), _nodes([callback], "chord callback")[0], allow_failures)
@@ -126,7 +128,7 @@ def _dispatcher(node: Node) -> Any:
             node = node.members[0]
     dispatcher = getattr(node, "dispatcher", None)
     if dispatcher is None:
-        raise ConfigurationError(f"signature of {node.task!r} is not bound to an app")  # type: ignore[union-attr]
+        raise ConfigurationError(f"signature of {node.task!r} is not bound to an app")
     return dispatcher
 
 

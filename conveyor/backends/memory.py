@@ -427,9 +427,7 @@ class _Flows:
         self._live: dict[str, int] = {}
         self._inputs: dict[str, dict[int, bytes]] = {}
 
-    def add(
-        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
-    ) -> None:
+    def add(self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]) -> None:
         self.workflows[workflow_id] = [(r.id, r.task, r.id in outputs) for r in records]
         self._live[workflow_id] = len(records)
 

@@ -144,7 +144,7 @@ class JobExecutor:
         """The call's arguments; a workflow step's inputs come first (``canvas``)."""
         spec = meta.get("flow", {}).get("in") if "flow" in meta else None
         opened = open_inputs(payload) if spec is not None else None
-        if opened is None:
+        if spec is None or opened is None:
             return decode_call(self.serializer, payload)
         args, kwargs = decode_call(self.serializer, opened[0])
         return (input_value(spec, opened[1], self.serializer.loads), *args), kwargs
