@@ -38,9 +38,10 @@ class FlowStore(Protocol):
     def flow_of(self, job_id: str) -> tuple[State, float, dict[str, Any]] | None:
         """The job's state, ready_at and ``meta["flow"]`` (empty when none); None if gone."""
 
-    def put_input(self, job_id: str, slot: int, value: bytes) -> int:
-        """Store an input slot once (a second write of the same slot changes nothing);
-        returns how many slots are filled."""
+    def put_input(self, job_id: str, slot: int, value: bytes) -> bool:
+        """Store an input slot of a held step once (a second write of the same slot, or a
+        write to a step no longer held, changes nothing); True when it filled the last
+        slot."""
 
     def promote(self, job_id: str, slots: list[bytes], *, now: float) -> None:
         """Queue a held step with its inputs packed around its payload (``pack_inputs``),
@@ -114,10 +115,7 @@ def advance(
 
 
 def _fill(store: FlowStore, job_id: str, slot: int, value: bytes, *, now: float) -> None:
-    found = store.flow_of(job_id)
-    if found is None or not is_held(found[0], found[1]):
-        return
-    if store.put_input(job_id, slot, value) >= found[2].get("in", {}).get("n", 1):
+    if store.put_input(job_id, slot, value):
         store.promote(job_id, store.take_inputs(job_id), now=now)
 
 

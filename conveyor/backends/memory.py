@@ -24,7 +24,7 @@ from conveyor.backends.base import (
     apply_outcome,
     worker_lost_error,
 )
-from conveyor.backends.flow import advance, pack_inputs
+from conveyor.backends.flow import advance, is_held, pack_inputs
 from conveyor.job import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -446,10 +446,15 @@ class _Flows:
             return None
         return record.state, record.ready_at, record.meta.get("flow", {})
 
-    def put_input(self, job_id: str, slot: int, value: bytes) -> int:
+    def put_input(self, job_id: str, slot: int, value: bytes) -> bool:
+        record = self._jobs.get(job_id)
+        if record is None or not is_held(record.state, record.ready_at):
+            return False
         slots = self._inputs.setdefault(job_id, {})
-        slots.setdefault(slot, value)
-        return len(slots)
+        if slot in slots:
+            return False
+        slots[slot] = value
+        return len(slots) == record.meta["flow"]["in"]["n"]
 
     def take_inputs(self, job_id: str) -> list[bytes]:
         slots = self._inputs.pop(job_id, {})

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from conveyor.backends.flow import advance, pack_inputs
+from conveyor.canvas import HOLD
 from conveyor.backends.sqlite.rows import dumps, error_json
 from conveyor.job import ErrorInfo, JobRecord, State
 
@@ -27,12 +28,11 @@ class _Steps:
             return None
         return State(row[0]), row[1], json.loads(row[2]) if row[2] else {}
 
-    def put_input(self, job_id: str, slot: int, value: bytes) -> int:
-        params = {"id": job_id, "slot": slot, "value": value}
-        if self._conn.execute(self._sql["flow_put_input"], params).rowcount == 1:
-            return int(self._conn.execute(self._sql["flow_count_input"], params).fetchone()[0])
-        row = self._conn.execute(self._sql["flow_filled"], params).fetchone()
-        return 0 if row is None else int(row[0])
+    def put_input(self, job_id: str, slot: int, value: bytes) -> bool:
+        params = {"id": job_id, "slot": slot, "value": value, "hold": HOLD}
+        if self._conn.execute(self._sql["flow_put_input"], params).rowcount != 1:
+            return False
+        return bool(self._conn.execute(self._sql["flow_count_input"], params).fetchone()[0])
 
     def take_inputs(self, job_id: str) -> list[bytes]:
         rows = self._conn.execute(self._sql["flow_inputs"], {"id": job_id}).fetchall()
@@ -70,6 +70,10 @@ class Flows:
     ) -> None:
         jobs = dumps([[r.id, r.task, r.id in outputs] for r in records])
         conn.execute(self._sql["flow_insert_workflow"], (workflow_id, jobs, len(records)))
+        held = [
+            (r.id, r.meta["flow"]["in"]["n"]) for r in records if "in" in r.meta.get("flow", {})
+        ]
+        conn.executemany(self._sql["flow_expect"], held)
 
     def rows(
         self, conn: sqlite3.Connection, workflow_id: str

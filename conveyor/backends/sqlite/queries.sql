@@ -203,17 +203,18 @@ SELECT state, ready_at, meta ->> '$.flow' FROM {ns}_jobs WHERE id = :id;
 -- name: flow_payload
 SELECT payload FROM {ns}_jobs WHERE id = :id;
 
+-- name: flow_expect
+INSERT INTO {ns}_flow_filled (job_id, filled, need) VALUES (?, 0, ?);
+
 -- name: flow_put_input
-INSERT INTO {ns}_flow_inputs (job_id, slot, value) VALUES (:id, :slot, :value)
+-- Only while the step is held (scheduled at canvas.HOLD), and once per slot.
+INSERT INTO {ns}_flow_inputs (job_id, slot, value)
+SELECT :id, :slot, :value
+WHERE EXISTS (SELECT 1 FROM {ns}_jobs WHERE id = :id AND state = 'scheduled' AND ready_at >= :hold)
 ON CONFLICT DO NOTHING;
 
 -- name: flow_count_input
-INSERT INTO {ns}_flow_filled (job_id, filled) VALUES (:id, 1)
-ON CONFLICT (job_id) DO UPDATE SET filled = filled + 1
-RETURNING filled;
-
--- name: flow_filled
-SELECT filled FROM {ns}_flow_filled WHERE job_id = :id;
+UPDATE {ns}_flow_filled SET filled = filled + 1 WHERE job_id = :id RETURNING filled >= need;
 
 -- name: flow_inputs
 SELECT value FROM {ns}_flow_inputs WHERE job_id = :id ORDER BY slot;

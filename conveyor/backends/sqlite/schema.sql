@@ -105,8 +105,10 @@ CREATE TABLE IF NOT EXISTS {ns}_flow_inputs (
     PRIMARY KEY (job_id, slot)
 ) WITHOUT ROWID;
 
--- How many slots of a held step are filled: one row, so a finish counts in O(1).
+-- How many slots of a held step are filled, of how many: one row per held step, written at
+-- enqueue, so a finish counts in O(1).
 CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
     job_id TEXT PRIMARY KEY,
-    filled INTEGER NOT NULL
+    filled INTEGER NOT NULL,
+    need   INTEGER NOT NULL
 ) WITHOUT ROWID;
