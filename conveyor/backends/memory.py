@@ -454,7 +454,7 @@ class _Flows:
         if slot in slots:
             return False
         slots[slot] = value
-        return len(slots) == record.meta["flow"]["in"]["n"]
+        return len(slots) == int(record.meta["flow"]["in"]["n"])
 
     def take_inputs(self, job_id: str) -> list[bytes]:
         slots = self._inputs.pop(job_id, {})

@@ -10,8 +10,8 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from conveyor.backends.flow import advance, pack_inputs
-from conveyor.canvas import HOLD
 from conveyor.backends.sqlite.rows import dumps, error_json
+from conveyor.canvas import HOLD
 from conveyor.job import ErrorInfo, JobRecord, State
 
 
