@@ -5,11 +5,15 @@ every backend alike, by hand, with the clock passed in."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
+import pytest
+
+from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 from conveyor.canvas import Failure, chain, chord, group
 from conveyor.job import Claim, ErrorInfo, Outcome, State
-from tests.backends.helpers import NOW, stored
+from tests.backends.helpers import NOW, StoreClock, recover_at, stored
 from tests.backends.workflow_helpers import (
     arguments,
     claim_all,
@@ -20,6 +24,17 @@ from tests.backends.workflow_helpers import (
 )
 
 BOOM = ErrorInfo("ValueError", "boom", None)
+
+
+@pytest.fixture
+def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
+    """Every backend, its lease stamps read from a clock the test moves (as in
+    test_conformance.py)."""
+    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 def test_only_the_first_step_of_a_chain_is_ready(backend: Backend) -> None:
@@ -216,7 +231,7 @@ def _only(backend: Backend, task: str) -> Claim:
 def test_a_member_lost_max_crashes_times_fails_the_callback(backend: Backend) -> None:
     records = store_workflow(backend, chord([s("m0")], s("cb")))
     claim_all(backend)
-    [lost] = backend.recover(now=NOW + 60, max_crashes=1)
+    [lost] = recover_at(backend, NOW + 60, max_crashes=1)
     assert lost.state is State.FAILED
     cb = stored(backend, records[1].id)
     assert cb.state is State.FAILED and cb.error is not None
@@ -226,7 +241,7 @@ def test_a_member_lost_max_crashes_times_fails_the_callback(backend: Backend) ->
 def test_a_recovered_member_runs_again_and_feeds_the_callback_once(backend: Backend) -> None:
     records = store_workflow(backend, chord([s("m0"), s("m1")], s("cb")))
     first = claim_all(backend)
-    backend.recover(now=NOW + 60, max_crashes=3)  # both lost: back to queued
+    recover_at(backend, NOW + 60, max_crashes=3)  # both lost: back to queued
     stale = first["m0"]
     assert not backend.finish(stale.record.id, stale.token, Outcome.succeeded(b"9"), now=NOW)
     again = claim_all(backend, now=NOW + 61)

@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS {ns}_schedules (
     last_enqueued_at REAL
 );
 
+-- The store-wide heartbeat record (see base.py, heartbeat and recover): one row per name,
+-- 'quiet_after' and 'stall_until', in the store's time.
+CREATE TABLE IF NOT EXISTS {ns}_beats (
+    name TEXT PRIMARY KEY,
+    at   REAL NOT NULL
+);
+
 -- Workflows (backends/flow.py): the graph is in each job's meta; these hold the rest. A
 -- workflow's jobs in order, as JSON [[id, task, output], ...], and how many are not purged.
 CREATE TABLE IF NOT EXISTS {ns}_workflows (
