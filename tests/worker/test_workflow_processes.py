@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,29 +21,20 @@ from tests.worker.procs import WorkerProcess, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        yield str(request.getfixturevalue("redis_server").url), namespace
-
-
-@pytest.fixture
-def client(durable: tuple[str, str]) -> Iterator[conveyor.App]:
-    from tests.worker import fault_app
-
-    url, ns = durable
-    app = conveyor.App(url, namespace=ns)
-    app.registry = fault_app.app.registry  # the task names the workers know
-    yield app
-    app.close()
-
-
 def sig(app: conveyor.App, task: str, *args: object) -> Signature:
     return Signature(task, args, dispatcher=app)
+
+
+@contextmanager
+def workers(durable: tuple[str, str], n: int, *args: str) -> Iterator[list[WorkerProcess]]:
+    """``n`` worker processes of fault_app on the store, stopped by PID afterwards."""
+    url, ns = durable
+    started = [WorkerProcess(url, *args, namespace=ns) for _ in range(n)]
+    try:
+        yield started
+    finally:
+        for w in started:
+            w.stop()
 
 
 def runs(path: Path) -> list[tuple[str, list[object]]]:
@@ -54,10 +46,8 @@ def runs(path: Path) -> list[tuple[str, list[object]]]:
 def test_members_finishing_at_once_on_three_processes_run_the_callback_once(
     client: conveyor.App, durable: tuple[str, str], tmp_path: Path
 ) -> None:
-    url, ns = durable
     log = tmp_path / "callbacks.txt"
-    workers = [WorkerProcess(url, "1", namespace=ns) for _ in range(3)]
-    try:
+    with workers(durable, 3, "1"):
         wait_for(lambda: len(client.backend.list_workers()) == 3, 60, "three workers")
         rounds = 8
         callbacks = []
@@ -72,18 +62,13 @@ def test_members_finishing_at_once_on_three_processes_run_the_callback_once(
         assert sorted(json.dumps(v) for _, v in runs(log)) == sorted(
             json.dumps([[r, 0], [r, 1], [r, 2]]) for r in range(rounds)
         )
-    finally:
-        for w in workers:
-            w.stop()
 
 
 def test_many_chords_at_once_each_run_their_callback_once(
     client: conveyor.App, durable: tuple[str, str], tmp_path: Path
 ) -> None:
-    url, ns = durable
     log = tmp_path / "callbacks.txt"
-    workers = [WorkerProcess(url, "4", namespace=ns) for _ in range(3)]
-    try:
+    with workers(durable, 3, "4"):
         jobs = [
             conveyor.chord(
                 [sig(client, "fault.echo", [c, i]) for i in range(5)],
@@ -94,9 +79,6 @@ def test_many_chords_at_once_each_run_their_callback_once(
         for c, job in enumerate(jobs):
             assert job.result(timeout=60) == [[c, i] for i in range(5)]
         assert Counter(job_id for job_id, _ in runs(log)) == Counter(j.id for j in jobs)
-    finally:
-        for w in workers:
-            w.stop()
 
 
 def test_a_worker_killed_mid_chord_loses_and_doubles_nothing(
