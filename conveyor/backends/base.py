@@ -304,7 +304,9 @@ class Backend(ABC):
         """A failed, cancelled or expired job goes back to queued (``ready_at = now``) with
         ``failures = crashes = 0``, no result, error, finish, purge or expiry time, and no
         pending cancellation; ``attempts`` keeps counting. False for any other state, an
-        unknown id, or when another active job holds the same ``unique_key``."""
+        unknown id, when another active job holds the same ``unique_key``, or for a workflow
+        step that ended while held (``ready_at`` still ``canvas.HOLD``: it has no inputs to
+        run with)."""
 
     @abstractmethod
     def purge_queue(self, queue: str) -> int:

@@ -27,6 +27,7 @@ from conveyor.backends.base import (
     worker_lost_error,
 )
 from conveyor.backends.flow import advance, is_held, pack_inputs
+from conveyor.canvas import HOLD
 from conveyor.job import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -351,6 +352,8 @@ class MemoryBackend(Backend):
                 State.EXPIRED,
             ):
                 return False
+            if record.ready_at >= HOLD:
+                return False  # a workflow step stopped before its inputs came
             if record.unique_key is not None:
                 holder = self._unique.get(record.unique_key)
                 if holder is not None and holder != record.id:

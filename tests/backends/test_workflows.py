@@ -298,3 +298,13 @@ def test_a_chord_of_a_thousand_members_queues_its_callback_once(backend: Backend
         backend.finish_many(items[start : start + 100], now=NOW)
     [cb] = backend.claim("w1", ["default"], 5, lease_seconds=30.0, now=NOW)
     assert arguments(cb.record) == [list(range(n))]
+
+
+def test_a_step_stopped_before_its_inputs_came_cannot_be_retried(backend: Backend) -> None:
+    records = store_workflow(backend, chain(s("a"), s("b")))
+    a = claim_all(backend)["a"]
+    assert backend.finish(a.record.id, a.token, Outcome.failed(BOOM), now=NOW)
+    assert not backend.retry(records[1].id, now=NOW)  # b never got its input
+    assert backend.retry(a.record.id, now=NOW)  # a can run again...
+    succeed(backend, claim_all(backend)["a"], 1)
+    assert stored(backend, records[1].id).state is State.CANCELLED  # ...b stays stopped

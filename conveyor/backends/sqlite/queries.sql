@@ -108,11 +108,13 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 
 -- name: retry
 -- OR IGNORE: when another job of the same unique key is active, the unique index refuses
--- the update and retry reports False rather than making a twin.
+-- the update and retry reports False rather than making a twin. A ready_at of canvas.HOLD
+-- is a workflow step stopped before its inputs came: it has nothing to run with.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
     result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
-WHERE id = :id AND state IN ('failed', 'cancelled', 'expired');
+WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
+  AND ready_at < 253402300799.0;
 
 -- name: sweep_purge
 DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
