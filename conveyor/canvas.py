@@ -67,6 +67,12 @@ class _Composable:
         GroupJob."""
         return _dispatcher(self).submit_workflow(self)  # type: ignore[arg-type]
 
+    async def adelay(self) -> Any:
+        """``delay`` for async code: the enqueue runs off the event loop."""
+        import asyncio  # here: code without async never loads it
+
+        return await asyncio.to_thread(self.delay)
+
 
 @dataclass(frozen=True, slots=True)
 class Chain(_Composable):

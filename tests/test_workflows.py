@@ -79,6 +79,13 @@ def test_pipe_is_chain(t: Tasks) -> None:
     assert (t.add.s(1, 2) | t.add.s(10) | t.mul.s(3)).delay().result(timeout=30) == 39
 
 
+def test_adelay_enqueues_from_async_code(t: Tasks) -> None:
+    import asyncio
+
+    job = asyncio.run(conveyor.chain(t.add.s(1, 2), t.add.s(3)).adelay())
+    assert job.result(timeout=30) == 6
+
+
 def test_group_results_in_order(t: Tasks) -> None:
     g = conveyor.group(t.add.s(1, 2), t.add.s(3, 4), t.mul.s(5, 6)).delay()
     assert isinstance(g, GroupJob)
