@@ -45,6 +45,12 @@ EXECUTOR_QUEUE = "executor"
 
 #: how long the collector sleeps between looks when no change wakes it
 POLL_SECONDS = 0.1
+#: a pass stops reading after this many jobs in a row that still wait (see ``_collect``)
+WAITING_RUN = 32
+#: and reads every pending job at least this often (less often when that is slow)
+FULL_PASS_SECONDS = 1.0
+#: a pause before each pass, so a burst of finished jobs is read in one
+COALESCE_SECONDS = 0.01
 
 # The standard library's own loggers and messages, so code written for it reads the same.
 _log = logging.getLogger("concurrent.futures")
@@ -322,8 +328,15 @@ class DurableExecutor(concurrent.futures.Executor):
     # -- settling futures ------------------------------------------------------------------
 
     def _collect(self) -> None:
-        """Read the pending jobs, settle their futures; sleep until something changes."""
+        """Read the pending jobs, settle their futures; sleep until something changes.
+
+        The executor's jobs share one queue and priority, so workers take them in the order
+        they were submitted: a pass reads in that order and stops reading after a run of
+        ``WAITING_RUN`` jobs still waiting (the later ones wait too), which keeps a pass
+        short however many calls are pending. Every ``FULL_PASS_SECONDS`` a pass reads them
+        all, for what runs out of order (a job handed back, another process's worker)."""
         backend = self._app.backend
+        next_full = 0.0
         while True:
             with self._lock:
                 while not self._pending and not self._shutdown:
@@ -331,26 +344,38 @@ class DurableExecutor(concurrent.futures.Executor):
                 if not self._pending:
                     return
                 ids = list(self._pending)
+            started = time.monotonic()
+            full = started >= next_full
+            waiting = 0
             for job_id in ids:
-                self._settle(backend, job_id)
+                if not full and waiting >= WAITING_RUN:
+                    break
+                state = self._settle(backend, job_id)
+                waiting = waiting + 1 if state in (State.QUEUED, State.SCHEDULED) else 0
+            if full:  # a full pass costs at most a tenth of the collector's time
+                next_full = time.monotonic() + max(
+                    FULL_PASS_SECONDS, 10 * (time.monotonic() - started)
+                )
             with self._lock:
                 first = next(iter(self._pending), None)
             if first is not None:
+                time.sleep(COALESCE_SECONDS)  # let a burst of finishes land before the next pass
                 backend.wait_for_change(first, POLL_SECONDS)
 
-    def _settle(self, backend: Backend, job_id: str) -> None:
-        """Bring one future up to date with its job. A future changes state only under the
-        lock while it is pending; whoever takes it out of ``_pending`` settles it alone."""
+    def _settle(self, backend: Backend, job_id: str) -> State | None:
+        """Bring one future up to date with its job; returns the job's state as read. A
+        future changes state only under the lock while it is pending; whoever takes it out
+        of ``_pending`` settles it alone."""
         # A function of its own, so no local outlives the call and keeps a result alive.
         try:
             record = backend.get(job_id)
         except Exception as exc:
             _log.warning("conveyor executor: cannot read job %s (%s)", job_id, exc)
-            return
+            return None
         with self._lock:
             future = self._pending.get(job_id)
             if future is None:
-                return
+                return None
             final = record is None or record.state.is_final
             if future.cancelled() or (
                 record is not None and record.state is State.CANCELLED and not future.running()
@@ -371,19 +396,20 @@ class DurableExecutor(concurrent.futures.Executor):
                         del self._pending[job_id]
                         self._wake.notify_all()
             else:
-                return
+                return record.state if record is not None else None
         if cancel:
             if record is not None and not record.state.is_final:
                 self._cancel_job(job_id)
-            return
+            return None
         if not final:
-            return
+            return State.RUNNING
         try:
             if record is None:
                 raise JobNotFound(job_id)
             future.set_result(self._outcome(record))
         except BaseException as exc:
             future.set_exception(exc)
+        return None
 
     def _outcome(self, record: JobRecord) -> Any:
         """The call's value, or raise its exception (the original, unpickled, with the
