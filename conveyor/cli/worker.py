@@ -101,8 +101,8 @@ def worker(
 
         try:
             app, django_queues = worker_app(django_backend or None)
-        except RuntimeError as exc:
-            raise UserError(str(exc)) from None
+        except (RuntimeError, ImportError) as exc:
+            raise UserError(f"--django: {exc}") from None
         names = django_queues if names is None else names
     else:
         app = cli.app(needs_tasks="worker")

@@ -137,7 +137,7 @@ def worker_app(alias: str | None = None) -> tuple[App, list[str]]:
     from django.conf import settings
 
     if not os.environ.get("DJANGO_SETTINGS_MODULE") and not settings.configured:
-        raise RuntimeError("--django needs DJANGO_SETTINGS_MODULE (your project's settings)")
+        raise RuntimeError("DJANGO_SETTINGS_MODULE is not set: name your project's settings")
     django.setup()
     from conveyor.integrations.django.backend import ConveyorBackend
 
