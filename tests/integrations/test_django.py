@@ -39,3 +39,19 @@ def test_the_backend_on_the_django_tasks_backport() -> None:
 @pytest.mark.timeout(900)
 def test_the_backend_on_django_6() -> None:
     run_checks(python313())
+
+
+def test_worker_django_without_settings_is_one_line_and_exit_2() -> None:
+    env = {k: v for k, v in interpreter_env().items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "conveyor", "worker", "--django"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --django: DJANGO_SETTINGS_MODULE is not set: name your project's settings"
+    ]
