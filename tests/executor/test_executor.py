@@ -218,3 +218,14 @@ def test_attach_gives_a_future_for_a_job_submitted_before(app: conveyor.App) -> 
         assert ex.attach(job_id).result(timeout=30) == 32
         with pytest.raises(conveyor.JobNotFound):
             ex.attach("unknown")
+
+
+def test_the_executor_works_on_every_backend(backend_url: str, namespace: str) -> None:
+    app = conveyor.App(backend_url, namespace=namespace)
+    try:
+        with app.executor(max_workers=2) as ex:
+            assert list(ex.map(pow, [2, 3], [5, 2])) == [32, 9]
+            done, _ = cf.wait([ex.submit(divmod, 7, 2), ex.submit(fail, "x")], timeout=30)
+            assert len(done) == 2
+    finally:
+        app.close()
