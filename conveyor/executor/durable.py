@@ -1,33 +1,25 @@
-"""The ``concurrent.futures`` face: ``app.executor()``, an Executor whose submissions are
-durable jobs.
+"""``DurableExecutor``: the ``concurrent.futures`` face of the app.
 
 ``submit`` pickles the callable and its arguments (whatever the app's serializer, as
-``ProcessPoolExecutor`` does) and enqueues one job of the internal task ``EXECUTOR_TASK`` on
-the executor's queue; it returns a plain ``concurrent.futures.Future`` with ``future.job``.
-One thread per executor, the collector, watches the pending jobs in the backend and settles
-their futures: running, result, exception (the pickled original), cancelled.
+``ProcessPoolExecutor`` does) and enqueues one job of the internal task on the executor's
+queue; it returns a plain ``concurrent.futures.Future`` with ``future.job``. One thread per
+executor, the collector, watches the pending jobs in the backend and settles their futures:
+running, result, exception (the pickled original), cancelled.
 
 With ``run_here=True`` an embedded worker of this process runs the queue (started on the first
 submit, after the initializer); any ``conveyor worker`` serving the queue runs the jobs too, so
-work survives this process. Security: the internal task unpickles and calls what the store
-holds, so whoever can write to the store can run code on the workers, as with
-``serializer="pickle"`` or ``ProcessPoolExecutor``'s pipes.
+work survives this process.
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
-import importlib
-import io
 import logging
 import os
 import pickle
-import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -35,13 +27,15 @@ from typing import Any, Protocol
 
 from conveyor.backends.base import Backend
 from conveyor.errors import JobNotFound
+from conveyor.executor.calls import (
+    EXECUTOR_QUEUE,
+    EXECUTOR_TASK,
+    RemoteTraceback,
+    call_chunk,
+    dumps,
+)
 from conveyor.job import Job, JobRecord, State, raise_for_outcome
 from conveyor.task import CallOptions, Signature
-
-#: the internal task's name; its jobs carry ``pickle((fn, args, kwargs))``
-EXECUTOR_TASK = "conveyor.executor"
-#: the queue executor jobs go to unless ``app.executor(queue=...)`` says otherwise
-EXECUTOR_QUEUE = "executor"
 
 #: how long the collector sleeps between looks when no change wakes it
 POLL_SECONDS = 0.1
@@ -60,83 +54,6 @@ _EXIT = "cannot schedule new futures after interpreter shutdown"
 
 class BrokenConveyorExecutor(concurrent.futures.BrokenExecutor):
     """The initializer raised: the executor takes no more work."""
-
-
-class RemoteTraceback(Exception):
-    """The worker-side traceback of an exception raised by a submitted call, set as its
-    ``__cause__`` (pickling drops tracebacks)."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
-
-
-# -- the worker side ------------------------------------------------------------------------
-
-
-def run_pickled(call: bytes) -> bytes:
-    """The internal task: unpickle ``(fn, args, kwargs)``, call it, return the pickled
-    value. An exception leaves as it is (the job fails with its type, message and traceback)
-    carrying its pickled self as ``conveyor_result``, which the worker keeps with the failed
-    job so the submitter's future raises the original."""
-    try:
-        fn, args, kwargs = pickle.loads(call)
-        return dumps(fn(*args, **kwargs))
-    except BaseException as exc:
-        # Unpicklable: the future gets a JobFailed with the same type and message instead.
-        with contextlib.suppress(Exception):
-            exc.conveyor_result = dumps(exc)  # type: ignore[attr-defined]
-        raise
-
-
-def main_attribute(module: str, qualname: str) -> Any:
-    """What a ``__main__`` reference became: the attribute of the module the main script
-    was run as (``python -m package.module``), imported by name in the worker."""
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-class _MainByName(pickle.Pickler):
-    """Pickles functions and classes of ``__main__`` by the name the main module has when it
-    was run with ``python -m``, so another process (whose ``__main__`` is something else, a
-    ``conveyor worker`` say) finds them; as spawn's ``__mp_main__`` does for multiprocessing."""
-
-    def __init__(self, file: io.BytesIO, main_name: str) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._main_name = main_name
-
-    def reducer_override(self, obj: Any) -> Any:
-        if (
-            isinstance(obj, type | types.FunctionType)
-            and getattr(obj, "__module__", None) == "__main__"
-        ):
-            return main_attribute, (self._main_name, obj.__qualname__)
-        return NotImplemented
-
-
-def dumps(value: Any) -> bytes:
-    """Pickle a call or a value; see ``_MainByName``."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    main_name = getattr(spec, "name", None)
-    if not main_name or main_name == "__main__":
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    buffer = io.BytesIO()
-    _MainByName(buffer, main_name).dump(value)
-    return buffer.getvalue()
-
-
-def call_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    """``map(chunksize=n)``: one job calls ``fn`` for n argument tuples."""
-    return [fn(*args) for args in chunk]
-
-
-# -- the submitting side -----------------------------------------------------------------------
 
 
 class ExecutorApp(Protocol):
@@ -541,14 +458,3 @@ def _at_exit() -> None:
 # Where the standard library's executors hook in: before atexit's own callbacks, so a user's
 # atexit callback that submits sees the executor already shut down, as with theirs.
 getattr(threading, "_register_atexit", atexit.register)(_at_exit)
-
-
-__all__ = [
-    "EXECUTOR_QUEUE",
-    "EXECUTOR_TASK",
-    "BrokenConveyorExecutor",
-    "DurableExecutor",
-    "RemoteTraceback",
-    "call_chunk",
-    "run_pickled",
-]
