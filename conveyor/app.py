@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -14,6 +14,16 @@ from conveyor.backends.memory import MemoryBackend
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
+from conveyor.limits import (
+    META_FIELD,
+    LimitInfo,
+    LimitSpec,
+    Rate,
+    job_refs,
+    limit_key_of,
+    shared_limit,
+    task_limit,
+)
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec, make_schedule
 from conveyor.serialization import decode_call, encode_call, get_serializer
@@ -36,6 +46,7 @@ class App:
         serializer: str | None = None,
         token: str | None = None,
         max_crashes: int | None = None,
+        task_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.settings = Settings.load(
             url=url,
@@ -50,6 +61,11 @@ class App:
         self._ids = IdGenerator()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self.task_defaults = _check_task_defaults(task_defaults)
+        # Limits declared in this process (app.limit, tasks' own), by name. They reach the
+        # store when the backend opens, or at once when it is open already.
+        self._limits: dict[str, LimitSpec] = {}
+        self._own_limits: dict[str, LimitSpec | None] = {}
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -63,9 +79,11 @@ class App:
                     if self.settings.eager:
                         self._backend = MemoryBackend(namespace=self.settings.namespace)
                     else:
-                        self._backend = open_backend(
-                            self.settings.url, namespace=self.settings.namespace
-                        )
+                        backend = open_backend(self.settings.url, namespace=self.settings.namespace)
+                        now = time.time()
+                        for spec in self._limits.values():
+                            backend.set_limit(spec, now=now)
+                        self._backend = backend
         return self._backend
 
     def close(self) -> None:
@@ -86,9 +104,14 @@ class App:
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
-            opts = task_options(name, {k: v for k, v in options.items() if k != "name"})
+            raw = {**self.task_defaults, **{k: v for k, v in options.items() if k != "name"}}
+            opts = task_options(name, raw)
             t: Task[P, R] = Task(f, opts, self)
             self.registry.add(t)
+            own = task_limit(name, opts.rate_limit, opts.concurrency)
+            self._own_limits[name] = own
+            if own is not None:
+                self._declare(own)
             return t
 
         return register if fn is None else register(fn)
@@ -131,14 +154,21 @@ class App:
         tz: str = "UTC",
         misfire_grace: float | None = None,
         overlap: bool = True,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Register a task that is enqueued on a schedule, once per due time cluster-wide."""
+        """Register a task that is enqueued on a schedule, once per due time cluster-wide,
+        with the JSON arguments ``args`` and ``kwargs``."""
         schedule = make_schedule(cron=cron, every=every, tz=tz)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             t: Task[P, R] = self.task(**options)(f)
-            self.registry.add_periodic(PeriodicSpec(t.name, schedule, misfire_grace, overlap))
+            spec = PeriodicSpec(
+                t.name, schedule, misfire_grace, overlap, tuple(args), dict(kwargs or {})
+            )
+            check_call(f, spec.args, spec.kwargs, owner=f"periodic task {t.name!r}")
+            self.registry.add_periodic(spec)
             return t
 
         return register if fn is None else register(fn)
@@ -172,6 +202,8 @@ class App:
         else:
             ready_at = now
         expires = call.expires if call.expires is not None else opts.expires
+        if opts.rate_limit is not None or opts.concurrency is not None or opts.limits:
+            meta = {**(meta or {}), META_FIELD: self._refs(opts, args, kwargs)}
         unique_key = None
         if opts.unique:
             import hashlib  # here: OpenSSL costs a worker that has no unique tasks ~4 MB
@@ -237,8 +269,52 @@ class App:
     def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
         """The job a periodic task's due time enqueues."""
         return self.make_record(
-            spec.task_name, (), {}, CallOptions(), meta={"periodic": spec.task_name, "due": due}
+            spec.task_name,
+            spec.args,
+            spec.kwargs,
+            CallOptions(),
+            meta={"periodic": spec.task_name, "due": due},
         )
+
+    # -- cluster-wide limits ---------------------------------------------------------------
+
+    def limit(
+        self, name: str, *, rate: str | Rate | None = None, concurrency: int | None = None
+    ) -> LimitSpec:
+        """Declare (or change) a limit shared by the tasks that name it in ``limits=[...]``:
+        at most ``rate`` starts ("N/s", "N/m", "N/h") and ``concurrency`` running at once,
+        across the cluster. Called again with other numbers, it changes the limit in the
+        store, for every worker at once."""
+        spec = shared_limit(name, rate=rate, concurrency=concurrency)
+        self._declare(spec)
+        return spec
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit the store knows, with its current use per key."""
+        if self.settings.eager:
+            return []
+        return self.backend.limits(now=time.time())
+
+    def _declare(self, spec: LimitSpec) -> None:
+        self._limits[spec.name] = spec
+        if self._backend is not None and not self.settings.eager:
+            self._backend.set_limit(spec, now=time.time())
+
+    def _refs(
+        self, opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[list[str]]:
+        """The limits a new job of the task counts against (``meta["limits"]``)."""
+        for name in opts.limits:
+            if name not in self._limits:
+                raise ConfigurationError(
+                    f"task {opts.name!r} counts against limit {name!r}, which this app never "
+                    f"declared; call app.limit({name!r}, rate=..., concurrency=...) first"
+                )
+        key = (
+            "" if opts.limit_key is None else limit_key_of(opts.name, opts.limit_key, args, kwargs)
+        )
+        own = self._own_limits.get(opts.name)
+        return job_refs(own, opts.limits, key)
 
     def _run_eagerly(self, record: JobRecord) -> Job:
         """``eager=True``: run the job here and now, retries included (without waiting)."""
@@ -360,3 +436,37 @@ class App:
             settings,
             make_periodic_record=self.periodic_record,
         )
+
+
+def _check_task_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """``task_defaults``: any task option but ``name``, checked once, here."""
+    defaults = dict(defaults or {})
+    if "name" in defaults:
+        raise ConfigurationError("task_defaults cannot set name: each task has its own")
+    try:
+        task_options("task_defaults", defaults)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("task 'task_defaults'", "task_defaults")
+        ) from None
+    return defaults
+
+
+def check_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, owner: str
+) -> None:
+    """Arguments fixed at declaration (periodic ``args``/``kwargs``): they must fit the
+    function and be plain JSON, so a schedule never enqueues a job that cannot run."""
+    import inspect
+    import json
+
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"{owner}: args/kwargs do not fit the function: {exc}") from None
+    except ValueError:  # no signature to check (a builtin)
+        pass
+    try:
+        json.dumps([list(args), kwargs])
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{owner}: args/kwargs must be JSON: {exc}") from None

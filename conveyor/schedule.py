@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -214,6 +214,8 @@ class PeriodicSpec:
     schedule: Schedule
     misfire_grace: float | None = None  # seconds; None means one period
     overlap: bool = True
+    args: tuple[Any, ...] = ()  # JSON arguments of every job it enqueues
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.misfire_grace is not None and not self.misfire_grace >= 0:

@@ -13,14 +13,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from conveyor.errors import ConfigurationError
+from conveyor.limits import check_limit_names, task_limit
 
 if TYPE_CHECKING:
     from conveyor.job import Job
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-NOT_YET = ("rate_limit", "concurrency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +39,10 @@ class TaskOptions:
     soft_timeout: float | None = None
     expires: float | None = None
     result_ttl: float = 86400.0
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    limits: tuple[str, ...] = ()
+    limit_key: Callable[..., str] | None = None
     unique: bool = False
 
     def __post_init__(self) -> None:
@@ -73,6 +76,13 @@ class TaskOptions:
             raise bad("soft_timeout", "must be shorter than timeout, so the task can clean up")
         if self.result_ttl < 0:
             raise bad("result_ttl", "must be 0 or more seconds")
+        task_limit(self.name, self.rate_limit, self.concurrency)  # raises when malformed
+        object.__setattr__(self, "limits", check_limit_names(self.name, self.limits))
+        if self.limit_key is not None and not callable(self.limit_key):
+            raise bad("limit_key", "must be a function of the task's arguments returning a str")
+        if self.limit_key is not None and self.rate_limit is None and self.concurrency is None:
+            if not self.limits:
+                raise bad("limit_key", "needs rate_limit, concurrency or limits to apply to")
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
@@ -80,18 +90,12 @@ OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
 
 def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
     """Build TaskOptions from decorator keywords, with a clear error for unknown ones."""
-    for option in NOT_YET:
-        if raw.get(option) is not None:
-            raise ConfigurationError(
-                f"task {name!r}: {option} (cluster-wide limits) is not available in this "
-                f"version of conveyor yet; remove {option}={raw[option]!r}"
-            )
-    values = {k: v for k, v in raw.items() if k not in NOT_YET}
+    values = dict(raw)
     unknown = set(values) - OPTION_NAMES
     if unknown:
         raise ConfigurationError(
             f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTION_NAMES | set(NOT_YET)))}"
+            f"known: {', '.join(sorted(OPTION_NAMES))}"
         )
     if "retry_on" in values and isinstance(values["retry_on"], type):
         values["retry_on"] = (values["retry_on"],)

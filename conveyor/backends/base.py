@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 
 @dataclass(slots=True)
@@ -123,6 +124,15 @@ class Backend(ABC):
         ``attempts += 1``, a new ``token`` that no earlier claim of it had, ``worker``,
         ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
         Concurrent claims, from any process or host, never return the same job.
+
+        Limits (conveyor/limits.py): a job whose ``meta["limits"]`` names refs
+        ``[limit, key]`` is claimed only if, for each ref whose limit is stored
+        (``set_limit``), fewer than ``concurrency`` jobs of that ref run under a live lease
+        (``lease_expires_at >= now``) and fewer than ``rate.count`` of its jobs were claimed
+        within ``(now - rate.per_seconds, now]``; the check and the claim are one atomic
+        step. A job held back stays queued, unchanged (no attempt, no token); the claim
+        passes it by and takes the jobs behind it, and must not walk a backlog of held jobs
+        again on every call (a backend parks them until their limit frees).
         """
 
     @abstractmethod
@@ -242,6 +252,19 @@ class Backend(ABC):
     @abstractmethod
     def purge_queue(self, queue: str) -> int:
         """Delete the scheduled and queued jobs of ``queue``; returns how many."""
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    @abstractmethod
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        """Store a limit, replacing the stored one of the same name, atomically: every claim
+        after it, from any process, enforces the new numbers, and jobs held back under the
+        old ones are looked at again by the next claim."""
+
+    @abstractmethod
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        """Every stored limit, by name, with its use at ``now`` per key (``limit_info``):
+        jobs running under a live lease, and claims within the rate's window."""
 
     # -- workers ---------------------------------------------------------------------------
 
