@@ -80,9 +80,9 @@ class TaskOptions:
         object.__setattr__(self, "limits", check_limit_names(self.name, self.limits))
         if self.limit_key is not None and not callable(self.limit_key):
             raise bad("limit_key", "must be a function of the task's arguments returning a str")
-        if self.limit_key is not None and self.rate_limit is None and self.concurrency is None:
-            if not self.limits:
-                raise bad("limit_key", "needs rate_limit, concurrency or limits to apply to")
+        limited = self.rate_limit is not None or self.concurrency is not None or self.limits
+        if self.limit_key is not None and not limited:
+            raise bad("limit_key", "needs rate_limit, concurrency or limits to apply to")
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))

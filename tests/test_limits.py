@@ -42,7 +42,7 @@ def test_free_permits_is_the_tighter_of_rate_and_concurrency() -> None:
 
 
 def test_app_limit_refuses_nonsense_with_clear_errors(app: conveyor.App) -> None:
-    with pytest.raises(conveyor.ConfigurationError, match="give rate=..., concurrency"):
+    with pytest.raises(conveyor.ConfigurationError, match=r"give rate=\.\.\., concurrency"):
         app.limit("api")
     with pytest.raises(conveyor.ConfigurationError, match="belong to tasks' own"):
         app.limit("task:x", concurrency=1)
