@@ -24,6 +24,7 @@ from conveyor.backends.base import (
     WorkerInfo,
     worker_lost_error,
 )
+from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.rows import (
     dumps,
@@ -43,6 +44,7 @@ from conveyor.backends.sqlite.store import (
     queries,
 )
 from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
@@ -121,8 +123,8 @@ class SQLiteBackend(Inspection, Backend):
             return []
         # After an empty claim, look without the write lock first: idle workers polling an
         # empty queue then never queue up behind writers. A busy worker goes straight in.
-        if getattr(self._local, "idle", False) and not self._ready_ids(
-            self._db.get(), queues, limit, now
+        if getattr(self._local, "idle", False) and not self._ready(
+            self._db.get(), queues, limit, now, wakes=True
         ):
             return []
         with self._db.write() as conn:
@@ -141,7 +143,13 @@ class SQLiteBackend(Inspection, Backend):
         now: float,
     ) -> list[Claim]:
         """The claim itself, inside the caller's write transaction."""
-        ids = self._ready_ids(conn, queues, limit, now)
+        gate = limits_sql.Gate(conn, self._sql, now, lease_seconds)
+        gate.unpark_due()
+        rows = self._ready(conn, queues, limit, now)
+        if any('"limits"' in row[3] for row in rows):
+            ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
+        else:
+            ids = [row[0] for row in rows]
         self._local.idle = not ids
         if not ids:
             return []
@@ -154,6 +162,8 @@ class SQLiteBackend(Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        if gate.taken:
+            gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
 
     def finish_and_claim(
@@ -170,24 +180,34 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
+            woken = self._release_slots(conn, items, done, now)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues
                 else []
             )
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, woken=woken)
         elif claims:
             self._wake.changed.notify()
         return done, claims
 
-    def _ready_ids(
-        self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, now: float
-    ) -> list[str]:
-        """The ids to claim, best first: the top of each queue's index, merged here, plus
-        scheduled jobs whose time has come (a short range of their own index)."""
+    def _ready(
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        limit: int,
+        now: float,
+        *,
+        wakes: bool = False,
+    ) -> list[limits_sql.Row]:
+        """The jobs to claim, best first (id, priority, ready_at, meta): the top of each
+        queue's index, merged here, plus scheduled jobs whose time has come (a short range
+        of their own index). ``wakes``: a due wake of held jobs counts as one."""
+        if wakes and conn.execute(self._sql["limits_due"], {"now": now, "limit": 1}).fetchone():
+            return [("", 0, 0.0, "")]
         params: dict[str, Any] = {"now": now, "limit": limit}
-        rows: list[tuple[str, int, float]] = []
+        rows: list[limits_sql.Row] = []
         for queue in dict.fromkeys(queues):
             params["queue"] = queue
             rows += conn.execute(self._sql["ready_queued"], params).fetchall()
@@ -195,7 +215,7 @@ class SQLiteBackend(Inspection, Backend):
         params["queues"] = dumps(list(queues))
         rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return [r[0] for r in rows[:limit]]
+        return rows[:limit]
 
     def heartbeat(
         self,
@@ -232,18 +252,31 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
+            woken = self._release_slots(conn, items, done, now)
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, woken=woken)
         return done
 
     def _notify_finished(
-        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, woken: bool
     ) -> None:
-        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready."""
+        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
+        or a finish freed a limit that held jobs back."""
         retried = any(
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
-        self._notify(ready=retried)
+        self._notify(ready=retried or woken)
+
+    def _release_slots(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+        now: float,
+    ) -> bool:
+        """The limit slots of the claims that just ended free at once."""
+        ended = [job_id for ok, (job_id, _, _) in zip(done, items, strict=True) if ok]
+        return bool(ended) and limits_sql.release(conn, self._sql, ended, now)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -293,6 +326,8 @@ class SQLiteBackend(Inspection, Backend):
         params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
+            if done:
+                limits_sql.release(conn, self._sql, [job_id], now)
         if done:
             self._notify(ready=True)
         return done
@@ -330,9 +365,21 @@ class SQLiteBackend(Inspection, Backend):
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
+            limits_sql.sweep(conn, self._sql, now)
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
         return SweepResult(promoted, expired, purged)
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        with self._db.write() as conn:
+            limits_sql.set_limit(conn, self._sql, spec, now)
+        self._notify(ready=True)
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        with self._db.write() as conn:  # reading prunes what no longer counts
+            return limits_sql.limits(limits_sql.Gate(conn, self._sql, now, 0.0))
 
     # -- periodic jobs ---------------------------------------------------------------------
 

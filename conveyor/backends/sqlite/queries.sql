@@ -21,21 +21,6 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 -- name: state_of
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
--- name: ready_queued
-SELECT id, priority, ready_at FROM {ns}_jobs
-WHERE state = 'queued' AND queue = :queue AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
--- name: ready_scheduled
-SELECT id, priority, ready_at FROM {ns}_jobs
-WHERE state = 'scheduled' AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-  AND queue IN (SELECT value FROM json_each(:queues))
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
 -- name: claim
 UPDATE {ns}_jobs
 SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
@@ -109,7 +94,8 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 -- the update and retry reports False rather than making a twin.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
-    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
+    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0,
+    held = NULL
 WHERE id = :id AND state IN ('failed', 'cancelled', 'expired');
 
 -- name: sweep_purge
