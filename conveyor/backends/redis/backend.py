@@ -56,6 +56,7 @@ from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec, LimitUse, limit_info
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -289,6 +290,24 @@ class RedisBackend(Waiting, Backend):
             total += n
             if n < BATCH:
                 return total
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        # None is left out: the scripts read a missing field as no limit (cjson's null is not nil)
+        raw = {k: v for k, v in spec.to_json().items() if v is not None}
+        self._run("set_limit", spec.name, json.dumps(raw), repr(now))
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        out = []
+        for name, raw, flat in self._run("list_limits", repr(now)):
+            spec = LimitSpec.from_json(name.decode(), json.loads(raw))
+            uses = [
+                LimitUse(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            out.append(limit_info(spec, uses))
+        return sorted(out, key=lambda info: info.name)
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -187,6 +187,8 @@ local function store(rec)
   return id, true
 end
 
+-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).
+
 -- Claim up to `limit` ready jobs of `queues` for `worker`; `now` and `lease` as the caller
 -- wrote them. Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
 -- (attempts already counted): codec.py decodes them by position, and fills in what the claim
@@ -200,6 +202,7 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     local due = redis.call('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
   end
+  limit_unpark_due(now)
 
   -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
   -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
@@ -214,7 +217,7 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
   end
   for qi = 1, #queues do offset[qi] = 0; fill(qi) end
 
-  local taken, scanned = {}, 0
+  local taken, scanned, parked = {}, 0, {}
   while #taken < limit and scanned < 10000 do
     local best, best_score, best_id = nil, nil, nil
     for qi = 1, #queues do
@@ -234,9 +237,21 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     local f = redis.call('HMGET', jkey(best_id), unpack(CLAIMED))
     -- past its expiry: sweep marks it expired; claims pass it by
     if not (has(f[11]) and tonumber(f[11]) <= now) then
-      taken[#taken + 1] = {best_id, best, f}
+      -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
+      local refs = limit_refs_of(f[15])
+      local blocked = refs and limit_blocking(refs, now)
+      if blocked then
+        limit_park(best_id, win[best][pos[best] - 1], blocked, now)
+        local ids = parked[best] or {}
+        parked[best] = ids
+        ids[#ids + 1] = best_id
+      else
+        if refs then limit_take(refs, now, lease) end
+        taken[#taken + 1] = {best_id, best, f, refs}
+      end
     end
   end
+  for qi, ids in pairs(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
 
   local n = #taken
   local out = {}
@@ -254,6 +269,7 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     out[#out + 1] = q
     out[#out + 1] = token
     for j = 1, #CLAIMED do out[#out + 1] = f[j] end
+    if t[4] then limit_record(id, token, t[4], now_s, now) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
@@ -280,11 +296,12 @@ local function finish_jobs(now_s, first)
     local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
-      'failures', 'priority', 'expires_at')
+      'failures', 'priority', 'expires_at', 'meta')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
       local queue = f[3]
+      limit_release(id, f[9], now_s, queue)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears

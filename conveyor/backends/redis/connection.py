@@ -62,6 +62,7 @@ SCRIPTS = [
     *("enqueue", "claim", "heartbeat", "progress", "finish", "finish_claim", "release"),
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
+    *("set_limit", "list_limits"),
 ]
 
 
@@ -162,7 +163,10 @@ def execute(client: Client, *command: Any) -> Any:
 
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
-    common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text()
+    common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text().replace(
+        "-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).",
+        (folder / "limiting.lua").read_text(),
+    )
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
     }
