@@ -444,7 +444,8 @@ def _check_task_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
     if "name" in defaults:
         raise ConfigurationError("task_defaults cannot set name: each task has its own")
     try:
-        task_options("task_defaults", defaults)
+        options = task_options("task_defaults", defaults)
+        task_limit("task_defaults", options.rate_limit, options.concurrency)
     except ConfigurationError as exc:
         raise ConfigurationError(
             str(exc).replace("task 'task_defaults'", "task_defaults")

@@ -131,21 +131,6 @@ def task_limit(task: str, rate_limit: str | None, concurrency: int | None) -> Li
         ) from None
 
 
-def check_limit_names(task: str, names: object) -> tuple[str, ...]:
-    """``limits=[...]`` of a task: a list of shared limit names."""
-    if isinstance(names, str) or not isinstance(names, Sequence | set | frozenset):
-        raise ConfigurationError(
-            f"task {task!r}: limits must be a list of limit names (app.limit), not {names!r}"
-        )
-    out = tuple(names)
-    for name in out:
-        if not isinstance(name, str) or not name or name.startswith(TASK_PREFIX):
-            raise ConfigurationError(
-                f"task {task!r}: {name!r} in limits is not the name of an app.limit(...)"
-            )
-    return out
-
-
 def limit_key_of(
     task: str, fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> str:

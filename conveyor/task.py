@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar
 
 from conveyor.errors import ConfigurationError
-from conveyor.limits import check_limit_names, task_limit
 
 if TYPE_CHECKING:
     from conveyor.job import Job
@@ -76,8 +75,8 @@ class TaskOptions:
             raise bad("soft_timeout", "must be shorter than timeout, so the task can clean up")
         if self.result_ttl < 0:
             raise bad("result_ttl", "must be 0 or more seconds")
-        task_limit(self.name, self.rate_limit, self.concurrency)  # raises when malformed
-        object.__setattr__(self, "limits", check_limit_names(self.name, self.limits))
+        # rate_limit and concurrency are read by conveyor.limits.task_limit (the app calls it)
+        object.__setattr__(self, "limits", _limit_names(self.name, self.limits))
         if self.limit_key is not None and not callable(self.limit_key):
             raise bad("limit_key", "must be a function of the task's arguments returning a str")
         limited = self.rate_limit is not None or self.concurrency is not None or self.limits
@@ -86,6 +85,20 @@ class TaskOptions:
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
+
+
+def _limit_names(task: str, names: object) -> tuple[str, ...]:
+    """``limits=[...]``: names of shared limits (``app.limit``)."""
+    if isinstance(names, str) or not isinstance(names, list | tuple | set | frozenset):
+        raise ConfigurationError(
+            f"task {task!r}: limits must be a list of limit names (app.limit), not {names!r}"
+        )
+    for name in names:
+        if not isinstance(name, str) or not name or name.startswith("task:"):
+            raise ConfigurationError(
+                f"task {task!r}: {name!r} in limits is not the name of an app.limit(...)"
+            )
+    return tuple(names)
 
 
 def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
