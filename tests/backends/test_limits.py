@@ -3,12 +3,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 from conveyor.job import JobRecord, Outcome, State
 from conveyor.limits import make_limit
-from tests.backends.helpers import LEASE, NOW, enqueue_one, make_record, stored
+from tests.backends.helpers import (
+    LEASE,
+    NOW,
+    StoreClock,
+    enqueue_one,
+    make_record,
+    recover_at,
+    set_store_time,
+    stored,
+)
+
+
+@pytest.fixture
+def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
+    """Limits count by the store's clock, as leases do: the tests move it with ``now``."""
+    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 def limited(backend: Backend, *refs: tuple[str, str], **fields: Any) -> JobRecord:
@@ -16,6 +39,7 @@ def limited(backend: Backend, *refs: tuple[str, str], **fields: Any) -> JobRecor
 
 
 def claim_ids(backend: Backend, n: int = 10, *, now: float = NOW, **kw: Any) -> list[str]:
+    set_store_time(backend, now)
     claims = backend.claim("w1", kw.pop("queues", ["default"]), n, lease_seconds=LEASE, now=now)
     return [c.record.id for c in claims]
 
@@ -78,6 +102,7 @@ def test_a_heartbeat_keeps_the_slot_past_the_first_lease(backend: Backend) -> No
     assert claim_ids(backend) == [first.id]
     token = stored(backend, first.id).token
     later = NOW + LEASE - 1
+    set_store_time(backend, later)
     assert not backend.heartbeat(
         make_worker(), [(first.id, token)], lease_seconds=LEASE, now=later
     ).lost
@@ -89,7 +114,7 @@ def test_a_recovered_job_gives_its_slot_back(backend: Backend) -> None:
     first, second = limited(backend, ("api", "")), limited(backend, ("api", ""))
     assert claim_ids(backend) == [first.id]
     later = NOW + LEASE + 1
-    backend.recover(now=later, max_crashes=3)
+    recover_at(backend, later, max_crashes=3)
     # either job may run now, but only one of them
     assert claim_ids(backend, now=later) in ([first.id], [second.id])
     assert claim_ids(backend, now=later) == []

@@ -59,6 +59,24 @@ local function ready_score(priority, ready_at)
   return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
 end
 
+-- The store's time for what the store stamps (leases, the heartbeat record): the server's
+-- clock when the caller sent '' (read when the script runs, however late that is), else the
+-- caller's value (a test's movable clock, read again by every retry of the call).
+local function store_time(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- The store-wide heartbeat record (base.py note_heartbeat / in_stall): heartbeats further
+-- apart than STALL_SHARE of the lease mean a stall; recover counts no crashes during one and
+-- for STALL_GRACE_LEASES lease lengths after it.
+local STALL_SHARE, STALL_GRACE_LEASES = 0.5, 2.0
+local function in_stall(t)
+  local b = redis.call('HMGET', P .. 'beats', 'quiet_after', 'stall_until')
+  return (b[1] and t > tonumber(b[1])) or (b[2] and t < tonumber(b[2])) or false
+end
+
 -- Take a job out of the indexes of its state (`expiring` is cleaned by sweep, lazily).
 local function unplace(id, state, queue)
   if state == 'queued' then redis.call('ZREM', P .. 'ready:' .. queue, id)
@@ -189,20 +207,21 @@ end
 
 -- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).
 
--- Claim up to `limit` ready jobs of `queues` for `worker`; `now` and `lease` as the caller
--- wrote them. Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
+-- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
+-- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
 -- (attempts already counted): codec.py decodes them by position, and fills in what the claim
 -- itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
-local function claim_jobs(worker, limit, now_s, lease, queues)
+local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
+  local lt = tonumber(started_s) -- limits count by the store's time, as leases do
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   for _, q in ipairs(queues) do
     local due = redis.call('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
   end
-  limit_unpark_due(now)
+  limit_unpark_due(lt)
 
   -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
   -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
@@ -239,14 +258,14 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     if not (has(f[11]) and tonumber(f[11]) <= now) then
       -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
       local refs = limit_refs_of(f[15])
-      local blocked = refs and limit_blocking(refs, now)
+      local blocked = refs and limit_blocking(refs, lt)
       if blocked then
-        limit_park(best_id, win[best][pos[best] - 1], blocked, now)
+        limit_park(best_id, win[best][pos[best] - 1], blocked, lt)
         local ids = parked[best] or {}
         parked[best] = ids
         ids[#ids + 1] = best_id
       else
-        if refs then limit_take(refs, now, lease) end
+        if refs then limit_take(refs, lt, lease) end
         taken[#taken + 1] = {best_id, best, f, refs}
       end
     end
@@ -263,13 +282,13 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     local token = last - n + i
     local attempts = tonumber(f[6] or '0') + 1
     redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
-      'started_at', now_s, 'lease_expires_at', lease, 'attempts', attempts)
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts)
     f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q
     out[#out + 1] = token
     for j = 1, #CLAIMED do out[#out + 1] = f[j] end
-    if t[4] then limit_record(id, token, t[4], now_s, now) end
+    if t[4] then limit_record(id, token, t[4], started_s, lt) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
@@ -301,7 +320,7 @@ local function finish_jobs(now_s, first)
       out[#out + 1] = 0
     else
       local queue = f[3]
-      limit_release(id, f[9], now_s, queue)
+      limit_release(id, f[9], queue)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears

@@ -165,12 +165,13 @@ end
 
 -- A claim that ended (finished, handed back) frees its slots at once, and the refs' parked
 -- jobs are looked at by the next claim.
-local function limit_release(id, meta, now_s, queue)
+-- (Due at 0, not at a time: the caller's clock is not the store's.)
+local function limit_release(id, meta, queue)
   local refs = limit_refs_of(meta)
   if not refs then return end
   for _, ref in ipairs(refs) do
     redis.call('HDEL', P .. 'slots:' .. ref, id)
-    if redis.call('ZADD', P .. 'limit_wake', 'XX', 'LT', 'CH', now_s, ref) == 1 then
+    if redis.call('ZADD', P .. 'limit_wake', 'XX', 'LT', 'CH', 0, ref) == 1 then
       woken[queue] = true
     end
   end

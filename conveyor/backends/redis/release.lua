@@ -2,7 +2,7 @@
 local id = ARGV[1]
 local f = redis.call('HMGET', jkey(id), 'state', 'token', 'queue', 'cancel_requested', 'meta')
 if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
-limit_release(id, f[5], ARGV[4], f[3])
+limit_release(id, f[5], f[3])
 -- the released claim's token is spent
 local token = redis.call('INCR', P .. 'token')
 redis.call('HSET', jkey(id), 'token', token)

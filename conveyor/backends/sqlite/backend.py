@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
@@ -22,6 +22,8 @@ from conveyor.backends.base import (
     ScheduleState,
     SweepResult,
     WorkerInfo,
+    in_stall,
+    note_heartbeat,
     worker_lost_error,
 )
 from conveyor.backends.sqlite import limits as limits_sql
@@ -53,8 +55,17 @@ STALE_WORKER_SECONDS = 3600.0
 class SQLiteBackend(Inspection, Backend):
     scheme = "sqlite"
 
-    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
-        super().__init__(url, namespace=check_namespace(namespace))
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(url, namespace=check_namespace(namespace), clock=clock)
+        # Read only once the write lock is held: a lease starts when it is granted, however
+        # long the claim waited for the gate or for BEGIN IMMEDIATE.
+        self._store_time = clock or time.time
         self.options = parse_url(url)
         initialise(self.options, namespace)
         self._sql = queries(namespace)
@@ -143,7 +154,8 @@ class SQLiteBackend(Inspection, Backend):
         now: float,
     ) -> list[Claim]:
         """The claim itself, inside the caller's write transaction."""
-        gate = limits_sql.Gate(conn, self._sql, now, lease_seconds)
+        t = self._store_time()  # under the write lock: once per transaction
+        gate = limits_sql.Gate(conn, self._sql, t, lease_seconds)  # limits count by it too
         gate.unpark_due()
         rows = self._ready(conn, queues, limit, now)
         if any('"limits"' in row[3] for row in rows):
@@ -156,8 +168,8 @@ class SQLiteBackend(Inspection, Backend):
         params = {
             "ids": dumps(ids),
             "worker": worker_id,
-            "now": now,
-            "lease_expires_at": now + lease_seconds,
+            "started_at": t,
+            "lease_expires_at": t + lease_seconds,
         }
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
@@ -180,7 +192,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            woken = self._release_slots(conn, items, done, now)
+            woken = self._release_slots(conn, items, done)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues
@@ -228,8 +240,15 @@ class SQLiteBackend(Inspection, Backend):
         lost, cancel = set(), set()
         worker.last_seen = now
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
+            conn.execute(self._sql["put_beat"], {"name": "quiet_after", "at": quiet})
+            if stall is not None and stall != stall_until:
+                conn.execute(self._sql["put_beat"], {"name": "stall_until", "at": stall})
+            lease_expires_at = t + lease_seconds
             for job_id, token in leases:
-                params = {"id": job_id, "token": token, "lease_expires_at": now + lease_seconds}
+                params = {"id": job_id, "token": token, "lease_expires_at": lease_expires_at}
                 row = conn.execute(self._sql["extend_lease"], params).fetchone()
                 if row is None:
                     lost.add(job_id)
@@ -252,7 +271,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
-            woken = self._release_slots(conn, items, done, now)
+            woken = self._release_slots(conn, items, done)
         if any(done):
             self._notify_finished(items, done, woken=woken)
         return done
@@ -272,11 +291,10 @@ class SQLiteBackend(Inspection, Backend):
         conn: sqlite3.Connection,
         items: Sequence[tuple[str, int, Outcome]],
         done: Sequence[bool],
-        now: float,
     ) -> bool:
         """The limit slots of the claims that just ended free at once."""
         ended = [job_id for ok, (job_id, _, _) in zip(done, items, strict=True) if ok]
-        return bool(ended) and limits_sql.release(conn, self._sql, ended, now)
+        return bool(ended) and limits_sql.release(conn, self._sql, ended)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -327,23 +345,29 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
             if done:
-                limits_sql.release(conn, self._sql, [job_id], now)
+                limits_sql.release(conn, self._sql, [job_id])
         if done:
             self._notify(ready=True)
         return done
 
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        if not self._db.get().execute(self._sql["lapsed"], {"now": now}).fetchone():
+        # A look without the write lock first: most of the time nothing ran out.
+        look = {"cutoff": self._store_time()}
+        if not self._db.get().execute(self._sql["lapsed"], look).fetchone():
             return []
         out = []
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            stalled = in_stall(quiet_after, stall_until, t)
+            crash = 0 if stalled else 1
             for job_id, crashes, cancel_requested in conn.execute(
-                self._sql["lapsed"], {"now": now}
+                self._sql["lapsed"], {"cutoff": t}
             ).fetchall():
-                params: dict[str, Any] = {"id": job_id, "now": now}
+                params: dict[str, Any] = {"id": job_id, "now": now, "crash": crash}
                 if cancel_requested:
                     state, error = State.CANCELLED, None
-                elif crashes + 1 >= max_crashes:
+                elif not stalled and crashes + 1 >= max_crashes:
                     state, error = State.FAILED, dumps(worker_lost_error(crashes + 1))
                 else:
                     conn.execute(self._sql["recover_requeue"], params)
@@ -374,7 +398,7 @@ class SQLiteBackend(Inspection, Backend):
 
     def set_limit(self, spec: LimitSpec, *, now: float) -> None:
         with self._db.write() as conn:
-            limits_sql.set_limit(conn, self._sql, spec, now)
+            limits_sql.set_limit(conn, self._sql, spec)
         self._notify(ready=True)
 
     def limits(self, *, now: float) -> list[LimitInfo]:

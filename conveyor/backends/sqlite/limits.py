@@ -204,21 +204,19 @@ def admit(
         rows = more(limit + len(ids))
 
 
-def release(conn: sqlite3.Connection, sql: Mapping[str, str], ids: list[str], now: float) -> bool:
+def release(conn: sqlite3.Connection, sql: Mapping[str, str], ids: list[str]) -> bool:
     """Free the slots of claims that ended; True when a ref with parked jobs was woken."""
     refs = {ref for (ref,) in conn.execute(sql["limit_release"], {"ids": json.dumps(ids)})}
     woken = False
     for ref in refs:
-        woken |= conn.execute(sql["limit_wake_now"], {"ref": ref, "now": now}).rowcount > 0
+        woken |= conn.execute(sql["limit_wake_now"], {"ref": ref}).rowcount > 0
     return woken
 
 
-def set_limit(
-    conn: sqlite3.Connection, sql: Mapping[str, str], spec: LimitSpec, now: float
-) -> None:
+def set_limit(conn: sqlite3.Connection, sql: Mapping[str, str], spec: LimitSpec) -> None:
     conn.execute(sql["limit_put"], {"name": spec.name, **spec.to_json()})
     # Held jobs are looked at again under the new numbers by the next claim.
-    bounds = {"low": spec.name + SEP, "high": spec.name + chr(ord(SEP) + 1), "now": now}
+    bounds = {"low": spec.name + SEP, "high": spec.name + chr(ord(SEP) + 1)}
     conn.execute(sql["limit_wake_name"], bounds)
 
 

@@ -129,10 +129,11 @@ SELECT 1 FROM {ns}_jobs WHERE state = 'queued' AND held IS NOT NULL AND held = :
 DELETE FROM {ns}_limit_slots WHERE job_id IN (SELECT value FROM json_each(:ids)) RETURNING ref;
 
 -- name: limit_wake_now
-UPDATE {ns}_limit_wake SET at = :now WHERE ref = :ref AND at > :now;
+-- Due at 0, not at a time: the caller's clock is not the store's.
+UPDATE {ns}_limit_wake SET at = 0 WHERE ref = :ref AND at > 0;
 
 -- name: limit_wake_name
-UPDATE {ns}_limit_wake SET at = :now WHERE ref >= :low AND ref < :high;
+UPDATE {ns}_limit_wake SET at = 0 WHERE ref >= :low AND ref < :high;
 
 -- name: limit_sweep_starts
 DELETE FROM {ns}_limit_starts WHERE at <= :before;
