@@ -65,7 +65,6 @@ class App:
         # Limits declared in this process (app.limit, tasks' own), by name. They reach the
         # store when the backend opens, or at once when it is open already.
         self._limits: dict[str, LimitSpec] = {}
-        self._own_limits: dict[str, LimitSpec | None] = {}
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -109,7 +108,6 @@ class App:
             t: Task[P, R] = Task(f, opts, self)
             self.registry.add(t)
             own = task_limit(name, opts.rate_limit, opts.concurrency)
-            self._own_limits[name] = own
             if own is not None:
                 self._declare(own)
             return t
@@ -313,7 +311,7 @@ class App:
         key = (
             "" if opts.limit_key is None else limit_key_of(opts.name, opts.limit_key, args, kwargs)
         )
-        own = self._own_limits.get(opts.name)
+        own = task_limit(opts.name, opts.rate_limit, opts.concurrency)
         return job_refs(own, opts.limits, key)
 
     def _run_eagerly(self, record: JobRecord) -> Job:
