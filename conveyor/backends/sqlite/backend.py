@@ -162,7 +162,11 @@ class SQLiteBackend(Inspection, Backend):
             ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         else:
             ids = [row[0] for row in rows]
-        self._local.idle = not ids
+        # A claim that parked a batch of held jobs without filling up: more may be ready
+        # behind them, so the worker must not go to sleep (the signal wakes it at once).
+        self._local.idle = not ids and not gate.parked
+        if gate.parked and len(ids) < limit:
+            self._wake.ready.notify()
         if not ids:
             return []
         params = {

@@ -68,6 +68,7 @@ class Gate:
         self._specs: dict[str, LimitSpec | None] = {}
         self._uses: dict[str, _Use] = {}
         self.taken: list[tuple[str, list[str]]] = []  # job id, refs
+        self.parked = 0
 
     def spec(self, ref: str) -> LimitSpec | None:
         name = ref.partition(SEP)[0]
@@ -137,6 +138,7 @@ class Gate:
         return at
 
     def park(self, job_id: str, ref: str) -> None:
+        self.parked += 1
         self.conn.execute(self.sql["limit_park"], {"ref": ref, "id": job_id})
         self.conn.execute(self.sql["limit_wake_at"], {"ref": ref, "at": self.next_chance(ref)})
 
