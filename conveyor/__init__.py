@@ -23,6 +23,7 @@ from conveyor.errors import (
     WorkerCrashed,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo, Progress, State
+from conveyor.limits import LimitInfo, LimitUse
 from conveyor.task import Signature, Task
 from conveyor.worker.worker import Worker
 
@@ -42,6 +43,8 @@ __all__ = [
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "LimitInfo",
+    "LimitUse",
     "Progress",
     "Retry",
     "SerializationError",

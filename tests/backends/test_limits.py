@@ -263,3 +263,15 @@ def test_a_job_of_another_queue_is_not_held_by_this_queues_limit(backend: Backen
     assert claim_ids(backend, queues=["b"]) == []
     succeed(backend, a.id)
     assert claim_ids(backend, queues=["b"]) == [b.id]
+
+
+def test_a_held_scheduled_job_runs_when_the_limit_frees(backend: Backend) -> None:
+    backend.set_limit(make_limit("api", concurrency=1), now=NOW)
+    first = limited(backend, ("api", ""))
+    later = limited(backend, ("api", ""), ready_at=NOW + 5)
+    assert claim_ids(backend) == [first.id]
+    assert claim_ids(backend, now=NOW + 6) == []  # its time came, but the slot is taken
+    backend.sweep(now=NOW + 7)
+    assert claim_ids(backend, now=NOW + 7) == []
+    succeed(backend, first.id, now=NOW + 8)
+    assert claim_ids(backend, now=NOW + 8) == [later.id]

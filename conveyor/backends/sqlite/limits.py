@@ -137,10 +137,14 @@ class Gate:
             at = max(at, use.oldest_start + spec.rate.per_seconds)
         return at
 
-    def park(self, job_id: str, ref: str) -> None:
-        self.parked += 1
-        self.conn.execute(self.sql["limit_park"], {"ref": ref, "id": job_id})
-        self.conn.execute(self.sql["limit_wake_at"], {"ref": ref, "at": self.next_chance(ref)})
+    def park(self, job_id: str, ref: str) -> int:
+        """Park a held queued job (1); a scheduled one is passed by, not parked (0)."""
+        if self.conn.execute(self.sql["limit_park"], {"ref": ref, "id": job_id}).rowcount:
+            self.parked += 1
+            at = {"ref": ref, "at": self.next_chance(ref)}
+            self.conn.execute(self.sql["limit_wake_at"], at)
+            return 1
+        return 0
 
     def unpark_due(self) -> None:
         """Parked jobs of refs whose wake time came go back to the ready index, as many as
@@ -191,8 +195,7 @@ def admit(
             refs = refs_in(meta)
             blocked = gate.blocking(refs) if refs else None
             if blocked is not None:
-                gate.park(job_id, blocked)
-                parked_now += 1
+                parked_now += gate.park(job_id, blocked)
                 continue
             if refs:
                 gate.take(job_id, refs)

@@ -96,7 +96,8 @@ SELECT count(*), min(at) FROM {ns}_limit_starts WHERE ref = :ref;
 INSERT INTO {ns}_limit_starts (ref, at) VALUES (:ref, :now);
 
 -- name: limit_park
-UPDATE {ns}_jobs SET held = :ref WHERE id = :id;
+-- Only a queued job: a scheduled one is held back until sweep promotes it, then parked.
+UPDATE {ns}_jobs SET held = :ref WHERE id = :id AND state = 'queued';
 
 -- name: limit_wake_at
 INSERT INTO {ns}_limit_wake (ref, at) VALUES (:ref, :at)
