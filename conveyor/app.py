@@ -25,9 +25,16 @@ from conveyor.limits import (
     task_limit,
 )
 from conveyor.registry import Registry
-from conveyor.schedule import PeriodicSpec, make_schedule
+from conveyor.schedule import PeriodicSpec, check_periodic_call, make_schedule
 from conveyor.serialization import decode_call, encode_call, get_serializer
-from conveyor.task import CallOptions, Signature, Task, TaskOptions, task_options
+from conveyor.task import (
+    CallOptions,
+    Signature,
+    Task,
+    TaskOptions,
+    check_task_defaults,
+    task_options,
+)
 from conveyor.worker.worker import Worker, WorkerSettings
 
 P = ParamSpec("P")
@@ -61,7 +68,13 @@ class App:
         self._ids = IdGenerator()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
-        self.task_defaults = _check_task_defaults(task_defaults)
+        self.task_defaults = check_task_defaults(task_defaults)
+        rate, concurrency = (self.task_defaults.get(k) for k in ("rate_limit", "concurrency"))
+        try:
+            task_limit("task_defaults", rate, concurrency)
+        except ConfigurationError as exc:
+            message = str(exc).replace("task 'task_defaults'", "task_defaults")
+            raise ConfigurationError(message) from None
         # Limits declared in this process (app.limit, tasks' own), by name. They reach the
         # store when the backend opens, or at once when it is open already.
         self._limits: dict[str, LimitSpec] = {}
@@ -165,7 +178,7 @@ class App:
             spec = PeriodicSpec(
                 t.name, schedule, misfire_grace, overlap, tuple(args), dict(kwargs or {})
             )
-            check_call(f, spec.args, spec.kwargs, owner=f"periodic task {t.name!r}")
+            check_periodic_call(f, spec.args, spec.kwargs, owner=f"periodic task {t.name!r}")
             self.registry.add_periodic(spec)
             return t
 
@@ -434,38 +447,3 @@ class App:
             settings,
             make_periodic_record=self.periodic_record,
         )
-
-
-def _check_task_defaults(defaults: dict[str, Any] | None) -> dict[str, Any]:
-    """``task_defaults``: any task option but ``name``, checked once, here."""
-    defaults = dict(defaults or {})
-    if "name" in defaults:
-        raise ConfigurationError("task_defaults cannot set name: each task has its own")
-    try:
-        options = task_options("task_defaults", defaults)
-        task_limit("task_defaults", options.rate_limit, options.concurrency)
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            str(exc).replace("task 'task_defaults'", "task_defaults")
-        ) from None
-    return defaults
-
-
-def check_call(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, owner: str
-) -> None:
-    """Arguments fixed at declaration (periodic ``args``/``kwargs``): they must fit the
-    function and be plain JSON, so a schedule never enqueues a job that cannot run."""
-    import inspect
-    import json
-
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as exc:
-        raise ConfigurationError(f"{owner}: args/kwargs do not fit the function: {exc}") from None
-    except ValueError:  # no signature to check (a builtin)
-        pass
-    try:
-        json.dumps([list(args), kwargs])
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"{owner}: args/kwargs must be JSON: {exc}") from None

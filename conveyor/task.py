@@ -118,6 +118,21 @@ def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
     return TaskOptions(**values)
 
 
+def check_task_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``App(task_defaults=...)``: any task option but ``name``, checked once, when the app
+    is made (the app checks the rate itself: conveyor.limits)."""
+    out = dict(defaults or {})
+    if "name" in out:
+        raise ConfigurationError("task_defaults cannot set name: each task has its own")
+    try:
+        task_options("task_defaults", out)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("task 'task_defaults'", "task_defaults")
+        ) from None
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class CallOptions:
     """Per-call overrides of ``apply_async``."""

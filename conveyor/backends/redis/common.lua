@@ -236,8 +236,8 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   end
   for qi = 1, #queues do offset[qi] = 0; fill(qi) end
 
-  local taken, scanned, parked = {}, 0, {}
-  while #taken < limit and scanned < 10000 do
+  local taken, scanned, parked, nparked = {}, 0, {}, 0
+  while #taken < limit and scanned < 10000 and nparked < LIMIT_PARK do
     local best, best_score, best_id = nil, nil, nil
     for qi = 1, #queues do
       if pos[qi] > #win[qi] and more[qi] then fill(qi) end
@@ -264,6 +264,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
         local ids = parked[best] or {}
         parked[best] = ids
         ids[#ids + 1] = best_id
+        nparked = nparked + 1
       else
         if refs then limit_take(refs, lt, lease) end
         taken[#taken + 1] = {best_id, best, f, refs}

@@ -9,7 +9,9 @@
 -- never walk them again; `limit_wake` refs with parked jobs, scored by when to look again;
 -- `limit_refs` refs in use, for listing.
 
-local LIMIT_UNPARK, LIMIT_WAKES = 100, 20
+-- parked jobs brought back per ref and claim; wake times looked at per claim; jobs one claim
+-- parks at most (it then returns what it found; the next claim goes on)
+local LIMIT_UNPARK, LIMIT_WAKES, LIMIT_PARK = 100, 20, 1000
 
 local function limit_refs_of(meta)
   if not (meta and string.find(meta, '"limits"', 1, true)) then return nil end
