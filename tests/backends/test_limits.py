@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 from conveyor.job import JobRecord, Outcome, State
 from conveyor.limits import make_limit
 from tests.backends.helpers import (
     LEASE,
     NOW,
-    StoreClock,
+    clocked_backend,
     enqueue_one,
     make_record,
     recover_at,
@@ -23,15 +21,8 @@ from tests.backends.helpers import (
     stored,
 )
 
-
-@pytest.fixture
-def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
-    """Limits count by the store's clock, as leases do: the tests move it with ``now``."""
-    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
-    try:
-        yield b
-    finally:
-        b.close()
+#: every backend, its store clock (which limits count by, as leases do) moved by the tests
+backend = pytest.fixture(name="backend")(clocked_backend)
 
 
 def limited(backend: Backend, *refs: tuple[str, str], **fields: Any) -> JobRecord:

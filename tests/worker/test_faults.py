@@ -18,17 +18,6 @@ from tests.worker.procs import WorkerProcess, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        server = request.getfixturevalue("redis_server")
-        yield str(server.url), namespace
-
-
 @pytest.fixture
 def client(durable: tuple[str, str]) -> Iterator[conveyor.App]:
     from tests.worker import fault_app

@@ -19,17 +19,6 @@ pytestmark = pytest.mark.slow
 APP = "tests.worker.limits_app"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        server = request.getfixturevalue("redis_server")
-        yield str(server.url), namespace
-
-
 @pytest.fixture
 def client(durable: tuple[str, str]) -> Iterator[conveyor.App]:
     from tests.worker import limits_app
