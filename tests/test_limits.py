@@ -188,3 +188,33 @@ def test_current_job_due_is_the_due_time_of_a_periodic_job() -> None:
 
             time.sleep(0.02)
     assert datetime.fromtimestamp(due, UTC) in seen and None in seen
+
+
+def test_a_worker_runs_a_concurrency_one_task_one_at_a_time(app: conveyor.App) -> None:
+    import itertools
+    import threading
+    import time
+
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    @app.task(name="solo", concurrency=1)
+    def solo() -> None:
+        start = time.monotonic()
+        time.sleep(0.05)
+        with lock:
+            spans.append((start, time.monotonic()))
+
+    @app.task(name="free")
+    def free() -> int:
+        return 1
+
+    jobs = [solo.delay() for _ in range(5)]
+    other = free.delay()
+    with app.worker(concurrency=4, schedule=False):
+        assert other.result(timeout=30) == 1
+        for job in jobs:
+            job.result(timeout=60)
+    spans.sort()
+    assert all(later[0] >= first[1] for first, later in itertools.pairwise(spans))
+    assert all(job.info().attempts == 1 for job in jobs)

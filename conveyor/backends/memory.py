@@ -165,7 +165,9 @@ class MemoryBackend(Backend):
                 record.lease_expires_at = t + lease_seconds
                 for ref in refs:
                     self._slots.setdefault(ref, {})[record.id] = record.token
-                    self._starts.setdefault(ref, deque()).append(t)
+                    spec = self._limit_specs.get(ref[0])
+                    if spec is not None and spec.rate is not None:  # starts count for rates
+                        self._starts.setdefault(ref, deque()).append(t)
                 claims.append(Claim(record.copy(), record.token))
             return claims
 

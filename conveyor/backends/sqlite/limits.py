@@ -172,7 +172,9 @@ class Gate:
             for ref in refs:
                 slot = {"ref": ref, "job_id": job_id, "token": tokens[job_id]}
                 self.conn.execute(self.sql["limit_take_slot"], slot)
-                self.conn.execute(self.sql["limit_start"], {"ref": ref, "now": self.now})
+                spec = self.spec(ref)
+                if spec is not None and spec.rate is not None:  # starts count for rates
+                    self.conn.execute(self.sql["limit_start"], {"ref": ref, "now": self.now})
 
 
 def admit(
