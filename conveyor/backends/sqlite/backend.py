@@ -8,6 +8,7 @@ couple of milliseconds when another process commits (``store.Wakeups``).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -134,10 +135,10 @@ class SQLiteBackend(Inspection, Backend):
             return []
         # After an empty claim, look without the write lock first: idle workers polling an
         # empty queue then never queue up behind writers. A busy worker goes straight in.
-        if getattr(self._local, "idle", False) and not self._ready(
-            self._db.get(), queues, limit, now, wakes=True
-        ):
-            return []
+        if getattr(self._local, "idle", False):
+            conn = self._db.get()
+            if not self._ready(conn, queues, limit, now) and not self._wake_due(conn, now):
+                return []
         with self._db.write() as conn:
             claims = self._claim(conn, worker_id, queues, limit, lease_seconds, now)
         if claims:
@@ -214,14 +215,10 @@ class SQLiteBackend(Inspection, Backend):
         queues: Sequence[str],
         limit: int,
         now: float,
-        *,
-        wakes: bool = False,
     ) -> list[limits_sql.Row]:
         """The jobs to claim, best first (id, priority, ready_at, meta): the top of each
         queue's index, merged here, plus scheduled jobs whose time has come (a short range
-        of their own index). ``wakes``: a due wake of held jobs counts as one."""
-        if wakes and conn.execute(self._sql["limits_due"], {"now": now, "limit": 1}).fetchone():
-            return [("", 0, 0.0, "")]
+        of their own index)."""
         params: dict[str, Any] = {"now": now, "limit": limit}
         rows: list[limits_sql.Row] = []
         for queue in dict.fromkeys(queues):
@@ -232,6 +229,17 @@ class SQLiteBackend(Inspection, Backend):
         rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:limit]
+
+    def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
+        """Whether held jobs may come back now (a limit's wake time passed). The earliest
+        wake time is kept per thread until another commit (data_version), so an idle worker
+        polling a store without limits reads nothing more than before limits existed."""
+        version = self._local.since[1]
+        cached: tuple[int, float] | None = getattr(self._local, "next_wake", None)
+        if cached is None or cached[0] != version:
+            (first,) = conn.execute(self._sql["limits_next"]).fetchone()
+            cached = self._local.next_wake = (version, math.inf if first is None else first)
+        return now >= cached[1]
 
     def heartbeat(
         self,

@@ -113,6 +113,10 @@ DELETE FROM {ns}_limit_wake WHERE ref = :ref;
 -- {ns}_limit_wake_at
 SELECT ref FROM {ns}_limit_wake WHERE at <= :now ORDER BY at LIMIT :limit;
 
+-- name: limits_next
+-- {ns}_limit_wake_at: the earliest wake time (an idle worker's look before it waits)
+SELECT min(at) FROM {ns}_limit_wake;
+
 -- name: limit_unpark
 -- {ns}_jobs_held: the best parked jobs of one ref go back to the ready index.
 UPDATE {ns}_jobs SET held = NULL
