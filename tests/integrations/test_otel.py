@@ -112,3 +112,20 @@ def test_importing_conveyor_does_not_import_opentelemetry() -> None:
     code = "import sys, conveyor; conveyor.App('memory://'); print('opentelemetry' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_workflow_is_one_enqueue_span_and_its_steps_run_in_its_trace(
+    app: conveyor.App, exporter: InMemorySpanExporter
+) -> None:
+    @app.task(name="inc")
+    def inc(n: int) -> int:
+        return n + 1
+
+    job = conveyor.chain(inc.s(1), inc.s(), inc.s()).delay()
+    with app.worker(concurrency=1, schedule=False):
+        assert job.result(timeout=30) == 4
+    spans = exporter.get_finished_spans()
+    batch = by_name(spans, "enqueue_many")
+    runs = [s for s in spans if s.name == "run inc"]
+    assert len(runs) == 3
+    assert {r.context.trace_id for r in runs} == {batch.context.trace_id}
