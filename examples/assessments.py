@@ -20,7 +20,8 @@ else ./assessments.db.
   exponential backoff and full jitter;
 - limits: soft_timeout lets a step give up cleanly, timeout stops the attempt;
 - recycling: the process pool replaces a child after --max-tasks-per-child jobs;
-- results are kept a day (result_ttl); a periodic clean-up removes stale scratch files.
+- results are kept a day (task_defaults' result_ttl); a periodic clean-up removes stale
+  scratch files.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ from fastapi import FastAPI, HTTPException
 
 import conveyor
 
-app = conveyor.App(os.environ.get("CONVEYOR_URL") or "sqlite:///assessments.db")
+app = conveyor.App(
+    os.environ.get("CONVEYOR_URL") or "sqlite:///assessments.db",
+    task_defaults={"result_ttl": 86400, "timeout": 600},  # results kept a day; no endless run
+)
 SCRATCH = Path(os.environ.get("ASSESSMENTS_SCRATCH") or tempfile.gettempdir()) / "assessments"
-DAY = 86400
 STEPS = ("Loading answers", "Scoring with the rubric", "Executing agents", "Writing feedback")
 
 
@@ -54,7 +57,6 @@ STEPS = ("Loading answers", "Scoring with the rubric", "Executing agents", "Writ
     retry_jitter=True,
     soft_timeout=50,
     timeout=60,
-    result_ttl=DAY,
 )
 def run_assessment(assessment_id: int, step_seconds: float = 0.2) -> dict[str, Any]:
     job = conveyor.current_job()
@@ -72,13 +74,13 @@ def run_assessment(assessment_id: int, step_seconds: float = 0.2) -> dict[str, A
     return {"assessment": assessment_id, "score": assessment_id % 100, "steps": len(STEPS)}
 
 
-@app.task(name="assessments.report", queue="reports", priority=50, result_ttl=DAY)
+@app.task(name="assessments.report", queue="reports", priority=50)
 def build_report(assessment_id: int) -> str:
     return f"reports/{assessment_id}.pdf"
 
 
-@app.periodic(every=600, name="assessments.cleanup")
-def cleanup(max_age_seconds: float = 3600) -> int:
+@app.periodic(every=600, args=(3600,), name="assessments.cleanup")
+def cleanup(max_age_seconds: float) -> int:
     """Remove scratch files older than an hour."""
     removed = 0
     for path in SCRATCH.glob("*.tmp"):

@@ -32,8 +32,9 @@ REPORTS = Path(os.environ.get("PERIODIC_DIR", "reports"))
 
 
 def _due() -> float:
+    """The due time this run covers (``current_job().due``), as POSIX seconds."""
     job = conveyor.current_job()
-    return float(job.meta["due"]) if job is not None else time.time()
+    return job.due.timestamp() if job is not None and job.due is not None else time.time()
 
 
 @app.periodic(every=2, name="periodic.health_check", overlap=False)
@@ -48,8 +49,8 @@ def health_check() -> dict[str, Any]:
     }
 
 
-@app.periodic(every=3, name="periodic.cleanup")
-def cleanup(max_age_seconds: float = 6) -> dict[str, Any]:
+@app.periodic(every=3, args=(6,), name="periodic.cleanup")
+def cleanup(max_age_seconds: float) -> dict[str, Any]:
     """Delete reports older than ``max_age_seconds``."""
     removed = 0
     for report in REPORTS.glob("*.txt"):
