@@ -113,7 +113,9 @@ class ConveyorBackend(compat.BaseTaskBackend):  # type: ignore[misc]
             job = await self.app.asubmit(task.module_path, args, kwargs, options, meta=meta)
         except SerializationError as exc:
             raise TypeError(f"task {task.module_path}: {exc}") from exc
-        return self._enqueued(job.id)
+        import asyncio
+
+        return await asyncio.to_thread(self._enqueued, job.id)  # a read: off the event loop
 
     def _enqueued(self, job_id: str) -> Any:
         result = self.get_result(job_id)
