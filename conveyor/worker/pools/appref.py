@@ -32,7 +32,7 @@ def find_app_ref(registry: Registry) -> str:
         except TypeError:
             continue
         for attribute, value in attributes:
-            if isinstance(value, types.ModuleType):
+            if issubclass(type(value), types.ModuleType):  # type(): a proxy's __class__ runs code
                 continue
             try:
                 # no getattr: it could run arbitrary code on a proxy object
