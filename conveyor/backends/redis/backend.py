@@ -180,9 +180,7 @@ class RedisBackend(Waiting, Backend):
         for job_id, token in leases:
             pairs += [job_id, str(token)]
         lost, cancel = self._stamped("heartbeat", lambda clock: [*head, clock, *pairs])
-        return HeartbeatResult(
-            frozenset(i.decode() for i in lost), frozenset(i.decode() for i in cancel)
-        )
+        return HeartbeatResult(_pairs(lost), _pairs(cancel))
 
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
         reply = self._run("progress", job_id, str(token), json.dumps(progress.to_json()))
@@ -353,6 +351,10 @@ class RedisBackend(Waiting, Backend):
     def close(self) -> None:
         self._listener.close()
         self._connection.close()
+
+
+def _pairs(flat: Sequence[bytes]) -> frozenset[tuple[str, int]]:
+    return frozenset((flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
 def _text(value: bytes | str) -> str:
