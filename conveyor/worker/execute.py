@@ -143,6 +143,7 @@ class JobExecutor:
             attempt=record.attempts,
             queue=record.queue,
             meta=dict(record.meta),
+            token=claim.token,
             _sink=sink,
         )
         return run

@@ -250,6 +250,14 @@ class Worker:
 
     def _dispatch(self, claims: list[Claim], reserved: int, sent: float) -> None:
         """Hand claimed jobs to the pool (or finish at once those that cannot run)."""
+        if claims and time.monotonic() - sent > self._leases.local_deadline:
+            # The claim took so long (a stalled store) that this worker cannot vouch for the
+            # leases any more: their jobs go back unstarted rather than start and be stopped.
+            log.warning("a claim took longer than the lease allows: handing its jobs back")
+            for claim in claims:
+                self._leases.hand_back((claim.record.id, claim.token), started=False)
+            self._slots.unreserve(reserved)
+            return
         for claim in claims:
             run = self.executor.prepare(claim)
             run.sent_at = sent
