@@ -354,6 +354,13 @@ class Backend(ABC):
         it persists them. Workers call it once at start."""
         return True
 
+    def set_call_timeout(self, seconds: float) -> None:
+        """From now on give up any one call to the store (its retries included) within about
+        ``seconds``, raising BackendUnavailable: a worker passes a share of its lease, so
+        that no call hangs past it when the network to the store is cut. Backends whose
+        calls cannot hang on a network ignore it."""
+        return None
+
     def ping(self) -> bool:
         """True when the store answers."""
         try:

@@ -126,6 +126,8 @@ class Worker:
         if self._started:
             return self
         self._started = True
+        # No call to the store may hang past a lease when the network to it is cut.
+        self.backend.set_call_timeout(self.settings.lease_seconds / 3)
         self.backend.check_persistence()
         self.backend.register_worker(self._worker_info())
         self.pool.start()

@@ -102,6 +102,9 @@ class RedisBackend(Waiting, Backend):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def set_call_timeout(self, seconds: float) -> None:
+        self._connection.bound(seconds)
+
     def _stamped(self, name: str, build: Callable[[str], list[Any]]) -> Any:
         """Run a script that stamps leases. ``build`` makes its arguments from the clock
         argument: '' (the script reads the server's TIME when it runs), or this backend's
