@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import conveyor
-
 from conveyor.job import State
 from tests.proxy import BlackHoleProxy
 from tests.servers import RedisServer
