@@ -16,7 +16,9 @@ successful job passes through (scheduled, failed, cancelled, expired), so that l
 does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
-``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``.
+``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
+``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``). Leases are
+stamped with the server's ``TIME``, read inside the script (one call per script).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
