@@ -4,6 +4,7 @@ store."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -55,15 +56,17 @@ def span(path: str, seconds: float) -> int:
         finally:
             os.close(fd)
 
-    log("start")
+    # Every line is written inside the try: an interrupt that lands while one is written
+    # (right as the run ends, say) still leaves a closing line.
     try:
+        log("start")
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             time.sleep(min(0.01, seconds))
+        log("end")
     except BaseException:
         log("stop")
         raise
-    log("end")
     return ctx.token
 
 
@@ -73,6 +76,7 @@ def echo(value: object) -> object:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(format="%(created).3f %(threadName)s %(name)s: %(message)s")
     concurrency = int(sys.argv[1]) if len(sys.argv) > 1 else 4
     lease = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     shutdown = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0

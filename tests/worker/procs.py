@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,12 +21,14 @@ class WorkerProcess:
         env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
+        # A file, not a pipe: a worker that logs much would block on a full pipe nobody reads.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.worker.fault_app", *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
         )
 
     @property
@@ -48,9 +51,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc.stderr is not None and not self.proc.stderr.closed:
-            self.stderr = self.proc.stderr.read().decode(errors="replace")
-            self.proc.stderr.close()
+        if not self._stderr.closed:
+            self._stderr.seek(0)
+            self.stderr = self._stderr.read().decode(errors="replace")
+            self._stderr.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -98,12 +98,14 @@ class Chaos:
     def terminate(self, worker: WorkerProcess) -> None:
         worker.signal(signal.SIGTERM)
         worker.wait(60)
+        self.kills[worker.pid] = time.time()  # nothing of it runs past its exit
         self.replace(worker)
 
-    def stop_all(self) -> None:
+    def stop_all(self, logs: Path) -> None:
         for worker in self.workers + self.retired:
             worker.signal(signal.SIGCONT)
             worker.stop()
+            (logs / f"worker-{worker.pid}.log").write_text(worker.stderr)
 
 
 def running_on(app: conveyor.App, pid: int) -> dict[str, int]:
@@ -173,7 +175,7 @@ def test_a_soak_of_kills_freezes_and_restarts_loses_nothing_and_never_runs_a_job
         wait_for(lambda: all(j.state.is_final for j in jobs), timeout=180, what="the last jobs")
     finally:
         producing.clear()
-        chaos.stop_all()
+        chaos.stop_all(tmp_path)
     print(f"{len(jobs)} jobs; chaos: {chaos.actions}")
     records = {j.id: app.backend.get(j.id) for j in jobs}
     results = {i: app.decode_result(r) for i, r in records.items() if r is not None and r.result}
