@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     stderr = ""
 
-    def __init__(self, url: str, *args: str, namespace: str | None = None) -> None:
+    def __init__(
+        self, url: str, *args: str, namespace: str | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
         # A file, not a pipe: a worker that logs much would block on a full pipe nobody reads.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker.fault_app", *args],
+            [*prefix, sys.executable, "-m", "tests.worker.fault_app", *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

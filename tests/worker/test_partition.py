@@ -1,21 +1,24 @@
 """A network partition between one worker and Redis: the worker reaches the server through a
-TCP proxy (tests/proxy.py) that the test turns into a black hole mid-job. The cut-off worker
-stops its runs before their leases run out, another worker takes the jobs over, no run of a
-job overlaps another, and once the link is back the cut-off worker serves again without a
-restart."""
+TCP proxy (tests/proxy.py) that the test turns into a black hole mid-job, or from a network
+namespace of the test's own whose link it takes down (tests/netns.py; skipped where
+``ip netns`` is not permitted). The cut-off worker stops its runs before their leases run
+out, another worker takes the jobs over, no run of a job overlaps another, and once the link
+is back the cut-off worker serves again without a restart."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import conveyor
 from conveyor.job import State
+from tests.netns import create_or_skip
 from tests.proxy import BlackHoleProxy
-from tests.servers import RedisServer
+from tests.servers import RedisServer, redis_binary
 from tests.worker.procs import WorkerProcess, wait_for
 from tests.worker.spans import overlaps, read_runs
 from tests.worker.test_leases import LEASE, client_for, spans
@@ -32,20 +35,56 @@ def proxy(redis_server: RedisServer) -> Iterator[BlackHoleProxy]:
         p.close()
 
 
+@dataclass
+class Partition:
+    """How the test cuts one worker off from the server, and what that worker runs in."""
+
+    server_url: str  # the other workers' and the test's way to the server
+    cut_off_url: str  # the cut-off worker's
+    cut: Callable[[], None]
+    heal: Callable[[], None]
+    prefix: Sequence[str] = ()  # what the cut-off worker's command runs under
+
+
+@pytest.fixture(params=["proxy", "netns"])
+def partition(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Partition]:
+    if request.param == "proxy":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        proxy = request.getfixturevalue("proxy")
+        yield Partition(server.url, proxy.url(), proxy.cut, proxy.heal)
+        return
+    link = create_or_skip()
+    own = RedisServer(
+        redis_binary(),
+        tmp_path,
+        args=("--bind", "127.0.0.1", link.host_ip, "--protected-mode", "no"),
+    )
+    try:
+        own.start()
+        far = f"redis://{link.host_ip}:{own.port}/0"
+        yield Partition(own.url, far, link.cut, link.heal, link.prefix)
+    finally:
+        own.stop()
+        link.close()
+
+
 def test_a_worker_cut_off_from_redis_stops_its_jobs_in_time_and_serves_again_when_healed(
-    redis_server: RedisServer, proxy: BlackHoleProxy, tmp_path: Path, namespace: str
+    partition: Partition, tmp_path: Path, namespace: str
 ) -> None:
-    app = client_for(redis_server.url, namespace)
+    url = partition.server_url
+    app = client_for(url, namespace)
     log = tmp_path / "spans.log"
-    cut_off = WorkerProcess(proxy.url(), "2", str(LEASE), "5", namespace=namespace)
+    cut_off = WorkerProcess(
+        partition.cut_off_url, "2", str(LEASE), "5", namespace=namespace, prefix=partition.prefix
+    )
     other: WorkerProcess | None = None
     try:
         jobs = spans(app, log, 2, 8.0)
         wait_for(lambda: len(read_runs(log)) == 2, what="the cut-off worker's runs")
         assert {run.pid for run in read_runs(log)} == {cut_off.pid}
-        other = WorkerProcess(redis_server.url, "2", str(LEASE), "5", namespace=namespace)
+        other = WorkerProcess(url, "2", str(LEASE), "5", namespace=namespace)
         cut_at = time.time()
-        proxy.cut()
+        partition.cut()
         wait_for(lambda: all(j.state.is_final for j in jobs), timeout=90, what="the takeover")
         runs = read_runs(log)
         stopped = [r for r in runs if r.pid == cut_off.pid]
@@ -55,7 +94,7 @@ def test_a_worker_cut_off_from_redis_stops_its_jobs_in_time_and_serves_again_whe
         assert all(j.state is State.SUCCEEDED for j in jobs)
         assert {r.pid for r in runs if r.how == "end"} == {other.pid}
 
-        proxy.heal()
+        partition.heal()
         other.stop()
         later = spans(app, log, 4, 0.1)
         wait_for(lambda: all(j.state.is_final for j in later), timeout=60, what="serving again")
@@ -63,7 +102,7 @@ def test_a_worker_cut_off_from_redis_stops_its_jobs_in_time_and_serves_again_whe
         ids = {j.id for j in later}
         assert {r.pid for r in read_runs(log) if r.job in ids} == {cut_off.pid}
     finally:
-        proxy.heal()
+        partition.heal()
         cut_off.stop()
         if other is not None:
             other.stop()
