@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import conveyor
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -67,3 +69,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def client_for(url: str, namespace: str) -> conveyor.App:
+    """An app on the store at ``url`` that knows fault_app's task names."""
+    from tests.worker import fault_app
+
+    app = conveyor.App(url, namespace=namespace)
+    app.registry = fault_app.app.registry
+    return app

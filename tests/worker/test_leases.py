@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,30 +20,12 @@ from conveyor.job import Claim, State
 from conveyor.task import CallOptions
 from tests.backends.helpers import make_record
 from tests.servers import RedisServer
-from tests.worker.procs import WorkerProcess, wait_for
+from tests.worker.procs import WorkerProcess, client_for, wait_for
 from tests.worker.spans import Freeze, overlaps, read_runs
 
 pytestmark = pytest.mark.slow
 
 LEASE = 2.0
-
-
-def client_for(url: str, namespace: str) -> conveyor.App:
-    from tests.worker import fault_app
-
-    app = conveyor.App(url, namespace=namespace)
-    app.registry = fault_app.app.registry
-    return app
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        yield str(request.getfixturevalue("redis_server").url), namespace
 
 
 def spans(app: conveyor.App, log: Path, n: int, seconds: float) -> list[conveyor.Job]:
@@ -179,10 +160,10 @@ def test_workers_ride_out_a_frozen_redis_server(
 
 
 def test_a_worker_frozen_past_its_lease_stops_its_old_run_and_completes_the_new_claim(
-    durable: tuple[str, str], tmp_path: Path
+    client: conveyor.App, durable: tuple[str, str], tmp_path: Path
 ) -> None:
     url, ns = durable
-    app = client_for(url, ns)
+    app = client
     log = tmp_path / "spans.log"
     worker = WorkerProcess(url, "2", str(LEASE), namespace=ns)
     freeze: Freeze | None = None
@@ -213,4 +194,3 @@ def test_a_worker_frozen_past_its_lease_stops_its_old_run_and_completes_the_new_
     assert new.token == record.token
     assert app.decode_result(record) == new.token  # the new claim's outcome, not a stale one
     assert not overlaps(list(runs.values()), freezes=[freeze])
-    app.close()

@@ -19,9 +19,9 @@ from conveyor.job import State
 from tests.netns import create_or_skip
 from tests.proxy import BlackHoleProxy
 from tests.servers import RedisServer, redis_binary
-from tests.worker.procs import WorkerProcess, wait_for
+from tests.worker.procs import WorkerProcess, client_for, wait_for
 from tests.worker.spans import overlaps, read_runs
-from tests.worker.test_leases import LEASE, client_for, spans
+from tests.worker.test_leases import LEASE, spans
 
 pytestmark = pytest.mark.slow
 

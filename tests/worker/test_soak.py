@@ -25,9 +25,8 @@ import pytest
 import conveyor
 from conveyor.job import State
 from tests.servers import RedisServer
-from tests.worker.procs import WorkerProcess, wait_for
+from tests.worker.procs import WorkerProcess, client_for, wait_for
 from tests.worker.spans import Freeze, overlaps, read_runs
-from tests.worker.test_leases import client_for
 
 pytestmark = pytest.mark.slow
 

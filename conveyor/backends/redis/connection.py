@@ -62,6 +62,7 @@ SCRIPTS = [
     *("enqueue", "claim", "heartbeat", "progress", "finish", "finish_claim", "release"),
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
+    *("enqueue_workflow", "get_workflow"),
 ]
 
 
@@ -171,6 +172,7 @@ def _pools(client: Client) -> list[Any]:
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
     common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text()
+    common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
     }
@@ -193,10 +195,8 @@ class Connection:
         self._options: dict[str, Any] = {
             "socket_timeout": 5.0,
             "socket_connect_timeout": 2.0,
-            # a connection idle this long is PINGed before use; keepalive finds a dead peer
-            # under an idle (blocked) connection
+            # a connection idle this long is PINGed before it is used again
             "health_check_interval": 30,
-            "socket_keepalive": True,
             # one retry policy, ours (``call``): bounded in time, then BackendUnavailable
             "retry": Retry(NoBackoff(), 0),
         }
