@@ -20,7 +20,12 @@ class WorkerProcess:
     stderr = ""
 
     def __init__(
-        self, url: str, *args: str, namespace: str | None = None, prefix: Sequence[str] = ()
+        self,
+        url: str,
+        *args: str,
+        namespace: str | None = None,
+        module: str = "tests.worker.fault_app",
+        prefix: Sequence[str] = (),
     ) -> None:
         env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
@@ -28,7 +33,7 @@ class WorkerProcess:
         # A file, not a pipe: a worker that logs much would block on a full pipe nobody reads.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "tests.worker.fault_app", *args],
+            [*prefix, sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
