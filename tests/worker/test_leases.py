@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -109,51 +110,54 @@ def test_a_claim_sent_to_a_frozen_redis_server_is_stamped_when_it_runs(
 # -- a store that stalls for everyone ----------------------------------------------------------
 
 
+def ride_out(
+    url: str, namespace: str, log: Path, stall: Callable[[], None], *, workers: int, jobs: int
+) -> None:
+    """Workers at work on span jobs; ``stall`` stalls the store for all of them; then every
+    job must succeed, once, with no crash counted and no two runs of a job overlapping."""
+    app = client_for(url, namespace)
+    procs = [WorkerProcess(url, "4", str(LEASE), namespace=namespace) for _ in range(workers)]
+    try:
+        enqueued = spans(app, log, jobs, 0.2)
+        wait_for(lambda: len(read_runs(log)) >= jobs // 6, what="work under way")
+        stall()
+        wait_for(lambda: all(j.state.is_final for j in enqueued), timeout=120, what="all jobs")
+        assert_all_succeeded_once_without_crashes(app, enqueued)
+    finally:
+        for proc in procs:
+            proc.stop()
+        app.close()
+    assert not overlaps(read_runs(log))
+
+
 def test_workers_ride_out_a_sqlite_write_lock_held_past_their_leases(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    url = f"sqlite:///{path}"
-    app = client_for(url, "conveyor")
-    log = tmp_path / "spans.log"
-    workers = [WorkerProcess(url, "4", str(LEASE)) for _ in range(2)]
-    blocker = sqlite3.connect(path, isolation_level=None)
-    try:
-        jobs = spans(app, log, 60, 0.3)
-        wait_for(lambda: len(read_runs(log)) >= 10, what="work under way")
-        blocker.execute("BEGIN IMMEDIATE")
-        time.sleep(LEASE * 2)  # every lease of a running job runs out meanwhile
-        blocker.execute("COMMIT")
-        wait_for(lambda: all(j.state.is_final for j in jobs), timeout=120, what="all jobs")
-    finally:
-        blocker.close()
-        for w in workers:
-            w.stop()
-    assert not overlaps(read_runs(log))
-    assert_all_succeeded_once_without_crashes(app, jobs)
-    app.close()
+
+    def hold_the_write_lock() -> None:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            time.sleep(LEASE * 2)  # every lease of a running job runs out meanwhile
+            blocker.execute("COMMIT")
+        finally:
+            blocker.close()
+
+    ride_out(f"sqlite:///{path}", "conveyor", tmp_path / "spans.log", hold_the_write_lock,
+             workers=2, jobs=60)  # fmt: skip
 
 
 def test_workers_ride_out_a_frozen_redis_server(
     fresh_redis_server: RedisServer, tmp_path: Path, namespace: str
 ) -> None:
-    url = fresh_redis_server.url
-    app = client_for(url, namespace)
-    log = tmp_path / "spans.log"
-    workers = [WorkerProcess(url, "4", str(LEASE), namespace=namespace) for _ in range(3)]
-    try:
-        jobs = spans(app, log, 150, 0.1)
-        wait_for(lambda: len(read_runs(log)) >= 20, what="work under way")
+    def freeze_the_server() -> None:
         fresh_redis_server.signal(signal.SIGSTOP)
         try:
             time.sleep(LEASE * 1.5)  # workers finishing and claiming wait on it meanwhile
         finally:
             fresh_redis_server.signal(signal.SIGCONT)
-        wait_for(lambda: all(j.state.is_final for j in jobs), timeout=120, what="all jobs")
-    finally:
-        for w in workers:
-            w.stop()
-    assert not overlaps(read_runs(log))
-    assert_all_succeeded_once_without_crashes(app, jobs)
-    app.close()
+
+    ride_out(fresh_redis_server.url, namespace, tmp_path / "spans.log", freeze_the_server,
+             workers=3, jobs=150)  # fmt: skip
 
 
 # -- a worker frozen past its lease ------------------------------------------------------------
