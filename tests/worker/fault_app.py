@@ -12,7 +12,8 @@ import time
 
 import conveyor
 
-app = conveyor.App()
+# FAULT_MAX_CRASHES: a soak that kills and freezes workers many times over sets it higher
+app = conveyor.App(max_crashes=int(os.environ.get("FAULT_MAX_CRASHES", "3")))
 
 
 @app.task(name="fault.mark")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import conveyor
@@ -26,8 +26,9 @@ class WorkerProcess:
         namespace: str | None = None,
         module: str = "tests.worker.fault_app",
         prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, **(env or {}), CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
         # A file, not a pipe: a worker that logs much would block on a full pipe nobody reads.

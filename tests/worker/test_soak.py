@@ -35,6 +35,11 @@ WORKERS = 3
 SOAK_SECONDS = float(os.environ.get("CONVEYOR_SOAK_SECONDS", "60"))
 #: how long a killed worker's jobs may stay running in the store
 RECOVERY_BOUND = LEASE + 2.0
+#: The chaos hits a worker every two seconds or so, and each kill or freeze past a lease
+#: is a lost worker, which counts a crash against every job it held: at the default of 3 a
+#: long job that is unlucky three times would end failed as a suspected poison job. The soak
+#: is about losing nothing and never running twice at once, so it allows more.
+MAX_CRASHES = {"FAULT_MAX_CRASHES": "100"}
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -61,7 +66,9 @@ class Chaos:
         self.actions: list[str] = []
 
     def spawn(self) -> WorkerProcess:
-        return WorkerProcess(self.url, "4", str(LEASE), "5", namespace=self.namespace)
+        return WorkerProcess(
+            self.url, "4", str(LEASE), "5", namespace=self.namespace, env=MAX_CRASHES
+        )
 
     def replace(self, worker: WorkerProcess) -> None:
         self.workers[self.workers.index(worker)] = self.spawn()
