@@ -3,7 +3,9 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -86,6 +88,8 @@ class App:
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
+            if not options.get("name") and f.__module__ == "__main__":
+                _warn_main_module(f, name)
             opts = task_options(name, {k: v for k, v in options.items() if k != "name"})
             t: Task[P, R] = Task(f, opts, self)
             self.registry.add(t)
@@ -360,3 +364,21 @@ class App:
             settings,
             make_periodic_record=self.periodic_record,
         )
+
+
+def _warn_main_module(fn: Callable[..., Any], name: str) -> None:
+    """A task defined in a script run as ``python app.py`` is named ``__main__.…``, a name a
+    worker that imports the module (``-A app:app``) never registers: say so, at the def."""
+    code = getattr(fn, "__code__", None)
+    filename = code.co_filename if code else "__main__"
+    module = os.path.splitext(os.path.basename(filename))[0] if code else "yourmodule"
+    warnings.warn_explicit(
+        f"task {name!r} is registered from __main__ (a script run as 'python "
+        f"{module}.py'): a worker importing your module will never know that name. Give it "
+        f"one, @app.task(name={fn.__name__!r}), or run the program as a module "
+        f"(python -m {module})",
+        RuntimeWarning,
+        filename=filename,
+        lineno=code.co_firstlineno if code else 0,
+        module="__main__",
+    )

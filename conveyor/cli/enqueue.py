@@ -3,7 +3,6 @@ the job with a progress bar until it is final."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from typing import Any
@@ -68,8 +67,16 @@ def enqueue(
     if not wait:
         click.echo(job.id)
         return
-    record = follow(app, job, timeout)
     ctx = click.get_current_context()
+    try:
+        record = follow(app, job, timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the watching, not the job: 130 is the shell's status for SIGINT.
+        click.echo(
+            f"interrupted: job {job.id} keeps running; follow it with: conveyor job {job.id}",
+            err=True,
+        )
+        ctx.exit(130)
     if record.state is State.SUCCEEDED:
         click.echo(render.to_json(app.decode_result(record)))
         return
@@ -101,19 +108,10 @@ def _check_call(app: App, name: str, args: list[Any], kwargs: dict[str, Any]) ->
     if name not in app.registry:
         known = ", ".join(app.registry.names()) or "none"
         raise UserError(f"no task registered under the name {name!r} (known: {known})")
-    fn = app.registry.get(name).fn
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or C function: nothing to check against
-        return
-    try:
-        signature.bind(*args, **kwargs)
+        app.registry.get(name).check_args(name, tuple(args), kwargs)
     except TypeError as exc:
-        bare = signature.replace(
-            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
-            return_annotation=signature.empty,
-        )
-        raise UserError(f"{name}{bare}: {exc}") from None
+        raise UserError(str(exc)) from None
 
 
 def follow(app: App, job: Job, timeout: float | None) -> JobRecord:
