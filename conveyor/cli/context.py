@@ -11,6 +11,7 @@ from typing import IO, Any
 import click
 
 from conveyor.app import App
+from conveyor.backends import describe_store, store_file
 
 
 class UserError(click.ClickException):
@@ -47,6 +48,30 @@ class CliState:
                 self._app, self._owned = App(), True
                 click.get_current_context().call_on_close(self.close)
         return self._app
+
+    def store_app(self, command: str) -> App:
+        """The app, for a command that reads or changes what a store holds (jobs, cancel,
+        purge...): such a command never creates a store, so a missing SQLite file is a
+        mistake to name, not an empty store to make."""
+        app = self.app()
+        path = store_file(app.settings.url)
+        if path is not None and not os.path.exists(path):
+            if self.app_spec:
+                source = f"the URL of -A {self.app_spec}"
+            elif os.environ.get("CONVEYOR_URL"):
+                source = "from CONVEYOR_URL"
+            else:
+                source = "the default, sqlite:///conveyor.db in the current directory"
+            raise UserError(
+                f"no conveyor store at {path} ({source}); 'conveyor {command}' never creates "
+                "one: run it where your database is, or name it with -A module:app or "
+                "CONVEYOR_URL=sqlite:///path/to/jobs.db"
+            )
+        return app
+
+    def store_name(self) -> str:
+        """The store the app reads, as a user may be shown it (never a password)."""
+        return describe_store(self.app().settings.url)
 
     @property
     def has_app_spec(self) -> bool:

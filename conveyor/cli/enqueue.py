@@ -8,7 +8,9 @@ import time
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from conveyor.app import App
 from conveyor.cli import render
@@ -118,16 +120,26 @@ def follow(app: App, job: Job, timeout: float | None) -> JobRecord:
     """A progress bar fed by the job's progress and state, on stderr, until the job is final
     or ``timeout`` passes; returns the last record read."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    out = render.console(stderr=True)
+    out.print(f"job {job.id} ({escape(job.task)}) enqueued; Ctrl-C stops watching, not the job")
+    # Fixed widths but for the message, which takes what is left and is cut to one line:
+    # the bar stays one readable line at 80 columns.
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[state]}"),
-        TextColumn("{task.fields[message]}"),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis"),
+        ),
+        BarColumn(bar_width=20 if out.width < render.NARROW else 40),
+        TaskProgressColumn(table_column=Column(width=4, no_wrap=True)),
+        TextColumn("{task.fields[state]}", table_column=Column(width=9, no_wrap=True)),
+        TextColumn(
+            "{task.fields[message]}",
+            table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+        ),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=render.console(stderr=True)) as bar:
-        row = bar.add_task(f"{job.task} {job.id}", total=100, state="", message="")
+    with Progress(*columns, console=out, expand=True) as bar:
+        row = bar.add_task(escape(job.task), total=100, state="", message="")
         while True:
             record = app.get_record(job.id)
             if record is None:

@@ -153,7 +153,7 @@ def test_schedules_lists_the_apps_periodic_tasks(app_module: AppModule) -> None:
 
 def test_purge_deletes_the_waiting_jobs_of_a_queue(app_module: AppModule, inspector: App) -> None:
     ids = finished_jobs(app_module)
-    result = run("purge", "reports")
+    result = run("purge", "reports", "--yes")
     assert result.exit_code == 0, result.output
     assert "purged 1 job from queue 'reports'" in result.stdout
     assert inspector.get_record(ids["waiting"]) is None

@@ -22,6 +22,7 @@ from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import Signal
+from conveyor.backends.sqlite.faults import READONLY, raise_store_error, store_error
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
 
@@ -29,6 +30,9 @@ from conveyor.errors import BackendUnavailable, ConfigurationError
 BUSY_TIMEOUT_SECONDS = 30.0
 #: the writers' gate beside the database file (see Connections._enter_gate)
 GATE_SUFFIX = "-conveyor-gate"
+#: the version of the tables this conveyor writes, kept in the file's PRAGMA user_version:
+#: raise it with every change an older conveyor could not read
+SCHEMA_VERSION = 1
 #: how often a waiter looks for commits made by other processes
 WAKE_SLICE_SECONDS = 0.0015
 
@@ -196,7 +200,10 @@ class Connections:
     def _gate(self) -> int:
         slot = self._slot()
         if slot.gate is None:
-            slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise_store_error(self.options.path, exc)
         return slot.gate
 
     def _enter_gate(self, fd: int) -> None:
@@ -238,6 +245,8 @@ class Connections:
         self._enter_gate(gate)
         try:
             yield conn
+        except sqlite3.Error as exc:
+            raise_store_error(self.options.path, exc)
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
 
@@ -276,6 +285,9 @@ class Connections:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as exc:
+            # A read-only file, a full disk...: one line naming the file, the cause, the fix.
+            raise_store_error(self.options.path, exc)
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
 
@@ -298,15 +310,20 @@ def initialise(options: Options, namespace: str) -> None:
             # "locked" at once, without its busy wait, while another process does the same.
             busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (5, 6)  # BUSY, LOCKED
             if not busy or time.monotonic() > deadline:
-                raise ConfigurationError(f"cannot open {options.path!r}: {exc}") from exc
+                error = store_error(options.path, exc)
+                raise error or ConfigurationError(f"cannot open {options.path!r}: {exc}") from exc
             time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open {options.path!r} as a database: {exc}") from exc
+            error = store_error(options.path, exc)
+            raise error or ConfigurationError(
+                f"cannot open {options.path!r} as a database: {exc}"
+            ) from exc
 
 
 def _initialise(options: Options, namespace: str) -> None:
     conn = sqlite3.connect(options.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
+        version = check_schema_version(conn, options.path)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -315,10 +332,39 @@ def _initialise(options: Options, namespace: str) -> None:
                 f"{options.path!r} cannot use SQLite's WAL journal (got {mode!r}); put the "
                 "database on a local file system"
             )
+        stamp = f"PRAGMA user_version = {SCHEMA_VERSION};" if version < SCHEMA_VERSION else ""
         # One transaction: a failure leaves nothing behind (closing rolls it back).
-        conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\nCOMMIT;")
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\n{stamp}\nCOMMIT;")
+        except sqlite3.OperationalError as exc:
+            # A read-only file that already holds the tables can still be read (conveyor
+            # jobs); its first write says what is wrong.
+            readonly = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == READONLY
+            if not (readonly and _has_tables(conn, namespace)):
+                raise
     finally:
         conn.close()
+
+
+def check_schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version (``PRAGMA user_version``, 0 before versions existed); a
+    file from a newer conveyor is refused before anything touches it."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"{path} was written by a newer conveyor (database schema version {version}; this "
+            f"conveyor knows versions up to {SCHEMA_VERSION}): upgrade conveyor where this "
+            "command runs (pip install -U conveyor, or from the newer checkout), or point "
+            "CONVEYOR_URL at another file"
+        )
+    return version
+
+
+def _has_tables(conn: sqlite3.Connection, namespace: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (f"{namespace}_jobs",)
+    )
+    return found.fetchone() is not None
 
 
 class Wakeups:
