@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload

@@ -217,7 +217,9 @@ class ArgumentCheck:
         if self.signature is None:
             return "(...)"
         params = [p.replace(annotation=p.empty) for p in self.signature.parameters.values()]
-        return str(self.signature.replace(parameters=params, return_annotation=inspect.Signature.empty))
+        return str(
+            self.signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+        )
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -13,28 +14,48 @@ from rich.logging import RichHandler
 
 from conveyor.cli import render
 from conveyor.cli.context import CliState, UserError, pass_state
+from conveyor.worker.joblog import JsonFormatter
 from conveyor.worker.scheduler import Scheduler
 
 LEVELS = ["debug", "info", "warning", "error"]
+#: the handler the command line puts on the ``conveyor`` logger, replaced on each call
+HANDLER_NAME = "conveyor-cli"
 log = logging.getLogger("conveyor.cli")
 
 loglevel_option = click.option(
+    "--log-level",
     "--loglevel",
+    "loglevel",
     type=click.Choice(LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
-    help="How much to log.",
+    help="How much to log: info shows one line per finished job attempt, debug adds "
+    "every failed attempt's traceback.",
+)
+logformat_option = click.option(
+    "--log-format",
+    "logformat",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal; json: one object per line, for log collectors.",
 )
 
 
-def configure_logging(level: str) -> None:
-    handler = RichHandler(
-        console=render.console(stderr=True), show_path=False, rich_tracebacks=False
-    )
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+def configure_logging(level: str, log_format: str = "text") -> None:
+    handler: logging.Handler
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = RichHandler(
+            console=render.console(stderr=True), show_path=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.set_name(HANDLER_NAME)
     # conveyor's own loggers only: the user's logging setup, if any, stays as it is.
     logger = logging.getLogger("conveyor")
-    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, RichHandler)]
+    logger.handlers[:] = [h for h in logger.handlers if h.get_name() != HANDLER_NAME]
     logger.addHandler(handler)
     logger.setLevel(level.upper())
     logger.propagate = False
@@ -70,6 +91,7 @@ def configure_logging(level: str) -> None:
     "--max-memory-per-child", type=click.FloatRange(min=1), metavar="MB", help="Process pool only."
 )
 @loglevel_option
+@logformat_option
 @pass_state
 def worker(
     cli: CliState,
@@ -82,14 +104,15 @@ def worker(
     max_tasks_per_child: int | None,
     max_memory_per_child: float | None,
     loglevel: str,
+    logformat: str,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; running jobs finish first (a second signal hands
-    them back at once)."""
+    them back at once). It logs one line per finished attempt and per retry scheduled."""
     app = cli.app(needs_tasks="worker")
     names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
     if names is not None and not names:
         raise UserError(f"-Q {queues!r} names no queue")
-    configure_logging(loglevel)
+    configure_logging(loglevel, logformat)
     w = app.worker(
         queues=names,
         concurrency=concurrency,
@@ -107,15 +130,16 @@ def worker(
 
 @click.command()
 @loglevel_option
+@logformat_option
 @pass_state
-def scheduler(cli: CliState, loglevel: str) -> None:
+def scheduler(cli: CliState, loglevel: str, logformat: str) -> None:
     """Run only the periodic scheduler, until SIGTERM or SIGINT. Workers run one each by
     default; any number may run, each due time is still enqueued once."""
     app = cli.app(needs_tasks="scheduler")
     specs = app.registry.periodic
     if not specs:
         raise UserError(f"the app {cli.app_spec} has no periodic tasks to schedule")
-    configure_logging(loglevel)
+    configure_logging(loglevel, logformat)
     loop = Scheduler(app.backend, specs, app.periodic_record)
     stop = threading.Event()
 

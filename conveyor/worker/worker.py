@@ -26,6 +26,7 @@ from conveyor.job import Claim, JobRecord, Outcome
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec
 from conveyor.serialization import Serializer
+from conveyor.worker import joblog
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.pools.base import Pool
@@ -322,6 +323,7 @@ class Worker:
             log.error("could not finish %d job(s); their leases will run out", len(items))
             accepted, claims, free = [False] * len(items), [], 0
         for (run, outcome), ok in zip(batch, accepted, strict=True):
+            joblog.attempt_ended(run, outcome, ok)
             if not ok:
                 log.warning("job %s: outcome refused (lease lost to another worker)", run.id)
             elif outcome.state.value == "failed":
