@@ -3,6 +3,7 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,11 @@ from conveyor.worker.worker import Worker, WorkerSettings
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger("conveyor.app")
+
+#: a worker not seen for longer than this no longer counts as serving its queues
+LIVE_WORKER_SECONDS = 60.0
 
 
 class App:
@@ -52,6 +58,7 @@ class App:
         self._ids = IdGenerator()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self._queues_checked: set[str] = set()  # queues asked about once: see _check_served
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -204,6 +211,8 @@ class App:
         if self.settings.eager:
             return self._run_eagerly(record)
         stored = self.backend.enqueue([record])[0]
+        if record.queue not in self._queues_checked:
+            self._check_served(record.queue)
         return Job(self, stored.id, stored.task)
 
     async def asubmit(
@@ -215,6 +224,8 @@ class App:
         import asyncio  # here, not at the top: a worker without async code never loads it
 
         stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
+        if record.queue not in self._queues_checked:
+            await asyncio.to_thread(self._check_served, record.queue)
         return Job(self, stored.id, stored.task)
 
     def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
@@ -237,6 +248,29 @@ class App:
         if batch:
             flush()
         return jobs
+
+    def unserved_queues(self, queues: Iterable[str], *, now: float | None = None) -> list[str]:
+        """Those of ``queues`` that no live worker (seen within LIVE_WORKER_SECONDS) serves:
+        their jobs wait until one does."""
+        since = (time.time() if now is None else now) - LIVE_WORKER_SECONDS
+        served = {q for w in self.backend.list_workers() if w.last_seen >= since for q in w.queues}
+        return [q for q in queues if q not in served]
+
+    def _check_served(self, queue: str) -> None:
+        """Warn, once per queue and app, when a job goes to a queue no live worker serves (a
+        typo such as 'reprots' otherwise costs hours). Asked once, so delay() stays fast."""
+        self._queues_checked.add(queue)
+        try:
+            unserved = self.unserved_queues([queue])
+        except Exception:  # a store that cannot list workers must not fail an enqueue
+            return
+        if unserved:
+            log.warning(
+                "no live worker serves queue %r: its jobs wait until one does (check the "
+                "name, or start one: conveyor -A module:app worker -Q %s)",
+                queue,
+                queue,
+            )
 
     def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
         """The job a periodic task's due time enqueues."""

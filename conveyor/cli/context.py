@@ -4,6 +4,7 @@ a user's mistake is reported: ``error: ...`` on one line of stderr, exit status 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from typing import IO, Any
@@ -84,6 +85,26 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState)
+
+#: the handler the command line puts on the ``conveyor`` logger (a worker replaces it)
+HANDLER_NAME = "conveyor-cli"
+
+
+class _WarningLine(logging.Handler):
+    """conveyor's warnings (a queue no worker serves...) as ``warning: ...`` on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def show_warnings(ctx: click.Context) -> None:
+    """For the command's run: print what conveyor logs at WARNING and above on stderr."""
+    logger = logging.getLogger("conveyor")
+    handler = _WarningLine(logging.WARNING)
+    handler.set_name(HANDLER_NAME)
+    logger.handlers[:] = [h for h in logger.handlers if h.get_name() != HANDLER_NAME]
+    logger.addHandler(handler)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 def load_app(spec: str) -> App:

@@ -168,7 +168,8 @@ def queues(cli: CliState, as_json: bool) -> None:
         if unserved:
             render.console(stderr=True).print(
                 f"[bold red]no live worker serves {escape(', '.join(unserved))}[/]: start "
-                f"one with conveyor -A module:app worker -Q {escape(','.join(unserved))}"
+                f"one with conveyor -A {escape(cli.app_spec or 'module:app')} worker -Q "
+                f"{escape(','.join(unserved))}"
             )
         render.store_line(cli.store_name())
 

@@ -9,7 +9,7 @@ import click
 
 from conveyor import __version__
 from conveyor.cli import demo, enqueue, jobs, worker
-from conveyor.cli.context import CliState, UserError
+from conveyor.cli.context import CliState, UserError, show_warnings
 from conveyor.errors import ConveyorError
 
 
@@ -39,6 +39,7 @@ def cli(ctx: click.Context, app_spec: str | None) -> None:
     """conveyor: durable background jobs. One SQLite file by default, Redis or PostgreSQL
     when you outgrow it."""
     ctx.obj = CliState(app_spec)
+    show_warnings(ctx)
 
 
 for command in (*worker.COMMANDS, enqueue.enqueue, *jobs.COMMANDS, demo.demo):

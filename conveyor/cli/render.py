@@ -16,11 +16,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.app import LIVE_WORKER_SECONDS
 from conveyor.backends.base import ScheduleState, WorkerInfo
 from conveyor.job import JobInfo, Progress, State
 
 #: a worker not seen for longer than this is shown as stale (heartbeats come every few seconds)
-STALE_SECONDS = 60.0
+STALE_SECONDS = LIVE_WORKER_SECONDS
 
 STATE_STYLES: dict[State, str] = {
     State.SCHEDULED: "cyan",

@@ -13,13 +13,12 @@ import click
 from rich.logging import RichHandler
 
 from conveyor.cli import render
-from conveyor.cli.context import CliState, UserError, pass_state
+from conveyor.cli.context import HANDLER_NAME, CliState, UserError, pass_state
 from conveyor.worker.joblog import JsonFormatter
 from conveyor.worker.scheduler import Scheduler
 
 LEVELS = ["debug", "info", "warning", "error"]
-#: the handler the command line puts on the ``conveyor`` logger, replaced on each call
-HANDLER_NAME = "conveyor-cli"
+
 log = logging.getLogger("conveyor.cli")
 
 loglevel_option = click.option(
