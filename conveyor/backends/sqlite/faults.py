@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 from typing import NoReturn
 
@@ -17,6 +18,9 @@ from conveyor.errors import BackendUnavailable, ConfigurationError, ConveyorErro
 
 #: SQLite's primary result codes for faults of the file rather than of conveyor
 PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB = 3, 8, 10, 11, 13, 14, 26
+
+#: a disk with less room than this counts as full (SQLite needs a few pages and its -shm)
+FULL_BELOW_BYTES = 1 << 20
 
 #: where to point conveyor at another store, said in every message
 ELSEWHERE = "or point CONVEYOR_URL (or your app's URL) at another file"
@@ -37,6 +41,8 @@ def store_error(path: str, exc: BaseException) -> ConveyorError | None:
         return None
     if code in (PERM, READONLY, CANTOPEN):
         return ConfigurationError(f"{path}: {_access_problem(path, cause)}")
+    if code == IOERR and _disk_full(path):
+        code = FULL  # SQLite says "disk I/O error" when even its -shm file finds no room
     if code == FULL:
         return BackendUnavailable(
             f"{path}: the disk is full ({cause}); free space on it, {ELSEWHERE}"
@@ -53,6 +59,13 @@ def store_error(path: str, exc: BaseException) -> ConveyorError | None:
     if code == IOERR:
         return BackendUnavailable(f"{path}: input/output error ({cause}); check the disk")
     return None
+
+
+def _disk_full(path: str) -> bool:
+    try:
+        return shutil.disk_usage(os.path.dirname(path) or ".").free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 def raise_store_error(path: str, exc: BaseException) -> NoReturn:

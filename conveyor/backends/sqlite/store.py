@@ -82,7 +82,10 @@ def parse_url(url: str) -> Options:
             f"the directory {directory!r} for the database {url!r} does not exist; create it first"
         )
     if os.path.isdir(path):
-        raise ConfigurationError(f"{path!r} in {url!r} is a directory, not a database file")
+        raise ConfigurationError(
+            f"{path} in {url!r} is a directory, not a database file; name a file in it, e.g. "
+            f"sqlite:///{os.path.join(path, 'jobs.db')}"
+        )
     return Options(path, synchronous)
 
 
