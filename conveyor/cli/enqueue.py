@@ -121,7 +121,7 @@ def follow(app: App, job: Job, timeout: float | None) -> JobRecord:
     or ``timeout`` passes; returns the last record read."""
     deadline = None if timeout is None else time.monotonic() + timeout
     out = render.console(stderr=True)
-    out.print(f"job {job.id} ({escape(job.task)}) enqueued; Ctrl-C stops watching, not the job")
+    out.print(f"job {job.id} enqueued; Ctrl-C stops the watching, not the job")
     # Fixed widths but for the message, which takes what is left and is cut to one line:
     # the bar stays one readable line at 80 columns.
     columns = (

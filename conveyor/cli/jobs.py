@@ -6,6 +6,7 @@ They work without ``-A`` on the embedded default (``CONVEYOR_URL``, else
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -231,11 +232,9 @@ def purge(cli: CliState, queue: str, yes: bool) -> None:
         return
     if not yes:
         question = f"delete the {_jobs(waiting)} waiting in queue {queue!r} of {store}?"
-        try:
-            confirmed = click.confirm(question, err=True)
-        except click.Abort:  # no terminal to answer on (a script, a pipe)
-            raise UserError(f"purge needs confirming: {question} Add --yes to say so") from None
-        if not confirmed:
+        if not sys.stdin.isatty():  # a script or a pipe: nobody to answer
+            raise UserError(f"purge would {question[:-1]}; add --yes to confirm")
+        if not click.confirm(question, err=True):
             click.echo("nothing purged")
             return
     removed = app.backend.purge_queue(queue)

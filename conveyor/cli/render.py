@@ -151,7 +151,7 @@ def jobs_table(infos: list[JobInfo], *, width: int) -> Table:
     table = Table(title=None, show_edge=False, header_style="bold")
     table.add_column("id", no_wrap=True)
     table.add_column("task", overflow="fold")
-    table.add_column("state ×attempts", no_wrap=True)
+    table.add_column("state", no_wrap=True)  # "failed ×3": the attempts when more than one
     table.add_column("created", no_wrap=True)
     if show_queue:
         table.add_column("queue", overflow="fold")
