@@ -2,7 +2,7 @@
 
     tasks.add[18ebe6…] succeeded in 0.21 ms (attempt 1)
     tasks.fetch[18ebe7…] failed in 310.52 ms (attempt 1): ConnectionError: timed out
-    tasks.fetch[18ebe7…] retry scheduled in 1.9 s (attempt 2 next)
+    tasks.fetch[18ebe7…] retry scheduled in 1.90 s (attempt 2 next)
     tasks.report[18ebe8…] failed in 4.01 ms (attempt 1): ValueError: no such price
     Traceback (most recent call last): ...
 
@@ -88,8 +88,8 @@ def _retry_scheduled(run: JobRun, outcome: Outcome, *, now: float) -> None:
         "retry_in_s": round(wait, 3),
     }
     log.info(
-        "%s[%s] retry scheduled in %.1f s (attempt %d next)",
-        record.task, record.id, wait, record.attempts + 1,
+        "%s[%s] retry scheduled in %s (attempt %d next)",
+        record.task, record.id, _seconds(wait), record.attempts + 1,
         extra={"job": facts},
     )  # fmt: skip
 
