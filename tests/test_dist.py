@@ -35,3 +35,24 @@ def test_make_dist_builds_an_sdist_and_a_wheel_that_twine_check_passes(tmp_path:
     )  # fmt: skip
     for inside in ("conveyor/backends/sqlite/queries.sql", "conveyor/py.typed", "entry_points"):
         assert inside in wheel.stdout
+
+
+def test_pip_install_from_the_checkout_gives_a_working_conveyor(tmp_path: Path) -> None:
+    """The README's first install line, ``pip install .``, minus the dependencies (this
+    environment has them): conveyor then runs from the installed copy, not the checkout."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--target", str(target), str(ROOT)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    code = "import conveyor, sys; print(conveyor.__file__); sys.argv[1:] = ['--version']; "
+    code += "from conveyor.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path, env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    installed, version = done.stdout.splitlines()
+    assert installed.startswith(str(target)) and version.startswith("conveyor, version ")
