@@ -276,6 +276,7 @@ def workers_table(workers: list[WorkerInfo], now: float, *, width: int) -> Table
     share a column."""
     narrow = width < NARROW
     table = Table(show_edge=False, header_style="bold")
+    columns: tuple[str, ...]
     if narrow:
         columns = ("id", "queues", "pool", "running", "last seen", "done", "failed")
     else:

@@ -98,7 +98,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and a job's facts as fields
     of their own (``conveyor worker --log-format json``), for log collectors."""
 
-    converter = time.gmtime  # times in UTC, as everywhere in conveyor
+    def converter(self, seconds: float | None) -> time.struct_time:
+        return time.gmtime(seconds)  # times in UTC, as everywhere in conveyor
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
