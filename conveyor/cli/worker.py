@@ -9,6 +9,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
 import click
@@ -166,6 +167,10 @@ def scheduler(cli: CliState, loglevel: str, logformat: str) -> None:
     try:
         for spec in specs:
             log.info("periodic %s: %s", spec.task_name, spec.schedule.describe())
+        # Housekeeping first, here and not on the loop's thread: it writes, so a store this
+        # process cannot write to (read-only, full...) is the command's one-line error, exit
+        # status 2, rather than a loop of retries.
+        app.backend.sweep(now=time.time())
         # The loop runs on its own thread so the main thread stays free to take signals.
         thread = threading.Thread(target=loop.run, args=(stop,), name="conveyor-scheduler")
         thread.start()

@@ -35,7 +35,7 @@ INSPECTING = [
     ("purge", "default", "--yes"),
 ]
 #: the commands that write (with -A: they need the app's tasks)
-WRITING = [("enqueue", "TASK", "1", "2"), ("worker", "--no-schedule")]
+WRITING = [("enqueue", "TASK", "1", "2"), ("worker", "--no-schedule"), ("scheduler",)]
 
 
 def typed(command: tuple[str, ...], module: AppModule, job_id: str = "18ebe6000000") -> list[str]:
@@ -221,6 +221,7 @@ def url_module(directory: Path) -> AppModule:
     name = f"urltasks_{uuid.uuid4().hex[:8]}"
     (directory / f"{name}.py").write_text(
         "import conveyor\n\napp = conveyor.App()\n\n\n@app.task\ndef add(x, y):\n    return x + y\n"
+        "\n\n@app.periodic(every=3600)\ndef hourly():\n    pass\n"
     )
     return AppModule(name, directory, "")
 
