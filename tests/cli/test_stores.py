@@ -153,18 +153,18 @@ def unprivileged() -> list[str]:
     return ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
 
 
-def conveyor(module: AppModule, words: list[str], *prefix: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(module.path), CONVEYOR_URL=module.url, COLUMNS="200")
+def in_a_shell(module: AppModule, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """ARGV run in the module's directory, with its app importable and its store named by
+    CONVEYOR_URL, on a terminal wide enough that no line wraps."""
+    env = dict(os.environ, PYTHONPATH=str(module.path), CONVEYOR_URL=module.url, COLUMNS="300")
     env.pop("CONVEYOR_APP", None)
     return subprocess.run(
-        [*prefix, *unprivileged(), sys.executable, "-m", "conveyor", *words],
-        cwd=module.path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        argv, cwd=module.path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def conveyor(module: AppModule, words: list[str]) -> subprocess.CompletedProcess[str]:
+    return in_a_shell(module, [*unprivileged(), sys.executable, "-m", "conveyor", *words])
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -264,17 +264,8 @@ def test_a_full_disk_is_named_with_the_fix_by_every_command(tmp_path: Path) -> N
     for command in INSPECTING + WRITING:
         words = shlex.join([*conveyor_line, *typed(command, module, "JOB")]).replace("JOB", "$ID")
         script.append(f'{words} >{out} 2>&1; echo "$? $(grep -c . {out}) $(tail -1 {out})"')
-    env = dict(os.environ, PYTHONPATH=str(module.path), CONVEYOR_URL=module.url, COLUMNS="300")
-    env.pop("CONVEYOR_APP", None)
-    done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
-        cwd=module.path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    private = ["unshare", "--mount", "--propagation", "private"]
+    done = in_a_shell(module, [*private, "sh", "-c", "\n".join(script)])
     said = done.stdout.strip().splitlines()
     assert len(said) == len(INSPECTING + WRITING), done.stdout + done.stderr
     for line, command in zip(said, INSPECTING + WRITING, strict=True):
