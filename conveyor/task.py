@@ -248,6 +248,8 @@ class Task(Generic[P, R]):
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__wrapped__ = fn
         self.check_args = ArgumentCheck(fn)
+        # delay()'s fast path, inlined: positional arguments alone, as many as fit
+        self._fewest, self._most = self.check_args.fewest, self.check_args.most
 
     @property
     def name(self) -> str:
@@ -262,7 +264,8 @@ class Task(Generic[P, R]):
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue with the task's default options; returns the Job at once. Arguments that
         do not fit the function's signature raise TypeError here, not later in a worker."""
-        self.check_args(self.name, args, kwargs)
+        if kwargs or not 0 <= self._fewest <= len(args) <= self._most:
+            self.check_args(self.name, args, kwargs)
         return self._dispatcher.submit(self.name, args, kwargs, DEFAULT_CALL)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
