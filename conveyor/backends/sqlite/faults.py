@@ -61,6 +61,15 @@ def store_error(path: str, exc: BaseException) -> ConveyorError | None:
     return None
 
 
+def newer_schema(path: str, version: int, known: int) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} was written by a newer conveyor (database schema version {version}; this "
+        f"conveyor knows versions up to {known}): upgrade conveyor where this command runs "
+        "(pip install -U conveyor, or from the newer checkout), or point CONVEYOR_URL at "
+        "another file"
+    )
+
+
 def _disk_full(path: str) -> bool:
     try:
         return shutil.disk_usage(os.path.dirname(path) or ".").free < FULL_BELOW_BYTES

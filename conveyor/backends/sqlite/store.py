@@ -22,7 +22,7 @@ from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import Signal
-from conveyor.backends.sqlite.faults import READONLY, raise_store_error, store_error
+from conveyor.backends.sqlite.faults import READONLY, newer_schema, raise_store_error, store_error
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
 
@@ -354,12 +354,7 @@ def check_schema_version(conn: sqlite3.Connection, path: str) -> int:
     file from a newer conveyor is refused before anything touches it."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
-        raise ConfigurationError(
-            f"{path} was written by a newer conveyor (database schema version {version}; this "
-            f"conveyor knows versions up to {SCHEMA_VERSION}): upgrade conveyor where this "
-            "command runs (pip install -U conveyor, or from the newer checkout), or point "
-            "CONVEYOR_URL at another file"
-        )
+        raise newer_schema(path, version, SCHEMA_VERSION)
     return version
 
 
