@@ -167,10 +167,11 @@ def scheduler(cli: CliState, loglevel: str, logformat: str) -> None:
     try:
         for spec in specs:
             log.info("periodic %s: %s", spec.task_name, spec.schedule.describe())
-        # Housekeeping first, here and not on the loop's thread: it writes, so a store this
-        # process cannot write to (read-only, full...) is the command's one-line error, exit
-        # status 2, rather than a loop of retries.
+        # Housekeeping and the first pass here, not on the loop's thread: they write, so a
+        # store this process cannot write to (read-only, full...) is the command's one-line
+        # error, exit status 2, rather than a loop of retries.
         app.backend.sweep(now=time.time())
+        loop.tick()
         # The loop runs on its own thread so the main thread stays free to take signals.
         thread = threading.Thread(target=loop.run, args=(stop,), name="conveyor-scheduler")
         thread.start()

@@ -257,8 +257,8 @@ def test_a_full_disk_is_named_with_the_fix_by_every_command(tmp_path: Path) -> N
     add = [*conveyor_line, "-A", module.spec, "enqueue", module.task("add"), "1", "2"]
     out = tmp_path / "out"
     script = [
-        f"mount -t tmpfs -o size=256k tmpfs {disk}",
-        f"ID=$({shlex.join(add)} 2>/dev/null)",
+        f"mount -t tmpfs -o size=1m tmpfs {disk}",
+        f"ID=$({shlex.join(add)} 2>/dev/null) || exit 3",
         f"dd if=/dev/zero of={disk}/filler bs=4k 2>/dev/null",
     ]
     for command in INSPECTING + WRITING:
