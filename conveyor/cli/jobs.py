@@ -80,7 +80,7 @@ def job(cli: CliState, job_id: str, as_json: bool) -> None:
         render.store_line(cli.store_name())
 
 
-@click.command()
+@click.command(short_help="Cancel a scheduled, queued or running job.")
 @click.argument("job_id")
 @pass_state
 def cancel(cli: CliState, job_id: str) -> None:
@@ -149,7 +149,7 @@ def retry(
     render.store_line(cli.store_name())
 
 
-@click.command()
+@click.command(short_help="Jobs per queue and state; queues no worker serves marked.")
 @json_option
 @pass_state
 def queues(cli: CliState, as_json: bool) -> None:
