@@ -452,8 +452,8 @@ class Signal:
 
 
 def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
-    """The effect of ``finish`` on a record, for backends that compute it in Python."""
-    record.worker = None
+    """The effect of ``finish`` on a record, for backends that compute it in Python. A final
+    outcome keeps ``worker``: which worker ran the job stays on show (``conveyor job``)."""
     record.lease_expires_at = None
     if outcome.state.is_final:
         record.state = outcome.state
@@ -463,6 +463,7 @@ def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
         record.purge_at = now + record.result_ttl
         record.cancel_requested = False
     else:
+        record.worker = None
         record.state = outcome.state
         record.ready_at = now if outcome.ready_at is None else outcome.ready_at
         record.error = outcome.error

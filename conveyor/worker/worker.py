@@ -26,6 +26,7 @@ from conveyor.job import Claim, JobRecord, Outcome
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec
 from conveyor.serialization import Serializer
+from conveyor.worker import joblog
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.pools.base import Pool
@@ -34,6 +35,8 @@ from conveyor.worker.slots import Slots
 log = logging.getLogger("conveyor.worker")
 
 POOLS = ("thread", "process", "async")
+#: how long stop() waits past shutdown_timeout for a store that does not answer
+STOP_GRACE_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,23 @@ class Worker:
         self._stopped = True
         self._stopping.set()
         budget = self.settings.shutdown_timeout if timeout is None else timeout
+        # The steps below talk to the store, which may not answer (each call retries for
+        # seconds): they run on a thread of their own, and stopping waits for them at most
+        # STOP_GRACE_SECONDS past the budget (the process's own exit takes part of the
+        # second a user is promised). What they leave undone, leases undo.
+        steps = threading.Thread(
+            target=self._wind_down, args=(budget,), name="conveyor-stop", daemon=True
+        )
+        steps.start()
+        steps.join(budget + STOP_GRACE_SECONDS)
+        if steps.is_alive():
+            log.warning(
+                "worker %s stopped without finishing its bookkeeping (the store does not "
+                "answer?); its unfinished jobs return to the queue when their leases end",
+                self.id,
+            )
+
+    def _wind_down(self, budget: float) -> None:
         now = self._clock()
         for run in self.pool.unstarted():
             self.backend.release(run.id, run.token, started=False, now=now)
@@ -343,6 +363,7 @@ class Worker:
             log.error("could not finish %d job(s); their leases will run out", len(items))
             accepted, claims, free, sent = [False] * len(items), [], 0, 0.0
         for (run, outcome), ok in zip(batch, accepted, strict=True):
+            joblog.attempt_ended(run, outcome, ok)
             if not ok:
                 log.warning("job %s: outcome refused (lease lost to another worker)", run.id)
             elif outcome.state.value == "failed":

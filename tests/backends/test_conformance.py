@@ -311,7 +311,16 @@ def test_finish_success_stores_the_result_and_when_to_purge(backend: Backend) ->
         NOW + 3,
         NOW + 103,
     )
-    assert job.worker is None and job.lease_expires_at is None
+    assert job.lease_expires_at is None
+
+
+def test_a_finished_job_keeps_the_worker_that_ran_it(backend: Backend) -> None:
+    ok, bad, many = running(backend), running(backend), running(backend)
+    assert backend.finish(ok.record.id, ok.token, Outcome.succeeded(b"5"), now=NOW)
+    assert backend.finish(bad.record.id, bad.token, Outcome.failed(BOOM), now=NOW)
+    assert backend.finish_many([(many.record.id, many.token, Outcome.cancelled())], now=NOW)
+    for claim in (ok, bad, many):
+        assert stored(backend, claim.record.id).worker == "w1"
 
 
 def test_finish_failure_stores_the_error(backend: Backend) -> None:
