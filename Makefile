@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest bench clean venv313
+.PHONY: demo test lint typecheck layers pytest dist bench clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ pytest: $(STAMP)
 
 test: lint typecheck layers pytest
 
+# An sdist and a wheel in $(DIST)/, checked the way PyPI will read them.
+DIST ?= dist
+dist: $(STAMP)
+	rm -rf $(DIST)
+	$(BIN)/python -m build --outdir $(DIST) .
+	$(BIN)/twine check --strict $(DIST)/*
+
 # The bench's own environment: conveyor from this checkout and the peers from PyPI.
 BENCH_ENV ?= bench/.env
 BENCH_STAMP := $(BENCH_ENV)/.installed
@@ -48,7 +55,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache dist
 
 # Python 3.13 beside the main venv (the stdlib executor suite, Django 6); the tests make it too.
 venv313: $(STAMP)
