@@ -24,7 +24,7 @@ from conveyor.backends.base import (
     WorkerInfo,
     worker_lost_error,
 )
-from conveyor.backends.sqlite.inspection import Inspection
+from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
 from conveyor.backends.sqlite.rows import (
     dumps,
     error_json,
@@ -330,6 +330,7 @@ class SQLiteBackend(Inspection, Backend):
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
+            conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
         return SweepResult(promoted, expired, purged)

@@ -29,7 +29,8 @@ ORDER BY priority DESC, ready_at, id
 LIMIT :limit;
 
 -- name: ready_scheduled
-SELECT id, priority, ready_at FROM {ns}_jobs
+-- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
+SELECT id, priority, ready_at FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))
@@ -128,8 +129,10 @@ UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= :now AND state = 'schedu
 DELETE FROM {ns}_workers WHERE last_seen < :before;
 
 -- name: list_jobs
--- An absent cursor is passed as U+10FFFF, above every id, so the query is always a range
--- scan of the id index from the top.
+-- The listing queries (app.jobs), one per index that serves a page, chosen by
+-- inspection.py; each is a range scan down from the cursor that stops after LIMIT rows.
+-- An absent cursor is passed as U+10FFFF, above every id. This one walks the table itself
+-- (its primary key): no filter, or a filter that most jobs match.
 SELECT {columns} FROM {ns}_jobs
 WHERE id < :cursor
   AND (:state IS NULL OR state = :state)
@@ -138,8 +141,61 @@ WHERE id < :cursor
 ORDER BY id DESC
 LIMIT :limit;
 
+-- name: list_by_state
+-- index: {ns}_jobs_by_state (a state no successful job passes through; its WHERE repeated)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+WHERE state = :state AND (state < 'queued' OR state = 'scheduled') AND id < :cursor
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_task
+-- index: {ns}_jobs_by_task
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_task
+WHERE task = :task AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_queue
+-- index: {ns}_jobs_by_queue, one state at a time (inspection.py merges the states)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
+WHERE queue = :queue AND state = :one_state AND id < :cursor
+  AND (:task IS NULL OR task = :task)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_running
+-- index: {ns}_jobs_running; running jobs are few (one per busy worker slot): sorted here
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_running
+WHERE state = 'running' AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_queued
+-- index: {ns}_jobs_queued, sorted here: used while few jobs are queued (count_queued)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_queued
+WHERE state = 'queued' AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: count_queued
+-- index: {ns}_jobs_queued; counts no further than :upto
+SELECT count(*) FROM (SELECT 1 FROM {ns}_jobs WHERE state = 'queued' LIMIT :upto);
+
 -- name: queue_counts
-SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
+-- index: {ns}_jobs_by_queue (read alone, in its order: no row of the table, no sort)
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
+GROUP BY queue, state;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
@@ -172,6 +228,33 @@ ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due,
 
 -- name: schedules
 SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER BY name;
+
+-- name: events_after
+SELECT id, job_id, task, state, progress, at FROM {ns}_events
+WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM {ns}_events;
+
+-- name: sweep_events
+DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
+
+-- name: counters
+SELECT task, kind, label, n, total FROM {ns}_counters;
+
+-- name: next_queued_queue
+-- index: {ns}_jobs_queued (a skip scan: one search per queue)
+SELECT min(queue) FROM {ns}_jobs WHERE state = 'queued' AND queue > :after;
+
+-- name: next_priority
+-- index: {ns}_jobs_queued (one search per priority present in the queue)
+SELECT max(priority) FROM {ns}_jobs
+WHERE state = 'queued' AND queue = :queue AND priority < :below;
+
+-- name: oldest_ready
+-- index: {ns}_jobs_queued (the first entry of one priority)
+SELECT min(ready_at) FROM {ns}_jobs
+WHERE state = 'queued' AND queue = :queue AND priority = :priority;
 
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;
