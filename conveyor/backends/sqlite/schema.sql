@@ -126,9 +126,9 @@ CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
 -- queued jobs are listed from {ns}_jobs_queued, running ones from {ns}_jobs_running.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_by_task ON {ns}_jobs (task, id);
 
--- By queue and state: queue_counts reads this index alone (no row of the table), and a
--- listing by queue merges one range scan per state.
-CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, state, id);
+-- Not (queue, state, id): an index holding the state is rewritten by every claim and
+-- finish, which cost the hot path more than the feed and the counters together.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, id);
 
 -- The states are cancelled < expired < failed < queued < running < scheduled < succeeded:
 -- "state < 'queued' OR state = 'scheduled'" names scheduled, failed, cancelled and expired.
