@@ -262,6 +262,24 @@ SELECT coalesce(max(id), 0) FROM {ns}_events;
 -- name: sweep_events
 DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
 
+-- name: count_ended
+-- The counters (schema.sql {ns}_counters) of attempts that just ended, :ids a JSON list:
+-- one upsert per distinct task, outcome and run-time bucket of the batch.
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, state, {row_runtime_bucket}, count(*), sum({row_runtime})
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (state = 'succeeded' OR state = 'failed')
+GROUP BY 1, 2, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;
+
+-- name: count_errors
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, 'error', coalesce(json_extract(error, '$.type'), 'Error'), count(*), 0
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'failed'
+GROUP BY 1, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n;
+
 -- name: counters
 SELECT task, kind, label, n, total FROM {ns}_counters;
 
