@@ -65,6 +65,7 @@ SCRIPTS = [
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
     *("enqueue_workflow", "get_workflow"),
+    *("set_limit", "list_limits"),
     "stats",
 ]
 
@@ -176,7 +177,10 @@ def load_scripts(publish: str) -> dict[str, LuaScript]:
         f"local BUCKET_LABELS = {{{', '.join(repr(bucket_label(b)) for b in bounds)}}}\n"
         f"local EVENTS_KEPT = {EVENTS_KEPT}\n"
     )
-    common = head + (folder / "common.lua").read_text()
+    common = head + (folder / "common.lua").read_text().replace(
+        "-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).",
+        (folder / "limiting.lua").read_text(),
+    )
     common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
