@@ -3,8 +3,11 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
@@ -52,6 +55,11 @@ from conveyor.worker.worker import Worker, WorkerSettings
 P = ParamSpec("P")
 R = TypeVar("R")
 
+log = logging.getLogger("conveyor.app")
+
+#: a worker not seen for longer than this no longer counts as serving its queues
+LIVE_WORKER_SECONDS = 60.0
+
 
 class App:
     """``App(url)``: the embedded default is ``CONVEYOR_URL``, else ``sqlite:///conveyor.db``."""
@@ -81,6 +89,7 @@ class App:
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self._feed: EventFeed | None = None
+        self._queues_checked: set[str] = set()  # queues asked about once: see _check_served
         self.task_defaults = check_task_defaults(task_defaults)
         rate, concurrency = (self.task_defaults.get(k) for k in ("rate_limit", "concurrency"))
         try:
@@ -132,6 +141,8 @@ class App:
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
+            if not options.get("name") and f.__module__ == "__main__":
+                _warn_main_module(f, name)
             raw = {**self.task_defaults, **{k: v for k, v in options.items() if k != "name"}}
             opts = task_options(name, raw)
             t: Task[P, R] = Task(f, opts, self)
@@ -259,6 +270,8 @@ class App:
         if self.settings.eager:
             return self._run_eagerly(record)
         stored = self.backend.enqueue([record])[0]
+        if record.queue not in self._queues_checked:
+            self._check_served(record.queue)
         return Job(self, stored.id, stored.task)
 
     async def asubmit(
@@ -270,6 +283,8 @@ class App:
         import asyncio  # here, not at the top: a worker without async code never loads it
 
         stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
+        if record.queue not in self._queues_checked:
+            await asyncio.to_thread(self._check_served, record.queue)
         return Job(self, stored.id, stored.task)
 
     def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
@@ -292,6 +307,29 @@ class App:
         if batch:
             flush()
         return jobs
+
+    def unserved_queues(self, queues: Iterable[str], *, now: float | None = None) -> list[str]:
+        """Those of ``queues`` that no live worker (seen within LIVE_WORKER_SECONDS) serves:
+        their jobs wait until one does."""
+        since = (time.time() if now is None else now) - LIVE_WORKER_SECONDS
+        served = {q for w in self.backend.list_workers() if w.last_seen >= since for q in w.queues}
+        return [q for q in queues if q not in served]
+
+    def _check_served(self, queue: str) -> None:
+        """Warn, once per queue and app, when a job goes to a queue no live worker serves (a
+        typo such as 'reprots' otherwise costs hours). Asked once, so delay() stays fast."""
+        self._queues_checked.add(queue)
+        try:
+            unserved = self.unserved_queues([queue])
+        except Exception:  # a store that cannot list workers must not fail an enqueue
+            return
+        if unserved:
+            log.warning(
+                "no live worker serves queue %r: its jobs wait until one does (check the "
+                "name, or start one: conveyor -A module:app worker -Q %s)",
+                queue,
+                queue,
+            )
 
     # -- workflows (the canvas calls back here) --------------------------------------------
 
@@ -622,3 +660,21 @@ class App:
             settings,
             make_periodic_record=self.periodic_record,
         )
+
+
+def _warn_main_module(fn: Callable[..., Any], name: str) -> None:
+    """A task defined in a script run as ``python app.py`` is named ``__main__.…``, a name a
+    worker that imports the module (``-A app:app``) never registers: say so, at the def."""
+    code = getattr(fn, "__code__", None)
+    filename = code.co_filename if code else "__main__"
+    module = os.path.splitext(os.path.basename(filename))[0] if code else "yourmodule"
+    warnings.warn_explicit(
+        f"task {name!r} is registered from __main__ (a script run as 'python "
+        f"{module}.py'): a worker importing your module will never know that name. Give it "
+        f"one, @app.task(name={fn.__name__!r}), or run the program as a module "
+        f"(python -m {module})",
+        RuntimeWarning,
+        filename=filename,
+        lineno=code.co_firstlineno if code else 0,
+        module="__main__",
+    )

@@ -7,6 +7,7 @@ I/O of its own.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -214,6 +215,57 @@ class Signature:
         return self.dispatcher.pipe(self, other)
 
 
+class ArgumentCheck:
+    """Checks a call's arguments against a function's signature, as calling it would.
+
+    Worked out once, at registration: the common call (positional arguments only, as many as
+    the function takes) costs two comparisons; anything else is bound against the signature.
+    """
+
+    __slots__ = ("fewest", "most", "signature")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+            self.signature = None
+            self.fewest, self.most = 0, -1
+            return
+        params = list(self.signature.parameters.values())
+        positional = [p for p in params if p.kind in _POSITIONAL]
+        required = [p for p in positional if p.default is p.empty]
+        keyword_only_required = any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params
+        )
+        # The fast path holds only when positional arguments alone can make a valid call.
+        self.fewest = -1 if keyword_only_required else len(required)
+        var_positional = any(p.kind is p.VAR_POSITIONAL for p in params)
+        self.most = sys.maxsize if var_positional else len(positional)
+
+    def __call__(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError, naming the task and its signature, if the call does not fit."""
+        if not kwargs and 0 <= self.fewest <= len(args) <= self.most:
+            return
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}{self.describe()}: {exc}") from None
+
+    def describe(self) -> str:
+        """The signature without annotations: ``(x, y=1)``."""
+        if self.signature is None:
+            return "(...)"
+        params = [p.replace(annotation=p.empty) for p in self.signature.parameters.values()]
+        return str(
+            self.signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+        )
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 class Task(Generic[P, R]):
     """A function registered with an app. Call it to run it here; ``delay`` to enqueue."""
 
@@ -227,6 +279,9 @@ class Task(Generic[P, R]):
         self.__qualname__ = getattr(fn, "__qualname__", options.name)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__wrapped__ = fn
+        self.check_args = ArgumentCheck(fn)
+        # delay()'s fast path, inlined: positional arguments alone, as many as fit
+        self._fewest, self._most = self.check_args.fewest, self.check_args.most
 
     @property
     def name(self) -> str:
@@ -239,11 +294,15 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Enqueue with the task's default options; returns the Job at once."""
+        """Enqueue with the task's default options; returns the Job at once. Arguments that
+        do not fit the function's signature raise TypeError here, not later in a worker."""
+        if kwargs or not 0 <= self._fewest <= len(args) <= self._most:
+            self.check_args(self.name, args, kwargs)
         return self._dispatcher.submit(self.name, args, kwargs, DEFAULT_CALL)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``delay`` for async code: the enqueue runs off the event loop."""
+        self.check_args(self.name, args, kwargs)
         return await self._dispatcher.asubmit(self.name, args, kwargs, DEFAULT_CALL)
 
     def apply_async(
@@ -260,8 +319,10 @@ class Task(Generic[P, R]):
     ) -> Job:
         """Enqueue with per-call options: a delay (countdown seconds or an aware eta), another
         queue or priority, an idempotency key, or an expiry."""
+        args, kwargs = tuple(args), dict(kwargs or {})
+        self.check_args(self.name, args, kwargs)
         options = CallOptions(countdown, eta, queue, priority, key, expires)
-        return self._dispatcher.submit(self.name, tuple(args), dict(kwargs or {}), options)
+        return self._dispatcher.submit(self.name, args, kwargs, options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for ``set``, ``enqueue_many`` or

@@ -395,16 +395,16 @@ local function finish_jobs(now_s, first)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears
-      -- it), so setting the fields is all: no HDEL.
+      -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
       if FINAL[to] then
         local purge_at = num(now + tonumber(f[4] or '86400'))
         if ARGV[i + 3] == '1' then
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
-            'worker', '', 'lease_expires_at', '', 'cancel_requested', '', 'error', err,
+            'lease_expires_at', '', 'cancel_requested', '', 'error', err,
             'result', ARGV[i + 4])
         else
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
-            'worker', '', 'lease_expires_at', '', 'cancel_requested', '', 'error', err)
+            'lease_expires_at', '', 'cancel_requested', '', 'error', err)
         end
         purges[#purges + 1] = purge_at
         purges[#purges + 1] = id

@@ -39,9 +39,10 @@ UPDATE {ns}_jobs SET progress = :progress
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: finish_final
+-- worker stays: which worker ran a finished job is still shown.
 UPDATE {ns}_jobs
 SET state = :state, result = :result, error = :error, finished_at = :now,
-    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+    purge_at = :now + result_ttl, lease_expires_at = NULL, cancel_requested = 0
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: finish_retry
