@@ -17,7 +17,8 @@ from conveyor.app import App
 from conveyor.cli import render
 from conveyor.cli.context import CliState, UserError, pass_state
 from conveyor.errors import JobNotFound
-from conveyor.job import State
+from conveyor.inspection import MAX_PAGE
+from conveyor.job import JobInfo, State
 
 STATE_NAMES = [s.value for s in State]
 #: a prefix shorter than this is taken as a whole id (and so not found)
@@ -29,6 +30,20 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str, ensure_ascii=False, indent=2))
+
+
+def _list(app: App, limit: int | None, **filters: Any) -> list[JobInfo]:
+    """Up to ``limit`` jobs (None: all), newest first, a page of app.jobs() at a time."""
+    out: list[JobInfo] = []
+    cursor: str | None = None
+    while limit is None or len(out) < limit:
+        size = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(out))
+        page = app.jobs(limit=size, cursor=cursor, **filters)
+        out += page.items
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return out
 
 
 @click.command()
@@ -49,10 +64,7 @@ def jobs(
     """List jobs, newest first. On a narrow terminal ids are shortened to prefixes, which
     `conveyor job` accepts."""
     app = cli.store_app("jobs")
-    records = app.backend.list_jobs(
-        state=State(state) if state else None, task=task, queue=queue, limit=limit
-    )
-    infos = [app.job_info(r) for r in records]
+    infos = _list(app, limit, state=state, task=task, queue=queue)
     if as_json:
         _echo_json([render.job_json(i) for i in infos])
     elif not infos:
@@ -129,16 +141,7 @@ def retry(
         render.store_line(cli.store_name())
         return
     # Collect first, then retry: retried jobs leave the failed state while we page.
-    ids: list[str] = []
-    cursor: str | None = None
-    while True:
-        page = app.backend.list_jobs(
-            state=State.FAILED, task=task, queue=queue, limit=500, cursor=cursor
-        )
-        ids += [r.id for r in page]
-        if len(page) < 500:
-            break
-        cursor = page[-1].id
+    ids = [i.id for i in _list(app, None, state=State.FAILED, task=task, queue=queue)]
     retried = 0
     for each in ids:
         try:
@@ -156,8 +159,8 @@ def queues(cli: CliState, as_json: bool) -> None:
     """How many jobs each queue holds, by state, and how many live workers serve it: a
     queue no worker serves is marked (its jobs wait until one does)."""
     app = cli.store_app("queues")
-    counts = app.backend.queue_counts()
-    found = app.backend.list_workers()
+    counts = app.queues()
+    found = app.workers()
     serving = render.serving_counts(found, time.time())
     if as_json:
         _echo_json({q: {s.value: n for s, n in by.items()} for q, by in counts.items()})
@@ -181,7 +184,7 @@ def queues(cli: CliState, as_json: bool) -> None:
 def workers(cli: CliState, as_json: bool) -> None:
     """Registered workers; those not seen for over a minute are marked stale."""
     app = cli.store_app("workers")
-    found = app.backend.list_workers()
+    found = app.workers()
     now = time.time()
     if as_json:
         _echo_json([render.worker_json(w, now) for w in found])
@@ -225,7 +228,7 @@ def purge(cli: CliState, queue: str, yes: bool) -> None:
     first, unless --yes."""
     app = cli.store_app("purge")
     store = cli.store_name()
-    by_state = app.backend.queue_counts().get(queue, {})
+    by_state = app.queues().get(queue, {})
     waiting = by_state.get(State.SCHEDULED, 0) + by_state.get(State.QUEUED, 0)
     if not waiting:
         click.echo(f"queue {queue!r} holds no waiting jobs in {store}: nothing to purge")
@@ -237,7 +240,7 @@ def purge(cli: CliState, queue: str, yes: bool) -> None:
         if not click.confirm(question, err=True):
             click.echo("nothing purged")
             return
-    removed = app.backend.purge_queue(queue)
+    removed = app.purge(queue)
     click.echo(f"purged {_jobs(removed)} from queue {queue!r} of {store}")
 
 

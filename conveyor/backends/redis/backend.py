@@ -13,7 +13,10 @@ then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``
 lease expiry; ``purge`` final jobs by purge time; ``expiring`` jobs with an expiry time (left
 lazily: sweep checks each against its job); ``state:<state>`` ids (lexical) of the states no
 successful job passes through (scheduled, failed, cancelled, expired), so that listing them
-does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
+does not walk every job, and ``bytask:<task>``, ``byqueue:<queue>`` (lexical) for listing
+by task or queue; ``counts`` a hash ``state|queue -> n``; ``events`` the change feed (a
+capped stream, one entry per script, ids from ``event_id``) and ``stats`` the per-task
+counters (see ``feed.py``); ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
 ``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
@@ -56,6 +59,7 @@ from conveyor.backends.redis.codec import (
     pack_records,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
+from conveyor.backends.redis.feed import Feed
 from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
@@ -69,7 +73,7 @@ BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
 
 
-class RedisBackend(Waiting, Backend):
+class RedisBackend(Feed, Waiting, Backend):
     scheme = "redis"
 
     def __init__(

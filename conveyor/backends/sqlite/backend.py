@@ -29,7 +29,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.flows import Flows
-from conveyor.backends.sqlite.inspection import Inspection
+from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
 from conveyor.backends.sqlite.rows import (
     dumps,
     error_json,
@@ -226,6 +226,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
+            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
             claims = (
@@ -313,6 +314,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
+            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
         if any(done):
@@ -329,6 +331,18 @@ class SQLiteBackend(Inspection, Backend):
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
+
+    def _count_ended(
+        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
+    ) -> None:
+        """The counters of attempts that ended (succeeded or failed) in this transaction:
+        one upsert per distinct task, outcome and bucket, not one per job."""
+        ended = [i for i, _, o in finished if o.state in (State.SUCCEEDED, State.FAILED)]
+        if ended:
+            conn.execute(self._sql["count_ended"], {"ids": dumps(ended)})
+            failed = [i for i, _, o in finished if o.state is State.FAILED]
+            if failed:
+                conn.execute(self._sql["count_errors"], {"ids": dumps(failed)})
 
     def _release_slots(
         self,
@@ -424,6 +438,8 @@ class SQLiteBackend(Inspection, Backend):
             ended = [r.id for r in out if r.state.is_final]
             if ended:
                 self._flows.finished(conn, ended, now=now)
+                lost = [r.id for r in out if r.state is State.FAILED]
+                self._count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
         if out:
             self._notify(ready=True)
         return out
@@ -441,6 +457,7 @@ class SQLiteBackend(Inspection, Backend):
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
+            conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
             limits_sql.sweep(conn, self._sql, now)
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))

@@ -52,8 +52,9 @@ ORDER BY priority DESC, ready_at, id
 LIMIT :limit;
 
 -- name: ready_scheduled
--- {ns}_jobs_scheduled: scheduled jobs whose time came (never held: only queued jobs are).
-SELECT id, priority, ready_at, meta FROM {ns}_jobs
+-- {ns}_jobs_scheduled: scheduled jobs whose time came (never held: only queued jobs are);
+-- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
+SELECT id, priority, ready_at, meta FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))

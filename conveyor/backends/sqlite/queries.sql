@@ -113,14 +113,17 @@ SET state = 'expired', result = NULL, error = NULL, finished_at = :now,
 WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
 
 -- name: sweep_promote
-UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
+-- INDEXED BY: the listing index by state would otherwise tempt the planner
+UPDATE {ns}_jobs INDEXED BY {ns}_jobs_scheduled SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
 
 -- name: sweep_workers
 DELETE FROM {ns}_workers WHERE last_seen < :before;
 
 -- name: list_jobs
--- An absent cursor is passed as U+10FFFF, above every id, so the query is always a range
--- scan of the id index from the top.
+-- The listing queries (app.jobs), one per index that serves a page, chosen by
+-- inspection.py; each is a range scan down from the cursor that stops after LIMIT rows.
+-- An absent cursor is passed as U+10FFFF, above every id. This one walks the table itself
+-- (its primary key): no filter, or a filter that most jobs match.
 SELECT {columns} FROM {ns}_jobs
 WHERE id < :cursor
   AND (:state IS NULL OR state = :state)
@@ -129,8 +132,87 @@ WHERE id < :cursor
 ORDER BY id DESC
 LIMIT :limit;
 
+-- name: list_by_state
+-- index: {ns}_jobs_by_state (a state no successful job passes through; its WHERE repeated)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+WHERE state = :state AND (state < 'queued' OR state = 'scheduled') AND id < :cursor
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_task
+-- index: {ns}_jobs_by_task
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_task
+WHERE task = :task AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_queue
+-- index: {ns}_jobs_by_queue
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
+WHERE queue = :queue AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_running
+-- index: {ns}_jobs_running; running jobs are few (one per busy worker slot): sorted here
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_running
+WHERE state = 'running' AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_queued
+-- indexes: {ns}_jobs_ready and {ns}_jobs_held (queued jobs a limit holds back), their ids
+-- sorted here: used while few jobs are queued (count_queued)
+SELECT {columns} FROM {ns}_jobs
+WHERE id IN (
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+    WHERE state = 'queued' AND held IS NULL AND id < :cursor
+    UNION ALL
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+    WHERE state = 'queued' AND held IS NOT NULL AND id < :cursor
+)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: count_queued
+-- indexes: {ns}_jobs_ready, {ns}_jobs_held; counts no further than :upto in each
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+            WHERE state = 'queued' AND held IS NULL LIMIT :upto))
+     + (SELECT count(*) FROM (
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+            WHERE state = 'queued' AND held IS NOT NULL LIMIT :upto));
+
 -- name: queue_counts
-SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
+-- queue_counts reads indexes, not the whole table: all jobs per queue from
+-- {ns}_jobs_by_queue (the index alone); queued ones from {ns}_jobs_ready and
+-- {ns}_jobs_held; running ones (few) and those of the rare states through their indexes;
+-- succeeded is the rest (inspection.py adds up).
+SELECT queue, 'all', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+WHERE state = 'queued' AND held IS NULL GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_running
+WHERE state = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+WHERE state < 'queued' OR state = 'scheduled' GROUP BY queue, state;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
@@ -171,6 +253,57 @@ ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due,
 
 -- name: schedules
 SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER BY name;
+
+-- name: events_after
+SELECT id, job_id, task, state, progress, at FROM {ns}_events
+WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM {ns}_events;
+
+-- name: sweep_events
+DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
+
+-- name: count_ended
+-- The counters (schema.sql {ns}_counters) of attempts that just ended, :ids a JSON list:
+-- one upsert per distinct task, outcome and run-time bucket of the batch.
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, state, {row_runtime_bucket}, count(*), sum({row_runtime})
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (state = 'succeeded' OR state = 'failed')
+GROUP BY 1, 2, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;
+
+-- name: count_errors
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, 'error', coalesce(json_extract(error, '$.type'), 'Error'), count(*), 0
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'failed'
+GROUP BY 1, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n;
+
+-- name: counters
+SELECT task, kind, label, n, total FROM {ns}_counters;
+
+-- name: next_queued_queue
+-- index: {ns}_jobs_ready (a skip scan: one search per queue)
+SELECT min(queue) FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue > :after;
+
+-- name: next_priority
+-- index: {ns}_jobs_ready (one search per priority present in the queue)
+SELECT max(priority) FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority < :below;
+
+-- name: oldest_ready
+-- index: {ns}_jobs_ready (the first entry of one priority)
+SELECT min(ready_at) FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority = :priority;
+
+-- name: oldest_held
+-- index: {ns}_jobs_held: queued jobs a limit holds back (few), by queue
+SELECT queue, min(ready_at) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue;
 
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;
