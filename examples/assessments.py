@@ -141,12 +141,8 @@ def result(task_id: str) -> Any:
 
 @api.get("/tasks")
 def active() -> dict[str, list[dict[str, Any]]]:
-    records = [
-        record
-        for state in (conveyor.State.RUNNING, conveyor.State.QUEUED, conveyor.State.SCHEDULED)
-        for record in app.backend.list_jobs(state=state, limit=100)
-    ]
-    return {"items": [_shape(app.job_info(record)) for record in records]}
+    states = (conveyor.State.RUNNING, conveyor.State.QUEUED, conveyor.State.SCHEDULED)
+    return {"items": [_shape(info) for state in states for info in app.jobs(state=state).items]}
 
 
 @api.get("/workers")
@@ -164,7 +160,7 @@ def workers() -> dict[str, list[dict[str, Any]]]:
                 "failed": w.failed,
                 "alive": now - w.last_seen < 60,
             }
-            for w in app.backend.list_workers()
+            for w in app.workers()
         ]
     }
 
