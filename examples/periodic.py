@@ -75,17 +75,17 @@ def report() -> tuple[str, bool]:
     twice."""
     lines, once = [], True
     for name in ("periodic.health_check", "periodic.cleanup", "periodic.rebuild_index"):
-        records = app.backend.list_jobs(task=name, limit=1000)
-        dues = Counter(r.meta.get("due") for r in records)
-        states = Counter(str(r.state) for r in records)
+        jobs = app.jobs(task=name, limit=1000).items
+        dues = Counter(job.meta.get("due") for job in jobs)
+        states = Counter(str(job.state) for job in jobs)
         pids: dict[str, set[int]] = defaultdict(set)
-        for r in records:
-            if r.state is conveyor.State.SUCCEEDED:
-                pids[r.queue].add(app.decode_result(r)["pid"])
+        for job in jobs:
+            if job.state is conveyor.State.SUCCEEDED:
+                pids[job.queue].add(job.result["pid"])
         twice = [due for due, n in dues.items() if n > 1]
         once = once and not twice
         lines.append(
-            f"{name}: {len(records)} jobs, {len(dues)} due times, run twice: {len(twice)}, "
+            f"{name}: {len(jobs)} jobs, {len(dues)} due times, run twice: {len(twice)}, "
             f"states {dict(states)}, processes {sorted(len(p) for p in pids.values())}"
         )
     return "\n".join(lines), once
