@@ -1,0 +1,381 @@
+"""``/openapi.json``: the API's OpenAPI 3.1 document, written out by hand so that it says
+exactly what the endpoints accept and return (the suite checks it with schemathesis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conveyor.job import State
+from conveyor.web.shapes import MAX_LIMIT, JSONResponse
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_TIME = _nullable({"type": "string", "format": "date-time"})
+_STATES = [s.value for s in State]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "Progress": {
+        "type": "object",
+        "required": ["percent", "message", "data"],
+        "properties": {
+            "percent": {"type": "number"},
+            "message": {"type": ["string", "null"]},
+            "data": {"type": "object"},
+        },
+    },
+    "JobError": {
+        "type": "object",
+        "required": ["type", "message", "traceback"],
+        "properties": {
+            "type": {"type": "string"},
+            "message": {"type": "string"},
+            "traceback": {"type": ["string", "null"]},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": [
+            "id",
+            "task",
+            "args",
+            "kwargs",
+            "queue",
+            "priority",
+            "state",
+            "attempts",
+            "progress",
+            "result",
+            "error",
+            "created_at",
+            "eta",
+            "started_at",
+            "finished_at",
+            "worker",
+            "key",
+            "workflow",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "task": {"type": "string"},
+            "args": {"type": "array"},
+            "kwargs": {"type": "object"},
+            "queue": {"type": "string"},
+            "priority": {"type": "integer"},
+            "state": {"type": "string", "enum": _STATES},
+            "attempts": {"type": "integer", "minimum": 0},
+            "progress": _nullable(_ref("Progress")),
+            "result": {},
+            "error": _nullable(_ref("JobError")),
+            "created_at": {"type": "string", "format": "date-time"},
+            "eta": _TIME,
+            "started_at": _TIME,
+            "finished_at": _TIME,
+            "worker": {"type": ["string", "null"]},
+            "key": {"type": ["string", "null"]},
+            "workflow": {"type": ["string", "null"]},
+        },
+    },
+    "JobPage": {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref("Job")},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "Enqueue": {
+        "type": "object",
+        "required": ["task"],
+        "additionalProperties": False,
+        "properties": {
+            "task": {"type": "string", "minLength": 1, "pattern": r"\S"},
+            "args": {"type": "array"},
+            "kwargs": {"type": "object"},
+            "queue": {"type": "string", "minLength": 1},
+            "priority": {"type": "integer", "minimum": 0, "maximum": 100},
+            "countdown": {"type": "number", "minimum": 0, "maximum": 315360000},
+            "key": {"type": "string", "minLength": 1},
+        },
+    },
+    "Queue": {
+        "type": "object",
+        "required": ["name", "depth", "states"],
+        "properties": {
+            "name": {"type": "string"},
+            "depth": {"type": "integer"},
+            "states": {
+                "type": "object",
+                "properties": {s: {"type": "integer"} for s in _STATES},
+            },
+        },
+    },
+    "Worker": {
+        "type": "object",
+        "required": [
+            "id",
+            "host",
+            "pid",
+            "queues",
+            "concurrency",
+            "pool",
+            "running",
+            "started_at",
+            "last_seen",
+            "alive",
+            "processed",
+            "failed",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "host": {"type": "string"},
+            "pid": {"type": "integer"},
+            "queues": {"type": "array", "items": {"type": "string"}},
+            "concurrency": {"type": "integer"},
+            "pool": {"type": "string"},
+            "running": {"type": "array", "items": {"type": "string"}},
+            "started_at": _TIME,
+            "last_seen": _TIME,
+            "alive": {"type": "boolean"},
+            "processed": {"type": "integer"},
+            "failed": {"type": "integer"},
+        },
+    },
+    "Schedule": {
+        "type": "object",
+        "required": ["task", "cron", "every", "next_run", "last_run"],
+        "properties": {
+            "task": {"type": "string"},
+            "cron": {"type": ["string", "null"]},
+            "every": {"type": ["number", "null"]},
+            "next_run": _TIME,
+            "last_run": _TIME,
+        },
+    },
+}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(name)},
+            "next_cursor": {"type": "null"},
+        },
+    }
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "malformed request",
+        401: "a token is needed",
+        403: "read-only server, missing CSRF token or cross-site request",
+        404: "unknown job",
+        409: "the job is not in a state that allows this",
+        413: "request body over 16 MiB",
+        503: "the job store does not answer",
+    }
+    return {str(s): _json(_ref("Error"), meaning[s]) for s in (*statuses, 401, 503)}
+
+
+_JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_SSE = {
+    "description": "text/event-stream of `event: job` frames with `id:` lines",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def document() -> dict[str, Any]:
+    filters = [
+        {"name": "state", "in": "query", "schema": {"type": "string", "enum": _STATES}},
+        {"name": "task", "in": "query", "schema": {"type": "string"}},
+        {"name": "queue", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
+        },
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
+    job = _json(_ref("Job"), "the job")
+    changed = {"200": job, **_errors(403, 404, 409)}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "conveyor",
+            "version": "1",
+            "description": "Jobs, queues, workers and schedules of a conveyor app.",
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/api/jobs": {
+                "get": _op(
+                    "List jobs, newest first, paged by cursor",
+                    {"200": _json(_ref("JobPage"), "a page of jobs"), **_errors(400)},
+                    parameters=filters,
+                ),
+                "post": _op(
+                    "Enqueue a job",
+                    {"202": _json(_ref("Job"), "the enqueued job"), **_errors(400, 403, 413)},
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Enqueue")}},
+                    },
+                ),
+            },
+            "/api/jobs/retry-failed": {
+                "post": _op(
+                    "Retry every failed job",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["retried"],
+                                "properties": {"retried": {"type": "integer"}},
+                            },
+                            "how many were retried",
+                        ),
+                        **_errors(403),
+                    },
+                )
+            },
+            "/api/jobs/{id}": {
+                "get": _op("One job", {"200": job, **_errors(404)}, parameters=[_JOB_ID]),
+                "delete": _op("Cancel a job", changed, parameters=[_JOB_ID]),
+            },
+            "/api/jobs/{id}/cancel": {"post": _op("Cancel a job", changed, parameters=[_JOB_ID])},
+            "/api/jobs/{id}/retry": {
+                "post": _op(
+                    "Retry a failed, cancelled or expired job", changed, parameters=[_JOB_ID]
+                )
+            },
+            "/api/jobs/{id}/events": {
+                "get": _op(
+                    "The job's changes until it is final (server-sent events)",
+                    {"200": _SSE, **_errors(400, 404)},
+                    parameters=[_JOB_ID, _LAST_EVENT_ID],
+                )
+            },
+            "/api/events": {
+                "get": _op(
+                    "Every job's changes (server-sent events)",
+                    {"200": _SSE, **_errors(400)},
+                    parameters=[_LAST_EVENT_ID],
+                )
+            },
+            "/api/queues": {
+                "get": _op(
+                    "Queues with their jobs by state",
+                    {"200": _json(_list_of("Queue"), "the queues")},
+                )
+            },
+            "/api/queues/{name}/purge": {
+                "post": _op(
+                    "Delete the waiting jobs of a queue",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["queue", "purged"],
+                                "properties": {
+                                    "queue": {"type": "string"},
+                                    "purged": {"type": "integer"},
+                                },
+                            },
+                            "how many were removed",
+                        ),
+                        **_errors(403),
+                    },
+                    parameters=[
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
+            "/api/workers": {
+                "get": _op(
+                    "Workers and what each runs now",
+                    {"200": _json(_list_of("Worker"), "the workers")},
+                )
+            },
+            "/api/schedules": {
+                "get": _op(
+                    "Periodic tasks with their next and last run",
+                    {"200": _json(_list_of("Schedule"), "the schedules")},
+                )
+            },
+            "/metrics": {
+                "get": _op(
+                    "Prometheus metrics",
+                    {
+                        "200": {
+                            "description": "text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(),
+                    },
+                )
+            },
+            "/healthz": {
+                "get": _op(
+                    "Whether the job store answers",
+                    {
+                        "200": _json({"type": "object"}, "ok"),
+                        "503": _json(_ref("Error"), "the store does not answer"),
+                    },
+                    security=[],
+                )
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+routes = [Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False)]
