@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,8 +23,9 @@ from conveyor.job import JobInfo, State, to_datetime
 from conveyor.web import shapes
 from conveyor.web.api import job_or_404, list_page, retry_failed, the_app
 from conveyor.web.auth import COOKIE, csrf_ok, safe_next
-from conveyor.web.charts import throughput_chart
+from conveyor.web.charts import SAMPLE, throughput_chart
 from conveyor.web.errors import HTTPError, conflict
+from conveyor.web.protocol import WebApp
 
 
 def make_templates() -> Jinja2Templates:
@@ -138,9 +140,15 @@ def _jobs_context(request: Request, *, found: bool) -> dict[str, Any]:
         "next_url": next_url,
         "first_url": ("?" + urlencode(active)) if params.get("cursor") else None,
         "totals": _totals(counts),
-        "chart": throughput_chart(app.stats()),
+        "chart": _chart(app),
         "nav": "jobs",
     }
+
+
+def _chart(app: WebApp) -> dict[str, Any]:
+    succeeded = app.jobs(state=State.SUCCEEDED, limit=SAMPLE).items
+    failed = app.jobs(state=State.FAILED, limit=SAMPLE).items
+    return throughput_chart(succeeded, failed, time.time())
 
 
 def job_page(request: Request) -> Response:
@@ -229,8 +237,6 @@ def _back(request: Request, form: FormData, default: str) -> Response:
 
 
 async def _act(request: Request, action: str) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     form = await _checked_form(request)
     app, job_id = the_app(request), request.path_params["id"]
 
@@ -255,16 +261,12 @@ async def cancel_action(request: Request) -> Response:
 
 
 async def purge_action(request: Request) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     form = await _checked_form(request)
     await run_in_threadpool(the_app(request).purge, request.path_params["name"])
     return _back(request, form, "/queues")
 
 
 async def retry_failed_action(request: Request) -> Response:
-    from starlette.concurrency import run_in_threadpool
-
     form = await _checked_form(request)
     await run_in_threadpool(retry_failed, the_app(request))
     return _back(request, form, "/?state=failed")

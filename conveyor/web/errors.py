@@ -19,6 +19,7 @@ from conveyor.errors import (
     BackendUnavailable,
     ConfigurationError,
     ConveyorError,
+    InvalidArgument,
     JobNotFound,
     SerializationError,
     TaskNotFound,
@@ -103,7 +104,7 @@ async def handle_conveyor_error(request: Request, exc: Exception) -> Response:
         return render(request, not_found(str(exc)))
     if isinstance(exc, BackendUnavailable):
         return render(request, HTTPError(503, "unavailable", str(exc)))
-    if isinstance(exc, ConfigurationError | SerializationError):
+    if isinstance(exc, InvalidArgument | ConfigurationError | SerializationError):
         return render(request, bad_request(str(exc)))
     return await handle_unexpected(request, exc)
 

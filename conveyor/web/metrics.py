@@ -1,12 +1,11 @@
-"""``/metrics``: Prometheus text format from the store, read at scrape time, so every replica
-of the web app reports the same numbers. Each app gets a registry of its own (two apps in one
-process never mix their series)."""
+"""``/metrics``: Prometheus text format from ``app.stats()``, read from the store at scrape
+time, so every replica of the web app reports the same numbers. Each web app gets a registry
+of its own, so two apps in one process never mix their series."""
 
 from __future__ import annotations
 
-import time
+import math
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -21,94 +20,102 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.inspection import RUNTIME_BUCKETS, Stats, TaskStats
 from conveyor.job import State
 from conveyor.web.protocol import WebApp
-from conveyor.web.shapes import worker_alive
+
+#: every metric name, for docs/web.md and the tests
+NAMES = (
+    "conveyor_jobs",
+    "conveyor_queue_depth",
+    "conveyor_queue_oldest_waiting_seconds",
+    "conveyor_job_run_seconds",
+    "conveyor_jobs_succeeded_total",
+    "conveyor_job_failures_total",
+    "conveyor_job_retries_total",
+    "conveyor_workers",
+    "conveyor_worker_slots",
+    "conveyor_worker_busy_slots",
+)
 
 
 class StoreCollector(Collector):
-    """Reads the app's inspection calls on each scrape; keeps nothing between scrapes."""
+    """Reads ``app.stats()`` on each scrape; keeps nothing between scrapes."""
 
     def __init__(self, app: WebApp) -> None:
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._queues()
-        yield from self._workers()
-        yield from self._stats()
-
-    def _queues(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily(
-            "conveyor_jobs", "Jobs in the store by state and queue", labels=["queue", "state"]
-        )
-        depth = GaugeMetricFamily(
-            "conveyor_queue_depth", "Jobs waiting to run (queued) per queue", labels=["queue"]
-        )
-        for queue, counts in sorted(self.app.queues().items()):
-            for state in State:
-                jobs.add_metric([queue, state.value], counts.get(state, 0))
-            depth.add_metric([queue], counts.get(State.QUEUED, 0))
-        yield jobs
-        yield depth
-
-    def _workers(self) -> Iterator[Metric]:
-        now = time.time()
-        alive = [w for w in self.app.workers() if worker_alive(w, now)]
-        count = GaugeMetricFamily("conveyor_workers", "Workers seen in the last minute")
-        count.add_metric([], len(alive))
-        slots = GaugeMetricFamily(
-            "conveyor_worker_slots", "Job slots of live workers (concurrency)"
-        )
-        slots.add_metric([], sum(w.concurrency for w in alive))
-        busy = GaugeMetricFamily(
-            "conveyor_worker_busy_slots", "Slots of live workers running a job"
-        )
-        busy.add_metric([], sum(len(w.running) for w in alive))
-        yield count
-        yield slots
-        yield busy
-
-    def _stats(self) -> Iterator[Metric]:
-        stats: Any = self.app.stats()
-        oldest = GaugeMetricFamily(
-            "conveyor_queue_oldest_waiting_seconds",
-            "Age of the oldest queued job per queue",
-            labels=["queue"],
-        )
-        for queue, seconds in sorted(_get(stats, "oldest_waiting_seconds", {}).items()):
-            oldest.add_metric([queue], seconds)
-        yield oldest
-        runs = HistogramMetricFamily(
-            "conveyor_job_run_seconds", "Run time of finished attempts by task", labels=["task"]
-        )
-        for task, hist in sorted(_get(stats, "run_seconds", {}).items()):
-            buckets = [(_bound(b), c) for b, c in _get(hist, "buckets", [])]
-            runs.add_metric([task], buckets, _get(hist, "sum", 0.0))
-        yield runs
-        retries = CounterMetricFamily(
-            "conveyor_job_retries", "Retries scheduled by task", labels=["task"]
-        )
-        for task, n in sorted(_get(stats, "retries", {}).items()):
-            retries.add_metric([task], n)
-        yield retries
-        failures = CounterMetricFamily(
-            "conveyor_job_failures",
-            "Failed jobs by task and error type",
-            labels=["task", "error_type"],
-        )
-        for (task, error_type), n in sorted(_get(stats, "failures", {}).items()):
-            failures.add_metric([task, error_type], n)
-        yield failures
+        stats = self.app.stats()
+        yield from queue_metrics(stats)
+        yield from task_metrics(stats)
+        yield from worker_metrics(stats)
 
 
-def _get(obj: Any, name: str, default: Any) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
+def queue_metrics(stats: Stats) -> Iterator[Metric]:
+    jobs = GaugeMetricFamily(
+        "conveyor_jobs", "Jobs in the store by queue and state", labels=["queue", "state"]
+    )
+    depth = GaugeMetricFamily(
+        "conveyor_queue_depth", "Queued jobs (ready to run) per queue", labels=["queue"]
+    )
+    oldest = GaugeMetricFamily(
+        "conveyor_queue_oldest_waiting_seconds",
+        "How long the oldest queued job of each queue has been ready to run",
+        labels=["queue"],
+    )
+    for name, queue in sorted(stats.queues.items()):
+        for state in State:
+            jobs.add_metric([name, state.value], queue.counts.get(state, 0))
+        depth.add_metric([name], queue.depth)
+        oldest.add_metric([name], queue.oldest_waiting_seconds or 0.0)
+    yield from (jobs, depth, oldest)
 
 
-def _bound(bound: Any) -> str:
-    return "+Inf" if bound in (None, float("inf"), "+Inf") else repr(float(bound))
+def _buckets(task: TaskStats) -> list[tuple[str, float]]:
+    """The store counts per bucket; Prometheus wants cumulative counts up to +Inf."""
+    out, total = [], 0
+    for upper in RUNTIME_BUCKETS:
+        total += task.runtime.get(upper, 0)
+        out.append(("+Inf" if math.isinf(upper) else repr(upper), float(total)))
+    return out
+
+
+def task_metrics(stats: Stats) -> Iterator[Metric]:
+    runs = HistogramMetricFamily(
+        "conveyor_job_run_seconds",
+        "Run time of finished attempts (succeeded or failed) by task",
+        labels=["task"],
+    )
+    succeeded = CounterMetricFamily(
+        "conveyor_jobs_succeeded", "Jobs that succeeded, by task", labels=["task"]
+    )
+    failures = CounterMetricFamily(
+        "conveyor_job_failures",
+        "Jobs that failed for good, by task and error type",
+        labels=["task", "error_type"],
+    )
+    retries = CounterMetricFamily(
+        "conveyor_job_retries", "Attempts that ended in a retry, by task", labels=["task"]
+    )
+    for name, task in sorted(stats.tasks.items()):
+        runs.add_metric([name], _buckets(task), task.runtime_sum)
+        succeeded.add_metric([name], task.succeeded)
+        retries.add_metric([name], task.retries)
+        for error_type, n in sorted(task.failures.items()):
+            failures.add_metric([name, error_type], n)
+    yield from (runs, succeeded, failures, retries)
+
+
+def worker_metrics(stats: Stats) -> Iterator[Metric]:
+    for name, help_text, value in (
+        ("conveyor_workers", "Workers seen within the last minute", stats.workers),
+        ("conveyor_worker_slots", "Job slots of those workers (their concurrency)", stats.slots),
+        ("conveyor_worker_busy_slots", "Slots running a job now", stats.busy_slots),
+    ):
+        gauge = GaugeMetricFamily(name, help_text)
+        gauge.add_metric([], value)
+        yield gauge
 
 
 def registry_for(app: WebApp) -> CollectorRegistry:

@@ -164,13 +164,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Schedule": {
         "type": "object",
-        "required": ["task", "cron", "every", "next_run", "last_run"],
+        "required": ["task", "cron", "every", "next_run", "last_run", "last_job_id"],
         "properties": {
             "task": {"type": "string"},
             "cron": {"type": ["string", "null"]},
             "every": {"type": ["number", "null"]},
             "next_run": _TIME,
             "last_run": _TIME,
+            "last_job_id": {"type": ["string", "null"]},
         },
     },
 }

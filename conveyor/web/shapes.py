@@ -18,9 +18,8 @@ from uuid import UUID
 from starlette import responses
 from starlette.types import Scope
 
-from conveyor.backends.base import WorkerInfo
+from conveyor.inspection import Event, ScheduleInfo, WorkerInfo
 from conveyor.job import JobInfo, Progress, State, to_datetime
-from conveyor.web.protocol import Event, ScheduleInfo
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -72,7 +71,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def progress_json(progress: Progress | None) -> dict[str, Any] | None:
-    return None if progress is None else plain(progress.to_json())  # type: ignore[no-any-return]
+    return None if progress is None else plain(progress.to_json())
 
 
 def job_json(info: JobInfo) -> dict[str, Any]:
@@ -109,7 +108,7 @@ def event_json(event: Event) -> dict[str, Any]:
     return {
         "job_id": event.job_id,
         "task": event.task,
-        "state": State(event.state).value,
+        "state": event.state.value,
         "progress": progress_json(event.progress),
         "at": iso(event.at),
     }
@@ -148,15 +147,13 @@ def worker_json(worker: WorkerInfo, now: float) -> dict[str, Any]:
 
 
 def schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
-    every = schedule.every
-    if isinstance(every, timedelta):
-        every = every.total_seconds()
     return {
         "task": schedule.task,
         "cron": schedule.cron,
-        "every": every,
+        "every": schedule.every,
         "next_run": iso(schedule.next_run),
         "last_run": iso(schedule.last_run),
+        "last_job_id": schedule.last_job_id,
     }
 
 

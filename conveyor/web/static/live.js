@@ -31,7 +31,6 @@
   if (article && article.getAttribute("data-final") !== "true") {
     var id = article.getAttribute("data-job-page");
     var box = document.getElementById("progress");
-    var seenState = null;
     listen("/api/jobs/" + encodeURIComponent(id) + "/events", function (event, source) {
       setBadge(article.querySelector("[data-state]"), event.state);
       if (event.progress) {
@@ -45,14 +44,16 @@
         data.hidden = keys.length === 0;
         data.textContent = keys.length ? JSON.stringify(event.progress.data, null, 2) : "";
       }
+      // the actions that fit the new state (cancel while waiting or running, retry after)
+      var actions = article.querySelectorAll("[data-when]");
+      for (var i = 0; i < actions.length; i++) {
+        actions[i].hidden = actions[i].getAttribute("data-when").split(" ").indexOf(event.state) < 0;
+      }
       if (FINAL[event.state]) {
+        // the result or the error and its traceback are on the page the server renders
         source.close();
         window.location.reload();
-      } else if (seenState !== null && seenState !== event.state) {
-        // a new state may bring other actions (cancel now, retry later): show them
-        window.location.reload();
       }
-      seenState = event.state;
     });
   }
 
