@@ -2,6 +2,7 @@
 
     ConveyorError
     ├── ConfigurationError        a setting or option is wrong; says which and why
+    ├── InvalidArgument           a bad argument to an inspection call (state, limit, cursor)
     ├── SerializationError        a value cannot be serialised (raised at the call site)
     ├── BackendUnavailable        the backend cannot be reached after a bounded retry
     ├── JobNotFound               no job with that id (never existed or purged)
@@ -26,6 +27,11 @@ class ConveyorError(Exception):
 
 class ConfigurationError(ConveyorError):
     """A setting or option is wrong; the message names it and the fix."""
+
+
+class InvalidArgument(ConveyorError, ValueError):
+    """A bad argument to a call such as ``app.jobs()`` (unknown state, limit out of range, a
+    cursor or event id this API never handed out). The HTTP API answers it with a 400."""
 
 
 class SerializationError(ConveyorError):

@@ -17,27 +17,24 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from conveyor.inspection import Event, StoreStats, WorkerInfo
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 
-
-@dataclass(slots=True)
-class WorkerInfo:
-    """A worker as the registry shows it (``conveyor workers``, ``GET /api/workers``)."""
-
-    id: str
-    host: str
-    pid: int
-    queues: list[str]
-    concurrency: int
-    pool: str
-    started_at: float
-    last_seen: float
-    running: list[str] = field(default_factory=list)
-    processed: int = 0
-    failed: int = 0
+__all__ = [
+    "Backend",
+    "DueResult",
+    "HeartbeatResult",
+    "RecoveredJob",
+    "ScheduleState",
+    "Signal",
+    "SweepResult",
+    "WorkerInfo",
+    "apply_outcome",
+    "worker_lost_error",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +218,10 @@ class Backend(ABC):
         limit: int = 50,
         cursor: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs newest first (id descending); ``cursor`` is the last id of the previous page."""
+        """Jobs newest first (id descending) that match every filter given, at most ``limit``;
+        ``cursor`` is the last id of the previous page: only ids below it are listed, so jobs
+        enqueued meanwhile never shift a page. The suite checks order, each filter alone and
+        combined, paging to the end, and that new jobs do not shift the next page."""
 
     @abstractmethod
     def queue_counts(self) -> dict[str, dict[State, int]]:
@@ -275,6 +275,34 @@ class Backend(ABC):
     @abstractmethod
     def schedules(self) -> list[ScheduleState]:
         """What is recorded of every periodic task."""
+
+    # -- events and counters (the dashboard, SSE, /metrics) ---------------------------------
+
+    def read_events(self, after: int, *, limit: int = 1000, timeout: float = 0.0) -> list[Event]:
+        """Up to ``limit`` events with ``id > after``, oldest first; when there are none, block
+        up to ``timeout`` seconds for one (woken by a notification; may return early, empty).
+
+        Every change of a job writes an event atomically with the change: enqueued (state
+        scheduled or queued), claimed (running), progress (same state, ``progress`` set),
+        finished, retried, cancelled, expired, recovered, released. Ids increase strictly in
+        commit order across every process. Events are kept for a bounded window (at least the
+        last 10 000, pruned by ``sweep``); a reader further behind misses the oldest. The suite
+        checks each kind of change, the order, resuming after an id, and that a blocked read
+        wakes for an event written by another thread."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event feed")
+
+    def last_event_id(self) -> int:
+        """The id of the newest event (0 when there is none): where "from now on" starts."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no event feed")
+
+    def job_stats(self, *, now: float) -> StoreStats:
+        """The counters ``finish`` keeps per task (run-time histogram over
+        ``inspection.RUNTIME_BUCKETS`` of succeeded and failed attempts, measured from
+        ``started_at`` to the finish; successes; final failures by error type; retries), and
+        the ``ready_at`` of the oldest queued job per queue. Counters are updated in the same
+        atomic step as the finish (one update per distinct key per batch, ideally) and survive
+        the purge of the jobs. The suite checks each counter after real finishes."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no job counters")
 
     # -- waiting ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -23,6 +24,7 @@ from conveyor.backends.base import (
     apply_outcome,
     worker_lost_error,
 )
+from conveyor.inspection import Event, StoreStats, TaskStats, bucket_of, make_event
 from conveyor.job import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -36,6 +38,8 @@ from conveyor.job import (
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
+#: the events kept for readers that resume (a ring: the oldest go first)
+EVENTS_KEPT = 10_000
 
 
 class MemoryBackend(Backend):
@@ -51,6 +55,9 @@ class MemoryBackend(Backend):
         self._schedules: dict[str, ScheduleState] = {}
         self._tokens = 0
         self._signal = Signal()
+        self._events: deque[Event] = deque(maxlen=EVENTS_KEPT)
+        self._event_id = 0
+        self._stats: dict[str, TaskStats] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -85,6 +92,32 @@ class MemoryBackend(Backend):
             del self._keys[record.key]
         del self._jobs[record.id]
 
+    def _emit(self, record: JobRecord, progress: Progress | None = None) -> None:
+        """Record an event of the job's change; called under the lock, after the change."""
+        self._event_id += 1
+        self._events.append(
+            make_event(self._event_id, record.id, record.task, record.state, progress, time.time())
+        )
+
+    def _count_finish(self, record: JobRecord, outcome: Outcome, now: float) -> None:
+        """The task's counters, for an attempt that just ended with ``outcome``."""
+        stats = self._stats.setdefault(record.task, TaskStats(record.task))
+        if not outcome.state.is_final:
+            stats.retries += 1
+            return
+        if outcome.state not in (State.SUCCEEDED, State.FAILED):
+            return
+        if record.started_at is not None:
+            upper = float(bucket_of(now - record.started_at))
+            stats.runtime[upper] = stats.runtime.get(upper, 0) + 1
+            stats.runtime_sum += now - record.started_at
+        if outcome.state is State.SUCCEEDED:
+            stats.succeeded += 1
+        else:
+            stats.failed += 1
+            kind = outcome.error.type if outcome.error else "Error"
+            stats.failures[kind] = stats.failures.get(kind, 0) + 1
+
     def _current(self, job_id: str, token: int) -> JobRecord | None:
         record = self._jobs.get(job_id)
         if record is None or record.state is not State.RUNNING or record.token != token:
@@ -98,7 +131,10 @@ class MemoryBackend(Backend):
             out = []
             for record in records:
                 existing = self._existing(record)
-                out.append((existing or self._store(record)).copy())
+                if existing is None:
+                    existing = self._store(record)
+                    self._emit(existing)
+                out.append(existing.copy())
         self._signal.notify()
         return out
 
@@ -132,6 +168,7 @@ class MemoryBackend(Backend):
                 record.worker = worker_id
                 record.started_at = now
                 record.lease_expires_at = now + lease_seconds
+                self._emit(record)
                 claims.append(Claim(record.copy(), record.token))
             return claims
 
@@ -163,6 +200,7 @@ class MemoryBackend(Backend):
             if record is None:
                 return False
             record.progress = progress
+            self._emit(record, progress)
         self._signal.notify()
         return True
 
@@ -171,9 +209,11 @@ class MemoryBackend(Backend):
             record = self._current(job_id, token)
             if record is None:
                 return False
+            self._count_finish(record, outcome, now)
             apply_outcome(record, outcome, now=now)
             if outcome.state.is_final:
                 self._left_active(record)
+            self._emit(record)
         self._signal.notify()
         return True
 
@@ -192,6 +232,7 @@ class MemoryBackend(Backend):
                 self._left_active(record)
             else:
                 record.state = State.QUEUED
+            self._emit(record)
         self._signal.notify()
         return True
 
@@ -212,11 +253,13 @@ class MemoryBackend(Backend):
                     self._left_active(record)
                 elif record.crashes >= max_crashes:
                     error = ErrorInfo.from_json(worker_lost_error(record.crashes))
+                    self._count_finish(record, Outcome.failed(error), now)
                     apply_outcome(record, Outcome.failed(error), now=now)
                     self._left_active(record)
                 else:
                     record.state = State.QUEUED
                     record.ready_at = now
+                self._emit(record)
                 out.append(RecoveredJob(record.id, record.state))
         if out:
             self._signal.notify()
@@ -233,10 +276,12 @@ class MemoryBackend(Backend):
                 ):
                     apply_outcome(record, Outcome(State.EXPIRED), now=now)
                     self._left_active(record)
+                    self._emit(record)
                     expired += 1
                     continue
                 if record.state is State.SCHEDULED and record.ready_at <= now:
                     record.state = State.QUEUED
+                    self._emit(record)
                     promoted += 1
                 elif record.purge_at is not None and record.purge_at <= now:
                     self._delete(record)
@@ -294,6 +339,7 @@ class MemoryBackend(Backend):
             else:
                 apply_outcome(record, Outcome.cancelled(), now=now)
                 self._left_active(record)
+                self._emit(record)
         self._signal.notify()
         return True
 
@@ -319,6 +365,7 @@ class MemoryBackend(Backend):
             record.error = None
             record.finished_at = record.purge_at = None
             record.cancel_requested = False
+            self._emit(record)
         self._signal.notify()
         return True
 
@@ -330,6 +377,41 @@ class MemoryBackend(Backend):
             for record in doomed:
                 self._delete(record)
         return len(doomed)
+
+    # -- events and counters ---------------------------------------------------------------
+
+    def read_events(self, after: int, *, limit: int = 1000, timeout: float = 0.0) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        while True:
+            since = self._signal.generation
+            with self._lock:
+                found: list[Event] = []
+                for event in reversed(self._events):
+                    if event.id <= after:
+                        break
+                    found.append(event)
+            if found:
+                found.reverse()
+                return found[:limit]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._signal.wait(remaining, since)
+
+    def last_event_id(self) -> int:
+        return self._event_id
+
+    def job_stats(self, *, now: float) -> StoreStats:
+        oldest: dict[str, float] = {}
+        with self._lock:
+            for r in self._jobs.values():
+                if r.state is State.QUEUED and r.ready_at < oldest.get(r.queue, float("inf")):
+                    oldest[r.queue] = r.ready_at
+            tasks = {
+                name: replace(t, runtime=dict(t.runtime), failures=dict(t.failures))
+                for name, t in self._stats.items()
+            }
+        return StoreStats(tasks, oldest)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -359,7 +441,10 @@ class MemoryBackend(Backend):
                 previous = self._jobs.get(state.last_job_id)
                 if previous is not None and previous.state in ACTIVE_STATES:
                     return DueResult.SKIPPED
-            stored = self._existing(record) or self._store(record)
+            stored = self._existing(record)
+            if stored is None:
+                stored = self._store(record)
+                self._emit(stored)
             state.last_job_id = stored.id
             state.last_enqueued_at = now
         self._signal.notify()

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from conveyor.cli import render
 from conveyor.cli.context import CliState, UserError, pass_state
 from conveyor.errors import JobNotFound
-from conveyor.job import State
+from conveyor.inspection import MAX_PAGE
+from conveyor.job import JobInfo, State
+
+if TYPE_CHECKING:
+    from conveyor.app import App
 
 STATE_NAMES = [s.value for s in State]
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -22,6 +26,20 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 
 def _echo_json(value: Any) -> None:
     click.echo(json.dumps(value, default=str, ensure_ascii=False, indent=2))
+
+
+def _list(app: App, limit: int | None, **filters: Any) -> list[JobInfo]:
+    """Up to ``limit`` jobs (None: all), newest first, a page of app.jobs() at a time."""
+    out: list[JobInfo] = []
+    cursor: str | None = None
+    while limit is None or len(out) < limit:
+        size = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(out))
+        page = app.jobs(limit=size, cursor=cursor, **filters)
+        out += page.items
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return out
 
 
 @click.command()
@@ -40,11 +58,7 @@ def jobs(
     as_json: bool,
 ) -> None:
     """List jobs, newest first."""
-    app = cli.app()
-    records = app.backend.list_jobs(
-        state=State(state) if state else None, task=task, queue=queue, limit=limit
-    )
-    infos = [app.job_info(r) for r in records]
+    infos = _list(cli.app(), limit, state=state, task=task, queue=queue)
     if as_json:
         _echo_json([render.job_json(i) for i in infos])
     elif not infos:
@@ -113,16 +127,7 @@ def retry(
         click.echo(f"job {job_id}: queued again")
         return
     # Collect first, then retry: retried jobs leave the failed state while we page.
-    ids: list[str] = []
-    cursor: str | None = None
-    while True:
-        page = app.backend.list_jobs(
-            state=State.FAILED, task=task, queue=queue, limit=500, cursor=cursor
-        )
-        ids += [r.id for r in page]
-        if len(page) < 500:
-            break
-        cursor = page[-1].id
+    ids = [i.id for i in _list(app, None, state=State.FAILED, task=task, queue=queue)]
     retried = 0
     for each in ids:
         try:
@@ -137,7 +142,7 @@ def retry(
 @pass_state
 def queues(cli: CliState, as_json: bool) -> None:
     """How many jobs each queue holds, by state."""
-    counts = cli.app().backend.queue_counts()
+    counts = cli.app().queues()
     if as_json:
         _echo_json({q: {s.value: n for s, n in by.items()} for q, by in counts.items()})
     elif not counts:
@@ -151,7 +156,7 @@ def queues(cli: CliState, as_json: bool) -> None:
 @pass_state
 def workers(cli: CliState, as_json: bool) -> None:
     """Registered workers; those not seen for over a minute are marked stale."""
-    found = cli.app().backend.list_workers()
+    found = cli.app().workers()
     now = time.time()
     if as_json:
         _echo_json([render.worker_json(w, now) for w in found])
@@ -186,7 +191,7 @@ def schedules(cli: CliState, as_json: bool) -> None:
 @pass_state
 def purge(cli: CliState, queue: str) -> None:
     """Delete the scheduled and queued jobs of QUEUE (running and finished ones stay)."""
-    removed = cli.app().backend.purge_queue(queue)
+    removed = cli.app().purge(queue)
     click.echo(f"purged {removed} job{'s' if removed != 1 else ''} from queue {queue!r}")
 
 
