@@ -5,8 +5,10 @@ so a slow store never blocks the event loop."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -14,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.errors import ConveyorError
-from conveyor.job import State
+from conveyor.errors import InvalidArgument
+from conveyor.inspection import Page
+from conveyor.job import Job, State
 from conveyor.task import CallOptions
 from conveyor.web import shapes
 from conveyor.web.errors import HTTPError, bad_request, conflict, not_found
-from conveyor.web.protocol import Page, WebApp
+from conveyor.web.protocol import WebApp
 from conveyor.web.shapes import JSONResponse, ParamError
 
 
@@ -28,7 +31,25 @@ def the_app(request: Request) -> WebApp:
     return app
 
 
-def list_page(app: WebApp, params: Any) -> Page:
+def known_params(request: Request, *allowed: str) -> None:
+    """A query parameter the route does not take is a mistake worth saying (a typo of
+    ``state`` would otherwise list every job)."""
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "none"
+        raise bad_request(f"unknown query parameter(s) {unknown}; this route takes: {takes}")
+    repeated = sorted(
+        {
+            k
+            for k, _ in request.query_params.multi_items()
+            if len(request.query_params.getlist(k)) > 1
+        }
+    )
+    if repeated:
+        raise bad_request(f"give each query parameter once: {repeated} came more than once")
+
+
+def list_page(app: WebApp, params: Mapping[str, str]) -> Page:
     """One page of jobs for the query parameters ``state``, ``task``, ``queue``, ``limit``
     and ``cursor`` (the API's and the dashboard's); a bad one is a 400."""
     try:
@@ -40,9 +61,8 @@ def list_page(app: WebApp, params: Any) -> Page:
         return app.jobs(state=state, task=task, queue=queue, limit=limit, cursor=cursor)
     except ParamError as exc:
         raise bad_request(str(exc)) from None
-    except (ValueError, ConveyorError) as exc:
-        # the app's own check of the cursor (it is a position the app made)
-        raise bad_request(f"cursor: {exc}") from None
+    except InvalidArgument as exc:  # the app's own checks, of the cursor above all
+        raise bad_request(str(exc)) from None
 
 
 def job_or_404(app: WebApp, job_id: str) -> Any:
@@ -53,17 +73,20 @@ def job_or_404(app: WebApp, job_id: str) -> Any:
 
 
 def list_jobs(request: Request) -> Response:
+    known_params(request, "state", "task", "queue", "limit", "cursor")
     page = list_page(the_app(request), request.query_params)
     items = [shapes.job_json(info) for info in page.items]
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
 def get_job(request: Request) -> Response:
+    known_params(request)
     info = job_or_404(the_app(request), request.path_params["id"])
     return JSONResponse(shapes.job_json(info))
 
 
 def cancel_job(request: Request) -> Response:
+    known_params(request)
     app, job_id = the_app(request), request.path_params["id"]
     before = job_or_404(app, job_id)
     if not app.job(job_id).cancel():
@@ -74,6 +97,7 @@ def cancel_job(request: Request) -> Response:
 
 
 def retry_job(request: Request) -> Response:
+    known_params(request)
     app, job_id = the_app(request), request.path_params["id"]
     before = job_or_404(app, job_id)
     if not app.job(job_id).retry():
@@ -98,6 +122,7 @@ def retry_failed(app: WebApp) -> int:
 
 
 def retry_all_failed(request: Request) -> Response:
+    known_params(request)
     return JSONResponse({"retried": retry_failed(the_app(request))})
 
 
@@ -127,7 +152,10 @@ def parse_enqueue(body: Any) -> tuple[str, tuple[Any, ...], dict[str, Any], Call
     if not isinstance(kwargs, dict):
         raise bad_request("kwargs must be a JSON object")
     queue = _optional(body, "queue", str, "a queue name")
-    priority = _optional(body, "priority", int, "a whole number from 0 to 100")
+    priority = body.get("priority")
+    if isinstance(priority, float) and priority.is_integer():
+        priority = int(priority)  # JSON Schema's "integer" takes 5.0 as well
+    priority = _optional({"priority": priority}, "priority", int, "a whole number from 0 to 100")
     countdown = _optional(body, "countdown", int | float, "a number of seconds")
     key = _optional(body, "key", str, "a string")
     if queue is not None and not queue:
@@ -141,25 +169,20 @@ def parse_enqueue(body: Any) -> tuple[str, tuple[Any, ...], dict[str, Any], Call
 
 def submit(
     app: WebApp, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
-) -> Any:
+) -> Job:
+    """Enqueue; when the app knows the task, its arguments must fit the task's signature
+    (a worker would only fail the job later)."""
     found = app.registry.find(task)
     if found is not None:
         try:
-            # the task's own apply_async checks the arguments against its signature
-            return found.apply_async(
-                args,
-                kwargs,
-                countdown=options.countdown,
-                queue=options.queue,
-                priority=options.priority,
-                key=options.key,
-            )
+            inspect.signature(found.fn).bind(*args, **kwargs)
         except TypeError as exc:
             raise bad_request(f"{task}: {exc}") from None
     return app.submit(task, args, kwargs, options)
 
 
 async def enqueue(request: Request) -> Response:
+    known_params(request)
     raw = await request.body()
     try:
         body = json.loads(raw)
@@ -176,28 +199,33 @@ async def enqueue(request: Request) -> Response:
 
 
 def list_queues(request: Request) -> Response:
+    known_params(request)
     return JSONResponse(
         {"items": shapes.queues_json(the_app(request).queues()), "next_cursor": None}
     )
 
 
 def purge_queue(request: Request) -> Response:
+    known_params(request)
     name = request.path_params["name"]
     return JSONResponse({"queue": name, "purged": the_app(request).purge(name)})
 
 
 def list_workers(request: Request) -> Response:
+    known_params(request)
     now = time.time()
     items = [shapes.worker_json(w, now) for w in the_app(request).workers()]
     return JSONResponse({"items": items, "next_cursor": None})
 
 
 def list_schedules(request: Request) -> Response:
+    known_params(request)
     items = [shapes.schedule_json(s) for s in the_app(request).schedules()]
     return JSONResponse({"items": items, "next_cursor": None})
 
 
 def healthz(request: Request) -> Response:
+    known_params(request)
     if the_app(request).ping():
         return JSONResponse({"status": "ok"})
     raise HTTPError(503, "unavailable", "the job store does not answer")

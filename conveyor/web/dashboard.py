@@ -122,7 +122,9 @@ def jobs_page(request: Request) -> Response:
 
 def _jobs_context(request: Request, *, found: bool) -> dict[str, Any]:
     app, params = the_app(request), request.query_params
-    result = list_page(app, params) if found else None
+    # the filter form sends its empty fields too: an empty one filters nothing
+    chosen = {k: v for k, v in params.items() if v and k != "id"}
+    result = list_page(app, chosen) if found else None
     filters = {k: params.get(k, "") for k in ("state", "task", "queue")}
     active = {k: v for k, v in filters.items() if v}
     limit = params.get("limit")

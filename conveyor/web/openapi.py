@@ -202,7 +202,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "request body over 16 MiB",
         503: "the job store does not answer",
     }
-    return {str(s): _json(_ref("Error"), meaning[s]) for s in (*statuses, 401, 503)}
+    return {str(s): _json(_ref("Error"), meaning[s]) for s in sorted({*statuses, 400, 401, 503})}
 
 
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -214,8 +214,10 @@ _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
     "required": False,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
 }
+#: a task or queue name as a filter: anything but NUL, up to 1000 characters
+_NAME = {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -225,14 +227,18 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 def document() -> dict[str, Any]:
     filters = [
         {"name": "state", "in": "query", "schema": {"type": "string", "enum": _STATES}},
-        {"name": "task", "in": "query", "schema": {"type": "string"}},
-        {"name": "queue", "in": "query", "schema": {"type": "string"}},
+        {"name": "task", "in": "query", "schema": _NAME},
+        {"name": "queue", "in": "query", "schema": _NAME},
         {
             "name": "limit",
             "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 50},
         },
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {
+            "name": "cursor",
+            "in": "query",
+            "schema": {"type": "string", "pattern": "^[0-9A-Za-z_.:-]{1,128}$"},
+        },
     ]
     job = _json(_ref("Job"), "the job")
     changed = {"200": job, **_errors(403, 404, 409)}
@@ -306,7 +312,7 @@ def document() -> dict[str, Any]:
             "/api/queues": {
                 "get": _op(
                     "Queues with their jobs by state",
-                    {"200": _json(_list_of("Queue"), "the queues")},
+                    {"200": _json(_list_of("Queue"), "the queues"), **_errors()},
                 )
             },
             "/api/queues/{name}/purge": {
@@ -339,13 +345,13 @@ def document() -> dict[str, Any]:
             "/api/workers": {
                 "get": _op(
                     "Workers and what each runs now",
-                    {"200": _json(_list_of("Worker"), "the workers")},
+                    {"200": _json(_list_of("Worker"), "the workers"), **_errors()},
                 )
             },
             "/api/schedules": {
                 "get": _op(
                     "Periodic tasks with their next and last run",
-                    {"200": _json(_list_of("Schedule"), "the schedules")},
+                    {"200": _json(_list_of("Schedule"), "the schedules"), **_errors()},
                 )
             },
             "/metrics": {

@@ -173,7 +173,7 @@ class ParamError(ValueError):
 
 
 def parse_state(raw: str | None) -> State | None:
-    if not raw:
+    if raw is None:
         return None
     try:
         return State(raw)
@@ -183,7 +183,7 @@ def parse_state(raw: str | None) -> State | None:
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return DEFAULT_LIMIT
     try:
         limit = int(raw)

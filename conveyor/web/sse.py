@@ -20,7 +20,7 @@ from starlette.routing import Route
 from conveyor.errors import InvalidArgument
 from conveyor.inspection import check_event_id
 from conveyor.web import shapes
-from conveyor.web.api import job_or_404, the_app
+from conveyor.web.api import job_or_404, known_params, the_app
 from conveyor.web.errors import bad_request
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -45,6 +45,7 @@ def stream(body: AsyncIterator[str]) -> Response:
 
 
 async def job_events(request: Request) -> Response:
+    known_params(request, "last_event_id")
     app, job_id = the_app(request), request.path_params["id"]
     after = resume_after(request)
     seconds: float = request.app.state.heartbeat_seconds
@@ -59,14 +60,15 @@ async def job_events(request: Request) -> Response:
 
     async def body() -> AsyncIterator[str]:
         position = after
-        if not resumed or info.state.is_final:
+        if not resumed:
             yield frame(shapes.snapshot_json(info))
-        if info.state.is_final:
-            return
+            if info.state.is_final:
+                return
+        # a resumed stream of a job that ended meanwhile only catches up: no need to wait
+        wait = 0.0 if info.state.is_final else seconds
         while True:
-            events, position = await app.aread_events(
-                position, job_id=job_id, timeout=seconds
-            )
+            events, position = await app.aread_events(position, job_id=job_id, timeout=wait)
+            wait = seconds
             if not events:
                 # quiet for a while: make sure the job did not end (or vanish) unseen
                 now = await run_in_threadpool(job_or_404, app, job_id)
@@ -84,6 +86,7 @@ async def job_events(request: Request) -> Response:
 
 
 async def all_events(request: Request) -> Response:
+    known_params(request, "last_event_id")
     app = the_app(request)
     after = resume_after(request)
     seconds: float = request.app.state.heartbeat_seconds

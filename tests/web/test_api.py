@@ -117,7 +117,7 @@ def test_enqueue_refuses_malformed_bodies_with_400(client: TestClient) -> None:
         b'{"task": "add", "args": [1, 2], "key": ""}',
         b'{"task": "add", "args": [1, 2], "surprise": 1}',
         b'{"task": "add", "args": [1, 2, 3]}',  # the task's signature is checked
-        b'\xff\xfe',
+        b"\xff\xfe",
     ):
         assert_error(client.post("/api/jobs", content=body), 400, "bad_request")
 
@@ -208,7 +208,9 @@ def test_healthz_is_503_when_the_store_does_not_answer(namespace: str) -> None:
     app.close()
 
 
-def test_results_that_json_cannot_hold_are_shown_plainly(app: App, client: TestClient, worker: object) -> None:
+def test_results_that_json_cannot_hold_are_shown_plainly(
+    app: App, client: TestClient, worker: object
+) -> None:
     job = app.registry.get("echo").delay(b"\x00bytes", when=datetime(2024, 1, 2))
     wait_state(app, job.id, "succeeded")
     body = client.get(f"/api/jobs/{job.id}").json()

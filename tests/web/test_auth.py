@@ -69,7 +69,10 @@ def test_changes_made_with_the_cookie_need_the_csrf_token(
     job = sqlite_app.registry.get("add").delay(1, 2)
     refused = guarded.post(f"/api/jobs/{job.id}/cancel")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf"
-    assert guarded.post(f"/api/jobs/{job.id}/cancel", headers={"X-CSRF-Token": "0" * 64}).status_code == 403
+    assert (
+        guarded.post(f"/api/jobs/{job.id}/cancel", headers={"X-CSRF-Token": "0" * 64}).status_code
+        == 403
+    )
     ok = guarded.post(f"/api/jobs/{job.id}/cancel", headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200 and ok.json()["state"] == "cancelled"
     # the dashboard's forms carry it in a field

@@ -10,7 +10,7 @@ from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from conveyor.app import App
-from tests.web.conftest import wait_state
+from tests.web.conftest import wait_for, wait_state
 
 HTML = {"Accept": "text/html"}
 
@@ -50,9 +50,7 @@ def test_a_failed_job_shows_error_and_traceback_and_retries_from_its_form(
     wait_state(app, job.id, "failed")
     page = client.get(f"/jobs/{job.id}").text
     assert "ValueError" in page and "it broke" in page and "Traceback" in page
-    r = client.post(
-        f"/jobs/{job.id}/retry", data={"csrf": csrf_of(page)}, follow_redirects=False
-    )
+    r = client.post(f"/jobs/{job.id}/retry", data={"csrf": csrf_of(page)}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"/jobs/{job.id}"
 
 
@@ -69,8 +67,12 @@ def test_queues_workers_schedules_pages(app: App, client: TestClient, worker: ob
     job = app.registry.get("hold").delay(30)
     wait_state(app, job.id, "running")
     assert "default" in client.get("/queues").text
-    workers = client.get("/workers").text
-    assert job.id[-10:] in workers
+
+    def shows_it() -> str | None:
+        text = client.get("/workers").text
+        return text if job.id[-10:] in text else None
+
+    workers = wait_for(shows_it)
     assert "hourly" in client.get("/schedules").text
     csrf = csrf_of(workers)
     client.post(f"/jobs/{job.id}/cancel", data={"csrf": csrf})

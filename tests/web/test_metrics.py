@@ -38,7 +38,10 @@ def test_metrics_report_jobs_queues_run_times_failures_retries_and_workers(
     assert m[("conveyor_job_run_seconds_count", (("task", "add"),))] == 2
     assert m[("conveyor_job_run_seconds_bucket", (("le", "+Inf"), ("task", "add")))] == 2
     assert m[("conveyor_job_failures_total", (("error_type", "ValueError"), ("task", "boom")))] == 1
-    assert m[("conveyor_job_failures_total", (("error_type", "ConnectionError"), ("task", "flaky")))] == 1
+    assert (
+        m[("conveyor_job_failures_total", (("error_type", "ConnectionError"), ("task", "flaky")))]
+        == 1
+    )
     assert m[("conveyor_job_retries_total", (("task", "flaky"),))] == 1
     assert m[("conveyor_workers", ())] == 1 and m[("conveyor_worker_slots", ())] == 4
     app.job(hold.id).cancel()
@@ -46,7 +49,12 @@ def test_metrics_report_jobs_queues_run_times_failures_retries_and_workers(
 
 def test_queue_depth_and_the_age_of_the_oldest_waiting_job(app: App, client: TestClient) -> None:
     app.registry.get("add").delay(1, 2)
-    wait_for(lambda: samples(client)[("conveyor_queue_oldest_waiting_seconds", (("queue", "default"),))] > 0.05)
+    wait_for(
+        lambda: (
+            samples(client)[("conveyor_queue_oldest_waiting_seconds", (("queue", "default"),))]
+            > 0.05
+        )
+    )
     m = samples(client)
     assert m[("conveyor_queue_depth", (("queue", "default"),))] == 1
 

@@ -37,9 +37,10 @@ def test_a_jobs_stream_carries_progress_in_order_and_ends_when_final(
 ) -> None:
     job = app.registry.get("steps").apply_async((5,), {"pause": 0.1}, countdown=0.5)
     seen: list[dict[str, Any]] = []
-    with server.client(timeout=30) as client, client.stream(
-        "GET", f"/api/jobs/{job.id}/events"
-    ) as response:
+    with (
+        server.client(timeout=30) as client,
+        client.stream("GET", f"/api/jobs/{job.id}/events") as response,
+    ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for frame in read_events(response):
@@ -115,9 +116,10 @@ def test_progress_reaches_a_reader_quickly(app: App, server: Server, worker: obj
     and only checks a generous bound."""
     job = app.registry.get("steps").delay(3, 0.3)
     lags = []
-    with server.client(timeout=30) as client, client.stream(
-        "GET", f"/api/jobs/{job.id}/events"
-    ) as response:
+    with (
+        server.client(timeout=30) as client,
+        client.stream("GET", f"/api/jobs/{job.id}/events") as response,
+    ):
         for frame in read_events(response):
             data = frame.get("data")
             if data and data["progress"] and "id" in frame:
