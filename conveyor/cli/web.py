@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import click
@@ -60,7 +62,18 @@ def serve(web: Any, host: str, port: int, loglevel: str) -> None:
     except ImportError:
         raise UserError("the dashboard needs the web extra: pip install 'conveyor[web]'") from None
     click.echo(f"conveyor dashboard on http://{host}:{port}/", err=True)
-    uvicorn.run(web, host=host, port=port, log_level=loglevel.lower(), lifespan="off")
+    # uvicorn stops on SIGTERM/SIGINT, then raises the signal again for the handler it found:
+    # let that be a quiet one, so the caller can stop its worker and exit with status 0.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.run(web, host=host, port=port, log_level=loglevel.lower(), lifespan="off")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    log.info("signal %d: stopped serving", signum)
 
 
 @click.command(short_help="Serve the HTTP API and dashboard.")

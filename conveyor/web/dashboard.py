@@ -39,6 +39,7 @@ def make_templates() -> Jinja2Templates:
     env.filters["when"] = when
     env.filters["pretty"] = pretty
     env.filters["duration"] = duration
+    env.filters["seconds"] = seconds
     return Jinja2Templates(env=env)
 
 
@@ -64,6 +65,17 @@ def ago(value: datetime | None) -> str:
     else:
         text = f"{seconds / 86400:.0f}d"
     return f"in {text}" if future else f"{text} ago"
+
+
+def seconds(value: float) -> str:
+    """A period as people write it: 30 s, 5 min, 1 h, 1 d, or 1 h 30 min."""
+    total = round(value)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size} {unit}")
+            total %= size
+    return " ".join(parts) or f"{value:g} s"
 
 
 def duration(info: JobInfo) -> str:

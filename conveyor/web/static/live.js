@@ -42,7 +42,8 @@
         var data = box.querySelector("[data-data]");
         var keys = event.progress.data ? Object.keys(event.progress.data) : [];
         data.hidden = keys.length === 0;
-        data.textContent = keys.length ? JSON.stringify(event.progress.data, null, 2) : "";
+        var text = keys.length ? JSON.stringify(event.progress.data) : "";
+        data.textContent = text.length > 100 ? JSON.stringify(event.progress.data, null, 2) : text;
       }
       // the actions that fit the new state (cancel while waiting or running, retry after)
       var actions = article.querySelectorAll("[data-when]");
