@@ -14,7 +14,7 @@ from conveyor.job import JobInfo
 WIDTH = 600
 HEIGHT = 90
 MINUTES = 60
-SAMPLE = 1000
+SAMPLE = 500
 
 
 def _per_minute(jobs: Sequence[JobInfo], now: float) -> list[int]:
@@ -57,4 +57,5 @@ def throughput_chart(
         "succeeded": sum(ok_series),
         "failed": sum(failed_series),
         "capped": len(succeeded) >= SAMPLE or len(failed) >= SAMPLE,
+        "sample": SAMPLE,
     }

@@ -12,7 +12,7 @@ import pytest
 
 from conveyor.app import App
 from conveyor.web.asgi import build
-from tests.web.conftest import TOKEN, Server, serve, wait_state
+from tests.web.conftest import TOKEN, Server, make_app, serve, wait_for, wait_state
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +42,20 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def site(sqlite_app: App) -> Iterator[Server]:
-    yield from serve(build(sqlite_app, token=TOKEN, heartbeat_seconds=1.0))
+def browser_app(namespace: str) -> Iterator[App]:
+    a = make_app("memory://", namespace)  # TODO: SQLite once it keeps the event feed
+    yield a
+    a.close()
 
 
 @pytest.fixture
-def running(sqlite_app: App) -> Iterator[Any]:
-    w = sqlite_app.worker(concurrency=4, lease_seconds=5.0, shutdown_timeout=5.0)
+def site(browser_app: App) -> Iterator[Server]:
+    yield from serve(build(browser_app, token=TOKEN, heartbeat_seconds=1.0))
+
+
+@pytest.fixture
+def running(browser_app: App) -> Iterator[Any]:
+    w = browser_app.worker(concurrency=4, lease_seconds=5.0, shutdown_timeout=5.0)
     w.start()
     yield w
     w.stop(timeout=10)
@@ -82,8 +89,8 @@ def test_logging_in_with_the_token(browser: Any, site: Server) -> None:
     context.close()
 
 
-def test_list_and_filter(sqlite_app: App, page: Any, site: Server) -> None:
-    add, boom = sqlite_app.registry.get("add"), sqlite_app.registry.get("boom")
+def test_list_and_filter(browser_app: App, page: Any, site: Server) -> None:
+    add, boom = browser_app.registry.get("add"), browser_app.registry.get("boom")
     ids = [add.delay(i, i).id for i in range(3)]
     other = boom.delay("x").id
     page.goto(f"{site.url}/")
@@ -97,10 +104,10 @@ def test_list_and_filter(sqlite_app: App, page: Any, site: Server) -> None:
 
 
 def test_open_a_failed_job_and_retry_it(
-    sqlite_app: App, page: Any, site: Server, running: Any
+    browser_app: App, page: Any, site: Server, running: Any
 ) -> None:
-    job = sqlite_app.registry.get("boom").delay("kaputt")
-    wait_state(sqlite_app, job.id, "failed")
+    job = browser_app.registry.get("boom").delay("kaputt")
+    wait_state(browser_app, job.id, "failed")
     page.goto(f"{site.url}/?state=failed")
     page.click(f"tr[data-job='{job.id}'] td.id a")
     page.wait_for_url(f"**/jobs/{job.id}")
@@ -108,27 +115,24 @@ def test_open_a_failed_job_and_retry_it(
     assert "Traceback" in page.locator("pre.tb").inner_text()
     page.click("button:has-text('Retry')")
     # the worker runs it again and it fails again: attempts went up
-    wait_for_attempts = lambda: sqlite_app.job(job.id).info().attempts == 2  # noqa: E731
-    from tests.web.conftest import wait_for
-
-    wait_for(wait_for_attempts)
-    wait_state(sqlite_app, job.id, "failed")
+    wait_for(lambda: browser_app.job(job.id).info().attempts == 2)
+    wait_state(browser_app, job.id, "failed")
 
 
-def test_cancel_a_running_job(sqlite_app: App, page: Any, site: Server, running: Any) -> None:
-    job = sqlite_app.registry.get("hold").delay(60)
-    wait_state(sqlite_app, job.id, "running")
+def test_cancel_a_running_job(browser_app: App, page: Any, site: Server, running: Any) -> None:
+    job = browser_app.registry.get("hold").delay(60)
+    wait_state(browser_app, job.id, "running")
     page.goto(f"{site.url}/jobs/{job.id}")
     assert page.locator("[data-state]").inner_text() == "running"
     page.click("button:has-text('Cancel')")
-    wait_state(sqlite_app, job.id, "cancelled")
+    wait_state(browser_app, job.id, "cancelled")
     page.wait_for_function("document.querySelector('[data-state]').textContent === 'cancelled'")
 
 
 def test_progress_moves_without_reloading(
-    sqlite_app: App, page: Any, site: Server, running: Any
+    browser_app: App, page: Any, site: Server, running: Any
 ) -> None:
-    job = sqlite_app.registry.get("steps").apply_async((8,), {"pause": 0.4}, countdown=1.0)
+    job = browser_app.registry.get("steps").apply_async((8,), {"pause": 0.4}, countdown=1.0)
     page.goto(f"{site.url}/jobs/{job.id}")
     page.evaluate("window.__same_page = true")
     page.wait_for_function(
@@ -146,10 +150,10 @@ def test_progress_moves_without_reloading(
 
 
 def test_a_script_in_a_jobs_arguments_is_text_and_never_runs(
-    sqlite_app: App, page: Any, site: Server
+    browser_app: App, page: Any, site: Server
 ) -> None:
     payload = "<script>window.__xss = 1</script><img src=x onerror='window.__xss = 2'>"
-    job = sqlite_app.registry.get("echo").apply_async((payload,), {"note": payload})
+    job = browser_app.registry.get("echo").apply_async((payload,), {"note": payload})
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     for path in ("/", f"/jobs/{job.id}"):
