@@ -9,7 +9,7 @@ import inspect
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from conveyor.errors import InvalidArgument
 from conveyor.inspection import Page
-from conveyor.job import Job, State
+from conveyor.job import Job, JobInfo, State
 from conveyor.task import CallOptions
 from conveyor.web import shapes
 from conveyor.web.errors import HTTPError, bad_request, conflict, not_found
@@ -65,7 +65,7 @@ def list_page(app: WebApp, params: Mapping[str, str]) -> Page:
         raise bad_request(str(exc)) from None
 
 
-def job_or_404(app: WebApp, job_id: str) -> Any:
+def job_or_404(app: WebApp, job_id: str) -> JobInfo:
     try:
         return app.job(job_id).info()
     except LookupError:
@@ -85,27 +85,33 @@ def get_job(request: Request) -> Response:
     return JSONResponse(shapes.job_json(info))
 
 
+_REFUSED = {
+    "cancel": "only a waiting or running job can be cancelled",
+    "retry": "only a failed, cancelled or expired job can be retried (or another active job "
+    "holds its unique key)",
+}
+
+
+def change_job(app: WebApp, job_id: str, action: Literal["cancel", "retry"]) -> JobInfo:
+    """Cancel or retry a job; 404 if unknown, 409 if its state does not allow it. Returns the
+    job as it is afterwards."""
+    before = job_or_404(app, job_id)
+    handle = app.job(job_id)
+    if not (handle.cancel() if action == "cancel" else handle.retry()):
+        raise conflict(f"job {job_id} is {before.state.value}: {_REFUSED[action]}")
+    return job_or_404(app, job_id)
+
+
 def cancel_job(request: Request) -> Response:
     known_params(request)
-    app, job_id = the_app(request), request.path_params["id"]
-    before = job_or_404(app, job_id)
-    if not app.job(job_id).cancel():
-        raise conflict(
-            f"job {job_id} is {before.state.value}: only a waiting or running job can be cancelled"
-        )
-    return JSONResponse(shapes.job_json(job_or_404(app, job_id)))
+    info = change_job(the_app(request), request.path_params["id"], "cancel")
+    return JSONResponse(shapes.job_json(info))
 
 
 def retry_job(request: Request) -> Response:
     known_params(request)
-    app, job_id = the_app(request), request.path_params["id"]
-    before = job_or_404(app, job_id)
-    if not app.job(job_id).retry():
-        raise conflict(
-            f"job {job_id} is {before.state.value}: only a failed, cancelled or expired job "
-            "can be retried (or another active job holds its unique key)"
-        )
-    return JSONResponse(shapes.job_json(job_or_404(app, job_id)))
+    info = change_job(the_app(request), request.path_params["id"], "retry")
+    return JSONResponse(shapes.job_json(info))
 
 
 def retry_failed(app: WebApp) -> int:

@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -21,10 +21,10 @@ from starlette.templating import Jinja2Templates
 
 from conveyor.job import JobInfo, State, to_datetime
 from conveyor.web import shapes
-from conveyor.web.api import job_or_404, list_page, retry_failed, the_app
+from conveyor.web.api import change_job, job_or_404, list_page, retry_failed, the_app
 from conveyor.web.auth import COOKIE, csrf_ok, safe_next
 from conveyor.web.charts import SAMPLE, throughput_chart
-from conveyor.web.errors import HTTPError, conflict
+from conveyor.web.errors import HTTPError
 from conveyor.web.protocol import WebApp
 
 
@@ -250,19 +250,10 @@ def _back(request: Request, form: FormData, default: str) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-async def _act(request: Request, action: str) -> Response:
+async def _act(request: Request, action: Literal["cancel", "retry"]) -> Response:
     form = await _checked_form(request)
-    app, job_id = the_app(request), request.path_params["id"]
-
-    def run() -> bool:
-        job_or_404(app, job_id)
-        handle = app.job(job_id)
-        return bool(handle.retry() if action == "retry" else handle.cancel())
-
-    if not await run_in_threadpool(run):
-        raise conflict(
-            f"job {job_id} cannot be {'retried' if action == 'retry' else 'cancelled'} in its state"
-        )
+    job_id = request.path_params["id"]
+    await run_in_threadpool(change_job, the_app(request), job_id, action)
     return _back(request, form, f"/jobs/{job_id}")
 
 
