@@ -46,6 +46,12 @@ def make_app(url: str, namespace: str) -> App:
             time.sleep(pause)
         return {"steps": n}
 
+    @app.task(name="stamped")
+    def stamped(n: int, pause: float) -> None:
+        for i in range(1, n + 1):
+            conveyor.progress(100 * i / n, sent=time.time())
+            time.sleep(pause)
+
     @app.task(name="hold")
     def hold(seconds: float) -> str:
         ctx = conveyor.current_job()
