@@ -170,6 +170,8 @@ def csrf_ok(connection: HTTPConnection, given: Any) -> bool:
 
 def safe_next(raw: str | None, root: str) -> str:
     """Where to go after logging in: only a path of this site (never //host or a scheme)."""
-    if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
+    # browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"): refuse them
+    plain = raw is not None and all(c.isprintable() and not c.isspace() for c in raw)
+    if raw and plain and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
         return raw
     return f"{root}/"

@@ -107,7 +107,9 @@ def page(request: Request, template: str, context: dict[str, Any], status: int =
         "states": [s.value for s in State],
     }
     templates: Jinja2Templates = request.app.state.templates
-    return templates.TemplateResponse(request, template, {**common, **context}, status_code=status)
+    return templates.TemplateResponse(
+        request, template, {**common, **context}, status_code=status, headers=shapes.PAGE_HEADERS
+    )
 
 
 def _totals(counts: Mapping[str, Mapping[State, int]]) -> dict[str, int]:

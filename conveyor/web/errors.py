@@ -24,7 +24,7 @@ from conveyor.errors import (
     SerializationError,
     TaskNotFound,
 )
-from conveyor.web.shapes import JSONResponse, route_path
+from conveyor.web.shapes import PAGE_HEADERS, JSONResponse, route_path
 
 log = logging.getLogger("conveyor.web")
 
@@ -79,7 +79,7 @@ def render(request: Request, exc: HTTPError) -> Response:
                 "csrf": request.app.state.keys.csrf,
             },
             status_code=exc.status,
-            headers=exc.headers,
+            headers={**PAGE_HEADERS, **(exc.headers or {})},
         )
     body = {"error": {"code": exc.code, "message": exc.message}}
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)

@@ -21,6 +21,19 @@ from starlette.types import Scope
 from conveyor.inspection import Event, ScheduleInfo, WorkerInfo
 from conveyor.job import JobInfo, Progress, State, to_datetime
 
+#: headers of every HTML page: scripts only from this site (so even a markup mistake cannot
+#: run a job's text as code), no framing by other sites, no sniffing, no referrer elsewhere
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 #: a worker not seen for this long is shown as gone (it renews its lease far more often)

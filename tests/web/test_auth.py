@@ -56,6 +56,9 @@ def test_login_sets_an_httponly_strict_cookie_that_is_not_the_token(guarded: Tes
     assert wrong.status_code == 401 and "not the right one" in wrong.text
     r = guarded.post("/login", data={"token": TOKEN, "next": "//evil.example/"})
     assert r.status_code == 303 and r.headers["location"] == "/"  # never off-site
+    for sneaky in ("/\t/evil.example/", "https://evil.example/", "/\\evil.example"):
+        r = guarded.post("/login", data={"token": TOKEN, "next": sneaky})
+        assert r.headers["location"] == "/", sneaky
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert TOKEN not in cookie

@@ -63,7 +63,8 @@ def running(browser_app: App) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, site: Server) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # CSP would stop Playwright's own evaluated predicates; off here, so escaping alone is tested
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     p = context.new_page()
     p.set_default_timeout(15_000)
     p.goto(f"{site.url}/login")

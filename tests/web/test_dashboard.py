@@ -60,7 +60,11 @@ def test_everything_a_job_carries_is_escaped(app: App, client: TestClient) -> No
     for path in ("/", f"/jobs/{job.id}", "/queues"):
         text = client.get(path).text
         assert "<script>alert" not in text, path
-    assert "&lt;script&gt;alert(" in client.get(f"/jobs/{job.id}").text
+    page = client.get(f"/jobs/{job.id}")
+    assert "&lt;script&gt;alert(" in page.text
+    # and were escaping ever to fail, the page runs no script but its own file
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
 
 
 def test_queues_workers_schedules_pages(app: App, client: TestClient, worker: object) -> None:
