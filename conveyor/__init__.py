@@ -5,6 +5,7 @@ URL. See README.md and docs/.
 """
 
 from conveyor.app import App
+from conveyor.canvas import Failure, GroupJob, Workflow, chain, chord, group
 from conveyor.context import JobContext, current_job, progress
 from conveyor.errors import (
     BackendUnavailable,
@@ -46,6 +47,8 @@ __all__ = [
     "ConveyorError",
     "ErrorInfo",
     "Event",
+    "Failure",
+    "GroupJob",
     "InspectionApp",
     "InvalidArgument",
     "Job",
@@ -73,7 +76,11 @@ __all__ = [
     "Worker",
     "WorkerCrashed",
     "WorkerInfo",
+    "Workflow",
     "__version__",
+    "chain",
+    "chord",
     "current_job",
+    "group",
     "progress",
 ]

@@ -5,20 +5,37 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
+import pytest
+
+from conveyor.backends import open_backend
 from conveyor.backends.base import Backend
 from conveyor.inspection import Event
 from conveyor.job import ErrorInfo, Outcome, Progress, State
 from tests.backends.helpers import (
     LEASE,
     NOW,
+    StoreClock,
     claim_one,
     enqueue_one,
     make_record,
+    recover_at,
     running,
 )
 
 BOOM = ErrorInfo("ValueError", "boom", "Traceback ...")
+
+
+@pytest.fixture
+def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
+    """Every backend, its lease stamps read from a clock the test moves."""
+    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
+    try:
+        yield b
+    finally:
+        b.close()
+
 
 # -- listing ---------------------------------------------------------------------------------
 
@@ -137,7 +154,7 @@ def test_retry_cancel_expiry_and_recovery_are_events(backend: Backend) -> None:
     expiring = enqueue_one(backend, queue="later", expires_at=NOW + 1)
     backend.sweep(now=NOW + 2)
     lost = running(backend, queue="lost")
-    backend.recover(now=NOW + LEASE + 1, max_crashes=3)
+    recover_at(backend, NOW + LEASE + 1, max_crashes=3)
     kinds = _kinds(backend.read_events(start))
     assert (failing.record.id, "scheduled") in kinds
     assert (waiting.id, "cancelled") in kinds

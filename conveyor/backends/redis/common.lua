@@ -26,6 +26,9 @@ local FIELDS = {'id', 'task', 'payload', 'queue', 'state', 'created_at', 'ready_
 local BAND = 4398046511104
 
 local changed = {} -- ids of jobs that changed, published once at the end
+-- Workflow hooks, filled in by workflow.lua (loaded after this file): final(id, to, now,
+-- result, err, meta) when a job whose meta has a flow became final; purged(id, meta).
+local flow = {}
 local woken = {} -- queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
@@ -57,6 +60,24 @@ end
 local function ready_score(priority, ready_at)
   -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
   return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
+end
+
+-- The store's time for what the store stamps (leases, the heartbeat record): the server's
+-- clock when the caller sent '' (read when the script runs, however late that is), else the
+-- caller's value (a test's movable clock, read again by every retry of the call).
+local function store_time(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- The store-wide heartbeat record (base.py note_heartbeat / in_stall): heartbeats further
+-- apart than STALL_SHARE of the lease mean a stall; recover counts no crashes during one and
+-- for STALL_GRACE_LEASES lease lengths after it.
+local STALL_SHARE, STALL_GRACE_LEASES = 0.5, 2.0
+local function in_stall(t)
+  local b = redis.call('HMGET', P .. 'beats', 'quiet_after', 'stall_until')
+  return (b[1] and t > tonumber(b[1])) or (b[2] and t < tonumber(b[2])) or false
 end
 
 -- Take a job out of the indexes of its state (`expiring` is cleaned by sweep, lazily).
@@ -116,9 +137,10 @@ local function free_unique(id, unique_key)
   end
 end
 
--- A final outcome: result and error as given (nil clears them), finished and purge times.
-local function finalize(id, queue, from, to, now, result, err)
-  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key')
+-- A final outcome: result and error as given (nil clears them), finished and purge times;
+-- a workflow job's successors are decided unless `quiet` (workflow.lua decides them itself).
+local function finalize(id, queue, from, to, now, result, err, quiet)
+  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta')
   local sets = {'finished_at', num(now), 'purge_at', num(now + tonumber(f[1] or '86400'))}
   local dels = {'worker', 'lease_expires_at', 'cancel_requested'}
   if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -127,12 +149,16 @@ local function finalize(id, queue, from, to, now, result, err)
   else dels[#dels + 1] = 'error' end
   move(id, queue, from, to, sets, dels)
   free_unique(id, f[2])
+  if not quiet and f[3] and string.find(f[3], '"flow"', 1, true) then
+    flow.final(id, to, now, result, err, f[3])
+  end
 end
 
 local function delete_job(id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at', 'meta')
   if not f[1] then return false end
+  if f[6] and string.find(f[6], '"workflow"', 1, true) then flow.purged(id, f[6]) end
   unplace(id, f[1], f[2])
   redis.call('ZREM', P .. 'all', id)
   if has(f[5]) then redis.call('ZREM', P .. 'expiring', id) end
@@ -187,13 +213,13 @@ local function store(rec)
   return id, true
 end
 
--- Claim up to `limit` ready jobs of `queues` for `worker`; `now` and `lease` as the caller
--- wrote them. Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
+-- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
+-- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
 -- (attempts already counted): codec.py decodes them by position, and fills in what the claim
 -- itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
-local function claim_jobs(worker, limit, now_s, lease, queues)
+local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   for _, q in ipairs(queues) do
@@ -248,7 +274,7 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     local token = last - n + i
     local attempts = tonumber(f[6] or '0') + 1
     redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
-      'started_at', now_s, 'lease_expires_at', lease, 'attempts', attempts)
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts)
     f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q
@@ -280,7 +306,7 @@ local function finish_jobs(now_s, first)
     local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
-      'failures', 'priority', 'expires_at')
+      'failures', 'priority', 'expires_at', 'meta')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
@@ -304,6 +330,10 @@ local function finish_jobs(now_s, first)
         if LISTED[to] then redis.call('ZADD', P .. 'state:' .. to, 0, id) end
         count(queue, to, 1)
         free_unique(id, f[5])
+        if f[9] and string.find(f[9], '"flow"', 1, true) then
+          flow.final(id, to, now, ARGV[i + 3] == '1' and ARGV[i + 4] or nil,
+            err ~= '' and err or nil, f[9])
+        end
       else
         local ready_at = ARGV[i + 6] ~= '' and ARGV[i + 6] or now_s
         local failures = tonumber(f[6] or '0')

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
@@ -22,9 +22,12 @@ from conveyor.backends.base import (
     ScheduleState,
     SweepResult,
     WorkerInfo,
+    in_stall,
+    note_heartbeat,
     worker_lost_error,
 )
-from conveyor.backends.sqlite.inspection import Inspection
+from conveyor.backends.sqlite.flows import Flows
+from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
 from conveyor.backends.sqlite.rows import (
     dumps,
     error_json,
@@ -51,11 +54,21 @@ STALE_WORKER_SECONDS = 3600.0
 class SQLiteBackend(Inspection, Backend):
     scheme = "sqlite"
 
-    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
-        super().__init__(url, namespace=check_namespace(namespace))
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(url, namespace=check_namespace(namespace), clock=clock)
+        # Read only once the write lock is held: a lease starts when it is granted, however
+        # long the claim waited for the gate or for BEGIN IMMEDIATE.
+        self._store_time = clock or time.time
         self.options = parse_url(url)
         initialise(self.options, namespace)
         self._sql = queries(namespace)
+        self._flows = Flows(self._sql)
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
@@ -103,6 +116,33 @@ class SQLiteBackend(Inspection, Backend):
                     return from_row(row)
         raise sqlite3.IntegrityError(f"job id {record.id!r} is already stored")
 
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        with self._db.write() as conn:
+            conn.executemany(self._sql["insert"], map(to_row, records))
+            self._flows.store(conn, workflow_id, records, outputs)
+        self._notify(ready=True)
+
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        return self._flows.rows(self._db.get(), workflow_id)
+
+    def _flows_after(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+        *,
+        now: float,
+    ) -> bool:
+        """Decide the successors of the workflow jobs that this batch made final."""
+        ended = [
+            job_id
+            for ok, (job_id, _, outcome) in zip(done, items, strict=True)
+            if ok and outcome.state.is_final
+        ]
+        return bool(ended) and self._flows.finished(conn, ended, now=now)
+
     # -- the worker's side -----------------------------------------------------------------
 
     def claim(
@@ -145,11 +185,12 @@ class SQLiteBackend(Inspection, Backend):
         self._local.idle = not ids
         if not ids:
             return []
+        t = self._store_time()  # under the write lock: once per transaction
         params = {
             "ids": dumps(ids),
             "worker": worker_id,
-            "now": now,
-            "lease_expires_at": now + lease_seconds,
+            "started_at": t,
+            "lease_expires_at": t + lease_seconds,
         }
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
@@ -170,13 +211,14 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
+            flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues
                 else []
             )
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, flowed=flowed)
         elif claims:
             self._wake.changed.notify()
         return done, claims
@@ -208,8 +250,15 @@ class SQLiteBackend(Inspection, Backend):
         lost, cancel = set(), set()
         worker.last_seen = now
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
+            conn.execute(self._sql["put_beat"], {"name": "quiet_after", "at": quiet})
+            if stall is not None and stall != stall_until:
+                conn.execute(self._sql["put_beat"], {"name": "stall_until", "at": stall})
+            lease_expires_at = t + lease_seconds
             for job_id, token in leases:
-                params = {"id": job_id, "token": token, "lease_expires_at": now + lease_seconds}
+                params = {"id": job_id, "token": token, "lease_expires_at": lease_expires_at}
                 row = conn.execute(self._sql["extend_lease"], params).fetchone()
                 if row is None:
                     lost.add(job_id)
@@ -232,18 +281,20 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
+            flowed = self._flows_after(conn, items, done, now=now)
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, flowed=flowed)
         return done
 
     def _notify_finished(
-        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, flowed: bool
     ) -> None:
-        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready."""
+        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
+        or a workflow step may have been queued (``flowed``)."""
         retried = any(
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
-        self._notify(ready=retried)
+        self._notify(ready=retried or flowed)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -293,22 +344,30 @@ class SQLiteBackend(Inspection, Backend):
         params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
+            if done:
+                self._flows.finished(conn, [job_id], now=now)
         if done:
             self._notify(ready=True)
         return done
 
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        if not self._db.get().execute(self._sql["lapsed"], {"now": now}).fetchone():
+        # A look without the write lock first: most of the time nothing ran out.
+        look = {"cutoff": self._store_time()}
+        if not self._db.get().execute(self._sql["lapsed"], look).fetchone():
             return []
         out = []
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            stalled = in_stall(quiet_after, stall_until, t)
+            crash = 0 if stalled else 1
             for job_id, crashes, cancel_requested in conn.execute(
-                self._sql["lapsed"], {"now": now}
+                self._sql["lapsed"], {"cutoff": t}
             ).fetchall():
-                params: dict[str, Any] = {"id": job_id, "now": now}
+                params: dict[str, Any] = {"id": job_id, "now": now, "crash": crash}
                 if cancel_requested:
                     state, error = State.CANCELLED, None
-                elif crashes + 1 >= max_crashes:
+                elif not stalled and crashes + 1 >= max_crashes:
                     state, error = State.FAILED, dumps(worker_lost_error(crashes + 1))
                 else:
                     conn.execute(self._sql["recover_requeue"], params)
@@ -317,6 +376,9 @@ class SQLiteBackend(Inspection, Backend):
                 params.update(state=state.value, error=error)
                 conn.execute(self._sql["recover_final"], params)
                 out.append(RecoveredJob(job_id, state))
+            ended = [r.id for r in out if r.state.is_final]
+            if ended:
+                self._flows.finished(conn, ended, now=now)
         if out:
             self._notify(ready=True)
         return out
@@ -325,11 +387,16 @@ class SQLiteBackend(Inspection, Backend):
         # Purge first: a job that expires in this sweep is kept at least until the next.
         params = {"now": now}
         with self._db.write() as conn:
+            self._flows.purging(conn, now=now)
             purged = conn.execute(self._sql["sweep_purge"], params).rowcount
+            expiring = self._flows.expiring(conn, now=now)
             expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+            if expiring:
+                self._flows.finished(conn, expiring, now=now)
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
+            conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
         return SweepResult(promoted, expired, purged)

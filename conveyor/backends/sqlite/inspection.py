@@ -1,24 +1,37 @@
 """The SQLite backend's reading and administrative side: jobs by id, listing and counting,
-cancelling, retrying, purging a queue, and the worker registry. A mixin of
+cancelling, retrying, purging a queue, the worker registry, the change feed and counters. A mixin of
 ``SQLiteBackend``, kept apart from the claim / finish path that workers hammer."""
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from conveyor.backends.base import WorkerInfo
+from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.rows import from_row, worker_from_row, worker_row
 from conveyor.backends.sqlite.store import Connections, Wakeups
-from conveyor.job import JobRecord, State
+from conveyor.inspection import Event, StoreStats, TaskStats, make_event
+from conveyor.job import JobRecord, Progress, State
 
 #: above every job id, so that the first page of list_jobs is a range scan too
 _TOP_CURSOR = "\U0010ffff"
+#: the states with an index of their own for listing (schema.sql: {ns}_jobs_by_state)
+_LISTED = frozenset({State.SCHEDULED, State.FAILED, State.CANCELLED, State.EXPIRED})
+#: up to this many queued jobs, a listing of them sorts the claim index's entries; beyond,
+#: queued jobs are dense enough among the newest that walking the table finds them at once
+_FEW_QUEUED = 10_000
+#: how many events sweep keeps
+EVENTS_KEPT = 100_000
 
 
 class Inspection:
     _db: Connections
     _sql: Mapping[str, str]
     _wake: Wakeups
+    _flows: Flows
 
     def _notify(self, *, ready: bool) -> None:
         raise NotImplementedError
@@ -43,8 +56,36 @@ class Inspection:
             "limit": limit,
             "cursor": _TOP_CURSOR if cursor is None else cursor,
         }
-        rows = self._db.get().execute(self._sql["list_jobs"], params).fetchall()
+        conn = self._db.get()
+        if state in _LISTED:
+            query = "list_by_state"
+        elif state is State.RUNNING:
+            query = "list_running"
+        elif (
+            state is State.QUEUED
+            and conn.execute(self._sql["count_queued"], {"upto": _FEW_QUEUED + 1}).fetchone()[0]
+            <= _FEW_QUEUED
+        ):
+            query = "list_queued"
+        elif task is not None:
+            query = "list_by_task"
+        elif queue is not None:
+            return self._list_by_queue(params)
+        else:
+            query = "list_jobs"
+        rows = conn.execute(self._sql[query], params).fetchall()
         return [from_row(row) for row in rows]
+
+    def _list_by_queue(self, params: dict[str, Any]) -> list[JobRecord]:
+        """One range scan per state of the queue index, merged: a page reads at most
+        ``limit`` rows per state."""
+        conn = self._db.get()
+        rows: list[tuple[Any, ...]] = []
+        for state in State:
+            params["one_state"] = state.value
+            rows += conn.execute(self._sql["list_by_queue"], params).fetchall()
+        rows.sort(key=lambda row: row[0], reverse=True)
+        return [from_row(row) for row in rows[: params["limit"]]]
 
     def queue_counts(self) -> dict[str, dict[State, int]]:
         counts: dict[str, dict[State, int]] = {}
@@ -56,9 +97,11 @@ class Inspection:
         params = {"id": job_id, "now": now}
         with self._db.write() as conn:
             done = conn.execute(self._sql["cancel_running"], params).rowcount == 1
-            done = done or conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+            ended = conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+            flowed = ended and self._flows.finished(conn, [job_id], now=now)
+            done = done or ended
         if done:
-            self._wake.changed.notify()
+            self._notify(ready=flowed)
         return done
 
     def retry(self, job_id: str, *, now: float) -> bool:
@@ -87,3 +130,70 @@ class Inspection:
 
     def list_workers(self) -> list[WorkerInfo]:
         return [worker_from_row(r) for r in self._db.get().execute(self._sql["workers"])]
+
+    # -- the change feed and the counters --------------------------------------------------
+
+    def read_events(self, after: int, *, limit: int = 1000, timeout: float = 0.0) -> list[Event]:
+        deadline = time.monotonic() + timeout
+        params = {"after": after, "limit": limit}
+        while True:
+            # The snapshot comes before the read: a commit in between still wakes the wait.
+            since = self._wake.snapshot(self._wake.changed)
+            rows = self._db.get().execute(self._sql["events_after"], params).fetchall()
+            if rows:
+                return [
+                    make_event(
+                        i,
+                        job,
+                        task,
+                        state,
+                        None if p is None else Progress.from_json(json.loads(p)),
+                        at,
+                    )
+                    for i, job, task, state, p, at in rows
+                ]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            self._wake.wait(self._wake.changed, remaining, since)
+
+    def last_event_id(self) -> int:
+        return int(self._db.get().execute(self._sql["last_event_id"]).fetchone()[0])
+
+    def job_stats(self, *, now: float) -> StoreStats:
+        conn = self._db.get()
+        tasks: dict[str, TaskStats] = {}
+        for task, kind, label, n, total in conn.execute(self._sql["counters"]):
+            stats = tasks.setdefault(task, TaskStats(task))
+            if kind in ("succeeded", "failed"):
+                upper = float(label)
+                stats.runtime[upper] = stats.runtime.get(upper, 0) + n
+                stats.runtime_sum += total
+                setattr(stats, kind, getattr(stats, kind) + n)
+            elif kind == "error":
+                stats.failures[label] = n
+            elif kind == "retries":
+                stats.retries = n
+        return StoreStats(tasks, self._oldest_queued(conn))
+
+    def _oldest_queued(self, conn: Any) -> dict[str, float]:
+        """The ready time of each queue's oldest queued job: the claim index is ordered by
+        priority first, so it is the oldest of the first entries of each priority, found by
+        skip scans (a few index searches per queue, whatever the queue holds)."""
+        out: dict[str, float] = {}
+        queue = ""
+        while True:
+            queue = conn.execute(self._sql["next_queued_queue"], {"after": queue}).fetchone()[0]
+            if queue is None:
+                return out
+            below = 1 << 62
+            while True:
+                params = {"queue": queue, "below": below}
+                priority = conn.execute(self._sql["next_priority"], params).fetchone()[0]
+                if priority is None:
+                    break
+                params = {"queue": queue, "priority": priority}
+                ready_at = conn.execute(self._sql["oldest_ready"], params).fetchone()[0]
+                if ready_at is not None and ready_at < out.get(queue, float("inf")):
+                    out[queue] = ready_at
+                below = priority

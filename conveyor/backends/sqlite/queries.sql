@@ -29,7 +29,8 @@ ORDER BY priority DESC, ready_at, id
 LIMIT :limit;
 
 -- name: ready_scheduled
-SELECT id, priority, ready_at FROM {ns}_jobs
+-- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
+SELECT id, priority, ready_at FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))
@@ -37,9 +38,10 @@ ORDER BY priority DESC, ready_at, id
 LIMIT :limit;
 
 -- name: claim
+-- :started_at is the store's time, read once the write lock is held.
 UPDATE {ns}_jobs
 SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
-    started_at = :now, lease_expires_at = :lease_expires_at
+    started_at = :started_at, lease_expires_at = :lease_expires_at
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
 RETURNING {columns};
 
@@ -79,18 +81,19 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: lapsed
+-- :cutoff is the store's time; served by the jobs_running index.
 SELECT id, crashes, cancel_requested FROM {ns}_jobs
-WHERE state = 'running' AND lease_expires_at < :now;
+WHERE state = 'running' AND lease_expires_at < :cutoff;
 
 -- name: recover_requeue
 UPDATE {ns}_jobs
-SET state = 'queued', ready_at = :now, crashes = crashes + 1, token = token + 1,
+SET state = 'queued', ready_at = :now, crashes = crashes + :crash, token = token + 1,
     worker = NULL, lease_expires_at = NULL
 WHERE id = :id;
 
 -- name: recover_final
 UPDATE {ns}_jobs
-SET state = :state, crashes = crashes + 1, token = token + 1, worker = NULL,
+SET state = :state, crashes = crashes + :crash, token = token + 1, worker = NULL,
     lease_expires_at = NULL, result = NULL, error = :error, finished_at = :now,
     purge_at = :now + result_ttl, cancel_requested = 0
 WHERE id = :id;
@@ -106,11 +109,13 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 
 -- name: retry
 -- OR IGNORE: when another job of the same unique key is active, the unique index refuses
--- the update and retry reports False rather than making a twin.
+-- the update and retry reports False rather than making a twin. A ready_at of canvas.HOLD
+-- is a workflow step stopped before its inputs came: it has nothing to run with.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
     result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
-WHERE id = :id AND state IN ('failed', 'cancelled', 'expired');
+WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
+  AND ready_at < 253402300799.0;
 
 -- name: sweep_purge
 DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
@@ -128,8 +133,10 @@ UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= :now AND state = 'schedu
 DELETE FROM {ns}_workers WHERE last_seen < :before;
 
 -- name: list_jobs
--- An absent cursor is passed as U+10FFFF, above every id, so the query is always a range
--- scan of the id index from the top.
+-- The listing queries (app.jobs), one per index that serves a page, chosen by
+-- inspection.py; each is a range scan down from the cursor that stops after LIMIT rows.
+-- An absent cursor is passed as U+10FFFF, above every id. This one walks the table itself
+-- (its primary key): no filter, or a filter that most jobs match.
 SELECT {columns} FROM {ns}_jobs
 WHERE id < :cursor
   AND (:state IS NULL OR state = :state)
@@ -138,11 +145,72 @@ WHERE id < :cursor
 ORDER BY id DESC
 LIMIT :limit;
 
+-- name: list_by_state
+-- index: {ns}_jobs_by_state (a state no successful job passes through; its WHERE repeated)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+WHERE state = :state AND (state < 'queued' OR state = 'scheduled') AND id < :cursor
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_task
+-- index: {ns}_jobs_by_task
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_task
+WHERE task = :task AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_by_queue
+-- index: {ns}_jobs_by_queue, one state at a time (inspection.py merges the states)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
+WHERE queue = :queue AND state = :one_state AND id < :cursor
+  AND (:task IS NULL OR task = :task)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_running
+-- index: {ns}_jobs_running; running jobs are few (one per busy worker slot): sorted here
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_running
+WHERE state = 'running' AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: list_queued
+-- index: {ns}_jobs_queued, sorted here: used while few jobs are queued (count_queued)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_queued
+WHERE state = 'queued' AND id < :cursor
+  AND (:state IS NULL OR state = :state)
+  AND (:task IS NULL OR task = :task)
+  AND (:queue IS NULL OR queue = :queue)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: count_queued
+-- index: {ns}_jobs_queued; counts no further than :upto
+SELECT count(*) FROM (SELECT 1 FROM {ns}_jobs WHERE state = 'queued' LIMIT :upto);
+
 -- name: queue_counts
-SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
+-- index: {ns}_jobs_by_queue (read alone, in its order: no row of the table, no sort)
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
+GROUP BY queue, state;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
+
+-- name: beats
+SELECT (SELECT at FROM {ns}_beats WHERE name = 'quiet_after'),
+       (SELECT at FROM {ns}_beats WHERE name = 'stall_until');
+
+-- name: put_beat
+INSERT INTO {ns}_beats (name, at) VALUES (:name, :at)
+ON CONFLICT (name) DO UPDATE SET at = excluded.at;
 
 -- name: put_worker
 INSERT OR REPLACE INTO {ns}_workers
@@ -173,5 +241,106 @@ ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due,
 -- name: schedules
 SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER BY name;
 
+-- name: events_after
+SELECT id, job_id, task, state, progress, at FROM {ns}_events
+WHERE id > :after ORDER BY id LIMIT :limit;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM {ns}_events;
+
+-- name: sweep_events
+DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
+
+-- name: counters
+SELECT task, kind, label, n, total FROM {ns}_counters;
+
+-- name: next_queued_queue
+-- index: {ns}_jobs_queued (a skip scan: one search per queue)
+SELECT min(queue) FROM {ns}_jobs WHERE state = 'queued' AND queue > :after;
+
+-- name: next_priority
+-- index: {ns}_jobs_queued (one search per priority present in the queue)
+SELECT max(priority) FROM {ns}_jobs
+WHERE state = 'queued' AND queue = :queue AND priority < :below;
+
+-- name: oldest_ready
+-- index: {ns}_jobs_queued (the first entry of one priority)
+SELECT min(ready_at) FROM {ns}_jobs
+WHERE state = 'queued' AND queue = :queue AND priority = :priority;
+
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;
+
+-- Workflows (sqlite/flows.py). instr(meta, '"flow"') picks workflow jobs without parsing
+-- every meta; json_extract then reads the graph.
+
+-- name: flow_insert_workflow
+INSERT INTO {ns}_workflows (id, jobs, live) VALUES (?, ?, ?);
+
+-- name: flow_workflow
+SELECT w.value ->> 0, w.value ->> 1, w.value ->> 2, j.state
+FROM {ns}_workflows AS f, json_each(f.jobs) AS w
+LEFT JOIN {ns}_jobs AS j ON j.id = w.value ->> 0
+WHERE f.id = :id
+ORDER BY w.key;
+
+-- name: flow_exists
+SELECT 1 FROM {ns}_workflows WHERE id = :id;
+
+-- name: flow_finished
+SELECT id, state, result, error, meta ->> '$.flow' FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND instr(meta, '"flow"') > 0 AND state IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: flow_step
+SELECT state, ready_at, meta ->> '$.flow' FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_payload
+SELECT payload FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_expect
+INSERT INTO {ns}_flow_filled (job_id, filled, need) VALUES (?, 0, ?);
+
+-- name: flow_put_input
+-- Only while the step is held (scheduled at canvas.HOLD), and once per slot.
+INSERT INTO {ns}_flow_inputs (job_id, slot, value)
+SELECT :id, :slot, :value
+WHERE EXISTS (SELECT 1 FROM {ns}_jobs WHERE id = :id AND state = 'scheduled' AND ready_at >= :hold)
+ON CONFLICT DO NOTHING;
+
+-- name: flow_count_input
+UPDATE {ns}_flow_filled SET filled = filled + 1 WHERE job_id = :id RETURNING filled >= need;
+
+-- name: flow_inputs
+SELECT value FROM {ns}_flow_inputs WHERE job_id = :id ORDER BY slot;
+
+-- name: flow_drop_inputs
+DELETE FROM {ns}_flow_inputs WHERE job_id = :id;
+
+-- name: flow_drop_filled
+DELETE FROM {ns}_flow_filled WHERE job_id = :id;
+
+-- name: flow_promote
+UPDATE {ns}_jobs SET state = 'queued', ready_at = :now, payload = :payload
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_end
+UPDATE {ns}_jobs
+SET state = :state, error = :error, finished_at = :now, purge_at = :now + result_ttl
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_expiring
+SELECT id FROM {ns}_jobs
+WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
+  AND instr(meta, '"flow"') > 0;
+
+-- name: flow_purging
+SELECT meta ->> '$.workflow', count(*) FROM {ns}_jobs
+WHERE purge_at <= :now AND purge_at IS NOT NULL AND instr(meta, '"workflow"') > 0
+GROUP BY 1;
+
+-- name: flow_purged
+UPDATE {ns}_workflows SET live = live - :n WHERE id = :id;
+
+-- name: flow_forget
+DELETE FROM {ns}_workflows WHERE live <= 0;

@@ -87,3 +87,110 @@ CREATE TABLE IF NOT EXISTS {ns}_schedules (
     last_job_id      TEXT,
     last_enqueued_at REAL
 );
+
+-- The store-wide heartbeat record (see base.py, heartbeat and recover): one row per name,
+-- 'quiet_after' and 'stall_until', in the store's time.
+CREATE TABLE IF NOT EXISTS {ns}_beats (
+    name TEXT PRIMARY KEY,
+    at   REAL NOT NULL
+);
+
+-- Workflows (backends/flow.py): the graph is in each job's meta; these hold the rest. A
+-- workflow's jobs in order, as JSON [[id, task, output], ...], and how many are not purged.
+CREATE TABLE IF NOT EXISTS {ns}_workflows (
+    id   TEXT PRIMARY KEY,
+    jobs TEXT NOT NULL,
+    live INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The inputs of a held step that have arrived, one row per slot ('r' + result or
+-- 'f' + failure JSON), until the last one queues the step.
+CREATE TABLE IF NOT EXISTS {ns}_flow_inputs (
+    job_id TEXT NOT NULL,
+    slot   INTEGER NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (job_id, slot)
+) WITHOUT ROWID;
+
+-- How many slots of a held step are filled, of how many: one row per held step, written at
+-- enqueue, so a finish counts in O(1).
+CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
+    job_id TEXT PRIMARY KEY,
+    filled INTEGER NOT NULL,
+    need   INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- Listing (app.jobs, newest first): each filter has an index ordered by id, so a page is a
+-- range scan that stops after LIMIT rows, whatever the table holds. The state index covers
+-- only the states no successful job passes through (a succeeded job never writes it);
+-- queued jobs are listed from {ns}_jobs_queued, running ones from {ns}_jobs_running.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_by_task ON {ns}_jobs (task, id);
+
+-- By queue and state: queue_counts reads this index alone (no row of the table), and a
+-- listing by queue merges one range scan per state.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, state, id);
+
+-- The states are cancelled < expired < failed < queued < running < scheduled < succeeded:
+-- "state < 'queued' OR state = 'scheduled'" names scheduled, failed, cancelled and expired.
+-- Not "state IN (...)": every UPDATE of state evaluates a partial index's WHERE, and an IN
+-- list costs SQLite a temporary table each time (the claim/finish path doubled in cost).
+CREATE INDEX IF NOT EXISTS {ns}_jobs_by_state
+    ON {ns}_jobs (state, id) WHERE state < 'queued' OR state = 'scheduled';
+
+-- The change feed (app.events, SSE): one row per change of a job, written by the triggers
+-- below inside the transaction that makes the change, so the feed and the jobs never
+-- disagree, whichever statement (or process) changed them. Ids are rowids: they increase
+-- in commit order (one writer at a time). sweep keeps the newest rows only.
+CREATE TABLE IF NOT EXISTS {ns}_events (
+    id       INTEGER PRIMARY KEY,
+    job_id   TEXT NOT NULL,
+    task     TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    progress TEXT,              -- set on progress events
+    at       REAL NOT NULL      -- the store's clock, POSIX seconds
+);
+
+CREATE TRIGGER IF NOT EXISTS {ns}_jobs_event_insert AFTER INSERT ON {ns}_jobs
+BEGIN
+    INSERT INTO {ns}_events (job_id, task, state, progress, at)
+    VALUES (new.id, new.task, new.state, NULL, {clock});
+END;
+
+-- Counters per task for /metrics (app.stats), kept by triggers in the finishing transaction,
+-- one row written per finished attempt: kind is the final state (succeeded or failed) with
+-- label the run-time bucket's bound and total the run times' sum; 'retries' (label ''); or
+-- 'error' with label the error type of a final failure. They outlive the purge of the jobs.
+CREATE TABLE IF NOT EXISTS {ns}_counters (
+    task  TEXT NOT NULL,
+    kind  TEXT NOT NULL,
+    label TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    total REAL NOT NULL,
+    PRIMARY KEY (task, kind, label)
+) WITHOUT ROWID;
+
+-- One trigger for every update of state or progress: each trigger costs every UPDATE of
+-- the jobs table a sub-program call, fired or not. Conditions use = and OR, not IN (above).
+CREATE TRIGGER IF NOT EXISTS {ns}_jobs_changed AFTER UPDATE OF state, progress ON {ns}_jobs
+WHEN old.state IS NOT new.state OR old.progress IS NOT new.progress
+BEGIN
+    INSERT INTO {ns}_events (job_id, task, state, progress, at)
+    VALUES (new.id, new.task, new.state,
+            CASE WHEN old.progress IS NOT new.progress THEN new.progress END, {clock});
+    -- an attempt ended: its run time, and the count of its outcome
+    INSERT INTO {ns}_counters (task, kind, label, n, total)
+    SELECT new.task, new.state, {runtime_bucket}, 1, {runtime}
+    WHERE old.state = 'running' AND (new.state = 'succeeded' OR new.state = 'failed')
+    ON CONFLICT DO UPDATE SET n = n + 1, total = total + excluded.total;
+    INSERT INTO {ns}_counters (task, kind, label, n, total)
+    SELECT new.task, 'error', coalesce(json_extract(new.error, '$.type'), 'Error'), 1, 0
+    WHERE old.state = 'running' AND new.state = 'failed'
+    ON CONFLICT DO UPDATE SET n = n + 1;
+    -- a retry: the one way from running back to waiting that keeps the token (release and
+    -- recover both change it, see base.py)
+    INSERT INTO {ns}_counters (task, kind, label, n, total)
+    SELECT new.task, 'retries', '', 1, 0
+    WHERE old.state = 'running' AND (new.state = 'scheduled' OR new.state = 'queued')
+      AND new.token = old.token
+    ON CONFLICT DO UPDATE SET n = n + 1;
+END;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import math
 import os
 import re
 import sqlite3
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from conveyor.backends.base import Signal
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 #: how long a writer waits for another connection's write transaction before giving up
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -96,11 +98,30 @@ def _sql_file(name: str) -> str:
     return (resources.files(__package__) / name).read_text(encoding="utf-8")
 
 
+#: the store's clock in SQL, POSIX seconds (unixepoch('subsec') needs SQLite 3.42)
+CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"
+#: a finishing attempt's run time, inside the jobs table's triggers
+RUNTIME = "(new.finished_at - coalesce(old.started_at, new.finished_at))"
+
+
+def _runtime_bucket() -> str:
+    """The label of the run-time bucket (inspection.RUNTIME_BUCKETS) in SQL."""
+    arms = " ".join(
+        f"WHEN {RUNTIME} <= {upper!r} THEN '{bucket_label(upper)}'"
+        for upper in RUNTIME_BUCKETS
+        if not math.isinf(upper)
+    )
+    return f"(CASE {arms} ELSE '+Inf' END)"
+
+
 def _expand(text: str, namespace: str) -> str:
     return (
         text.replace("{ns}", namespace)
         .replace("{columns}", COLUMNS)
         .replace("{values}", PLACEHOLDERS)
+        .replace("{clock}", CLOCK)
+        .replace("{runtime_bucket}", _runtime_bucket())
+        .replace("{runtime}", RUNTIME)
     )
 
 
