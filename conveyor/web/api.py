@@ -230,6 +230,22 @@ def list_schedules(request: Request) -> Response:
     return JSONResponse({"items": items, "next_cursor": None})
 
 
+def get_workflow(request: Request) -> Response:
+    known_params(request)
+    app, workflow_id = the_app(request), request.path_params["id"]
+    try:
+        state = app.workflow(workflow_id).state
+    except LookupError:
+        raise not_found(
+            f"no workflow {workflow_id!r} (it never existed, or it was purged)"
+        ) from None
+    jobs = [
+        {"id": job_id, "task": task, "state": None if s is None else s.value}
+        for job_id, task, _, s in app.workflow_jobs(workflow_id) or []
+    ]
+    return JSONResponse({"id": workflow_id, "state": state.value, "jobs": jobs})
+
+
 def healthz(request: Request) -> Response:
     known_params(request)
     if the_app(request).ping():
@@ -249,5 +265,6 @@ routes = [
     Route("/api/queues/{name}/purge", purge_queue, methods=["POST"]),
     Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/schedules", list_schedules, methods=["GET"]),
+    Route("/api/workflows/{id}", get_workflow, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

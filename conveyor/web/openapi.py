@@ -119,6 +119,26 @@ SCHEMAS: dict[str, Any] = {
             "key": {"type": "string", "minLength": 1},
         },
     },
+    "Workflow": {
+        "type": "object",
+        "required": ["id", "state", "jobs"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {"type": "string", "enum": _STATES},
+            "jobs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "task", "state"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "task": {"type": "string"},
+                        "state": {"anyOf": [{"type": "string", "enum": _STATES}, {"type": "null"}]},
+                    },
+                },
+            },
+        },
+    },
     "Queue": {
         "type": "object",
         "required": ["name", "depth", "states"],
@@ -340,6 +360,13 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string"},
                         }
                     ],
+                )
+            },
+            "/api/workflows/{id}": {
+                "get": _op(
+                    "One workflow: its state and its jobs in the order given",
+                    {"200": _json(_ref("Workflow"), "the workflow"), **_errors(404)},
+                    parameters=[_JOB_ID],
                 )
             },
             "/api/workers": {

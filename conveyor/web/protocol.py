@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from conveyor.canvas import Workflow
 from conveyor.inspection import InspectionApp
-from conveyor.job import Job
+from conveyor.job import Job, State
 from conveyor.registry import Registry
 from conveyor.task import CallOptions
 
@@ -16,6 +17,12 @@ class WebApp(InspectionApp, Protocol):
     """The app as the HTTP API, the dashboard and /metrics see it (``conveyor.App`` is one)."""
 
     registry: Registry
+
+    def workflow(self, workflow_id: str) -> Workflow: ...
+
+    def workflow_jobs(
+        self, workflow_id: str
+    ) -> list[tuple[str, str, bool, State | None]] | None: ...
 
     def submit(
         self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions

@@ -111,10 +111,8 @@ def job_json(info: JobInfo) -> dict[str, Any]:
 
 
 def workflow_id(info: JobInfo) -> str | None:
-    found = getattr(info, "workflow", None) or info.meta.get("workflow")
-    if isinstance(found, str):
-        return found
-    return getattr(found, "id", None)
+    found = info.meta.get("workflow")
+    return found if isinstance(found, str) else None
 
 
 def event_json(event: Event) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def make_app(url: str, namespace: str) -> App:
     return app
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis"])
 def web_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     return url_for(request.param, request, tmp_path_factory)
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from starlette.testclient import TestClient
 
+import conveyor
 from conveyor.app import App
 from tests.web.conftest import wait_for, wait_state
 
@@ -216,3 +217,15 @@ def test_results_that_json_cannot_hold_are_shown_plainly(
     body = client.get(f"/api/jobs/{job.id}").json()
     assert body["kwargs"] == {"when": "2024-01-02T00:00:00"}
     assert body["result"]["kwargs"] == {"when": "2024-01-02T00:00:00"}
+
+
+def test_a_workflow_and_its_jobs(app: App, client: TestClient) -> None:
+    add = app.registry.get("add")
+    last = conveyor.chain(add.s(1, 2), add.s(10)).delay()
+    workflow = last.workflow
+    assert workflow is not None
+    body = client.get(f"/api/workflows/{workflow.id}").json()
+    assert body["id"] == workflow.id and body["state"] == "running"
+    assert [j["task"] for j in body["jobs"]] == ["add", "add"]
+    assert client.get(f"/api/jobs/{last.id}").json()["workflow"] == workflow.id
+    assert_error(client.get("/api/workflows/nope"), 404, "not_found")

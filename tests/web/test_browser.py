@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,8 +43,8 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def browser_app(namespace: str) -> Iterator[App]:
-    a = make_app("memory://", namespace)  # TODO: SQLite once it keeps the event feed
+def browser_app(tmp_path: Path, namespace: str) -> Iterator[App]:
+    a = make_app(f"sqlite:///{tmp_path}/jobs.db", namespace)
     yield a
     a.close()
 

@@ -21,7 +21,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_the_api_keeps_to_its_openapi_document(tmp_path: Path, mode: GenerationMode) -> None:
-    app = make_app("memory://", "fuzz")  # TODO sqlite once it keeps counters
+    app = make_app(f"sqlite:///{tmp_path}/fuzz.db", "fuzz")
     add = app.registry.get("add")
     for i in range(3):
         add.delay(i, i)
