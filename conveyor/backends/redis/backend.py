@@ -52,6 +52,7 @@ from conveyor.backends.redis.codec import (
     pack_records,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
+from conveyor.backends.redis.feed import Feed
 from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
@@ -64,7 +65,7 @@ BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
 
 
-class RedisBackend(Waiting, Backend):
+class RedisBackend(Feed, Waiting, Backend):
     scheme = "redis"
 
     def __init__(

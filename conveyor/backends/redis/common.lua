@@ -50,6 +50,48 @@ local function zrem_many(key, ids)
   end
 end
 
+-- The change feed (app.events, SSE): every change of a job adds an event here, flat: id,
+-- task ('' when unknown: read here), state, progress JSON ('' for none). notify() writes
+-- them all as one entry of the capped stream `events` (one XADD per script), its id
+-- <last event id>-0 from the counter `event_id`: the entry holds the events up to that id.
+local events = {}
+local function event(id, task, state, progress)
+  events[#events + 1] = id
+  events[#events + 1] = task or redis.call('HGET', jkey(id), 'task') or ''
+  events[#events + 1] = state
+  events[#events + 1] = progress or ''
+end
+
+-- Per-task counters for /metrics (app.stats) in the hash `stats`: fields task SEP kind SEP
+-- label, kind 'succeeded' or 'failed' with label the run-time bucket (BUCKETS, set in front
+-- of this file by connection.py), 'retries', 'error' with label the error type, or 'sum'
+-- (a float). Added up here and written by notify(): one HINCRBY per distinct field.
+local SEP = '\31'
+local stat_n, stat_sum = {}, {}
+local function stat(field, n) stat_n[field] = (stat_n[field] or 0) + n end
+local function bucket(seconds)
+  for i, upper in ipairs(BUCKETS) do
+    if seconds <= upper then return BUCKET_LABELS[i] end
+  end
+  return '+Inf'
+end
+-- An attempt ended (from running): count its run time and outcome.
+local function count_end(task, to, started_at, now, err)
+  if to ~= 'succeeded' and to ~= 'failed' then return end
+  local d = 0
+  if has(started_at) then d = now - tonumber(started_at) end
+  stat(task .. SEP .. to .. SEP .. bucket(d), 1)
+  stat_sum[task] = (stat_sum[task] or 0) + d
+  if to == 'failed' then
+    local kind = 'Error'
+    if has(err) then
+      local ok, e = pcall(cjson.decode, err)
+      if ok and type(e) == 'table' and type(e.type) == 'string' then kind = e.type end
+    end
+    stat(task .. SEP .. 'error' .. SEP .. kind, 1)
+  end
+end
+
 -- Count changes add up here and are written once, by notify(): batches touch few fields.
 local deltas = {}
 local function count(queue, state, delta)
@@ -129,6 +171,7 @@ local function move(id, queue, from, to, sets, dels)
   redis.call('HSET', k, unpack(sets))
   if dels and #dels > 0 then redis.call('HDEL', k, unpack(dels)) end
   place(id, to, queue)
+  event(id, nil, to)
 end
 
 local function free_unique(id, unique_key)
@@ -140,7 +183,9 @@ end
 -- A final outcome: result and error as given (nil clears them), finished and purge times;
 -- a workflow job's successors are decided unless `quiet` (workflow.lua decides them itself).
 local function finalize(id, queue, from, to, now, result, err, quiet)
-  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta')
+  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta', 'task',
+    'started_at')
+  if from == 'running' then count_end(f[4], to, f[5], now, err) end
   local sets = {'finished_at', num(now), 'purge_at', num(now + tonumber(f[1] or '86400'))}
   local dels = {'worker', 'lease_expires_at', 'cancel_requested'}
   if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -189,6 +234,7 @@ local function store(rec)
   end
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
   if redis.call('ZADD', P .. 'all', 'NX', 0, id) == 0 then return id, false end
+  event(id, rec[3], state)
   local flat = {}
   for i = 1, rec[1] do
     local value = rec[i + 1]
@@ -286,6 +332,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     leases[#leases + 1] = lease
     leases[#leases + 1] = id
     changed[#changed + 1] = id
+    event(id, f[1], 'running')
   end
   for q, ids in pairs(by_queue) do
     zrem_many(P .. 'ready:' .. q, ids)
@@ -306,7 +353,7 @@ local function finish_jobs(now_s, first)
     local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
-      'failures', 'priority', 'expires_at', 'meta')
+      'failures', 'priority', 'expires_at', 'meta', 'task', 'started_at')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
@@ -329,6 +376,7 @@ local function finish_jobs(now_s, first)
         purges[#purges + 1] = id
         if LISTED[to] then redis.call('ZADD', P .. 'state:' .. to, 0, id) end
         count(queue, to, 1)
+        count_end(f[10], to, f[11], now, err)
         free_unique(id, f[5])
         if f[9] and string.find(f[9], '"flow"', 1, true) then
           flow.final(id, to, now, ARGV[i + 3] == '1' and ARGV[i + 4] or nil,
@@ -341,7 +389,9 @@ local function finish_jobs(now_s, first)
         redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', failures)
         place(id, to, queue, {f[7], ready_at, false, false, f[8]})
+        stat(f[10] .. SEP .. 'retries' .. SEP, 1)
       end
+      event(id, f[10], to)
       changed[#changed + 1] = id
       out[#out + 1] = 1
     end
@@ -362,6 +412,16 @@ local function notify()
     if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
       redis.call('HDEL', P .. 'counts', field)
     end
+  end
+  if #events > 0 then
+    local last = redis.call('INCRBY', P .. 'event_id', #events / 4)
+    local t = redis.call('TIME')
+    redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
+      'at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'e', cjson.encode(events))
+  end
+  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, n) end
+  for task, seconds in pairs(stat_sum) do
+    redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end
   if #changed > 0 then redis.call(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
   -- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every

@@ -15,6 +15,7 @@ that owns the namespace's slot and follows MOVED there.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 T = TypeVar("T")
 Client = redis.Redis | RedisCluster
@@ -63,7 +65,11 @@ SCRIPTS = [
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
     *("enqueue_workflow", "get_workflow"),
+    "stats",
 ]
+
+#: entries of the capped event stream kept (each holds the events of one script, at least one)
+EVENTS_KEPT = 10_000
 
 
 class Target(NamedTuple):
@@ -163,7 +169,14 @@ def execute(client: Client, *command: Any) -> Any:
 
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
-    common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text()
+    bounds = [b for b in RUNTIME_BUCKETS if not math.isinf(b)]
+    head = (
+        f"local PUBLISH = '{publish}'\n"
+        f"local BUCKETS = {{{', '.join(repr(b) for b in bounds)}}}\n"
+        f"local BUCKET_LABELS = {{{', '.join(repr(bucket_label(b)) for b in bounds)}}}\n"
+        f"local EVENTS_KEPT = {EVENTS_KEPT}\n"
+    )
+    common = head + (folder / "common.lua").read_text()
     common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
