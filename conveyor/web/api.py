@@ -38,13 +38,8 @@ def known_params(request: Request, *allowed: str) -> None:
     if unknown:
         takes = ", ".join(allowed) if allowed else "none"
         raise bad_request(f"unknown query parameter(s) {unknown}; this route takes: {takes}")
-    repeated = sorted(
-        {
-            k
-            for k, _ in request.query_params.multi_items()
-            if len(request.query_params.getlist(k)) > 1
-        }
-    )
+    params = request.query_params
+    repeated = sorted({k for k in params if len(params.getlist(k)) > 1})
     if repeated:
         raise bad_request(f"give each query parameter once: {repeated} came more than once")
 
@@ -59,9 +54,7 @@ def list_page(app: WebApp, params: Mapping[str, str]) -> Page:
         queue = shapes.parse_text(params.get("queue"), "queue")
         cursor = shapes.parse_text(params.get("cursor"), "cursor")
         return app.jobs(state=state, task=task, queue=queue, limit=limit, cursor=cursor)
-    except ParamError as exc:
-        raise bad_request(str(exc)) from None
-    except InvalidArgument as exc:  # the app's own checks, of the cursor above all
+    except (ParamError, InvalidArgument) as exc:  # ours, or the app's (of the cursor)
         raise bad_request(str(exc)) from None
 
 

@@ -9,192 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conveyor.job import State
+from conveyor.web.schemas import SCHEMAS, STATES, ref
 from conveyor.web.shapes import MAX_LIMIT, JSONResponse
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_TIME = _nullable({"type": "string", "format": "date-time"})
-_STATES = [s.value for s in State]
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-            }
-        },
-    },
-    "Progress": {
-        "type": "object",
-        "required": ["percent", "message", "data"],
-        "properties": {
-            "percent": {"type": "number"},
-            "message": {"type": ["string", "null"]},
-            "data": {"type": "object"},
-        },
-    },
-    "JobError": {
-        "type": "object",
-        "required": ["type", "message", "traceback"],
-        "properties": {
-            "type": {"type": "string"},
-            "message": {"type": "string"},
-            "traceback": {"type": ["string", "null"]},
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": [
-            "id",
-            "task",
-            "args",
-            "kwargs",
-            "queue",
-            "priority",
-            "state",
-            "attempts",
-            "progress",
-            "result",
-            "error",
-            "created_at",
-            "eta",
-            "started_at",
-            "finished_at",
-            "worker",
-            "key",
-            "workflow",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "task": {"type": "string"},
-            "args": {"type": "array"},
-            "kwargs": {"type": "object"},
-            "queue": {"type": "string"},
-            "priority": {"type": "integer"},
-            "state": {"type": "string", "enum": _STATES},
-            "attempts": {"type": "integer", "minimum": 0},
-            "progress": _nullable(_ref("Progress")),
-            "result": {},
-            "error": _nullable(_ref("JobError")),
-            "created_at": {"type": "string", "format": "date-time"},
-            "eta": _TIME,
-            "started_at": _TIME,
-            "finished_at": _TIME,
-            "worker": {"type": ["string", "null"]},
-            "key": {"type": ["string", "null"]},
-            "workflow": {"type": ["string", "null"]},
-        },
-    },
-    "JobPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Job")},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "Enqueue": {
-        "type": "object",
-        "required": ["task"],
-        "additionalProperties": False,
-        "properties": {
-            "task": {"type": "string", "minLength": 1, "pattern": r"\S"},
-            "args": {"type": "array"},
-            "kwargs": {"type": "object"},
-            "queue": {"type": "string", "minLength": 1},
-            "priority": {"type": "integer", "minimum": 0, "maximum": 100},
-            "countdown": {"type": "number", "minimum": 0, "maximum": 315360000},
-            "key": {"type": "string", "minLength": 1},
-        },
-    },
-    "Workflow": {
-        "type": "object",
-        "required": ["id", "state", "jobs"],
-        "properties": {
-            "id": {"type": "string"},
-            "state": {"type": "string", "enum": _STATES},
-            "jobs": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["id", "task", "state"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "task": {"type": "string"},
-                        "state": {"anyOf": [{"type": "string", "enum": _STATES}, {"type": "null"}]},
-                    },
-                },
-            },
-        },
-    },
-    "Queue": {
-        "type": "object",
-        "required": ["name", "depth", "states"],
-        "properties": {
-            "name": {"type": "string"},
-            "depth": {"type": "integer"},
-            "states": {
-                "type": "object",
-                "properties": {s: {"type": "integer"} for s in _STATES},
-            },
-        },
-    },
-    "Worker": {
-        "type": "object",
-        "required": [
-            "id",
-            "host",
-            "pid",
-            "queues",
-            "concurrency",
-            "pool",
-            "running",
-            "started_at",
-            "last_seen",
-            "alive",
-            "processed",
-            "failed",
-        ],
-        "properties": {
-            "id": {"type": "string"},
-            "host": {"type": "string"},
-            "pid": {"type": "integer"},
-            "queues": {"type": "array", "items": {"type": "string"}},
-            "concurrency": {"type": "integer"},
-            "pool": {"type": "string"},
-            "running": {"type": "array", "items": {"type": "string"}},
-            "started_at": _TIME,
-            "last_seen": _TIME,
-            "alive": {"type": "boolean"},
-            "processed": {"type": "integer"},
-            "failed": {"type": "integer"},
-        },
-    },
-    "Schedule": {
-        "type": "object",
-        "required": ["task", "cron", "every", "next_run", "last_run", "last_job_id"],
-        "properties": {
-            "task": {"type": "string"},
-            "cron": {"type": ["string", "null"]},
-            "every": {"type": ["number", "null"]},
-            "next_run": _TIME,
-            "last_run": _TIME,
-            "last_job_id": {"type": ["string", "null"]},
-        },
-    },
-}
 
 
 def _list_of(name: str) -> dict[str, Any]:
@@ -202,7 +18,7 @@ def _list_of(name: str) -> dict[str, Any]:
         "type": "object",
         "required": ["items", "next_cursor"],
         "properties": {
-            "items": {"type": "array", "items": _ref(name)},
+            "items": {"type": "array", "items": ref(name)},
             "next_cursor": {"type": "null"},
         },
     }
@@ -222,7 +38,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         413: "request body over 16 MiB",
         503: "the job store does not answer",
     }
-    return {str(s): _json(_ref("Error"), meaning[s]) for s in sorted({*statuses, 400, 401, 503})}
+    return {str(s): _json(ref("Error"), meaning[s]) for s in sorted({*statuses, 400, 401, 503})}
 
 
 _JOB_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -246,7 +62,7 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
 
 def document() -> dict[str, Any]:
     filters = [
-        {"name": "state", "in": "query", "schema": {"type": "string", "enum": _STATES}},
+        {"name": "state", "in": "query", "schema": {"type": "string", "enum": STATES}},
         {"name": "task", "in": "query", "schema": _NAME},
         {"name": "queue", "in": "query", "schema": _NAME},
         {
@@ -260,7 +76,7 @@ def document() -> dict[str, Any]:
             "schema": {"type": "string", "pattern": "^[0-9A-Za-z_.:-]{1,128}$"},
         },
     ]
-    job = _json(_ref("Job"), "the job")
+    job = _json(ref("Job"), "the job")
     changed = {"200": job, **_errors(403, 404, 409)}
     return {
         "openapi": "3.1.0",
@@ -277,15 +93,15 @@ def document() -> dict[str, Any]:
             "/api/jobs": {
                 "get": _op(
                     "List jobs, newest first, paged by cursor",
-                    {"200": _json(_ref("JobPage"), "a page of jobs"), **_errors(400)},
+                    {"200": _json(ref("JobPage"), "a page of jobs"), **_errors(400)},
                     parameters=filters,
                 ),
                 "post": _op(
                     "Enqueue a job",
-                    {"202": _json(_ref("Job"), "the enqueued job"), **_errors(400, 403, 413)},
+                    {"202": _json(ref("Job"), "the enqueued job"), **_errors(400, 403, 413)},
                     requestBody={
                         "required": True,
-                        "content": {"application/json": {"schema": _ref("Enqueue")}},
+                        "content": {"application/json": {"schema": ref("Enqueue")}},
                     },
                 ),
             },
@@ -365,7 +181,7 @@ def document() -> dict[str, Any]:
             "/api/workflows/{id}": {
                 "get": _op(
                     "One workflow: its state and its jobs in the order given",
-                    {"200": _json(_ref("Workflow"), "the workflow"), **_errors(404)},
+                    {"200": _json(ref("Workflow"), "the workflow"), **_errors(404)},
                     parameters=[_JOB_ID],
                 )
             },
@@ -398,7 +214,7 @@ def document() -> dict[str, Any]:
                     "Whether the job store answers",
                     {
                         "200": _json({"type": "object"}, "ok"),
-                        "503": _json(_ref("Error"), "the store does not answer"),
+                        "503": _json(ref("Error"), "the store does not answer"),
                     },
                     security=[],
                 )
