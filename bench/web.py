@@ -154,7 +154,8 @@ def write(rows: list[tuple[str, float, dict[str, float]]], args: argparse.Namesp
         "",
         "Written by `python -m bench.web` (see its docstring); do not edit by hand.",
         "",
-        f"Command: `python -m bench.web --jobs {args.jobs} --requests {args.requests}`  ",
+        f"Command: `python -m bench.web --jobs {args.jobs} --requests {args.requests}` "
+        f"(stores: {', '.join(args.store or ['sqlite', 'redis'])})  ",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC on {platform.platform()}, "
         f"Python {platform.python_version()}",
         "",
@@ -162,6 +163,15 @@ def write(rows: list[tuple[str, float, dict[str, float]]], args: argparse.Namesp
         "next page p50 ms | dashboard / p50 (p95) ms | server RSS before → after MiB |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    measured = {store for store, _, _ in rows}
+    path = HERE / "WEB.md"
+    # rows of a store not measured this time stay as the last run wrote them
+    kept = [
+        line
+        for line in (path.read_text().splitlines() if path.exists() else [])
+        if line.startswith("| ") and line.split(" | ")[0][2:] in {"sqlite", "redis"} - measured
+    ]
+    lines += kept
     for store, seconds, r in rows:
         lines.append(
             f"| {store} | {args.jobs:,} | {seconds:.0f} | {r['api_p50']:.1f} ({r['api_p95']:.1f}) "
@@ -171,7 +181,7 @@ def write(rows: list[tuple[str, float, dict[str, float]]], args: argparse.Namesp
             f"{r['rss_after']:.1f} |"
         )
     lines += ["", "Targets (issue 11): API p50 ≤ 50 ms, dashboard p50 ≤ 300 ms, RSS flat.", ""]
-    (HERE / "WEB.md").write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
