@@ -240,3 +240,10 @@ def test_stats_know_the_oldest_queued_job_of_each_queue(backend: Backend) -> Non
     enqueue_one(backend, queue="c", ready_at=NOW + 60)  # scheduled: not waiting to run yet
     oldest = backend.job_stats(now=NOW).oldest_ready_at
     assert oldest == {"a": NOW - 50, "b": NOW - 5}
+
+
+def test_a_job_failed_for_losing_its_worker_counts_as_a_failure(backend: Backend) -> None:
+    running(backend, task="t.lost")
+    recover_at(backend, NOW + LEASE + 1, max_crashes=1)
+    stats = backend.job_stats(now=NOW + LEASE + 1).tasks["t.lost"]
+    assert (stats.failed, stats.failures, stats.runtime_count) == (1, {"WorkerLost": 1}, 1)

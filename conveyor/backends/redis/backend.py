@@ -13,7 +13,10 @@ then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``
 lease expiry; ``purge`` final jobs by purge time; ``expiring`` jobs with an expiry time (left
 lazily: sweep checks each against its job); ``state:<state>`` ids (lexical) of the states no
 successful job passes through (scheduled, failed, cancelled, expired), so that listing them
-does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
+does not walk every job, and ``bytask:<task>``, ``byqueue:<queue>`` (lexical) for listing
+by task or queue; ``counts`` a hash ``state|queue -> n``; ``events`` the change feed (a
+capped stream, one entry per script, ids from ``event_id``) and ``stats`` the per-task
+counters (see ``feed.py``); ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
 ``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``.

@@ -7,8 +7,9 @@
 --
 -- Every Redis command costs server time on each job that passes through it, so the indexes
 -- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: `all` (every
--- stored id, lexical), the work indexes (ready, sched, running, purge, expiring) and a
--- lexical `state:<s>` index only for the states no successful job passes through.
+-- stored id, lexical), the work indexes (ready, sched, running, purge, expiring), a
+-- lexical `state:<s>` index only for the states no successful job passes through, and the
+-- lexical `bytask:<task>` and `byqueue:<queue>`, written once per job (enqueue and purge).
 local P = KEYS[1]
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
@@ -201,8 +202,11 @@ end
 
 local function delete_job(id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at', 'meta')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at', 'meta',
+    'task')
   if not f[1] then return false end
+  redis.call('ZREM', P .. 'bytask:' .. (f[7] or ''), id)
+  redis.call('ZREM', P .. 'byqueue:' .. f[2], id)
   if f[6] and string.find(f[6], '"workflow"', 1, true) then flow.purged(id, f[6]) end
   unplace(id, f[1], f[2])
   redis.call('ZREM', P .. 'all', id)
@@ -218,6 +222,15 @@ end
 
 -- New queued jobs join their ready set in one ZADD per queue, at notify().
 local new_ready = {}
+-- New jobs join the listing indexes `bytask:<task>` and `byqueue:<queue>` (lexical, for
+-- list.lua), in one ZADD per task and per queue, at notify().
+local new_listed = {}
+local function listed(key, id)
+  local batch = new_listed[key]
+  if not batch then batch = {}; new_listed[key] = batch end
+  batch[#batch + 1] = 0
+  batch[#batch + 1] = id
+end
 
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
@@ -235,6 +248,8 @@ local function store(rec)
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
   if redis.call('ZADD', P .. 'all', 'NX', 0, id) == 0 then return id, false end
   event(id, rec[3], state)
+  listed(P .. 'bytask:' .. rec[3], id)
+  listed(P .. 'byqueue:' .. queue, id)
   local flat = {}
   for i = 1, rec[1] do
     local value = rec[i + 1]
@@ -408,6 +423,7 @@ local function notify()
     zadd_many(P .. 'ready:' .. queue, flat)
     count(queue, 'queued', #flat / 2)
   end
+  for key, flat in pairs(new_listed) do zadd_many(key, flat) end
   for field, delta in pairs(deltas) do
     if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
       redis.call('HDEL', P .. 'counts', field)

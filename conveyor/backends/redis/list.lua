@@ -1,26 +1,33 @@
 -- ARGV: state, task, queue ('' for any), limit, cursor ('' for the newest).
 -- Returns {jobs' fields newest first, the id to go on from when the scan stopped early}.
+-- Each filter has a lexical index to walk down from the cursor (newest first), so a page
+-- reads about `limit` jobs: `state:<s>` for the rare states, `bytask:<task>`,
+-- `byqueue:<queue>`, else `all`; running jobs and a few queued ones come from their work
+-- indexes, sorted here.
 local state, task, queue = ARGV[1], ARGV[2], ARGV[3]
 local limit = tonumber(ARGV[4])
 local cursor = ARGV[5]
 local out = {}
+local FEW_QUEUED = 10000
 
-local function wanted(id, check_state)
-  if task == '' and queue == '' and not check_state then return true end
+-- Does the job match the filters its source does not imply?
+local check_task, check_queue, check_state = task ~= '', queue ~= '', state ~= ''
+local function wanted(id)
+  if not (check_task or check_queue or check_state) then return true end
   local f = redis.call('HMGET', jkey(id), 'task', 'queue', 'state')
-  return (task == '' or f[1] == task) and (queue == '' or f[2] == queue)
+  return (not check_task or f[1] == task) and (not check_queue or f[2] == queue)
     and (not check_state or f[3] == state)
 end
 
--- Running jobs are few (a lease each): their index, sorted here, is the listing.
-if state == 'running' then
-  local ids = {}
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'running', 0, -1)) do
-    if cursor == '' or id < cursor then ids[#ids + 1] = id end
-  end
-  table.sort(ids, function(a, b) return a > b end)
+-- A listing from a small set of ids: sorted here, newest first.
+local function from_ids(ids)
+  local kept = {}
   for _, id in ipairs(ids) do
-    if wanted(id, false) then
+    if cursor == '' or id < cursor then kept[#kept + 1] = id end
+  end
+  table.sort(kept, function(a, b) return a > b end)
+  for _, id in ipairs(kept) do
+    if wanted(id) then
       out[#out + 1] = redis.call('HGETALL', jkey(id))
       if #out >= limit then break end
     end
@@ -28,9 +35,41 @@ if state == 'running' then
   return {out, ''}
 end
 
--- Rare states have a lexical index of their own; any other listing walks `all`.
-local source, check_state = P .. 'all', state ~= ''
-if LISTED[state] then source, check_state = P .. 'state:' .. state, false end
+-- Running jobs are few (a lease each): their index is the listing.
+if state == 'running' then
+  check_state = false
+  return from_ids(redis.call('ZRANGE', P .. 'running', 0, -1))
+end
+
+-- While few jobs are queued, their ready sets are the listing; many queued jobs are dense
+-- among the newest, and walking down `all` (below) finds them at once.
+if state == 'queued' then
+  local queued, sets = 0, {}
+  for _, field in ipairs(redis.call('HKEYS', P .. 'counts')) do
+    local s, q = string.match(field, '^([^|]*)|(.*)$')
+    if s == 'queued' and (queue == '' or q == queue) then
+      sets[#sets + 1] = P .. 'ready:' .. q
+      queued = queued + tonumber(redis.call('HGET', P .. 'counts', field))
+    end
+  end
+  if queued <= FEW_QUEUED then
+    check_state, check_queue = false, false
+    local ids = {}
+    for _, key in ipairs(sets) do
+      for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do ids[#ids + 1] = id end
+    end
+    return from_ids(ids)
+  end
+end
+
+local source = P .. 'all'
+if LISTED[state] then
+  source, check_state = P .. 'state:' .. state, false
+elseif task ~= '' then
+  source, check_task = P .. 'bytask:' .. task, false
+elseif queue ~= '' then
+  source, check_queue = P .. 'byqueue:' .. queue, false
+end
 local upper = cursor ~= '' and ('(' .. cursor) or '+'
 local chunk = math.max(limit, 100)
 local scanned = 0
@@ -38,7 +77,7 @@ while true do
   local ids = redis.call('ZREVRANGEBYLEX', source, upper, '-', 'LIMIT', 0, chunk)
   if #ids == 0 then return {out, ''} end
   for _, id in ipairs(ids) do
-    if wanted(id, check_state) then
+    if wanted(id) then
       out[#out + 1] = redis.call('HGETALL', jkey(id))
       if #out >= limit then return {out, ''} end
     end

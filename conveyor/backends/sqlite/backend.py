@@ -211,6 +211,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
+            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
@@ -281,6 +282,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
+            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = self._flows_after(conn, items, done, now=now)
         if any(done):
             self._notify_finished(items, done, flowed=flowed)
@@ -295,6 +297,18 @@ class SQLiteBackend(Inspection, Backend):
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
+
+    def _count_ended(
+        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
+    ) -> None:
+        """The counters of attempts that ended (succeeded or failed) in this transaction:
+        one upsert per distinct task, outcome and bucket, not one per job."""
+        ended = [i for i, _, o in finished if o.state in (State.SUCCEEDED, State.FAILED)]
+        if ended:
+            conn.execute(self._sql["count_ended"], {"ids": dumps(ended)})
+            failed = [i for i, _, o in finished if o.state is State.FAILED]
+            if failed:
+                conn.execute(self._sql["count_errors"], {"ids": dumps(failed)})
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -379,6 +393,8 @@ class SQLiteBackend(Inspection, Backend):
             ended = [r.id for r in out if r.state.is_final]
             if ended:
                 self._flows.finished(conn, ended, now=now)
+                lost = [r.id for r in out if r.state is State.FAILED]
+                self._count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
         if out:
             self._notify(ready=True)
         return out

@@ -70,27 +70,24 @@ class Inspection:
         elif task is not None:
             query = "list_by_task"
         elif queue is not None:
-            return self._list_by_queue(params)
+            query = "list_by_queue"
         else:
             query = "list_jobs"
         rows = conn.execute(self._sql[query], params).fetchall()
         return [from_row(row) for row in rows]
 
-    def _list_by_queue(self, params: dict[str, Any]) -> list[JobRecord]:
-        """One range scan per state of the queue index, merged: a page reads at most
-        ``limit`` rows per state."""
-        conn = self._db.get()
-        rows: list[tuple[Any, ...]] = []
-        for state in State:
-            params["one_state"] = state.value
-            rows += conn.execute(self._sql["list_by_queue"], params).fetchall()
-        rows.sort(key=lambda row: row[0], reverse=True)
-        return [from_row(row) for row in rows[: params["limit"]]]
-
     def queue_counts(self) -> dict[str, dict[State, int]]:
         counts: dict[str, dict[State, int]] = {}
+        totals: dict[str, int] = {}
         for queue, state, n in self._db.get().execute(self._sql["queue_counts"]):
-            counts.setdefault(queue, {})[State(state)] = n
+            if state == "all":
+                totals[queue] = n
+            else:
+                counts.setdefault(queue, {})[State(state)] = n
+        for queue, total in totals.items():
+            succeeded = total - sum(counts.get(queue, {}).values())
+            if succeeded > 0:
+                counts.setdefault(queue, {})[State.SUCCEEDED] = succeeded
         return counts
 
     def cancel(self, job_id: str, *, now: float) -> bool:

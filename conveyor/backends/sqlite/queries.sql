@@ -165,9 +165,10 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_by_queue
--- index: {ns}_jobs_by_queue, one state at a time (inspection.py merges the states)
+-- index: {ns}_jobs_by_queue
 SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
-WHERE queue = :queue AND state = :one_state AND id < :cursor
+WHERE queue = :queue AND id < :cursor
+  AND (:state IS NULL OR state = :state)
   AND (:task IS NULL OR task = :task)
 ORDER BY id DESC
 LIMIT :limit;
@@ -197,9 +198,19 @@ LIMIT :limit;
 SELECT count(*) FROM (SELECT 1 FROM {ns}_jobs WHERE state = 'queued' LIMIT :upto);
 
 -- name: queue_counts
--- index: {ns}_jobs_by_queue (read alone, in its order: no row of the table, no sort)
-SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue
-GROUP BY queue, state;
+-- queue_counts reads indexes only, never the table's rows: all jobs per queue from
+-- {ns}_jobs_by_queue (index alone); queued ones from {ns}_jobs_queued (alone); running
+-- ones (few) and those of the rare states through their indexes; succeeded is the rest.
+SELECT queue, 'all', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_queued
+WHERE state = 'queued' GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_running
+WHERE state = 'running' GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+WHERE state < 'queued' OR state = 'scheduled' GROUP BY queue, state;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
@@ -250,6 +261,24 @@ SELECT coalesce(max(id), 0) FROM {ns}_events;
 
 -- name: sweep_events
 DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
+
+-- name: count_ended
+-- The counters (schema.sql {ns}_counters) of attempts that just ended, :ids a JSON list:
+-- one upsert per distinct task, outcome and run-time bucket of the batch.
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, state, {row_runtime_bucket}, count(*), sum({row_runtime})
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (state = 'succeeded' OR state = 'failed')
+GROUP BY 1, 2, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;
+
+-- name: count_errors
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, 'error', coalesce(json_extract(error, '$.type'), 'Error'), count(*), 0
+FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'failed'
+GROUP BY 1, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n;
 
 -- name: counters
 SELECT task, kind, label, n, total FROM {ns}_counters;

@@ -126,9 +126,9 @@ CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
 -- queued jobs are listed from {ns}_jobs_queued, running ones from {ns}_jobs_running.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_by_task ON {ns}_jobs (task, id);
 
--- By queue and state: queue_counts reads this index alone (no row of the table), and a
--- listing by queue merges one range scan per state.
-CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, state, id);
+-- Not (queue, state, id): an index holding the state is rewritten by every claim and
+-- finish, which cost the hot path more than the feed and the counters together.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, id);
 
 -- The states are cancelled < expired < failed < queued < running < scheduled < succeeded:
 -- "state < 'queued' OR state = 'scheduled'" names scheduled, failed, cancelled and expired.
@@ -156,10 +156,11 @@ BEGIN
     VALUES (new.id, new.task, new.state, NULL, {clock});
 END;
 
--- Counters per task for /metrics (app.stats), kept by triggers in the finishing transaction,
--- one row written per finished attempt: kind is the final state (succeeded or failed) with
--- label the run-time bucket's bound and total the run times' sum; 'retries' (label ''); or
--- 'error' with label the error type of a final failure. They outlive the purge of the jobs.
+-- Counters per task for /metrics (app.stats), written in the finishing transaction: kind is
+-- the final state (succeeded or failed) with label the run-time bucket's bound and total the
+-- run times' sum, or 'error' with label the error type of a final failure (queries.sql
+-- count_ended, count_errors: one upsert per distinct key per batch), or 'retries' (label '',
+-- by the trigger below: retries are rare). They outlive the purge of the jobs.
 CREATE TABLE IF NOT EXISTS {ns}_counters (
     task  TEXT NOT NULL,
     kind  TEXT NOT NULL,
@@ -171,21 +172,13 @@ CREATE TABLE IF NOT EXISTS {ns}_counters (
 
 -- One trigger for every update of state or progress: each trigger costs every UPDATE of
 -- the jobs table a sub-program call, fired or not. Conditions use = and OR, not IN (above).
+-- The feed needs a row per change; the finish counters are cheaper per batch (queries.sql).
 CREATE TRIGGER IF NOT EXISTS {ns}_jobs_changed AFTER UPDATE OF state, progress ON {ns}_jobs
 WHEN old.state IS NOT new.state OR old.progress IS NOT new.progress
 BEGIN
     INSERT INTO {ns}_events (job_id, task, state, progress, at)
     VALUES (new.id, new.task, new.state,
             CASE WHEN old.progress IS NOT new.progress THEN new.progress END, {clock});
-    -- an attempt ended: its run time, and the count of its outcome
-    INSERT INTO {ns}_counters (task, kind, label, n, total)
-    SELECT new.task, new.state, {runtime_bucket}, 1, {runtime}
-    WHERE old.state = 'running' AND (new.state = 'succeeded' OR new.state = 'failed')
-    ON CONFLICT DO UPDATE SET n = n + 1, total = total + excluded.total;
-    INSERT INTO {ns}_counters (task, kind, label, n, total)
-    SELECT new.task, 'error', coalesce(json_extract(new.error, '$.type'), 'Error'), 1, 0
-    WHERE old.state = 'running' AND new.state = 'failed'
-    ON CONFLICT DO UPDATE SET n = n + 1;
     -- a retry: the one way from running back to waiting that keeps the token (release and
     -- recover both change it, see base.py)
     INSERT INTO {ns}_counters (task, kind, label, n, total)

@@ -100,14 +100,14 @@ def _sql_file(name: str) -> str:
 
 #: the store's clock in SQL, POSIX seconds (unixepoch('subsec') needs SQLite 3.42)
 CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"
-#: a finishing attempt's run time, inside the jobs table's triggers
-RUNTIME = "(new.finished_at - coalesce(old.started_at, new.finished_at))"
+#: a finished attempt's run time, in a query of the jobs table
+RUNTIME = "(finished_at - coalesce(started_at, finished_at))"
 
 
-def _runtime_bucket() -> str:
+def _runtime_bucket(runtime: str) -> str:
     """The label of the run-time bucket (inspection.RUNTIME_BUCKETS) in SQL."""
     arms = " ".join(
-        f"WHEN {RUNTIME} <= {upper!r} THEN '{bucket_label(upper)}'"
+        f"WHEN {runtime} <= {upper!r} THEN '{bucket_label(upper)}'"
         for upper in RUNTIME_BUCKETS
         if not math.isinf(upper)
     )
@@ -120,8 +120,8 @@ def _expand(text: str, namespace: str) -> str:
         .replace("{columns}", COLUMNS)
         .replace("{values}", PLACEHOLDERS)
         .replace("{clock}", CLOCK)
-        .replace("{runtime_bucket}", _runtime_bucket())
-        .replace("{runtime}", RUNTIME)
+        .replace("{row_runtime_bucket}", _runtime_bucket(RUNTIME))
+        .replace("{row_runtime}", RUNTIME)
     )
 
 
