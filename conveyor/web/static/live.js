@@ -62,7 +62,8 @@
   var table = document.getElementById("jobs");
   if (table) {
     var notice = document.getElementById("newjobs");
-    var firstPage = window.location.search.indexOf("cursor=") < 0;
+    // only the unfiltered first page offers new jobs (others may not match their filters)
+    var firstPage = window.location.search === "";
     listen("/api/events", function (event) {
       var row = table.querySelector('tr[data-job="' + CSS.escape(event.job_id) + '"]');
       if (!row) {
