@@ -53,7 +53,7 @@ _LAST_EVENT_ID = {
     "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
 }
 #: a task or queue name as a filter: anything but NUL, up to 1000 characters
-_NAME = {"type": "string", "maxLength": 1000, "pattern": "^[^\\x00]*$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 1000, "pattern": "^[^\\x00]+$"}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:

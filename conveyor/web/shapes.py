@@ -206,8 +206,10 @@ def parse_limit(raw: str | None) -> int:
 
 
 def parse_text(raw: str | None, name: str) -> str | None:
-    if not raw:
+    if raw is None:
         return None
+    if not raw:
+        raise ParamError(f"{name} is empty: leave it out to filter nothing")
     if len(raw) > 1000 or "\x00" in raw:
         raise ParamError(f"{name} is not a name conveyor could have stored")
     return raw
