@@ -127,13 +127,9 @@ def event_json(event: Event) -> dict[str, Any]:
 
 def snapshot_json(info: JobInfo) -> dict[str, Any]:
     """The event a job's stream opens with: where the job is now."""
-    return {
-        "job_id": info.id,
-        "task": info.task,
-        "state": info.state.value,
-        "progress": progress_json(info.progress),
-        "at": iso(to_datetime(time.time())),
-    }
+    now = to_datetime(time.time())
+    assert now is not None
+    return event_json(Event(0, info.id, info.task, info.state, info.progress, now))
 
 
 def worker_alive(worker: WorkerInfo, now: float) -> bool:
