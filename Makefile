@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest bench clean
+.PHONY: demo test lint typecheck layers pytest dist bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ pytest: $(STAMP)
 
 test: lint typecheck layers pytest
 
+# An sdist and a wheel in $(DIST)/, checked the way PyPI will read them.
+DIST ?= dist
+dist: $(STAMP)
+	rm -rf $(DIST)
+	$(BIN)/python -m build --outdir $(DIST) .
+	$(BIN)/twine check --strict $(DIST)/*
+
 # The bench's own environment: conveyor from this checkout and the peers from PyPI.
 BENCH_ENV ?= bench/.env
 BENCH_STAMP := $(BENCH_ENV)/.installed
@@ -48,4 +55,4 @@ bench: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -35,6 +35,7 @@ from conveyor.inspection import (
     WorkerInfo,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo, Progress, State
+from conveyor.limits import LimitInfo, LimitUse
 from conveyor.task import Signature, Task
 from conveyor.worker.worker import Worker
 
@@ -59,6 +60,8 @@ __all__ = [
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "LimitInfo",
+    "LimitUse",
     "Page",
     "Progress",
     "QueueStats",

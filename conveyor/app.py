@@ -3,9 +3,12 @@ workers and job handles. Nothing here is global: two apps live side by side in o
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
@@ -26,10 +29,27 @@ from conveyor.inspection import (
     schedule_infos,
 )
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
+from conveyor.limits import (
+    META_FIELD,
+    LimitInfo,
+    LimitSpec,
+    Rate,
+    job_refs,
+    limit_key_of,
+    shared_limit,
+    task_limit,
+)
 from conveyor.registry import Registry
-from conveyor.schedule import PeriodicSpec, make_schedule
+from conveyor.schedule import PeriodicSpec, check_periodic_call, make_schedule
 from conveyor.serialization import decode_call, encode_call, get_serializer
-from conveyor.task import CallOptions, Signature, Task, TaskOptions, task_options
+from conveyor.task import (
+    CallOptions,
+    Signature,
+    Task,
+    TaskOptions,
+    check_task_defaults,
+    task_options,
+)
 from conveyor.worker.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
@@ -37,6 +57,11 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger("conveyor.app")
+
+#: a worker not seen for longer than this no longer counts as serving its queues
+LIVE_WORKER_SECONDS = 60.0
 
 
 class App:
@@ -51,6 +76,7 @@ class App:
         serializer: str | None = None,
         token: str | None = None,
         max_crashes: int | None = None,
+        task_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.settings = Settings.load(
             url=url,
@@ -66,6 +92,17 @@ class App:
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
         self._feed: EventFeed | None = None
+        self._queues_checked: set[str] = set()  # queues asked about once: see _check_served
+        self.task_defaults = check_task_defaults(task_defaults)
+        rate, concurrency = (self.task_defaults.get(k) for k in ("rate_limit", "concurrency"))
+        try:
+            task_limit("task_defaults", rate, concurrency)
+        except ConfigurationError as exc:
+            message = str(exc).replace("task 'task_defaults'", "task_defaults")
+            raise ConfigurationError(message) from None
+        # Limits declared in this process (app.limit, tasks' own), by name. They reach the
+        # store when the backend opens, or at once when it is open already.
+        self._limits: dict[str, LimitSpec] = {}
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -79,9 +116,11 @@ class App:
                     if self.settings.eager:
                         self._backend = MemoryBackend(namespace=self.settings.namespace)
                     else:
-                        self._backend = open_backend(
-                            self.settings.url, namespace=self.settings.namespace
-                        )
+                        backend = open_backend(self.settings.url, namespace=self.settings.namespace)
+                        now = time.time()
+                        for spec in self._limits.values():
+                            backend.set_limit(spec, now=now)
+                        self._backend = backend
         return self._backend
 
     def close(self) -> None:
@@ -105,9 +144,15 @@ class App:
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
-            opts = task_options(name, {k: v for k, v in options.items() if k != "name"})
+            if not options.get("name") and f.__module__ == "__main__":
+                _warn_main_module(f, name)
+            raw = {**self.task_defaults, **{k: v for k, v in options.items() if k != "name"}}
+            opts = task_options(name, raw)
             t: Task[P, R] = Task(f, opts, self)
             self.registry.add(t)
+            own = task_limit(name, opts.rate_limit, opts.concurrency)
+            if own is not None:
+                self._declare(own)
             return t
 
         return register if fn is None else register(fn)
@@ -150,14 +195,21 @@ class App:
         tz: str = "UTC",
         misfire_grace: float | None = None,
         overlap: bool = True,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Register a task that is enqueued on a schedule, once per due time cluster-wide."""
+        """Register a task that is enqueued on a schedule, once per due time cluster-wide,
+        with the JSON arguments ``args`` and ``kwargs``."""
         schedule = make_schedule(cron=cron, every=every, tz=tz)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             t: Task[P, R] = self.task(**options)(f)
-            self.registry.add_periodic(PeriodicSpec(t.name, schedule, misfire_grace, overlap))
+            spec = PeriodicSpec(
+                t.name, schedule, misfire_grace, overlap, tuple(args), dict(kwargs or {})
+            )
+            check_periodic_call(f, spec.args, spec.kwargs, owner=f"periodic task {t.name!r}")
+            self.registry.add_periodic(spec)
             return t
 
         return register if fn is None else register(fn)
@@ -191,6 +243,8 @@ class App:
         else:
             ready_at = now
         expires = call.expires if call.expires is not None else opts.expires
+        if opts.rate_limit is not None or opts.concurrency is not None or opts.limits:
+            meta = {**(meta or {}), META_FIELD: self._refs(opts, args, kwargs)}
         unique_key = None
         if opts.unique:
             import hashlib  # here: OpenSSL costs a worker that has no unique tasks ~4 MB
@@ -219,6 +273,8 @@ class App:
         if self.settings.eager:
             return self._run_eagerly(record)
         stored = self.backend.enqueue([record])[0]
+        if record.queue not in self._queues_checked:
+            self._check_served(record.queue)
         return Job(self, stored.id, stored.task)
 
     async def asubmit(
@@ -230,6 +286,8 @@ class App:
         import asyncio  # here, not at the top: a worker without async code never loads it
 
         stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
+        if record.queue not in self._queues_checked:
+            await asyncio.to_thread(self._check_served, record.queue)
         return Job(self, stored.id, stored.task)
 
     def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
@@ -252,6 +310,29 @@ class App:
         if batch:
             flush()
         return jobs
+
+    def unserved_queues(self, queues: Iterable[str], *, now: float | None = None) -> list[str]:
+        """Those of ``queues`` that no live worker (seen within LIVE_WORKER_SECONDS) serves:
+        their jobs wait until one does."""
+        since = (time.time() if now is None else now) - LIVE_WORKER_SECONDS
+        served = {q for w in self.backend.list_workers() if w.last_seen >= since for q in w.queues}
+        return [q for q in queues if q not in served]
+
+    def _check_served(self, queue: str) -> None:
+        """Warn, once per queue and app, when a job goes to a queue no live worker serves (a
+        typo such as 'reprots' otherwise costs hours). Asked once, so delay() stays fast."""
+        self._queues_checked.add(queue)
+        try:
+            unserved = self.unserved_queues([queue])
+        except Exception:  # a store that cannot list workers must not fail an enqueue
+            return
+        if unserved:
+            log.warning(
+                "no live worker serves queue %r: its jobs wait until one does (check the "
+                "name, or start one: conveyor -A module:app worker -Q %s)",
+                queue,
+                queue,
+            )
 
     # -- workflows (the canvas calls back here) --------------------------------------------
 
@@ -320,8 +401,52 @@ class App:
     def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
         """The job a periodic task's due time enqueues."""
         return self.make_record(
-            spec.task_name, (), {}, CallOptions(), meta={"periodic": spec.task_name, "due": due}
+            spec.task_name,
+            spec.args,
+            spec.kwargs,
+            CallOptions(),
+            meta={"periodic": spec.task_name, "due": due},
         )
+
+    # -- cluster-wide limits ---------------------------------------------------------------
+
+    def limit(
+        self, name: str, *, rate: str | Rate | None = None, concurrency: int | None = None
+    ) -> LimitSpec:
+        """Declare (or change) a limit shared by the tasks that name it in ``limits=[...]``:
+        at most ``rate`` starts ("N/s", "N/m", "N/h") and ``concurrency`` running at once,
+        across the cluster. Called again with other numbers, it changes the limit in the
+        store, for every worker at once."""
+        spec = shared_limit(name, rate=rate, concurrency=concurrency)
+        self._declare(spec)
+        return spec
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit the store knows, with its current use per key."""
+        if self.settings.eager:
+            return []
+        return self.backend.limits(now=time.time())
+
+    def _declare(self, spec: LimitSpec) -> None:
+        self._limits[spec.name] = spec
+        if self._backend is not None and not self.settings.eager:
+            self._backend.set_limit(spec, now=time.time())
+
+    def _refs(
+        self, opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[list[str]]:
+        """The limits a new job of the task counts against (``meta["limits"]``)."""
+        for name in opts.limits:
+            if name not in self._limits:
+                raise ConfigurationError(
+                    f"task {opts.name!r} counts against limit {name!r}, which this app never "
+                    f"declared; call app.limit({name!r}, rate=..., concurrency=...) first"
+                )
+        key = (
+            "" if opts.limit_key is None else limit_key_of(opts.name, opts.limit_key, args, kwargs)
+        )
+        own = task_limit(opts.name, opts.rate_limit, opts.concurrency)
+        return job_refs(own, opts.limits, key)
 
     def _run_eagerly(self, record: JobRecord) -> Job:
         """``eager=True``: run the job here and now, retries included (without waiting)."""
@@ -553,3 +678,21 @@ class App:
                 f"app.asgi() needs the web extra: pip install 'conveyor[web]' ({exc})"
             ) from None
         return build(self, token=token or self.settings.token, read_only=read_only)
+
+
+def _warn_main_module(fn: Callable[..., Any], name: str) -> None:
+    """A task defined in a script run as ``python app.py`` is named ``__main__.…``, a name a
+    worker that imports the module (``-A app:app``) never registers: say so, at the def."""
+    code = getattr(fn, "__code__", None)
+    filename = code.co_filename if code else "__main__"
+    module = os.path.splitext(os.path.basename(filename))[0] if code else "yourmodule"
+    warnings.warn_explicit(
+        f"task {name!r} is registered from __main__ (a script run as 'python "
+        f"{module}.py'): a worker importing your module will never know that name. Give it "
+        f"one, @app.task(name={fn.__name__!r}), or run the program as a module "
+        f"(python -m {module})",
+        RuntimeWarning,
+        filename=filename,
+        lineno=code.co_firstlineno if code else 0,
+        module="__main__",
+    )

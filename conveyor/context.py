@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 ProgressSink = Callable[[float, "str | None", "dict[str, Any]"], None]
@@ -28,6 +29,8 @@ class JobContext:
     attempt: int
     queue: str
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the fencing token of the claim this run holds: tells two runs of one job apart in logs
+    token: int = 0
     _sink: ProgressSink = field(default=_ignore, repr=False)
     # A plain flag (one store, atomic under the GIL), not an Event: a job needs no waiting
     # on it, and an Event per job is measurable on the hot path.
@@ -36,6 +39,12 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         return self._cancelled
+
+    @property
+    def due(self) -> datetime | None:
+        """For a periodic job, the due time it runs for (aware, UTC); None for other jobs."""
+        due = self.meta.get("due")
+        return None if due is None else datetime.fromtimestamp(float(due), UTC)
 
     def mark_cancelled(self) -> None:
         self._cancelled = True

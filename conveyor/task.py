@@ -7,6 +7,7 @@ I/O of its own.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-NOT_YET = ("rate_limit", "concurrency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +39,10 @@ class TaskOptions:
     soft_timeout: float | None = None
     expires: float | None = None
     result_ttl: float = 86400.0
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    limits: tuple[str, ...] = ()
+    limit_key: Callable[..., str] | None = None
     unique: bool = False
 
     def __post_init__(self) -> None:
@@ -73,25 +76,40 @@ class TaskOptions:
             raise bad("soft_timeout", "must be shorter than timeout, so the task can clean up")
         if self.result_ttl < 0:
             raise bad("result_ttl", "must be 0 or more seconds")
+        # rate_limit and concurrency are read by conveyor.limits.task_limit (the app calls it)
+        object.__setattr__(self, "limits", _limit_names(self.name, self.limits))
+        if self.limit_key is not None and not callable(self.limit_key):
+            raise bad("limit_key", "must be a function of the task's arguments returning a str")
+        limited = self.rate_limit is not None or self.concurrency is not None or self.limits
+        if self.limit_key is not None and not limited:
+            raise bad("limit_key", "needs rate_limit, concurrency or limits to apply to")
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
 
 
+def _limit_names(task: str, names: object) -> tuple[str, ...]:
+    """``limits=[...]``: names of shared limits (``app.limit``)."""
+    if isinstance(names, str) or not isinstance(names, list | tuple | set | frozenset):
+        raise ConfigurationError(
+            f"task {task!r}: limits must be a list of limit names (app.limit), not {names!r}"
+        )
+    for name in names:
+        if not isinstance(name, str) or not name or name.startswith("task:"):
+            raise ConfigurationError(
+                f"task {task!r}: {name!r} in limits is not the name of an app.limit(...)"
+            )
+    return tuple(names)
+
+
 def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
     """Build TaskOptions from decorator keywords, with a clear error for unknown ones."""
-    for option in NOT_YET:
-        if raw.get(option) is not None:
-            raise ConfigurationError(
-                f"task {name!r}: {option} (cluster-wide limits) is not available in this "
-                f"version of conveyor yet; remove {option}={raw[option]!r}"
-            )
-    values = {k: v for k, v in raw.items() if k not in NOT_YET}
+    values = dict(raw)
     unknown = set(values) - OPTION_NAMES
     if unknown:
         raise ConfigurationError(
             f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTION_NAMES | set(NOT_YET)))}"
+            f"known: {', '.join(sorted(OPTION_NAMES))}"
         )
     if "retry_on" in values and isinstance(values["retry_on"], type):
         values["retry_on"] = (values["retry_on"],)
@@ -99,6 +117,21 @@ def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
         values["retry_on"] = tuple(values["retry_on"])
     values["name"] = name
     return TaskOptions(**values)
+
+
+def check_task_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``App(task_defaults=...)``: any task option but ``name``, checked once, when the app
+    is made (the app checks the rate itself: conveyor.limits)."""
+    out = dict(defaults or {})
+    if "name" in out:
+        raise ConfigurationError("task_defaults cannot set name: each task has its own")
+    try:
+        task_options("task_defaults", out)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("task 'task_defaults'", "task_defaults")
+        ) from None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +215,57 @@ class Signature:
         return self.dispatcher.pipe(self, other)
 
 
+class ArgumentCheck:
+    """Checks a call's arguments against a function's signature, as calling it would.
+
+    Worked out once, at registration: the common call (positional arguments only, as many as
+    the function takes) costs two comparisons; anything else is bound against the signature.
+    """
+
+    __slots__ = ("fewest", "most", "signature")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin or C function: nothing to check against
+            self.signature = None
+            self.fewest, self.most = 0, -1
+            return
+        params = list(self.signature.parameters.values())
+        positional = [p for p in params if p.kind in _POSITIONAL]
+        required = [p for p in positional if p.default is p.empty]
+        keyword_only_required = any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params
+        )
+        # The fast path holds only when positional arguments alone can make a valid call.
+        self.fewest = -1 if keyword_only_required else len(required)
+        var_positional = any(p.kind is p.VAR_POSITIONAL for p in params)
+        self.most = sys.maxsize if var_positional else len(positional)
+
+    def __call__(self, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+        """Raise TypeError, naming the task and its signature, if the call does not fit."""
+        if not kwargs and 0 <= self.fewest <= len(args) <= self.most:
+            return
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{name}{self.describe()}: {exc}") from None
+
+    def describe(self) -> str:
+        """The signature without annotations: ``(x, y=1)``."""
+        if self.signature is None:
+            return "(...)"
+        params = [p.replace(annotation=p.empty) for p in self.signature.parameters.values()]
+        return str(
+            self.signature.replace(parameters=params, return_annotation=inspect.Signature.empty)
+        )
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 class Task(Generic[P, R]):
     """A function registered with an app. Call it to run it here; ``delay`` to enqueue."""
 
@@ -195,6 +279,9 @@ class Task(Generic[P, R]):
         self.__qualname__ = getattr(fn, "__qualname__", options.name)
         self.__module__ = getattr(fn, "__module__", __name__)
         self.__wrapped__ = fn
+        self.check_args = ArgumentCheck(fn)
+        # delay()'s fast path, inlined: positional arguments alone, as many as fit
+        self._fewest, self._most = self.check_args.fewest, self.check_args.most
 
     @property
     def name(self) -> str:
@@ -207,11 +294,15 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
-        """Enqueue with the task's default options; returns the Job at once."""
+        """Enqueue with the task's default options; returns the Job at once. Arguments that
+        do not fit the function's signature raise TypeError here, not later in a worker."""
+        if kwargs or not 0 <= self._fewest <= len(args) <= self._most:
+            self.check_args(self.name, args, kwargs)
         return self._dispatcher.submit(self.name, args, kwargs, DEFAULT_CALL)
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``delay`` for async code: the enqueue runs off the event loop."""
+        self.check_args(self.name, args, kwargs)
         return await self._dispatcher.asubmit(self.name, args, kwargs, DEFAULT_CALL)
 
     def apply_async(
@@ -228,8 +319,10 @@ class Task(Generic[P, R]):
     ) -> Job:
         """Enqueue with per-call options: a delay (countdown seconds or an aware eta), another
         queue or priority, an idempotency key, or an expiry."""
+        args, kwargs = tuple(args), dict(kwargs or {})
+        self.check_args(self.name, args, kwargs)
         options = CallOptions(countdown, eta, queue, priority, key, expires)
-        return self._dispatcher.submit(self.name, tuple(args), dict(kwargs or {}), options)
+        return self._dispatcher.submit(self.name, args, kwargs, options)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for ``set``, ``enqueue_many`` or

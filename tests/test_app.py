@@ -91,3 +91,22 @@ def test_an_unknown_job_id_raises_job_not_found() -> None:
         app.job("nope").info()
     with pytest.raises(conveyor.JobNotFound):
         app.job("nope").cancel()
+
+
+def test_enqueueing_to_a_queue_no_live_worker_serves_warns_once_per_queue(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = conveyor.App("memory://")
+
+    @app.task(queue="reprots")
+    def build() -> None: ...
+
+    with caplog.at_level("WARNING", logger="conveyor"):
+        build.delay()
+        build.delay()
+    warned = [r.getMessage() for r in caplog.records if r.name == "conveyor.app"]
+    assert len(warned) == 1 and "no live worker serves queue 'reprots'" in warned[0]
+    caplog.clear()
+    with app.worker(queues=["reports"], schedule=False), caplog.at_level("WARNING"):
+        build.apply_async(queue="reports")
+    assert not [r for r in caplog.records if r.name == "conveyor.app"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 import conveyor
@@ -52,10 +56,23 @@ def test_a_wrong_option_fails_at_declaration_naming_it(
         app.task(**options)(lambda: None)
 
 
-@pytest.mark.parametrize("option", ["rate_limit", "concurrency"])
-def test_cluster_wide_limits_say_they_are_not_available_yet(app: conveyor.App, option: str) -> None:
-    with pytest.raises(conveyor.ConfigurationError, match=f"{option}.*not available"):
-        app.task(**{option: "10/m" if option == "rate_limit" else 1})(lambda: None)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate_limit": "10/d"}, "rate '10/d' is not a rate"),
+        ({"rate_limit": "0/s"}, "allows no start"),
+        ({"concurrency": 0}, "concurrency must be a whole number of 1 or more"),
+        ({"limits": "api"}, "limits must be a list"),
+        ({"limits": ["task:x"]}, "not the name of an app.limit"),
+        ({"limit_key": lambda x: x}, "limit_key needs rate_limit, concurrency or limits"),
+        ({"concurrency": 1, "limit_key": "user"}, "limit_key must be a function"),
+    ],
+)
+def test_a_wrong_limit_option_fails_at_declaration_naming_it(
+    app: conveyor.App, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(conveyor.ConfigurationError, match=message):
+        app.task(**options)(lambda: None)
 
 
 def test_two_functions_under_one_name_are_refused(app: conveyor.App) -> None:
@@ -85,3 +102,88 @@ def test_call_options_are_validated() -> None:
         from datetime import datetime
 
         CallOptions(eta=datetime(2030, 1, 1))
+
+
+# -- arguments checked at the call site ------------------------------------------------------
+
+
+def test_delay_with_arguments_that_do_not_fit_raises_type_error_and_stores_nothing(
+    app: conveyor.App,
+) -> None:
+    @app.task
+    def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    for args, kwargs, says in [
+        ((1, 2, 3), {}, "too many positional arguments"),
+        ((), {}, "missing a required argument: 'x'"),
+        ((1,), {"z": 2}, "unexpected keyword argument 'z'"),
+        ((1,), {"x": 2}, "multiple values for argument 'x'"),
+    ]:
+        with pytest.raises(TypeError, match=says) as caught:
+            add.delay(*args, **kwargs)  # type: ignore[call-arg]
+        assert f"{add.name}(x, y=0)" in str(caught.value)
+        with pytest.raises(TypeError, match=says):
+            add.apply_async(args, kwargs)
+    assert app.backend.list_jobs() == []
+    add.delay(1)  # fitting calls are enqueued
+    add.apply_async((1,), {"y": 2})
+    assert len(app.backend.list_jobs()) == 2
+
+
+def test_keyword_only_and_variadic_signatures_are_checked_too(app: conveyor.App) -> None:
+    @app.task
+    def tag(*items: str, sep: str) -> str:
+        return sep.join(items)
+
+    @app.task
+    def anything(*args: object, **kwargs: object) -> None: ...
+
+    with pytest.raises(TypeError, match="missing a required argument: 'sep'"):
+        tag.delay("a", "b")  # type: ignore[call-arg]
+    tag.delay("a", "b", sep=",")
+    anything.delay(1, 2, 3, x=4)
+
+
+async def _adelay_checks(app: conveyor.App) -> None:
+    @app.task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        await add.adelay(1, 2, 3)  # type: ignore[call-arg]
+
+
+def test_adelay_checks_arguments_too(app: conveyor.App) -> None:
+    import asyncio
+
+    asyncio.run(_adelay_checks(app))
+
+
+def test_a_builtin_without_a_signature_is_not_checked(app: conveyor.App) -> None:
+    task = app.task(name="builtins.max")(max)
+    task.delay(1, 2, 3)
+
+
+# -- tasks registered from __main__ ------------------------------------------------------------
+
+
+def test_a_task_registered_from_main_warns_with_the_fix(tmp_path: Path) -> None:
+    script = tmp_path / "shop.py"
+    script.write_text(
+        "import conveyor\n"
+        "app = conveyor.App('memory://')\n\n"
+        "@app.task\n"
+        "def send(x):\n"
+        "    return x\n\n"
+        "@app.task(name='shop.named')\n"
+        "def named(x):\n"
+        "    return x\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    lines = [line for line in done.stderr.splitlines() if "RuntimeWarning" in line]
+    assert len(lines) == 1, done.stderr  # send warns; named, with a name, does not
+    assert f"{script}:4: RuntimeWarning: task '__main__.send'" in lines[0]
+    assert "@app.task(name='send')" in lines[0] and "python -m shop" in lines[0]

@@ -57,4 +57,26 @@ def open_backend(
     return cls(url, namespace=namespace, clock=clock)
 
 
-__all__ = ["SCHEMES", "Backend", "open_backend"]
+def store_file(url: str) -> str | None:
+    """The absolute path of the file a URL's store lives in (``sqlite://``), else None: what
+    a command that must not create a store looks for before it opens one."""
+    if urlsplit(url).scheme.lower() != "sqlite":
+        return None
+    from conveyor.backends.sqlite.store import parse_url
+
+    return parse_url(url).path
+
+
+def describe_store(url: str) -> str:
+    """The URL to show a user: a file's absolute path, and never a password."""
+    path = store_file(url)
+    if path is not None:
+        return f"sqlite:///{path}"
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+
+
+__all__ = ["SCHEMES", "Backend", "describe_store", "open_backend", "store_file"]

@@ -41,6 +41,7 @@ from typing import Any
 
 from conveyor.inspection import Event, StoreStats, WorkerInfo
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 __all__ = [
     "Backend",
@@ -58,10 +59,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
-    """What a heartbeat learned: leases that are gone, and jobs someone asked to cancel."""
+    """What a heartbeat learned, per claim ``(job_id, token)`` it was given: the leases that
+    are gone, and the current claims of jobs someone asked to cancel. Claims, not job ids: a
+    worker may hold an old, lost claim and a new one of the same job at once."""
 
-    lost: frozenset[str] = frozenset()
-    cancel_requested: frozenset[str] = frozenset()
+    lost: frozenset[tuple[str, int]] = frozenset()
+    cancel_requested: frozenset[tuple[str, int]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,17 @@ class Backend(ABC):
         ``started_at = t`` and ``lease_expires_at = t + lease_seconds``; the returned records
         carry those stamps. Concurrent claims, from any process or host, never return the same
         job.
+
+        Limits (conveyor/limits.py): a job whose ``meta["limits"]`` names refs
+        ``[limit, key]`` is claimed only if, for each ref whose limit is stored
+        (``set_limit``), fewer than ``concurrency`` jobs of that ref run under a live lease
+        (``lease_expires_at >= t``) and fewer than ``rate.count`` of its jobs were claimed
+        within ``(t - rate.per_seconds, t]``, by the same store time ``t``; the check and
+        the claim are one atomic step. A job held back stays queued, unchanged (no attempt,
+        no token); the claim passes it by and takes the jobs behind it, and must not walk a
+        backlog of held jobs again on every call (a backend parks them until their limit
+        frees). A claim that ends (finish, release, recover, or its lease running out) frees
+        its slots.
         """
 
     @abstractmethod
@@ -186,8 +200,9 @@ class Backend(ABC):
         """One round trip for the whole worker: extend each lease ``(job_id, token)`` that is
         still current to ``t + lease_seconds`` (``t``: the store time when it commits),
         record the worker's ``last_seen`` (``now``) and status, and report the leases that
-        are gone (token changed, or job no longer running) and the jobs whose cancellation was
-        requested. Sets ``worker.last_seen`` to ``now``.
+        are gone (token changed, or job no longer running) and the current ones whose job's
+        cancellation was requested, each as the ``(job_id, token)`` given. Sets
+        ``worker.last_seen`` to ``now``.
 
         It also keeps the store-wide heartbeat record that tells a stall from a lost worker:
         a heartbeat that comes more than ``lease_seconds / 2`` (store time) after the latest
@@ -312,6 +327,19 @@ class Backend(ABC):
     def purge_queue(self, queue: str) -> int:
         """Delete the scheduled and queued jobs of ``queue``; returns how many."""
 
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    @abstractmethod
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        """Store a limit, replacing the stored one of the same name, atomically: every claim
+        after it, from any process, enforces the new numbers, and jobs held back under the
+        old ones are looked at again by the next claim."""
+
+    @abstractmethod
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        """Every stored limit, by name, with its use at ``now`` per key (``limit_info``):
+        jobs running under a live lease, and claims within the rate's window."""
+
     # -- workers ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -404,6 +432,13 @@ class Backend(ABC):
         it persists them. Workers call it once at start."""
         return True
 
+    def set_call_timeout(self, seconds: float) -> None:
+        """From now on give up any one call to the store (its retries included) within about
+        ``seconds``, raising BackendUnavailable: a worker passes a share of its lease, so
+        that no call hangs past it when the network to the store is cut. Backends whose
+        calls cannot hang on a network ignore it."""
+        return None
+
     def ping(self) -> bool:
         """True when the store answers."""
         try:
@@ -445,8 +480,8 @@ class Signal:
 
 
 def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
-    """The effect of ``finish`` on a record, for backends that compute it in Python."""
-    record.worker = None
+    """The effect of ``finish`` on a record, for backends that compute it in Python. A final
+    outcome keeps ``worker``: which worker ran the job stays on show (``conveyor job``)."""
     record.lease_expires_at = None
     if outcome.state.is_final:
         record.state = outcome.state
@@ -456,6 +491,7 @@ def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
         record.purge_at = now + record.result_ttl
         record.cancel_requested = False
     else:
+        record.worker = None
         record.state = outcome.state
         record.ready_at = now if outcome.ready_at is None else outcome.ready_at
         record.error = outcome.error

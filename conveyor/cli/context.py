@@ -4,6 +4,7 @@ a user's mistake is reported: ``error: ...`` on one line of stderr, exit status 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from typing import IO, Any
@@ -11,6 +12,7 @@ from typing import IO, Any
 import click
 
 from conveyor.app import App
+from conveyor.backends import describe_store, store_file
 
 
 class UserError(click.ClickException):
@@ -48,6 +50,30 @@ class CliState:
                 click.get_current_context().call_on_close(self.close)
         return self._app
 
+    def store_app(self, command: str) -> App:
+        """The app, for a command that reads or changes what a store holds (jobs, cancel,
+        purge...): such a command never creates a store, so a missing SQLite file is a
+        mistake to name, not an empty store to make."""
+        app = self.app()
+        path = store_file(app.settings.url)
+        if path is not None and not os.path.exists(path):
+            if self.app_spec:
+                source = f"the URL of -A {self.app_spec}"
+            elif os.environ.get("CONVEYOR_URL"):
+                source = "from CONVEYOR_URL"
+            else:
+                source = "the default, sqlite:///conveyor.db in the current directory"
+            raise UserError(
+                f"no conveyor store at {path} ({source}); 'conveyor {command}' never creates "
+                "one: run it where your database is, or name it with -A module:app or "
+                "CONVEYOR_URL=sqlite:///path/to/jobs.db"
+            )
+        return app
+
+    def store_name(self) -> str:
+        """The store the app reads, as a user may be shown it (never a password)."""
+        return describe_store(self.app().settings.url)
+
     @property
     def has_app_spec(self) -> bool:
         return bool(self.app_spec)
@@ -59,6 +85,26 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState)
+
+#: the handler the command line puts on the ``conveyor`` logger (a worker replaces it)
+HANDLER_NAME = "conveyor-cli"
+
+
+class _WarningLine(logging.Handler):
+    """conveyor's warnings (a queue no worker serves...) as ``warning: ...`` on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def show_warnings(ctx: click.Context) -> None:
+    """For the command's run: print what conveyor logs at WARNING and above on stderr."""
+    logger = logging.getLogger("conveyor")
+    handler = _WarningLine(logging.WARNING)
+    handler.set_name(HANDLER_NAME)
+    logger.handlers[:] = [h for h in logger.handlers if h.get_name() != HANDLER_NAME]
+    logger.addHandler(handler)
+    ctx.call_on_close(lambda: logger.removeHandler(handler))
 
 
 def load_app(spec: str) -> App:

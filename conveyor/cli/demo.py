@@ -15,7 +15,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from conveyor.app import App
 from conveyor.cli import render
@@ -62,14 +62,15 @@ def demo() -> None:
     finally:
         app.close()
     out.print()
-    out.print(_summary(app, records))
+    out.print(_summary(app, records, width=out.width))
     failed = [r for r in records if r.state is State.FAILED]
-    out.print(
-        f"\nThe jobs are still in [cyan]{demo_tasks.DEMO_FILE}[/]. Next, try:\n"
-        f"  CONVEYOR_URL={demo_tasks.DEMO_URL} conveyor jobs"
-    )
+    # The command as this shell can run it: `make demo` runs .venv/bin/conveyor, which is
+    # not on PATH until the venv is activated.
+    command = f"CONVEYOR_URL={demo_tasks.DEMO_URL} {escape(render.conveyor_command())}"
+    out.print(f"\nThe jobs are still in [cyan]{demo_tasks.DEMO_FILE}[/]. Next, try:")
+    out.print(f"  {command} jobs", soft_wrap=True)
     if failed:
-        out.print(f"  CONVEYOR_URL={demo_tasks.DEMO_URL} conveyor job {failed[0].id}")
+        out.print(f"  {command} job {failed[0].id}", soft_wrap=True)
     if not all(r.state.is_final for r in records):
         raise click.ClickException(f"the demo's jobs did not finish in {DEADLINE_SECONDS:g} s")
 
@@ -99,17 +100,26 @@ def _enqueue(app: App) -> list[tuple[str, Job]]:
 
 
 def _run(app: App, out: Console) -> list[JobRecord]:
+    # Fixed widths for label, bar and state; the message takes what is left and is cut to
+    # one line, so every row stays one line at 80 columns.
+    narrow = out.width < 100
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=24),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[state]}"),
-        TextColumn("[dim]{task.fields[message]}"),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(width=28 if narrow else 32, no_wrap=True, overflow="ellipsis"),
+        ),
+        BarColumn(bar_width=12 if narrow else 24),
+        TaskProgressColumn(table_column=Column(width=4, no_wrap=True)),
+        TextColumn("{task.fields[state]}", table_column=Column(width=9, no_wrap=True)),
+        TextColumn(
+            "[dim]{task.fields[message]}",
+            table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+        ),
     )
     started = time.monotonic()
-    with Progress(*columns, console=out, refresh_per_second=10) as bars:
+    with Progress(*columns, console=out, refresh_per_second=10, expand=True) as bars:
         watched = [
-            Watched(job, label, bars.add_task(f"{label:<32}", total=100, state="", message=""))
+            Watched(job, label, bars.add_task(label, total=100, state="", message=""))
             for label, job in _enqueue(app)
         ]
         bars.console.print(
@@ -159,10 +169,20 @@ def _event(label: str, record: JobRecord, elapsed: float) -> str:
     return text
 
 
-def _summary(app: App, records: list[JobRecord]) -> Table:
+def _summary(app: App, records: list[JobRecord], *, width: int) -> Table:
+    """What became of each job. On a narrow terminal the ids go (``conveyor jobs`` shows
+    them) and results are cut to one line."""
+    narrow = width < render.NARROW
     table = Table(title="What happened", show_edge=False, header_style="bold")
-    for column in ("task", "job id", "state", "attempts", "result or error", "duration"):
-        table.add_column(column, no_wrap=column in ("job id", "state"))
+    table.add_column("task", overflow="fold", min_width=18 if narrow else None)
+    if not narrow:
+        table.add_column("job id", no_wrap=True)
+    table.add_column("state", no_wrap=True, min_width=9)
+    table.add_column("tries" if narrow else "attempts", justify="right", no_wrap=True)
+    # What the other columns leave: 18 + 9 + 5 + 8 and the rules between them.
+    result_width = max(20, width - 54) if narrow else None
+    table.add_column("result or error", no_wrap=narrow, overflow="ellipsis", max_width=result_width)
+    table.add_column("duration", no_wrap=True)
     for r in records:
         if r.state is State.SUCCEEDED:
             outcome = escape(render.short(render.to_json(app.decode_result(r)), 60))
@@ -172,5 +192,6 @@ def _summary(app: App, records: list[JobRecord]) -> Table:
             outcome = "-"
         # From enqueue to the end: retries and countdowns show, not only the last attempt.
         ran = f"{r.finished_at - r.created_at:.1f} s" if r.finished_at is not None else "-"
-        table.add_row(r.task, r.id, render.state_text(r.state), str(r.attempts), outcome, ran)
+        cells = [escape(r.task), *([] if narrow else [r.id])]
+        table.add_row(*cells, render.state_text(r.state), str(r.attempts), outcome, ran)
     return table

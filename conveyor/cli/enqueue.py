@@ -3,13 +3,14 @@ the job with a progress bar until it is final."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from conveyor.app import App
 from conveyor.cli import render
@@ -68,8 +69,16 @@ def enqueue(
     if not wait:
         click.echo(job.id)
         return
-    record = follow(app, job, timeout)
     ctx = click.get_current_context()
+    try:
+        record = follow(app, job, timeout)
+    except KeyboardInterrupt:
+        # Ctrl-C stops the watching, not the job: 130 is the shell's status for SIGINT.
+        click.echo(
+            f"interrupted: job {job.id} keeps running; follow it with: conveyor job {job.id}",
+            err=True,
+        )
+        ctx.exit(130)
     if record.state is State.SUCCEEDED:
         click.echo(render.to_json(app.decode_result(record)))
         return
@@ -101,35 +110,36 @@ def _check_call(app: App, name: str, args: list[Any], kwargs: dict[str, Any]) ->
     if name not in app.registry:
         known = ", ".join(app.registry.names()) or "none"
         raise UserError(f"no task registered under the name {name!r} (known: {known})")
-    fn = app.registry.get(name).fn
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or C function: nothing to check against
-        return
-    try:
-        signature.bind(*args, **kwargs)
+        app.registry.get(name).check_args(name, tuple(args), kwargs)
     except TypeError as exc:
-        bare = signature.replace(
-            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
-            return_annotation=signature.empty,
-        )
-        raise UserError(f"{name}{bare}: {exc}") from None
+        raise UserError(str(exc)) from None
 
 
 def follow(app: App, job: Job, timeout: float | None) -> JobRecord:
     """A progress bar fed by the job's progress and state, on stderr, until the job is final
     or ``timeout`` passes; returns the last record read."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    out = render.console(stderr=True)
+    out.print(f"job {job.id} enqueued; Ctrl-C stops the watching, not the job")
+    # Fixed widths but for the message, which takes what is left and is cut to one line:
+    # the bar stays one readable line at 80 columns.
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[state]}"),
-        TextColumn("{task.fields[message]}"),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(max_width=24, no_wrap=True, overflow="ellipsis"),
+        ),
+        BarColumn(bar_width=20 if out.width < render.NARROW else 40),
+        TaskProgressColumn(table_column=Column(width=4, no_wrap=True)),
+        TextColumn("{task.fields[state]}", table_column=Column(width=9, no_wrap=True)),
+        TextColumn(
+            "{task.fields[message]}",
+            table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+        ),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=render.console(stderr=True)) as bar:
-        row = bar.add_task(f"{job.task} {job.id}", total=100, state="", message="")
+    with Progress(*columns, console=out, expand=True) as bar:
+        row = bar.add_task(escape(job.task), total=100, state="", message="")
         while True:
             record = app.get_record(job.id)
             if record is None:

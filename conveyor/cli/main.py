@@ -9,7 +9,7 @@ import click
 
 from conveyor import __version__
 from conveyor.cli import demo, enqueue, jobs, worker
-from conveyor.cli.context import CliState, UserError
+from conveyor.cli.context import CliState, UserError, show_warnings
 from conveyor.cli.web import COMMANDS as WEB_COMMANDS
 from conveyor.errors import ConveyorError
 
@@ -37,9 +37,10 @@ class ConveyorGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="conveyor")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None) -> None:
-    """conveyor: durable background jobs. One SQLite file by default, Redis or PostgreSQL
-    when you outgrow it."""
+    """conveyor: durable background jobs. One SQLite file by default, Redis when you outgrow
+    it (PostgreSQL: coming in the next release)."""
     ctx.obj = CliState(app_spec)
+    show_warnings(ctx)
 
 
 for command in (*worker.COMMANDS, enqueue.enqueue, *jobs.COMMANDS, demo.demo):

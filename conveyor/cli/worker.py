@@ -4,40 +4,77 @@ Rich, stopping gracefully on SIGTERM or SIGINT with exit status 0."""
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import queue
 import signal
+import sys
 import threading
+import time
 from types import FrameType
 
 import click
-from rich.logging import RichHandler
 
-from conveyor.cli import render
-from conveyor.cli.context import CliState, UserError, pass_state
+from conveyor.cli.context import HANDLER_NAME, CliState, UserError, pass_state
+from conveyor.worker.joblog import JsonFormatter
 from conveyor.worker.scheduler import Scheduler
 
 LEVELS = ["debug", "info", "warning", "error"]
+
 log = logging.getLogger("conveyor.cli")
 
 loglevel_option = click.option(
+    "--log-level",
     "--loglevel",
+    "loglevel",
     type=click.Choice(LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
-    help="How much to log.",
+    help="How much to log: info shows one line per finished job attempt, debug adds "
+    "every failed attempt's traceback.",
+)
+logformat_option = click.option(
+    "--log-format",
+    "logformat",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text for a terminal; json: one object per line, for log collectors.",
 )
 
 
-def configure_logging(level: str) -> None:
-    handler = RichHandler(
-        console=render.console(stderr=True), show_path=False, rich_tracebacks=False
-    )
-    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+TEXT_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+class _Handoff(logging.handlers.QueueHandler):
+    """Hands each record, unformatted, to a thread of its own that formats and writes it.
+
+    Why: a worker logs every job from its finisher thread, and a write to the terminal
+    releases the GIL; getting it back behind busy pool threads can cost milliseconds, which
+    halved a busy worker's jobs/s. Putting a record on a queue costs a microsecond."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # formatted by the writing thread; conveyor's log args are immutable
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """conveyor's loggers to stderr, as text for a terminal or JSON lines, written from a
+    thread of their own (stopped, and so flushed, when the command ends)."""
+    handler = logging.StreamHandler(sys.stderr)
+    # Plain lines, not Rich's: a busy worker logs thousands of jobs a second, and laying out
+    # each record as a Rich table cost more than running the job.
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TEXT_FORMAT)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = logging.handlers.QueueListener(records, handler)
+    handoff = _Handoff(records)
+    handoff.set_name(HANDLER_NAME)
     # conveyor's own loggers only: the user's logging setup, if any, stays as it is.
     logger = logging.getLogger("conveyor")
-    logger.handlers[:] = [h for h in logger.handlers if not isinstance(h, RichHandler)]
-    logger.addHandler(handler)
+    logger.handlers[:] = [h for h in logger.handlers if h.get_name() != HANDLER_NAME]
+    logger.addHandler(handoff)
     logger.setLevel(level.upper())
     logger.propagate = False
+    writer.start()
+    click.get_current_context().call_on_close(writer.stop)
 
 
 @click.command(short_help="Run a worker until SIGTERM or SIGINT.")
@@ -70,6 +107,7 @@ def configure_logging(level: str) -> None:
     "--max-memory-per-child", type=click.FloatRange(min=1), metavar="MB", help="Process pool only."
 )
 @loglevel_option
+@logformat_option
 @pass_state
 def worker(
     cli: CliState,
@@ -82,14 +120,15 @@ def worker(
     max_tasks_per_child: int | None,
     max_memory_per_child: float | None,
     loglevel: str,
+    logformat: str,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; running jobs finish first (a second signal hands
-    them back at once)."""
+    them back at once). It logs one line per finished attempt and per retry scheduled."""
     app = cli.app(needs_tasks="worker")
     names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
     if names is not None and not names:
         raise UserError(f"-Q {queues!r} names no queue")
-    configure_logging(loglevel)
+    configure_logging(loglevel, logformat)
     w = app.worker(
         queues=names,
         concurrency=concurrency,
@@ -107,15 +146,16 @@ def worker(
 
 @click.command()
 @loglevel_option
+@logformat_option
 @pass_state
-def scheduler(cli: CliState, loglevel: str) -> None:
+def scheduler(cli: CliState, loglevel: str, logformat: str) -> None:
     """Run only the periodic scheduler, until SIGTERM or SIGINT. Workers run one each by
     default; any number may run, each due time is still enqueued once."""
     app = cli.app(needs_tasks="scheduler")
     specs = app.registry.periodic
     if not specs:
         raise UserError(f"the app {cli.app_spec} has no periodic tasks to schedule")
-    configure_logging(loglevel)
+    configure_logging(loglevel, logformat)
     loop = Scheduler(app.backend, specs, app.periodic_record)
     stop = threading.Event()
 
@@ -127,6 +167,11 @@ def scheduler(cli: CliState, loglevel: str) -> None:
     try:
         for spec in specs:
             log.info("periodic %s: %s", spec.task_name, spec.schedule.describe())
+        # Housekeeping and the first pass here, not on the loop's thread: they write, so a
+        # store this process cannot write to (read-only, full...) is the command's one-line
+        # error, exit status 2, rather than a loop of retries.
+        app.backend.sweep(now=time.time())
+        loop.tick()
         # The loop runs on its own thread so the main thread stays free to take signals.
         thread = threading.Thread(target=loop.run, args=(stop,), name="conveyor-scheduler")
         thread.start()

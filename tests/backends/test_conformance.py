@@ -9,18 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, DueResult, RecoveredJob, SweepResult
 from conveyor.job import ErrorInfo, Outcome, Progress, State
 from tests.backends.helpers import (
     LEASE,
     NOW,
-    StoreClock,
     claim_one,
+    clocked_backend,
     enqueue_one,
     make_record,
     make_worker,
@@ -33,14 +32,8 @@ from tests.backends.helpers import (
 BOOM = ErrorInfo("ValueError", "boom", "Traceback ...")
 
 
-@pytest.fixture
-def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
-    """Every backend, its lease stamps read from a clock the test moves."""
-    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
-    try:
-        yield b
-    finally:
-        b.close()
+#: every backend, its lease stamps read from a clock the test moves
+backend = pytest.fixture(name="backend")(clocked_backend)
 
 
 # -- enqueue ---------------------------------------------------------------------------------
@@ -247,8 +240,24 @@ def test_heartbeat_reports_lost_leases(backend: Backend) -> None:
     assert backend.finish(finished.record.id, finished.token, Outcome.succeeded(b"1"), now=NOW)
     leases = [(c.record.id, c.token) for c in (kept, stale, finished)] + [("gone", 1)]
     result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW + 1)
-    assert result.lost == {stale.record.id, finished.record.id, "gone"}
+    assert result.lost == {
+        (stale.record.id, stale.token),
+        (finished.record.id, finished.token),
+        ("gone", 1),
+    }
     assert stored(backend, stale.record.id).lease_expires_at == NOW + LEASE  # not extended
+
+
+def test_heartbeat_tells_an_old_claim_from_a_new_claim_of_the_same_job(backend: Backend) -> None:
+    old = running(backend)
+    recover_at(backend, NOW + LEASE + 1, max_crashes=3)
+    new = claim_one(backend, now=NOW + LEASE + 1)
+    assert new.record.id == old.record.id
+    leases = [(old.record.id, old.token), (new.record.id, new.token)]
+    backend.cancel(new.record.id, now=NOW)
+    result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW)
+    assert result.lost == {(old.record.id, old.token)}
+    assert result.cancel_requested == {(new.record.id, new.token)}
 
 
 def test_heartbeat_records_the_worker(backend: Backend) -> None:
@@ -274,7 +283,7 @@ def test_cancel_running_job_sets_cancel_requested_and_heartbeat_reports_it(
     assert job.state is State.RUNNING and job.cancel_requested
     leases = [(claim.record.id, claim.token), (other.record.id, other.token)]
     result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW + 1)
-    assert result.cancel_requested == {claim.record.id} and not result.lost
+    assert result.cancel_requested == {(claim.record.id, claim.token)} and not result.lost
     assert backend.finish(claim.record.id, claim.token, Outcome.cancelled(), now=NOW + 2)
     job = stored(backend, claim.record.id)
     assert job.state is State.CANCELLED and not job.cancel_requested
@@ -302,7 +311,16 @@ def test_finish_success_stores_the_result_and_when_to_purge(backend: Backend) ->
         NOW + 3,
         NOW + 103,
     )
-    assert job.worker is None and job.lease_expires_at is None
+    assert job.lease_expires_at is None
+
+
+def test_a_finished_job_keeps_the_worker_that_ran_it(backend: Backend) -> None:
+    ok, bad, many = running(backend), running(backend), running(backend)
+    assert backend.finish(ok.record.id, ok.token, Outcome.succeeded(b"5"), now=NOW)
+    assert backend.finish(bad.record.id, bad.token, Outcome.failed(BOOM), now=NOW)
+    assert backend.finish_many([(many.record.id, many.token, Outcome.cancelled())], now=NOW)
+    for claim in (ok, bad, many):
+        assert stored(backend, claim.record.id).worker == "w1"
 
 
 def test_finish_failure_stores_the_error(backend: Backend) -> None:

@@ -96,6 +96,9 @@ def app_module(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     importlib.invalidate_caches()
     monkeypatch.setenv("CONVEYOR_URL", db_url)
     monkeypatch.delenv("CONVEYOR_APP", raising=False)
+    store = App(db_url)  # the store exists, as a user's does once anything has run
+    assert store.backend.ping()
+    store.close()
     found = AppModule(name, tmp_path, db_url)
     yield found
     if found.module is not None or name in sys.modules:

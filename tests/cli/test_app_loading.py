@@ -20,6 +20,7 @@ def test_the_app_module_is_found_in_the_current_directory(
     source = (app_module.path / f"{app_module.name}.py").read_text()
     (project / f"{name}.py").write_text(source)
     monkeypatch.chdir(project)  # not on sys.path: -A adds the current directory, as uvicorn does
+    assert app_module.app.backend.list_jobs() == []  # the store exists (schedules never makes one)
     try:
         result = run("-A", f"{name}:app", "schedules", "--json")
         assert result.exit_code == 0, result.output

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -101,3 +106,56 @@ def test_an_out_of_range_priority_is_a_usage_error(app_module: AppModule) -> Non
     result = run("-A", app_module.spec, "enqueue", app_module.task("add"), "--priority", "500")
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_enqueueing_to_a_queue_no_worker_serves_warns_once(
+    app_module: AppModule, inspector: App
+) -> None:
+    result = run("-A", app_module.spec, "enqueue", app_module.task("add"), "1", "2", "-Q", "x")
+    assert result.exit_code == 2  # -Q is the worker's; enqueue says --queue
+    typo = run(
+        "-A", app_module.spec, "enqueue", app_module.task("add"), "1", "2", "--queue", "reprots"
+    )
+    assert typo.exit_code == 0, typo.output
+    assert typo.stdout.strip()  # the job id: the job is stored all the same
+    warnings = [line for line in typo.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, typo.stderr
+    assert "no live worker serves queue 'reprots'" in warnings[0]
+    assert "worker -Q reprots" in warnings[0]
+
+
+def test_no_warning_when_a_live_worker_serves_the_queue(
+    app_module: AppModule, worker: None
+) -> None:
+    result = run("-A", app_module.spec, "enqueue", app_module.task("add"), "1", "2")
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_wait_exits_130_and_says_the_job_keeps_running(
+    app_module: AppModule, inspector: App
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(app_module.path), CONVEYOR_URL=app_module.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", "-A", app_module.spec, "enqueue",
+         app_module.task("report"), "5", "--wait"],
+        cwd=app_module.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not inspector.backend.list_jobs() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # watching now
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+    (job,) = inspector.backend.list_jobs()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Aborted" not in err and "Traceback" not in err
+    assert f"job {job.id} keeps running" in err
+    assert f"conveyor job {job.id}" in err
+    assert inspector.job(job.id).state is State.QUEUED  # still there for a worker

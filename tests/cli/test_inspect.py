@@ -4,7 +4,13 @@ SQLite file, with and without -A."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 import time
+
+import pytest
 
 from conveyor.app import App
 from conveyor.backends.base import WorkerInfo
@@ -153,7 +159,7 @@ def test_schedules_lists_the_apps_periodic_tasks(app_module: AppModule) -> None:
 
 def test_purge_deletes_the_waiting_jobs_of_a_queue(app_module: AppModule, inspector: App) -> None:
     ids = finished_jobs(app_module)
-    result = run("purge", "reports")
+    result = run("purge", "reports", "--yes")
     assert result.exit_code == 0, result.output
     assert "purged 1 job from queue 'reports'" in result.stdout
     assert inspector.get_record(ids["waiting"]) is None
@@ -172,3 +178,58 @@ def test_version_prints_the_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert "conveyor" in result.stdout
+
+
+def test_purge_without_a_terminal_or_yes_purges_nothing(app_module: AppModule) -> None:
+    ids = finished_jobs(app_module)
+    assert_user_error(run("purge", "reports"), "would delete the 1 job", "--yes")
+    assert app_module.app.job(ids["waiting"]).state is State.QUEUED
+
+
+@pytest.mark.slow
+def test_purge_asks_on_a_terminal_and_purges_only_on_yes(app_module: AppModule) -> None:
+    ids = finished_jobs(app_module)
+    said, code = on_a_terminal(app_module, ["purge", "reports"], answer="n")
+    assert code == 0 and "delete the 1 job waiting in queue 'reports'" in said, said
+    assert "nothing purged" in said
+    assert app_module.app.job(ids["waiting"]).state is State.QUEUED
+    said, code = on_a_terminal(app_module, ["purge", "reports"], answer="y")
+    assert code == 0 and "purged 1 job from queue 'reports'" in said, said
+    assert app_module.app.get_record(ids["waiting"]) is None
+
+
+def on_a_terminal(module: AppModule, words: list[str], *, answer: str) -> tuple[str, int]:
+    """``conveyor WORDS`` in a process whose terminal is a pseudo-terminal; types ``answer``
+    once it asks. Returns what it printed and its exit status."""
+    leader, follower = pty.openpty()
+    env = dict(os.environ, CONVEYOR_URL=module.url, PYTHONPATH=str(module.path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conveyor", *words],
+        stdin=follower, stdout=follower, stderr=follower, cwd=module.path, env=env,
+    )  # fmt: skip
+    os.close(follower)
+    said = b""
+    try:
+        while b"[y/N]" not in said:
+            said += os.read(leader, 4096)
+        os.write(leader, f"{answer}\n".encode())
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the process ended and closed the terminal
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        code = proc.wait(60)
+        os.close(leader)
+    return said.decode(errors="replace"), code
+
+
+def test_job_keeps_showing_the_worker_that_ran_a_finished_job(app_module: AppModule) -> None:
+    ids = finished_jobs(app_module)
+    for kind in ("ok", "bad"):
+        shown = json.loads(run("job", ids[kind], "--json").stdout)
+        assert shown["worker"] and shown["worker"].count(":") == 2, shown  # host:pid:random
+        assert f"ran on    {shown['worker']}" in run("job", ids[kind]).stdout

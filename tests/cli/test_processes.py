@@ -17,6 +17,7 @@ from conveyor.app import App
 from conveyor.job import State
 from conveyor.task import CallOptions
 from tests.cli.conftest import AppModule
+from tests.servers import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +112,31 @@ def test_python_dash_m_conveyor_is_the_command(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0 and "conveyor" in done.stdout
+
+
+def test_a_worker_whose_redis_went_away_stops_soon_after_sigterm(
+    tmp_path: Path, fresh_redis_server: RedisServer, processes: list[subprocess.Popen[str]]
+) -> None:
+    """Every store call retries for seconds when Redis is gone; stopping still takes no more
+    than shutdown_timeout and a little (the assertion's bound is generous: a behaviour
+    check, not a timing)."""
+    (tmp_path / "redistasks.py").write_text(
+        f"import conveyor\n\napp = conveyor.App({fresh_redis_server.url!r})\n\n\n"
+        "@app.task\ndef add(x, y):\n    return x + y\n"
+    )
+    module = AppModule("redistasks", tmp_path, fresh_redis_server.url)
+    worker = start(module, "worker", "--no-schedule", "--shutdown-timeout", "2")
+    processes.append(worker)
+    client = App(fresh_redis_server.url)
+    try:
+        wait_for(lambda: bool(client.backend.list_workers()), "the worker to register")
+    finally:
+        client.close()
+    fresh_redis_server.kill()
+    time.sleep(1.0)  # the worker is now retrying its claims and heartbeats
+    began = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=60)
+    took = time.monotonic() - began
+    assert worker.returncode == 0
+    assert took < 2 + 3, f"stopping took {took:.1f} s with shutdown_timeout=2"

@@ -19,7 +19,11 @@ capped stream, one entry per script, ids from ``event_id``) and ``stats`` the pe
 counters (see ``feed.py``); ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
-``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``.
+``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
+``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``); and the
+limits' keys (``limits``, ``slots:``, ``starts:``, ``held:``, ``limit_wake``, ``limit_refs``:
+see ``limiting.lua``). Leases are stamped with the server's ``TIME``, read inside the script
+(one call per script).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
@@ -60,6 +64,7 @@ from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec, LimitUse, limit_info
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -105,6 +110,9 @@ class RedisBackend(Feed, Waiting, Backend):
         return self._connection.cluster
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def set_call_timeout(self, seconds: float) -> None:
+        self._connection.bound(seconds)
 
     def _stamped(self, name: str, build: Callable[[str], list[Any]]) -> Any:
         """Run a script that stamps leases. ``build`` makes its arguments from the clock
@@ -205,9 +213,7 @@ class RedisBackend(Feed, Waiting, Backend):
         for job_id, token in leases:
             pairs += [job_id, str(token)]
         lost, cancel = self._stamped("heartbeat", lambda clock: [*head, clock, *pairs])
-        return HeartbeatResult(
-            frozenset(i.decode() for i in lost), frozenset(i.decode() for i in cancel)
-        )
+        return HeartbeatResult(_pairs(lost), _pairs(cancel))
 
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
         reply = self._run("progress", job_id, str(token), json.dumps(progress.to_json()))
@@ -325,6 +331,24 @@ class RedisBackend(Feed, Waiting, Backend):
             if n < BATCH:
                 return total
 
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        # None is left out: the scripts read a missing field as no limit (cjson's null is not nil)
+        raw = {k: v for k, v in spec.to_json().items() if v is not None}
+        self._run("set_limit", spec.name, json.dumps(raw))
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        out = []
+        for name, raw, flat in self._run("list_limits", repr(now)):
+            spec = LimitSpec.from_json(name.decode(), json.loads(raw))
+            uses = [
+                LimitUse(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            out.append(limit_info(spec, uses))
+        return sorted(out, key=lambda info: info.name)
+
     # -- workers ---------------------------------------------------------------------------
 
     def register_worker(self, worker: WorkerInfo) -> None:
@@ -378,6 +402,10 @@ class RedisBackend(Feed, Waiting, Backend):
     def close(self) -> None:
         self._listener.close()
         self._connection.close()
+
+
+def _pairs(flat: Sequence[bytes]) -> frozenset[tuple[str, int]]:
+    return frozenset((flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
 def _text(value: bytes | str) -> str:

@@ -65,6 +65,7 @@ SCRIPTS = [
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
     *("enqueue_workflow", "get_workflow"),
+    *("set_limit", "list_limits"),
     "stats",
 ]
 
@@ -167,6 +168,14 @@ def execute(client: Client, *command: Any) -> Any:
         pool.release(conn)
 
 
+def _pools(client: Client) -> list[Any]:
+    """The connection pools of a client: one, or one per Cluster node it knows."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+        return [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+    return [client.connection_pool]
+
+
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
     bounds = [b for b in RUNTIME_BUCKETS if not math.isinf(b)]
@@ -176,7 +185,10 @@ def load_scripts(publish: str) -> dict[str, LuaScript]:
         f"local BUCKET_LABELS = {{{', '.join(repr(bucket_label(b)) for b in bounds)}}}\n"
         f"local EVENTS_KEPT = {EVENTS_KEPT}\n"
     )
-    common = head + (folder / "common.lua").read_text()
+    common = head + (folder / "common.lua").read_text().replace(
+        "-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).",
+        (folder / "limiting.lua").read_text(),
+    )
     common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
@@ -200,6 +212,8 @@ class Connection:
         self._options: dict[str, Any] = {
             "socket_timeout": 5.0,
             "socket_connect_timeout": 2.0,
+            # a connection idle this long is PINGed before it is used again
+            "health_check_interval": 30,
             # one retry policy, ours (``call``): bounded in time, then BackendUnavailable
             "retry": Retry(NoBackoff(), 0),
         }
@@ -353,6 +367,30 @@ class Connection:
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
         return self.call(lambda client: self._scripts[name](client, self.prefix, args))
+
+    @property
+    def socket_timeout(self) -> float:
+        """How long one read or write on a connection may wait."""
+        return float(self._options["socket_timeout"])
+
+    def bound(self, seconds: float) -> None:
+        """Bound every later call to about ``seconds``: the socket timeouts of new and pooled
+        connections, and how long ``call`` retries."""
+        timeout = min(self.socket_timeout, seconds)
+        connect = min(float(self._options["socket_connect_timeout"]), timeout)
+        timeouts = {"socket_timeout": timeout, "socket_connect_timeout": connect}
+        self._options.update(timeouts)
+        self.retry_seconds = min(self.retry_seconds, seconds)
+        with self._lock:
+            clients = [c for c in (self._client, self._plain) if c is not None]
+        for client in clients:
+            for pool in _pools(client):
+                pool.connection_kwargs.update(timeouts)
+                for conn in [*pool._available_connections, *pool._in_use_connections]:
+                    conn.socket_timeout, conn.socket_connect_timeout = timeout, connect
+                    sock = conn._sock
+                    if sock is not None:
+                        sock.settimeout(timeout)
 
     def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
         """``run`` with arguments made anew for every attempt."""

@@ -58,6 +58,18 @@ if state == 'queued' then
     for _, key in ipairs(sets) do
       for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do ids[#ids + 1] = id end
     end
+    -- jobs a limit holds back are parked out of their ready set (limiting.lua); a parked
+    -- entry may be stale (the job cancelled, expired or purged since): checked here
+    local seen = {}
+    for _, ref in ipairs(redis.call('ZRANGE', P .. 'limit_wake', 0, -1)) do
+      for _, id in ipairs(redis.call('ZRANGE', P .. 'held:' .. ref, 0, -1)) do
+        if not seen[id] then
+          seen[id] = true
+          local f = redis.call('HMGET', jkey(id), 'state', 'queue')
+          if f[1] == 'queued' and (queue == '' or f[2] == queue) then ids[#ids + 1] = id end
+        end
+      end
+    end
     return from_ids(ids)
   end
 end

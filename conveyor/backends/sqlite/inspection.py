@@ -177,7 +177,7 @@ class Inspection:
         """The ready time of each queue's oldest queued job: the claim index is ordered by
         priority first, so it is the oldest of the first entries of each priority, found by
         skip scans (a few index searches per queue, whatever the queue holds)."""
-        out: dict[str, float] = {}
+        out: dict[str, float] = dict(conn.execute(self._sql["oldest_held"]).fetchall())
         queue = ""
         while True:
             queue = conn.execute(self._sql["next_queued_queue"], {"after": queue}).fetchone()[0]

@@ -21,22 +21,6 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 -- name: state_of
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
--- name: ready_queued
-SELECT id, priority, ready_at FROM {ns}_jobs
-WHERE state = 'queued' AND queue = :queue AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
--- name: ready_scheduled
--- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
-SELECT id, priority, ready_at FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
-WHERE state = 'scheduled' AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-  AND queue IN (SELECT value FROM json_each(:queues))
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
 -- name: claim
 -- :started_at is the store's time, read once the write lock is held.
 UPDATE {ns}_jobs
@@ -55,9 +39,10 @@ UPDATE {ns}_jobs SET progress = :progress
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: finish_final
+-- worker stays: which worker ran a finished job is still shown.
 UPDATE {ns}_jobs
 SET state = :state, result = :result, error = :error, finished_at = :now,
-    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+    purge_at = :now + result_ttl, lease_expires_at = NULL, cancel_requested = 0
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: finish_retry
@@ -113,7 +98,8 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 -- is a workflow step stopped before its inputs came: it has nothing to run with.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
-    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
+    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0,
+    held = NULL
 WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
   AND ready_at < 253402300799.0;
 
@@ -127,7 +113,8 @@ SET state = 'expired', result = NULL, error = NULL, finished_at = :now,
 WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
 
 -- name: sweep_promote
-UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
+-- INDEXED BY: the listing index by state would otherwise tempt the planner
+UPDATE {ns}_jobs INDEXED BY {ns}_jobs_scheduled SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
 
 -- name: sweep_workers
 DELETE FROM {ns}_workers WHERE last_seen < :before;
@@ -184,27 +171,42 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_queued
--- index: {ns}_jobs_queued, sorted here: used while few jobs are queued (count_queued)
-SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_queued
-WHERE state = 'queued' AND id < :cursor
-  AND (:state IS NULL OR state = :state)
+-- indexes: {ns}_jobs_ready and {ns}_jobs_held (queued jobs a limit holds back), their ids
+-- sorted here: used while few jobs are queued (count_queued)
+SELECT {columns} FROM {ns}_jobs
+WHERE id IN (
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+    WHERE state = 'queued' AND held IS NULL AND id < :cursor
+    UNION ALL
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+    WHERE state = 'queued' AND held IS NOT NULL AND id < :cursor
+)
   AND (:task IS NULL OR task = :task)
   AND (:queue IS NULL OR queue = :queue)
 ORDER BY id DESC
 LIMIT :limit;
 
 -- name: count_queued
--- index: {ns}_jobs_queued; counts no further than :upto
-SELECT count(*) FROM (SELECT 1 FROM {ns}_jobs WHERE state = 'queued' LIMIT :upto);
+-- indexes: {ns}_jobs_ready, {ns}_jobs_held; counts no further than :upto in each
+SELECT (SELECT count(*) FROM (
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+            WHERE state = 'queued' AND held IS NULL LIMIT :upto))
+     + (SELECT count(*) FROM (
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+            WHERE state = 'queued' AND held IS NOT NULL LIMIT :upto));
 
 -- name: queue_counts
--- queue_counts reads indexes only, never the table's rows: all jobs per queue from
--- {ns}_jobs_by_queue (index alone); queued ones from {ns}_jobs_queued (alone); running
--- ones (few) and those of the rare states through their indexes; succeeded is the rest.
+-- queue_counts reads indexes, not the whole table: all jobs per queue from
+-- {ns}_jobs_by_queue (the index alone); queued ones from {ns}_jobs_ready and
+-- {ns}_jobs_held; running ones (few) and those of the rare states through their indexes;
+-- succeeded is the rest (inspection.py adds up).
 SELECT queue, 'all', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue GROUP BY queue
 UNION ALL
-SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_queued
-WHERE state = 'queued' GROUP BY queue
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+WHERE state = 'queued' AND held IS NULL GROUP BY queue
+UNION ALL
+SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue
 UNION ALL
 SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_running
 WHERE state = 'running' GROUP BY queue
@@ -284,18 +286,24 @@ ON CONFLICT DO UPDATE SET n = n + excluded.n;
 SELECT task, kind, label, n, total FROM {ns}_counters;
 
 -- name: next_queued_queue
--- index: {ns}_jobs_queued (a skip scan: one search per queue)
-SELECT min(queue) FROM {ns}_jobs WHERE state = 'queued' AND queue > :after;
+-- index: {ns}_jobs_ready (a skip scan: one search per queue)
+SELECT min(queue) FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue > :after;
 
 -- name: next_priority
--- index: {ns}_jobs_queued (one search per priority present in the queue)
+-- index: {ns}_jobs_ready (one search per priority present in the queue)
 SELECT max(priority) FROM {ns}_jobs
-WHERE state = 'queued' AND queue = :queue AND priority < :below;
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority < :below;
 
 -- name: oldest_ready
--- index: {ns}_jobs_queued (the first entry of one priority)
+-- index: {ns}_jobs_ready (the first entry of one priority)
 SELECT min(ready_at) FROM {ns}_jobs
-WHERE state = 'queued' AND queue = :queue AND priority = :priority;
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority = :priority;
+
+-- name: oldest_held
+-- index: {ns}_jobs_held: queued jobs a limit holds back (few), by queue
+SELECT queue, min(ready_at) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue;
 
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;

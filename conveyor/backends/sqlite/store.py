@@ -23,6 +23,7 @@ from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.base import Signal
+from conveyor.backends.sqlite.faults import READONLY, newer_schema, raise_store_error, store_error
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
@@ -31,6 +32,9 @@ from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 BUSY_TIMEOUT_SECONDS = 30.0
 #: the writers' gate beside the database file (see Connections._enter_gate)
 GATE_SUFFIX = "-conveyor-gate"
+#: the version of the tables this conveyor writes, kept in the file's PRAGMA user_version:
+#: raise it with every change an older conveyor could not read
+SCHEMA_VERSION = 1
 #: how often a waiter looks for commits made by other processes
 WAKE_SLICE_SECONDS = 0.0015
 
@@ -80,7 +84,10 @@ def parse_url(url: str) -> Options:
             f"the directory {directory!r} for the database {url!r} does not exist; create it first"
         )
     if os.path.isdir(path):
-        raise ConfigurationError(f"{path!r} in {url!r} is a directory, not a database file")
+        raise ConfigurationError(
+            f"{path} in {url!r} is a directory, not a database file; name a file in it, e.g. "
+            f"sqlite:///{os.path.join(path, 'jobs.db')}"
+        )
     return Options(path, synchronous)
 
 
@@ -130,12 +137,18 @@ def schema_sql(namespace: str) -> str:
 
 
 def queries(namespace: str) -> Mapping[str, str]:
-    """The named statements of queries.sql, for one namespace."""
+    """The named statements of queries.sql and limits.sql, for one namespace."""
     out: dict[str, str] = {}
-    for section in _sql_file("queries.sql").split("-- name: ")[1:]:
-        name, _, body = section.partition("\n")
-        out[name.strip()] = _expand(body.strip(), namespace)
+    for file in ("queries.sql", "limits.sql"):
+        for section in _sql_file(file).split("-- name: ")[1:]:
+            name, _, body = section.partition("\n")
+            out[name.strip()] = _expand(body.strip(), namespace)
     return out
+
+
+def limits_schema_sql(namespace: str) -> str:
+    """The tables and indexes of limits.sql (its part before the first statement)."""
+    return _expand(_sql_file("limits.sql").split("-- name: ")[0], namespace)
 
 
 class _Slot:
@@ -217,7 +230,10 @@ class Connections:
     def _gate(self) -> int:
         slot = self._slot()
         if slot.gate is None:
-            slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise_store_error(self.options.path, exc)
         return slot.gate
 
     def _enter_gate(self, fd: int) -> None:
@@ -259,6 +275,8 @@ class Connections:
         self._enter_gate(gate)
         try:
             yield conn
+        except sqlite3.Error as exc:
+            raise_store_error(self.options.path, exc)
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
 
@@ -297,6 +315,9 @@ class Connections:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        except sqlite3.Error as exc:
+            # A read-only file, a full disk...: one line naming the file, the cause, the fix.
+            raise_store_error(self.options.path, exc)
         finally:
             fcntl.flock(gate, fcntl.LOCK_UN)
 
@@ -319,15 +340,20 @@ def initialise(options: Options, namespace: str) -> None:
             # "locked" at once, without its busy wait, while another process does the same.
             busy = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (5, 6)  # BUSY, LOCKED
             if not busy or time.monotonic() > deadline:
-                raise ConfigurationError(f"cannot open {options.path!r}: {exc}") from exc
+                error = store_error(options.path, exc)
+                raise error or ConfigurationError(f"cannot open {options.path!r}: {exc}") from exc
             time.sleep(0.01)
         except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"cannot open {options.path!r} as a database: {exc}") from exc
+            error = store_error(options.path, exc)
+            raise error or ConfigurationError(
+                f"cannot open {options.path!r} as a database: {exc}"
+            ) from exc
 
 
 def _initialise(options: Options, namespace: str) -> None:
     conn = sqlite3.connect(options.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     try:
+        version = check_schema_version(conn, options.path)
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -336,10 +362,42 @@ def _initialise(options: Options, namespace: str) -> None:
                 f"{options.path!r} cannot use SQLite's WAL journal (got {mode!r}); put the "
                 "database on a local file system"
             )
+        stamp = f"PRAGMA user_version = {SCHEMA_VERSION};" if version < SCHEMA_VERSION else ""
         # One transaction: a failure leaves nothing behind (closing rolls it back).
-        conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\nCOMMIT;")
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\n{stamp}\nCOMMIT;")
+            # A file made before limits existed gets the held column first (ALTER TABLE
+            # cannot be made conditional in SQL), then the limits' tables and indexes.
+            conn.execute("BEGIN IMMEDIATE")
+            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({namespace}_jobs)")}
+            if "held" not in columns:
+                conn.execute(f"ALTER TABLE {namespace}_jobs ADD COLUMN held TEXT")
+            conn.execute("COMMIT")
+            conn.executescript(f"BEGIN IMMEDIATE;\n{limits_schema_sql(namespace)}\nCOMMIT;")
+        except sqlite3.OperationalError as exc:
+            # A read-only file that already holds the tables can still be read (conveyor
+            # jobs); its first write says what is wrong.
+            readonly = (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == READONLY
+            if not (readonly and _has_tables(conn, namespace)):
+                raise
     finally:
         conn.close()
+
+
+def check_schema_version(conn: sqlite3.Connection, path: str) -> int:
+    """The file's schema version (``PRAGMA user_version``, 0 before versions existed); a
+    file from a newer conveyor is refused before anything touches it."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise newer_schema(path, version, SCHEMA_VERSION)
+    return version
+
+
+def _has_tables(conn: sqlite3.Connection, namespace: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (f"{namespace}_jobs",)
+    )
+    return found.fetchone() is not None
 
 
 class Wakeups:
