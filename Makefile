@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest dist bench clean venv313
+.PHONY: demo test lint typecheck layers pytest dist bench bench-like clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ $(BENCH_STAMP): pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(conveyor|celery|kombu|dramatiq|huey|rq|redis|hiredis) '
 	$(BENCH_ENV)/bin/python -m bench
+
+# Like for like: every system at 8 threads, the same task bodies, against the bare
+# ThreadPoolExecutor yardstick; then the worker's instructions per job (callgrind).
+bench-like: $(BENCH_STAMP)
+	$(BENCH_ENV)/bin/python -m bench.like
+	$(BENCH_ENV)/bin/python -m bench.like --instructions
 
 clean:
 	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache dist

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import conveyor
+from bench import bodies
 
 NOOP = "bench.noop"
 STAMP = "bench.stamp"
@@ -17,7 +18,7 @@ def make_app(url: str | None = None, namespace: str | None = None) -> conveyor.A
 
     @app.task(name=NOOP)
     def noop() -> None:
-        return None
+        return bodies.work()
 
     @app.task(name=STAMP)
     def stamp() -> float:

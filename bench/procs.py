@@ -16,15 +16,29 @@ from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: the task body a worker runs (bench/bodies.py) and the Redis URL it talks to
+Body = tuple[str, str]
+
 
 class WorkerProcess:
-    def __init__(self, system: str, spec: dict[str, Any], concurrency: int, log_path: Path) -> None:
-        request = json.dumps({"system": system, "spec": spec, "concurrency": concurrency})
+    def __init__(
+        self,
+        system: str,
+        spec: dict[str, Any],
+        concurrency: int,
+        log_path: Path,
+        *,
+        body: Body | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        request: dict[str, Any] = {"system": system, "spec": spec, "concurrency": concurrency}
+        if body is not None:
+            request["body"], request["body_url"] = body
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 -- closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", request],
+            [*prefix, sys.executable, "-m", "bench.worker", json.dumps(request)],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -113,8 +127,12 @@ class Workers:
         concurrency: int,
         logdir: Path,
         ready_timeout: float = 60.0,
+        body: Body | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self._args = (system, spec, concurrency)
+        self._body = body
+        self._prefix = prefix
         self._count = processes
         self._logdir = logdir
         self._ready_timeout = ready_timeout
@@ -125,7 +143,11 @@ class Workers:
         try:
             for i in range(self._count):
                 log = self._logdir / f"worker-{system}-{os.getpid()}-{time.time_ns()}-{i}.log"
-                self.procs.append(WorkerProcess(system, spec, concurrency, log))
+                self.procs.append(
+                    WorkerProcess(
+                        system, spec, concurrency, log, body=self._body, prefix=self._prefix
+                    )
+                )
             for proc in self.procs:
                 proc.wait_ready(self._ready_timeout)
         except BaseException:

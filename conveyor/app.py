@@ -11,7 +11,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from conveyor.backends import Backend, open_backend
 from conveyor.backends.memory import MemoryBackend
@@ -53,6 +53,9 @@ from conveyor.task import (
     task_options,
 )
 from conveyor.worker.worker import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -743,6 +746,21 @@ class App:
             settings,
             make_periodic_record=self.periodic_record,
         )
+
+    # -- the web face ----------------------------------------------------------------------
+
+    def asgi(self, token: str | None = None, *, read_only: bool = False) -> Starlette:
+        """The HTTP API, live events, /metrics and the dashboard, as an ASGI app to serve or
+        mount. ``token`` (else ``CONVEYOR_TOKEN``) guards every route but /healthz;
+        ``read_only`` refuses changes with 403. Building it does no I/O, so mounting it at
+        import time is safe. Needs ``pip install 'conveyor[web]'``."""
+        try:
+            from conveyor.web.asgi import build
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"app.asgi() needs the web extra: pip install 'conveyor[web]' ({exc})"
+            ) from None
+        return build(self, token=token or self.settings.token, read_only=read_only)
 
 
 def _warn_main_module(fn: Callable[..., Any], name: str) -> None:

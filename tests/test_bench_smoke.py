@@ -35,3 +35,20 @@ def test_a_peer_that_is_not_installed_is_skipped_not_fatal(tmp_path: Path) -> No
 
     targets = select(["conveyor/sqlite-normal", "celery", "dramatiq", "huey", "rq"], None)
     assert "conveyor/sqlite-normal" in [t.name for t in targets]
+
+
+@pytest.mark.timeout(300)
+def test_the_like_for_like_run_reports_overhead_against_the_yardstick() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.like", "--jobs", "300", "--reps", "1", "--no-results",
+         "--target", "conveyor/sqlite-normal"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ThreadPoolExecutor(8)" in done.stdout
+    assert "| conveyor/sqlite-normal" in done.stdout
+    for body in ("no-op body", "one pipelined Redis round trip"):
+        assert body in done.stdout

@@ -15,6 +15,7 @@ import celery
 import redis
 from celery import Celery, group
 
+from bench import bodies
 from bench.core import Target
 from bench.redis_server import flush
 from bench.systems import stamps
@@ -37,7 +38,7 @@ def make_app(url: str) -> tuple[Celery, Any, Any]:
 
     @app.task(name="bench.noop")
     def noop() -> None:
-        return None
+        return bodies.work()
 
     @app.task(name="bench.stamp")
     def stamp(token: str) -> None:

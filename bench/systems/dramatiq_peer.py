@@ -15,6 +15,7 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from bench import bodies
 from bench.core import Target
 from bench.redis_server import flush
 from bench.systems import stamps
@@ -26,7 +27,7 @@ def make_broker(url: str) -> tuple[RedisBroker, Any, Any]:
     broker = RedisBroker(url=url)
 
     def noop() -> None:
-        return None
+        return bodies.work()
 
     def stamp(token: str) -> None:
         stamps.stamp(token)

@@ -15,6 +15,7 @@ import huey
 from huey import RedisHuey, SqliteHuey
 from huey.api import Huey, Result
 
+from bench import bodies
 from bench.core import Target, Unsupported
 from bench.redis_server import flush
 
@@ -27,7 +28,7 @@ def make_huey(spec: dict[str, Any]) -> tuple[Huey, Any, Any]:
 
     @app.task(name="bench.noop")
     def noop() -> None:
-        return None
+        return bodies.work()
 
     @app.task(name="bench.stamp")
     def stamp() -> float:

@@ -14,6 +14,7 @@ import rq
 from rq import Queue, SimpleWorker, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
+from bench import bodies
 from bench.core import Target
 from bench.redis_server import flush
 from bench.systems import stamps
@@ -22,7 +23,7 @@ QUEUE = "default"
 
 
 def noop() -> None:
-    return None
+    return bodies.work()
 
 
 def stamp(token: str) -> None:

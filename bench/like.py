@@ -1,0 +1,372 @@
+"""``python -m bench.like``: every system at the same concurrency and pool kind, the same task
+body, and the yardstick of that body with no queue at all.
+
+Each system runs one worker process with 8 threads (RQ, which has no threads, runs its one
+job at a time and is marked so). Two bodies (bench/bodies.py): a no-op, and one pipelined
+round trip to a Redis server of its own, as real tasks do I/O. The **yardstick** runs each
+body on a bare ``ThreadPoolExecutor(8)`` (and a bare loop) in one process: no queue. For each
+system: its throughput, its share of the yardstick, and its **overhead per job**
+``1/throughput − 1/yardstick`` in microseconds: what the queue adds on top of the work.
+
+``--instructions`` instead counts the worker's CPU instructions per job under
+``valgrind --tool=callgrind`` (instrumentation switched on at "go" and off once the last job
+is done, so start-up is not counted): a figure that machine noise cannot move.
+
+Repetitions are interleaved; medians with min–max. The section it writes into
+bench/RESULTS.md is replaced on each run; the rest of the file is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+from bench import bodies
+from bench.core import Target, Unsupported
+from bench.procs import Body, Workers
+from bench.redis_server import RedisServer
+from bench.systems import load
+
+HERE = Path(__file__).resolve().parent
+THREADS = 8
+#: (system, target name) measured like for like; RQ runs one job at a time (its only kind)
+TARGETS = (
+    ("conveyor", "conveyor/redis"),
+    ("conveyor", "conveyor/sqlite-normal"),
+    ("conveyor", "conveyor/sqlite-full"),
+    ("celery", "celery/redis-threads"),
+    ("dramatiq", "dramatiq/redis"),
+    ("huey", "huey/redis"),
+    ("huey", "huey/sqlite"),
+    ("rq", "rq/redis"),
+)
+INSTRUCTION_TARGETS = ("conveyor/redis", "conveyor/sqlite-normal", "dramatiq/redis", "huey/redis")
+YARDSTICK = "ThreadPoolExecutor(8)"
+LOOP = "bare loop"
+TITLES = {
+    "like-for-like": "Like for like: the same concurrency, the same task body",
+    "instructions": "Instructions per job: a count that noise cannot move",
+}
+
+
+def targets(wanted: list[str] | None, redis_url: str) -> list[Target]:
+    out: list[Target] = []
+    for system, name in TARGETS:
+        if wanted and not any(w in name for w in wanted):
+            continue
+        try:
+            module = load(system)
+        except ImportError as exc:
+            print(f"skipping {system}: {exc}", file=sys.stderr)
+            continue
+        out += [t for t in module.targets() if t.name == name]
+    for target in out:
+        target.redis_url = redis_url
+    return out
+
+
+def concurrency_of(target: Target) -> int:
+    return 1 if target.system == "rq" else THREADS
+
+
+def fill(target: Target, n: int) -> None:
+    try:
+        target.enqueue_bulk(n, 1000)
+    except Unsupported:
+        for _ in range(n):
+            target.enqueue_one()
+
+
+def wait_until(target: Target, workers: Workers, done: Callable[[int], bool], poll: float) -> float:
+    deadline = time.monotonic() + 600
+    while True:
+        seen = time.perf_counter()
+        if done(target.pending()):
+            return seen
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{target.name}: jobs not done in time")
+        workers.check_alive()
+        time.sleep(poll)
+
+
+def throughput(
+    target: Target,
+    n: int,
+    body: Body,
+    workdir: Path,
+    *,
+    prefix: tuple[str, ...] = (),
+    on_go: Callable[[Workers], None] | None = None,
+    on_done: Callable[[Workers], None] | None = None,
+) -> float:
+    """N jobs of the body, pre-enqueued; one worker process; jobs per second from the first
+    job taken until none is pending."""
+    target.fresh(workdir)
+    try:
+        fill(target, n)
+        with Workers(
+            target.system,
+            target.worker_spec(),
+            processes=1,
+            concurrency=concurrency_of(target),
+            logdir=workdir,
+            body=body,
+            prefix=prefix,
+            ready_timeout=300.0,
+        ) as workers:
+            if on_go is not None:
+                on_go(workers)
+            workers.go()
+            start = wait_until(target, workers, lambda left: left < n, 0.001)
+            end = wait_until(target, workers, lambda left: left == 0, 0.02)
+            if on_done is not None:
+                on_done(workers)
+        target.check_done(n)
+    finally:
+        target.close()
+    return n / (end - start)
+
+
+def yardstick(n: int, body: Body) -> dict[str, float]:
+    """The body alone: on a bare ThreadPoolExecutor(8), and in a bare loop."""
+    bodies.configure(*body)
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(lambda _: bodies.work(), range(200)))  # warm the connections
+            start = time.perf_counter()
+            for future in [pool.submit(bodies.work) for _ in range(n)]:
+                future.result()
+            pooled = n / (time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(n):
+            bodies.work()
+        looped = n / (time.perf_counter() - start)
+    finally:
+        bodies.configure(None, None)
+    return {YARDSTICK: pooled, LOOP: looped}
+
+
+def jobs_for(target: Target, n: int) -> int:
+    return min(n, target.throughput_jobs or n)
+
+
+# -- the like-for-like run ------------------------------------------------------------------
+
+
+def run_like(
+    args: argparse.Namespace, urls: tuple[str, str], workdir: Path
+) -> dict[str, dict[str, list[float]]]:
+    queue_url, body_url = urls
+    chosen = targets(args.target, queue_url)
+    raw: dict[str, dict[str, list[float]]] = {b: {} for b in bodies.BODIES}
+    for rep in range(1, args.reps + 1):
+        for name in bodies.BODIES:
+            body = (name, body_url)
+            for label, value in yardstick(args.jobs, body).items():
+                raw[name].setdefault(label, []).append(value)
+            for target in chosen:
+                n = jobs_for(target, args.jobs)
+                rate = throughput(target, n, body, workdir)
+                raw[name].setdefault(target.name, []).append(rate)
+                print(f"rep {rep} {name:9} {target.name:24} {rate:10,.0f} jobs/s", flush=True)
+    return raw
+
+
+def overhead_us(rate: float, yard: float) -> float:
+    return (1 / rate - 1 / yard) * 1e6
+
+
+def like_markdown(raw: dict[str, dict[str, list[float]]], versions: dict[str, str]) -> str:
+    lines = []
+    for name in bodies.BODIES:
+        rows = raw[name]
+        if YARDSTICK not in rows:
+            continue
+        yard = statistics.median(rows[YARDSTICK])
+        title = {"noop": "no-op body", "roundtrip": "one pipelined Redis round trip"}[name]
+        lines += [
+            f"### Body: {title}",
+            "",
+            "| system | setting | jobs/s (median, min–max) | share of yardstick "
+            "| overhead per job, µs |",
+            "|---|---|---|---|---|",
+        ]
+        for label, values in rows.items():
+            med = statistics.median(values)
+            cell = f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+            if label in (YARDSTICK, LOOP):
+                threads = THREADS if label == YARDSTICK else 1
+                lines.append(f"| **{label}** (no queue) | {threads} thread(s) | {cell} | — | — |")
+                continue
+            system = label.split("/", 1)[0]
+            setting = (
+                "1 job at a time (RQ has no threads)"
+                if system == "rq"
+                else f"1 process, {THREADS} threads"
+            )
+            version = versions.get(system, "")
+            lines.append(
+                f"| {label} {version} | {setting} | {cell} | {med / yard:.0%} "
+                f"| {overhead_us(med, yard):,.0f} |"
+            )
+        peers = {
+            label: overhead_us(statistics.median(v), yard)
+            for label, v in rows.items()
+            if label not in (YARDSTICK, LOOP)
+            and not label.startswith("conveyor/")
+            and not label.startswith("rq/")
+        }
+        lines.append("")
+        for store in ("redis", "sqlite"):
+            mine = [
+                (label, overhead_us(statistics.median(v), yard))
+                for label, v in rows.items()
+                if label.startswith("conveyor/") and store in label
+            ]
+            theirs = {k: v for k, v in peers.items() if store in k}
+            if mine and theirs:
+                best_peer = min(theirs, key=lambda k: theirs[k])
+                for label, us in mine:
+                    lines.append(
+                        f"- {label}: overhead {us:,.0f} µs per job against {best_peer}'s "
+                        f"{theirs[best_peer]:,.0f} µs: {us / theirs[best_peer]:.2f} of the best "
+                        "peer's."
+                    )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- instructions per job -------------------------------------------------------------------
+
+
+def run_instructions(
+    args: argparse.Namespace, urls: tuple[str, str], workdir: Path
+) -> dict[str, float]:
+    queue_url, body_url = urls
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind (with callgrind_control) is not installed")
+    out: dict[str, float] = {}
+    for target in targets(list(INSTRUCTION_TARGETS), queue_url):
+        n = args.instruction_jobs
+        outfile = workdir / f"callgrind-{target.system}-{os.urandom(3).hex()}.out"
+        prefix = (
+            "valgrind", "--tool=callgrind", "--instr-atstart=no",
+            f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
+        )  # fmt: skip
+
+        def toggle(workers: Workers, state: str) -> None:
+            for proc in workers.procs:
+                subprocess.run(
+                    ["callgrind_control", "-i", state, str(proc.pid)],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
+
+        throughput(
+            target,
+            n,
+            ("noop", body_url),
+            workdir,
+            prefix=prefix,
+            on_go=lambda w: toggle(w, "on"),
+            on_done=lambda w: toggle(w, "off"),
+        )
+        total = 0
+        for path in workdir.glob(outfile.name + "*"):
+            match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
+            if match:
+                total += int(match[1])
+        out[target.name] = total / n
+        print(f"{target.name:24} {total / n:12,.0f} instructions per job", flush=True)
+    return out
+
+
+def instructions_markdown(counts: dict[str, float], n: int) -> str:
+    lines = [
+        f"### Worker CPU instructions per job (callgrind, {n:,} no-op jobs, 1 process, "
+        f"{THREADS} threads)",
+        "",
+        "| system | instructions per job |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {value:,.0f} |" for name, value in counts.items()]
+    return "\n".join(lines) + "\n"
+
+
+# -- RESULTS.md ------------------------------------------------------------------------------
+
+
+def write_section(kind: str, text: str, command: str) -> None:
+    begin, end = f"<!-- {kind}: begin -->", f"<!-- {kind}: end -->"
+    path = HERE / "RESULTS.md"
+    current = path.read_text() if path.exists() else "# Benchmark results\n"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = os.getloadavg()[0]
+    section = (
+        f"{begin}\n## {TITLES[kind]}\n\n"
+        f"Command: `{command}` (in the bench's environment, `make bench-like`)  \n"
+        f"Run: {when}; load average at the end {load:.1f}.\n\n{text}\n{end}"
+    )
+    if begin in current:
+        head, _, rest = current.partition(begin)
+        _, _, tail = rest.partition(end)
+        current = head + section + tail
+    else:
+        current = current.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(current)
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for system, _ in TARGETS:
+        try:
+            module = load(system)
+        except ImportError:
+            continue
+        for target in module.targets():
+            out[system] = target.version
+            break
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.like", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per run (peers: fewer)")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
+    parser.add_argument("--target", action="append", help="only targets whose name has this")
+    parser.add_argument("--instructions", action="store_true", help="count instructions")
+    parser.add_argument("--instruction-jobs", type=int, default=2000)
+    parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
+    args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "bench.like", *argv])
+    with ExitStack() as stack:
+        queue_server = stack.enter_context(RedisServer())
+        body_server = stack.enter_context(RedisServer())
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-like-")))
+        urls = (queue_server.url, body_server.url)
+        if args.instructions:
+            counts = run_instructions(args, urls, workdir)
+            text = instructions_markdown(counts, args.instruction_jobs)
+        else:
+            raw = run_like(args, urls, workdir)
+            text = like_markdown(raw, versions())
+    print(text)
+    if not args.no_results:
+        write_section("instructions" if args.instructions else "like-for-like", text, command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
