@@ -45,7 +45,6 @@ def init_app(
 
 
 def _mounted(wsgi_app: Any, app: App, prefix: str, token: str | None, read_only: bool) -> Any:
-    asgi = getattr(app, "asgi", None)
     try:
         from a2wsgi import ASGIMiddleware
         from werkzeug.middleware.dispatcher import DispatcherMiddleware
@@ -53,9 +52,8 @@ def _mounted(wsgi_app: Any, app: App, prefix: str, token: str | None, read_only:
         raise ConfigurationError(
             f"serving the dashboard in Flask needs: pip install 'conveyor[flask,web]' ({exc})"
         ) from None
-    if asgi is None:
-        raise ConfigurationError("this conveyor has no HTTP API (app.asgi()) to mount yet")
-    mounted: Any = ASGIMiddleware(asgi(token, read_only=read_only))
+    asgi: Any = app.asgi(token, read_only=read_only)  # Starlette's types differ from a2wsgi's
+    mounted: Any = ASGIMiddleware(asgi)
     return DispatcherMiddleware(wsgi_app, {prefix: mounted})
 
 

@@ -46,7 +46,6 @@ def test_a_bad_prefix_is_refused(app: conveyor.App) -> None:
         init_app(Flask("shop"), app, url_prefix="jobs")
 
 
-@pytest.mark.skipif(not hasattr(conveyor.App, "asgi"), reason="the HTTP API is not merged yet")
 def test_the_http_api_and_dashboard_are_served_under_the_prefix(app: conveyor.App) -> None:
     flask_app = Flask("shop")
 
