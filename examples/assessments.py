@@ -11,8 +11,8 @@ or as a deployment runs it (the worker on as many machines as the load needs):
         --pool process -c 4 --max-tasks-per-child 200
 
 Routes: POST /assessments/{id}/start, GET /tasks/{id}, POST /tasks/{id}/cancel,
-GET /tasks/{id}/result, GET /tasks (active ones), GET /workers. The store is CONVEYOR_URL,
-else ./assessments.db.
+GET /tasks/{id}/result, GET /tasks (active ones), GET /workers, and conveyor's dashboard at
+/jobs/. The store is CONVEYOR_URL, else ./assessments.db.
 
 - priority queues: assessments (90) run before reports (50) before default (0) on a worker
   serving all three;
@@ -91,6 +91,7 @@ def cleanup(max_age_seconds: float) -> int:
 
 
 api = FastAPI(title="assessments")
+api.mount("/jobs", app.asgi())  # conveyor's dashboard and JSON API, beside the service's own
 
 
 def _job(task_id: str) -> conveyor.JobInfo:

@@ -93,7 +93,7 @@ def analyse(n: int, seconds: float = 0.05) -> dict[str, int]:
 
 
 web = Flask(__name__)
-init_app(web, app, url_prefix=None)  # jobs run in web's app context (mount: url_prefix="/jobs")
+init_app(web, app, url_prefix="/jobs")  # jobs run in web's app context; the dashboard at /jobs/
 manager = TaskManager(app)
 
 

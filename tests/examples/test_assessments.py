@@ -56,3 +56,5 @@ def test_the_assessment_service(tmp_path: Path) -> None:
         assert [w["pool"] for w in workers] == ["process"]
         assert set(workers[0]["queues"]) == {"assessments", "reports", "default"}
         assert http("GET", f"{base}/tasks/unknown")[0] == 404
+        listed = http("GET", f"{base}/jobs/api/jobs?queue=assessments")[1]["items"]
+        assert {done, flaky, slow} <= {item["id"] for item in listed}  # the mounted API

@@ -45,6 +45,7 @@ def test_a_restart_of_the_web_process_loses_nothing(tmp_path: Path) -> None:
                 what="the task completed by the worker",
             )
             answer = http("GET", f"{base}/tasks/{task_id}")[1]
+            assert http("GET", f"{base}/jobs/api/jobs/{task_id}")[1]["state"] == "succeeded"
             assert answer["result"] == {"n": 20, "sum_of_squares": sum(i * i for i in range(21))}
             assert answer["progress"] == 100.0
             status, body = http("POST", f"{base}/tasks", {"n": 3, "seconds": 0.01})
