@@ -27,7 +27,6 @@ GET /tasks/{id}/result, GET /tasks (active ones), GET /workers, and conveyor's d
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -172,15 +171,9 @@ WORKER += ["--pool", "process", "-c", "2", "--max-tasks-per-child", "200"]
 
 
 def main() -> int:
-    import uvicorn
+    from examples.serving import serve_with_worker
 
-    worker = subprocess.Popen([sys.executable, "-m", "conveyor", *WORKER])
-    try:
-        uvicorn.run(api, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
-    finally:
-        worker.terminate()
-        worker.wait(60)
-    return 0
+    return serve_with_worker(api, WORKER)
 
 
 if __name__ == "__main__":

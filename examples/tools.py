@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -134,15 +133,9 @@ WORKER = ["-A", "examples.tools:app", "worker", "-Q", "tools,maintenance", "-c",
 
 
 def main() -> int:
-    import uvicorn
+    from examples.serving import serve_with_worker
 
-    worker = subprocess.Popen([sys.executable, "-m", "conveyor", *WORKER])
-    try:
-        uvicorn.run(api, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
-    finally:
-        worker.terminate()
-        worker.wait(60)
-    return 0
+    return serve_with_worker(api, WORKER)
 
 
 if __name__ == "__main__":
