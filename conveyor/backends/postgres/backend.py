@@ -1,0 +1,378 @@
+"""``postgresql://``: the queue inside a database teams already run.
+
+Every operation is one statement or one transaction; the SQL lives in ``schema.sql`` and
+``queries.sql`` beside this module. Claims lock their rows with ``FOR UPDATE SKIP LOCKED``,
+so concurrent workers pass by each other's jobs instead of waiting. Writes that make jobs
+ready or change them send a notification in the same transaction, delivered on commit, which
+wakes idle workers and those waiting for a result (``listener.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from conveyor.backends.base import (
+    Backend,
+    DueResult,
+    HeartbeatResult,
+    RecoveredJob,
+    SweepResult,
+    WorkerInfo,
+    worker_lost_error,
+)
+from conveyor.backends.postgres.admin import Admin
+from conveyor.backends.postgres.listener import Listener
+from conveyor.backends.postgres.rows import (
+    error_json,
+    from_row,
+    progress_json,
+    to_params,
+    worker_params,
+)
+from conveyor.backends.postgres.schema import initialise
+from conveyor.backends.postgres.store import (
+    RETRY_SECONDS,
+    Database,
+    channel,
+    check_namespace,
+    queries,
+    safe_url,
+)
+from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+
+#: workers not seen for this long are dropped from the registry by sweep
+STALE_WORKER_SECONDS = 3600.0
+#: outcomes per finish statement: the ids of one batch fit in one notification (8000 bytes)
+CHUNK = 250
+#: the WorkerLost message with the count left to the statement
+_LOST_MESSAGE = worker_lost_error(0)["message"].replace(" 0 times", " {crashes} times")
+
+Conn = psycopg.Connection[Any]
+
+
+class PostgresBackend(Admin, Backend):
+    scheme = "postgresql"
+
+    def __init__(
+        self, url: str, *, namespace: str = "conveyor", retry_seconds: float = RETRY_SECONDS
+    ) -> None:
+        super().__init__(url, namespace=check_namespace(namespace))
+        self._db = Database(url, retry_seconds=retry_seconds)
+        self._sql = queries(self.namespace)
+        initialise(self._db, self.namespace, safe_url(url))
+        self._listener = Listener(self._db, channel(self.namespace))
+        self._local = threading.local()  # per thread: the wake-up snapshot of the last claim
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
+        if not records:
+            return []
+        if len(records) == 1 and records[0].key is None and records[0].unique_key is None:
+            # The common delay(): insert and notify in one statement, its own transaction.
+            params = to_params(records[0])
+            self._db.run(lambda c: c.execute(self._sql["insert_and_notify"], params))
+            return list(records)
+
+        def write(conn: Conn) -> list[JobRecord]:
+            with conn.transaction():
+                return self._store(conn, records)
+
+        return self._db.run(write)
+
+    def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """In the caller's psycopg connection and transaction: the jobs and their wake-up
+        notification are committed with the caller's rows, or rolled back with them."""
+        if not isinstance(connection, psycopg.Connection):
+            raise TypeError(
+                f"connection= on postgresql:// takes a psycopg connection, not "
+                f"{type(connection).__name__}"
+            )
+        if not records:
+            return []
+        idle = connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if connection.autocommit and idle and len(records) > 1:
+            with connection.transaction():  # an autocommit connection: one batch, atomic
+                return self._store(connection, records)
+        return self._store(connection, records)
+
+    def _store(self, conn: Conn, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """Insert the records and notify their queues, inside the caller's transaction."""
+        cur = conn.cursor(row_factory=tuple_row)
+        if all(r.key is None and r.unique_key is None for r in records):
+            cur.executemany(self._sql["insert"], [to_params(r) for r in records])
+            out = list(records)
+        else:
+            out = [self._insert(cur, r) for r in records]
+        queues = sorted({r.queue for r in out if r.state is State.QUEUED})
+        if queues:
+            cur.execute(self._sql["notify_ready"], {"queues": queues})
+        return out
+
+    def _insert(self, cur: psycopg.Cursor[Any], record: JobRecord) -> JobRecord:
+        """Store one record, or return the stored job holding its key or unique key. Inside
+        the caller's transaction, so the lookup sees a holder inserted earlier in the batch."""
+        if cur.execute(self._sql["insert_or_skip"], to_params(record)).fetchone() is not None:
+            return record
+        lookups = (("by_key", record.key), ("by_unique_key", record.unique_key))
+        for query, value in lookups:
+            if value is not None:
+                row = cur.execute(self._sql[query], {"value": value}).fetchone()
+                if row is not None:
+                    return from_row(row)
+        by_id = cur.execute(self._sql["by_id"], {"id": record.id}).fetchone()
+        if by_id is not None:  # stored by an earlier try whose reply was lost
+            return from_row(by_id)
+        raise psycopg.errors.UniqueViolation(f"job {record.id!r} was refused by a unique index")
+
+    # -- the worker's side -----------------------------------------------------------------
+
+    def claim(
+        self,
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> list[Claim]:
+        # Listening and the snapshot come before the read, so wait_for_jobs after an empty
+        # claim wakes for any commit that the read could have missed.
+        self._listener.ensure()
+        self._local.since = self._listener.ready.snapshot(list(queues))
+        if limit <= 0 or not queues:
+            return []
+        params = self._claim_params(worker_id, queues, limit, lease_seconds, now)
+        rows = self._db.run(lambda c: c.execute(self._sql["claim"], params).fetchall())
+        return self._claims(rows)
+
+    def _claim_params(
+        self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float
+    ) -> dict[str, Any]:
+        return {
+            "queues": list(dict.fromkeys(queues)),
+            "limit": limit,
+            "worker": worker_id,
+            "now": now,
+            "lease_seconds": lease_seconds,
+        }
+
+    @staticmethod
+    def _claims(rows: list[tuple[Any, ...]]) -> list[Claim]:
+        records = sorted(map(from_row, rows), key=lambda r: (-r.priority, r.ready_at, r.id))
+        return [Claim(r, r.token) for r in records]
+
+    def finish_and_claim(
+        self,
+        items: Sequence[tuple[str, int, Outcome]],
+        worker_id: str,
+        queues: Sequence[str],
+        limit: int,
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[list[bool], list[Claim]]:
+        # One transaction, sent as one pipeline: one round trip and one commit per batch.
+        if limit > 0 and queues:
+            self._listener.ensure()
+            self._local.since = self._listener.ready.snapshot(list(queues))
+        claiming = limit > 0 and bool(queues)
+        params = self._claim_params(worker_id, queues, limit, lease_seconds, now)
+
+        def write(conn: Conn) -> tuple[list[bool], list[Claim]]:
+            with conn.pipeline(), conn.transaction():
+                finishing = [
+                    conn.execute(self._sql["finish"], self._finish_params(chunk, now))
+                    for chunk in _chunks(items)
+                ]
+                claiming_cur = conn.execute(self._sql["claim"], params) if claiming else None
+            done = self._accepted(items, finishing)
+            claims = self._claims(claiming_cur.fetchall()) if claiming_cur is not None else []
+            return done, claims
+
+        return self._db.run(write)
+
+    def heartbeat(
+        self,
+        worker: WorkerInfo,
+        leases: Sequence[tuple[str, int]],
+        *,
+        lease_seconds: float,
+        now: float,
+    ) -> HeartbeatResult:
+        worker.last_seen = now
+        params = {
+            "ids": [job_id for job_id, _ in leases],
+            "tokens": [token for _, token in leases],
+            "lease_expires_at": now + lease_seconds,
+        }
+
+        def write(conn: Conn) -> list[tuple[Any, ...]]:
+            with conn.pipeline(), conn.transaction():
+                extended = conn.execute(self._sql["extend_leases"], params)
+                conn.execute(self._sql["put_worker"], worker_params(worker))
+            return extended.fetchall()
+
+        rows = self._db.run(write)
+        kept = {job_id for job_id, _ in rows}
+        lost = {job_id for job_id, _ in leases if job_id not in kept}
+        cancel = {job_id for job_id, requested in rows if requested}
+        return HeartbeatResult(frozenset(lost), frozenset(cancel))
+
+    def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
+        params = {"id": job_id, "token": token, "progress": progress_json(progress)}
+        rows = self._db.run(lambda c: c.execute(self._sql["set_progress"], params).fetchall())
+        return bool(rows)
+
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        return self.finish_many([(job_id, token, outcome)], now=now)[0]
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
+        if not items:
+            return []
+
+        def write(conn: Conn) -> list[bool]:
+            with conn.pipeline(), conn.transaction():
+                cursors = [
+                    conn.execute(self._sql["finish"], self._finish_params(chunk, now))
+                    for chunk in _chunks(items)
+                ]
+            return self._accepted(items, cursors)
+
+        return self._db.run(write)
+
+    @staticmethod
+    def _finish_params(items: Sequence[tuple[str, int, Outcome]], now: float) -> dict[str, Any]:
+        outcomes = [outcome for _, _, outcome in items]
+        return {
+            "now": now,
+            "ids": [job_id for job_id, _, _ in items],
+            "tokens": [token for _, token, _ in items],
+            "states": [o.state.value for o in outcomes],
+            "finals": [o.state.is_final for o in outcomes],
+            "results": [o.result for o in outcomes],
+            "errors": [error_json(o.error) for o in outcomes],
+            "ready_ats": [
+                None if o.state.is_final else (now if o.ready_at is None else o.ready_at)
+                for o in outcomes
+            ],
+            "failures": [int(not o.state.is_final and o.counts_failure) for o in outcomes],
+        }
+
+    @staticmethod
+    def _accepted(
+        items: Sequence[tuple[str, int, Outcome]], cursors: Sequence[psycopg.Cursor[Any]]
+    ) -> list[bool]:
+        written = {row[0] for cur in cursors for row in cur.fetchall()}
+        return [job_id in written for job_id, _, _ in items]
+
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
+        return bool(self._db.run(lambda c: c.execute(self._sql["release"], params).fetchall()))
+
+    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
+        params = {"now": now, "max_crashes": max_crashes, "lost_message": _LOST_MESSAGE}
+        rows = self._db.run(lambda c: c.execute(self._sql["recover"], params).fetchall())
+        return [RecoveredJob(job_id, State(state)) for job_id, state in rows]
+
+    def sweep(self, *, now: float) -> SweepResult:
+        # Purge first: a job that expires in this sweep is kept at least until the next.
+        params = {"now": now}
+
+        def write(conn: Conn) -> SweepResult:
+            with conn.pipeline(), conn.transaction():
+                purged = conn.execute(self._sql["sweep_purge"], params)
+                expired = conn.execute(self._sql["sweep_expire"], params)
+                promoted = conn.execute(self._sql["sweep_promote"], params)
+                before = {"before": now - STALE_WORKER_SECONDS}
+                conn.execute(self._sql["sweep_workers"], before)
+            row = promoted.fetchone()
+            return SweepResult(int(row[0]) if row else 0, expired.rowcount, purged.rowcount)
+
+        return self._db.run(write)
+
+    # -- periodic jobs ---------------------------------------------------------------------
+
+    def record_due(
+        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
+    ) -> DueResult:
+        def write(conn: Conn) -> DueResult:
+            with conn.transaction():
+                cur = conn.cursor()
+                cur.execute(self._sql["schedule_row"], {"name": name})
+                row = cur.execute(self._sql["schedule_lock"], {"name": name}).fetchone()
+                last_due, last_job_id = (None, None) if row is None else row
+                if last_due is not None and due <= last_due:
+                    return DueResult.DUPLICATE
+                if skip_if_active and last_job_id is not None:
+                    previous = cur.execute(self._sql["state_of"], {"id": last_job_id}).fetchone()
+                    if previous is not None and State(previous[0]) in ACTIVE_STATES:
+                        cur.execute(self._sql["record_skipped"], {"name": name, "due": due})
+                        return DueResult.SKIPPED
+                [stored] = self._store(conn, [record])
+                params = {"name": name, "due": due, "job_id": stored.id, "now": now}
+                cur.execute(self._sql["record_enqueued"], params)
+                return DueResult.ENQUEUED
+
+        return self._db.run(write)
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def wait_for_jobs(self, queues: Sequence[str], timeout: float) -> None:
+        since = getattr(self._local, "since", None)
+        self._local.since = None
+        self._listener.ensure()
+        keys = list(queues)
+        if since is None:
+            since = self._listener.ready.snapshot(keys)
+        self._listener.ready.wait(keys, since, timeout)
+
+    def wait_for_change(self, job_id: str, timeout: float) -> None:
+        self._listener.ensure()
+        since = self._listener.changed.watch([job_id])
+        try:
+            self._listener.changed.wait([job_id], since, timeout)
+        finally:
+            self._listener.changed.unwatch([job_id])
+
+    def wait_final(self, job_id: str, timeout: float | None) -> JobRecord | None:
+        # Watched before each read, so no change between read and wait is lost.
+        self._listener.ensure()
+        board, keys = self._listener.changed, [job_id]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        since = board.watch(keys)
+        try:
+            while True:
+                record = self.get(job_id)
+                if record is None or record.state.is_final:
+                    return record
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return record
+                # a slow poll as the safety net under the notifications
+                board.wait(keys, since, 5.0 if remaining is None else min(remaining, 5.0))
+                since = board.snapshot(keys)
+        finally:
+            board.unwatch(keys)
+
+    def ping(self) -> bool:
+        return self._db.try_once(lambda c: c.execute(self._sql["ping"]))
+
+    def close(self) -> None:
+        self._listener.stop()
+        self._db.close()
+
+
+def _chunks(
+    items: Sequence[tuple[str, int, Outcome]],
+) -> list[Sequence[tuple[str, int, Outcome]]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+__all__ = ["PostgresBackend"]

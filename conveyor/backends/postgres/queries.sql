@@ -1,0 +1,303 @@
+-- The statements of the PostgreSQL backend, one per "-- name:" section. {ns} is the namespace,
+-- {columns} and {values} the JobRecord columns and their %(field)s placeholders, in field
+-- order. {channel} is the namespace's LISTEN/NOTIFY channel. Notifications sent inside a
+-- transaction are delivered when it commits, and not at all when it rolls back.
+--
+-- Notification payloads: "r <queue>" (jobs may be ready in that queue) and "c <id> <id> ..."
+-- (those jobs changed). A payload stays below PostgreSQL's 8000 bytes because callers pass at
+-- most CHUNK jobs per statement.
+
+-- name: insert
+-- ON CONFLICT (id): a retry after a lost reply to a commit that did happen stores nothing twice.
+INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING;
+
+-- name: insert_and_notify
+-- delay(): one round trip, its own transaction; the notification goes out on commit.
+WITH stored AS (
+    INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING
+    RETURNING queue
+)
+SELECT pg_notify('{channel}', 'r ' || queue) FROM stored;
+
+-- name: insert_or_skip
+-- Any unique index refuses it (id, key, unique key); the caller then looks up the holder.
+INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING id;
+
+-- name: notify_ready
+SELECT pg_notify('{channel}', 'r ' || q) FROM unnest(%(queues)s::text[]) AS q;
+
+-- name: notify_changed
+SELECT pg_notify('{channel}', 'c ' || array_to_string(%(ids)s::text[], ' '));
+
+-- name: by_id
+SELECT {columns} FROM {ns}_jobs WHERE id = %(id)s;
+
+-- name: by_key
+SELECT {columns} FROM {ns}_jobs WHERE "key" = %(value)s;
+
+-- name: by_unique_key
+SELECT {columns} FROM {ns}_jobs
+WHERE unique_key = %(value)s AND state IN ('scheduled', 'queued', 'running');
+
+-- name: state_of
+SELECT state FROM {ns}_jobs WHERE id = %(id)s;
+
+-- name: claim
+-- Index: {ns}_jobs_queued serves the queued part, one ordered range scan per queue (the
+-- LATERAL join runs it once per queue name) that stops after LIMIT rows; {ns}_jobs_scheduled
+-- serves the due scheduled part from its head. A queued job is ready whatever its ready_at
+-- (the contract allows it: the hosts' clocks may differ).
+--
+-- Why a MATERIALIZED CTE: with the LIMIT and FOR UPDATE SKIP LOCKED inside it, the planner
+-- must run the pick exactly once. Written as "UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR
+-- UPDATE SKIP LOCKED)" it may turn the subquery into a join and run it again per row, and
+-- claim more than LIMIT jobs (as Oban learned). SKIP LOCKED lets concurrent claims pass by
+-- each other's rows instead of waiting; the outer LIMIT keeps the best of the candidates.
+WITH picked AS MATERIALIZED (
+    SELECT c.id FROM (
+        SELECT ready.id, ready.priority, ready.ready_at
+        FROM unnest(%(queues)s::text[]) AS q(name)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, ready_at FROM {ns}_jobs
+            WHERE state = 'queued' AND queue = q.name
+              AND (expires_at IS NULL OR expires_at > %(now)s)
+            ORDER BY priority DESC, ready_at, id
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS ready
+        UNION ALL
+        SELECT due.id, due.priority, due.ready_at FROM (
+            SELECT id, priority, ready_at FROM {ns}_jobs
+            WHERE state = 'scheduled' AND ready_at <= %(now)s
+              AND queue = ANY(%(queues)s::text[])
+              AND (expires_at IS NULL OR expires_at > %(now)s)
+            ORDER BY ready_at
+            LIMIT %(limit)s
+            FOR UPDATE SKIP LOCKED
+        ) AS due
+    ) AS c
+    ORDER BY c.priority DESC, c.ready_at, c.id
+    LIMIT %(limit)s
+), claimed AS (
+    UPDATE {ns}_jobs AS j
+    SET state = 'running', attempts = j.attempts + 1, token = j.token + 1,
+        worker = %(worker)s, started_at = %(now)s,
+        lease_expires_at = %(now)s + %(lease_seconds)s
+    FROM picked WHERE j.id = picked.id
+    RETURNING {j_columns}
+), told AS (
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM claimed HAVING count(*) > 0
+)
+SELECT claimed.* FROM claimed LEFT JOIN (SELECT count(*) AS n FROM told) AS t ON true;
+
+-- name: extend_leases
+-- Index: the primary key, one lookup per lease.
+UPDATE {ns}_jobs AS j SET lease_expires_at = %(lease_expires_at)s
+FROM unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS v(id, token)
+WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
+RETURNING j.id, j.cancel_requested;
+
+-- name: set_progress
+WITH done AS (
+    UPDATE {ns}_jobs SET progress = %(progress)s
+    WHERE id = %(id)s AND token = %(token)s AND state = 'running'
+    RETURNING id
+)
+SELECT pg_notify('{channel}', 'c ' || id) FROM done;
+
+-- name: finish
+-- A batch of outcomes, each fenced by its token; returns the ids whose outcome was written.
+-- Final outcomes set the result and the purge time; retries (scheduled or queued) set
+-- ready_at and may count a failure. Index: the primary key, one lookup per job.
+WITH done AS (
+    UPDATE {ns}_jobs AS j SET
+        state = v.state,
+        result = CASE WHEN v.final THEN v.result ELSE j.result END,
+        error = v.error,
+        finished_at = CASE WHEN v.final THEN %(now)s ELSE j.finished_at END,
+        purge_at = CASE WHEN v.final THEN %(now)s + j.result_ttl ELSE j.purge_at END,
+        ready_at = CASE WHEN v.final THEN j.ready_at ELSE v.ready_at END,
+        failures = j.failures + v.failure,
+        cancel_requested = CASE WHEN v.final THEN false ELSE j.cancel_requested END,
+        worker = NULL, lease_expires_at = NULL
+    FROM unnest(
+        %(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[], %(finals)s::boolean[],
+        %(results)s::bytea[], %(errors)s::jsonb[], %(ready_ats)s::double precision[],
+        %(failures)s::integer[]
+    ) AS v(id, token, state, final, result, error, ready_at, failure)
+    WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
+    RETURNING j.id, j.queue, j.state
+), told AS (
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM done HAVING count(*) > 0
+    UNION ALL
+    SELECT pg_notify('{channel}', 'r ' || queue) FROM done WHERE state = 'queued' GROUP BY queue
+)
+SELECT done.id FROM done LEFT JOIN (SELECT count(*) AS n FROM told) AS t ON true;
+
+-- name: release
+-- The CASEs see the row as it was, with the cancel_requested that the last line clears.
+WITH done AS (
+    UPDATE {ns}_jobs
+    SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+        attempts = attempts - %(take_back)s, token = token + 1,
+        worker = NULL, lease_expires_at = NULL,
+        result = CASE WHEN cancel_requested THEN NULL ELSE result END,
+        error = CASE WHEN cancel_requested THEN NULL ELSE error END,
+        finished_at = CASE WHEN cancel_requested THEN %(now)s ELSE finished_at END,
+        purge_at = CASE WHEN cancel_requested THEN %(now)s + result_ttl ELSE purge_at END,
+        cancel_requested = false
+    WHERE id = %(id)s AND token = %(token)s AND state = 'running'
+    RETURNING id, queue
+)
+SELECT pg_notify('{channel}', m) FROM done, LATERAL (VALUES ('c ' || id), ('r ' || queue)) AS n(m);
+
+-- name: recover
+-- Index: {ns}_jobs_running. One statement: every lapsed lease is decided at once, and a
+-- concurrent recover skips the rows this one holds.
+WITH lapsed AS MATERIALIZED (
+    SELECT id FROM {ns}_jobs
+    WHERE state = 'running' AND lease_expires_at < %(now)s
+    FOR UPDATE SKIP LOCKED
+), done AS (
+    UPDATE {ns}_jobs AS j SET
+        state = CASE
+            WHEN j.cancel_requested THEN 'cancelled'
+            WHEN j.crashes + 1 >= %(max_crashes)s THEN 'failed'
+            ELSE 'queued' END,
+        crashes = j.crashes + 1, token = j.token + 1, worker = NULL, lease_expires_at = NULL,
+        ready_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+            THEN j.ready_at ELSE %(now)s END,
+        result = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+            THEN NULL ELSE j.result END,
+        error = CASE
+            WHEN j.cancel_requested THEN NULL
+            WHEN j.crashes + 1 >= %(max_crashes)s THEN jsonb_build_object(
+                'type', 'WorkerLost',
+                'message', replace(%(lost_message)s, '{crashes}', (j.crashes + 1)::text),
+                'traceback', NULL)
+            ELSE j.error END,
+        finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+            THEN %(now)s ELSE j.finished_at END,
+        purge_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+            THEN %(now)s + j.result_ttl ELSE j.purge_at END,
+        cancel_requested = false
+    FROM lapsed WHERE j.id = lapsed.id
+    RETURNING j.id, j.queue, j.state
+), told AS (
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM done HAVING count(*) > 0
+    UNION ALL
+    SELECT pg_notify('{channel}', 'r ' || queue) FROM done WHERE state = 'queued' GROUP BY queue
+)
+SELECT done.id, done.state FROM done LEFT JOIN (SELECT count(*) AS n FROM told) AS t ON true
+ORDER BY done.id;
+
+-- name: cancel
+-- A running job gets cancel_requested (its worker stops it); a waiting one is final at once.
+WITH done AS (
+    UPDATE {ns}_jobs SET
+        cancel_requested = (state = 'running'),
+        state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+        result = CASE WHEN state = 'running' THEN result ELSE NULL END,
+        error = CASE WHEN state = 'running' THEN error ELSE NULL END,
+        finished_at = CASE WHEN state = 'running' THEN finished_at ELSE %(now)s END,
+        purge_at = CASE WHEN state = 'running' THEN purge_at ELSE %(now)s + result_ttl END
+    WHERE id = %(id)s AND state IN ('scheduled', 'queued', 'running')
+    RETURNING id
+)
+SELECT id, pg_notify('{channel}', 'c ' || id) FROM done;
+
+-- name: retry
+-- ON CONFLICT cannot guard an UPDATE: the caller catches the unique key's violation (another
+-- active job of the same unique key) and reports False rather than making a twin.
+WITH done AS (
+    UPDATE {ns}_jobs SET
+        state = 'queued', ready_at = %(now)s, expires_at = NULL, failures = 0, crashes = 0,
+        result = NULL, error = NULL, finished_at = NULL, purge_at = NULL,
+        cancel_requested = false
+    WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
+    RETURNING id, queue
+)
+SELECT id, pg_notify('{channel}', m)
+FROM done, LATERAL (VALUES ('c ' || id), ('r ' || queue)) AS n(m);
+
+-- name: sweep_purge
+-- Index: {ns}_jobs_purge.
+DELETE FROM {ns}_jobs WHERE purge_at <= %(now)s AND purge_at IS NOT NULL;
+
+-- name: sweep_expire
+-- Index: {ns}_jobs_expires.
+UPDATE {ns}_jobs
+SET state = 'expired', result = NULL, error = NULL, finished_at = %(now)s,
+    purge_at = %(now)s + result_ttl, worker = NULL, lease_expires_at = NULL,
+    cancel_requested = false
+WHERE expires_at <= %(now)s AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
+
+-- name: sweep_promote
+-- Index: {ns}_jobs_scheduled.
+WITH done AS (
+    UPDATE {ns}_jobs SET state = 'queued' WHERE ready_at <= %(now)s AND state = 'scheduled'
+    RETURNING queue
+), told AS (
+    SELECT pg_notify('{channel}', 'r ' || queue) FROM done GROUP BY queue
+)
+SELECT count(*) FROM done LEFT JOIN (SELECT count(*) AS n FROM told) AS t ON true;
+
+-- name: sweep_workers
+DELETE FROM {ns}_workers WHERE last_seen < %(before)s;
+
+-- name: list_jobs
+-- Index: the primary key, walked from the cursor down.
+SELECT {columns} FROM {ns}_jobs
+WHERE (%(cursor)s::text IS NULL OR id < %(cursor)s::text)
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: queue_counts
+SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
+
+-- name: purge_queue
+DELETE FROM {ns}_jobs WHERE queue = %(queue)s AND state IN ('scheduled', 'queued');
+
+-- name: put_worker
+INSERT INTO {ns}_workers
+    (id, host, pid, queues, concurrency, pool, started_at, last_seen, running, processed, failed)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(pool)s, %(started_at)s,
+        %(last_seen)s, %(running)s, %(processed)s, %(failed)s)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+    concurrency = excluded.concurrency, pool = excluded.pool,
+    started_at = excluded.started_at, last_seen = excluded.last_seen,
+    running = excluded.running, processed = excluded.processed, failed = excluded.failed;
+
+-- name: delete_worker
+DELETE FROM {ns}_workers WHERE id = %(id)s;
+
+-- name: workers
+SELECT id, host, pid, queues, concurrency, pool, started_at, last_seen, running, processed,
+       failed
+FROM {ns}_workers ORDER BY started_at, id;
+
+-- name: schedule_row
+INSERT INTO {ns}_schedules (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING;
+
+-- name: schedule_lock
+-- Taken FOR UPDATE: concurrent record_due calls for one task wait here, one after another.
+SELECT last_due, last_job_id FROM {ns}_schedules WHERE name = %(name)s FOR UPDATE;
+
+-- name: record_skipped
+UPDATE {ns}_schedules SET last_due = %(due)s WHERE name = %(name)s;
+
+-- name: record_enqueued
+UPDATE {ns}_schedules
+SET last_due = %(due)s, last_job_id = %(job_id)s, last_enqueued_at = %(now)s
+WHERE name = %(name)s;
+
+-- name: schedules
+SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules
+WHERE last_due IS NOT NULL ORDER BY name;
+
+-- name: ping
+SELECT 1;
