@@ -18,14 +18,14 @@ from tests.worker.procs import WorkerProcess, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def durable(
     request: pytest.FixtureRequest, tmp_path: Path, namespace: str
 ) -> Iterator[tuple[str, str]]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
     else:
-        server = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue(f"{request.param}_server")
         yield str(server.url), namespace
 
 
