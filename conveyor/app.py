@@ -194,13 +194,25 @@ class App:
         )
 
     def submit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        *,
+        connection: Any = None,
     ) -> Job:
         record = self.make_record(task, args, kwargs, options)
         if self.settings.eager:
             return self._run_eagerly(record)
-        stored = self.backend.enqueue([record])[0]
+        [stored] = self._enqueue([record], connection)
         return Job(self, stored.id, stored.task)
+
+    def _enqueue(self, records: list[JobRecord], connection: Any) -> list[JobRecord]:
+        """Into the store, or into the caller's transaction on ``connection``."""
+        if connection is None:
+            return self.backend.enqueue(records)
+        return self.backend.enqueue_with(connection, records)
 
     async def asubmit(
         self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
@@ -213,8 +225,11 @@ class App:
         stored = (await asyncio.to_thread(self.backend.enqueue, [record]))[0]
         return Job(self, stored.id, stored.task)
 
-    def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
-        """Enqueue many signatures, one backend round trip per batch of ``batch_size``."""
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, batch_size: int = 1000, connection: Any = None
+    ) -> list[Job]:
+        """Enqueue many signatures, one backend round trip per batch of ``batch_size``;
+        with ``connection``, inside the caller's transaction (see ``Task.apply_async``)."""
         jobs: list[Job] = []
         batch: list[JobRecord] = []
         now = time.time()
@@ -223,7 +238,7 @@ class App:
             if self.settings.eager:
                 jobs.extend(self._run_eagerly(r) for r in batch)
             else:
-                jobs.extend(Job(self, r.id, r.task) for r in self.backend.enqueue(batch))
+                jobs.extend(Job(self, r.id, r.task) for r in self._enqueue(batch, connection))
             batch.clear()
 
         for sig in signatures:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 
 
@@ -101,6 +102,16 @@ class Backend(ABC):
         one batch are deduplicated the same way (the first wins). Returns one record per input,
         in order; the caller must not mutate them (a backend may return the inputs).
         """
+
+    def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """``enqueue`` inside the caller's own open transaction on ``connection`` (the
+        driver's connection to the same store): the jobs are stored when the caller commits,
+        not at all when it rolls back, and idle workers wake on the commit. Stores without
+        transactions that can hold the caller's rows raise ConfigurationError."""
+        raise ConfigurationError(
+            f"connection= needs the PostgreSQL or SQLite backend: {self.scheme}:// cannot "
+            "write a job in your database transaction"
+        )
 
     # -- the worker's side -----------------------------------------------------------------
 

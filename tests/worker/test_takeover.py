@@ -1,5 +1,6 @@
 """Leases and fencing with real processes: a frozen worker's job is taken over and its late
-outcome refused; workers ride out a Redis or PostgreSQL restart without losing an acknowledged job."""
+outcome refused; workers ride out a Redis or PostgreSQL restart without losing an
+acknowledged job."""
 
 from __future__ import annotations
 
