@@ -4,6 +4,7 @@ driver; ``redis://`` loads redis-py only when an app asks for it."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend
@@ -27,9 +28,11 @@ SCHEMES: dict[str, tuple[str, str | None]] = {
 }
 
 
-def open_backend(url: str, *, namespace: str = "conveyor") -> Backend:
+def open_backend(
+    url: str, *, namespace: str = "conveyor", clock: Callable[[], float] | None = None
+) -> Backend:
     """The backend for ``url``; a clear ConfigurationError for an unknown scheme or a
-    missing driver."""
+    missing driver. ``clock`` replaces the store's own clock for lease stamps (tests)."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         known = ", ".join(f"{s}://" for s in SCHEMES)
@@ -49,7 +52,9 @@ def open_backend(url: str, *, namespace: str = "conveyor") -> Backend:
             raise ConfigurationError(f"the {scheme}:// backend is not available yet") from exc
         raise
     cls: type[Backend] = getattr(module, class_name)
-    return cls(url, namespace=namespace)
+    if clock is None:
+        return cls(url, namespace=namespace)
+    return cls(url, namespace=namespace, clock=clock)
 
 
 __all__ = ["SCHEMES", "Backend", "open_backend"]

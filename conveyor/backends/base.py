@@ -1,11 +1,30 @@
 """The backend contract: where jobs live, and every operation the rest of conveyor needs.
 
 Each operation is atomic on its own in the store (one SQL transaction, one Lua script, one
-lock); callers never read-modify-write across calls. Times are POSIX seconds passed in by the
-caller (``now``), so tests can move the clock. The fencing ``token`` handed out by ``claim``
-guards every later write about a running job: ``heartbeat``, ``set_progress``, ``finish`` and
-``release`` do nothing for a token that is no longer current, so a worker that lost its lease
-can never overwrite the outcome chosen by the worker that took the job over.
+lock); callers never read-modify-write across calls. Times are POSIX seconds.
+
+Two clocks, kept apart:
+
+- The caller's ``now`` (an argument): when jobs become ready or expire, and the times written
+  about outcomes (``finished_at``, ``purge_at``, a retry's ``ready_at``, ``last_seen``).
+- The store's clock (``store time`` below), read by the store itself *when the write commits*:
+  every lease. ``claim`` stamps ``started_at`` and ``lease_expires_at``, ``heartbeat`` the
+  renewed ``lease_expires_at`` and the store-wide heartbeat record, and ``recover`` compares
+  leases with it. Redis reads ``TIME`` inside the script, PostgreSQL ``now()`` in the
+  transaction, SQLite ``time.time()`` once the write lock is held (after ``BEGIN IMMEDIATE``),
+  memory ``time.time()`` under its lock: never a time computed by the caller before the call,
+  so a call that waited for the store (a lock, a stall, a retry) hands out a lease that starts
+  when it was granted. A retried call reads the clock again. A backend built with
+  ``clock=`` reads that callable instead (at the same moment, for every stamp of one call): the
+  conformance suite moves time this way.
+
+A worker counts its own deadline from the moment it *sent* a claim or a renewal, so its view of
+a lease always ends before the store's (see docs/workers.md).
+
+The fencing ``token`` handed out by ``claim`` guards every later write about a running job:
+``heartbeat``, ``set_progress``, ``finish`` and ``release`` do nothing for a token that is no
+longer current, so a worker that lost its lease can never overwrite the outcome chosen by the
+worker that took the job over.
 
 Every backend passes the one conformance suite in ``tests/backends/``.
 """
@@ -16,7 +35,7 @@ import enum
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,9 +105,17 @@ class Backend(ABC):
     #: the scheme(s) this backend serves, for messages
     scheme: str = ""
 
-    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.url = url
         self.namespace = namespace
+        #: the store's clock for lease stamps when given (tests); None: the store's own
+        self.clock = clock
 
     # -- enqueue ---------------------------------------------------------------------------
 
@@ -131,9 +158,11 @@ class Backend(ABC):
         queued job as ready regardless, to ride out clock skew between hosts); and
         ``expires_at`` is None or not before ``now`` (``sweep`` expires the rest). Order:
         priority descending, then ``ready_at``, then id. Each claimed job gets
-        ``attempts += 1``, a new ``token`` that no earlier claim of it had, ``worker``,
-        ``started_at = now`` and ``lease_expires_at = now + lease_seconds``.
-        Concurrent claims, from any process or host, never return the same job.
+        ``attempts += 1``, a new ``token`` that no earlier claim of it had, ``worker``, and,
+        from the store time ``t`` read when the claim commits (not ``now``),
+        ``started_at = t`` and ``lease_expires_at = t + lease_seconds``; the returned records
+        carry those stamps. Concurrent claims, from any process or host, never return the same
+        job.
         """
 
     @abstractmethod
@@ -146,10 +175,16 @@ class Backend(ABC):
         now: float,
     ) -> HeartbeatResult:
         """One round trip for the whole worker: extend each lease ``(job_id, token)`` that is
-        still current to ``now + lease_seconds``, record the worker's ``last_seen`` and
-        status, and report the leases that are gone (token changed, or job no longer
-        running) and the jobs whose cancellation was requested. Sets ``worker.last_seen``
-        to ``now``."""
+        still current to ``t + lease_seconds`` (``t``: the store time when it commits),
+        record the worker's ``last_seen`` (``now``) and status, and report the leases that
+        are gone (token changed, or job no longer running) and the jobs whose cancellation was
+        requested. Sets ``worker.last_seen`` to ``now``.
+
+        It also keeps the store-wide heartbeat record that tells a stall from a lost worker:
+        a heartbeat that comes more than ``lease_seconds / 2`` (store time) after the latest
+        one from any worker ends a *stall* (the store, or the network to it, stopped for
+        everyone), and opens a grace window of ``2 * lease_seconds`` in which ``recover``
+        counts no crashes (see ``recover``)."""
 
     @abstractmethod
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
@@ -181,8 +216,9 @@ class Backend(ABC):
         now: float,
     ) -> tuple[list[bool], list[Claim]]:
         """``finish_many`` then ``claim``: a busy worker writes a batch of outcomes and takes
-        its next jobs at once. Each part keeps its own semantics; backends override this to
-        do both in one round trip (one transaction, one script)."""
+        its next jobs at once. Each part keeps its own semantics (the claim's lease is stamped
+        by the store time when it commits); backends override this to do both in one round
+        trip (one transaction, one script)."""
         done = self.finish_many(items, now=now) if items else []
         claims = (
             self.claim(worker_id, queues, limit, lease_seconds=lease_seconds, now=now)
@@ -193,7 +229,8 @@ class Backend(ABC):
 
     @abstractmethod
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
-        """Hand a claimed job back (a worker shutting down), only if ``token`` is current.
+        """Hand a claimed job back, only if ``token`` is current: a worker shutting down, or
+        one that stopped the job itself because it could not renew the lease in time.
 
         The job returns to queued (cancelled if its cancellation was requested), its lease is
         cleared and its token changes; when it had not ``started``, the claim's attempt is
@@ -202,12 +239,19 @@ class Backend(ABC):
 
     @abstractmethod
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        """Return running jobs whose lease ran out (``lease_expires_at < now``) to the queue.
+        """Return running jobs whose lease ran out (``lease_expires_at < t``, ``t`` the store
+        time read when it commits, not ``now``) to the queue.
 
         Each adds one to ``crashes`` (not to ``failures``: a lost worker does not use up a
         retry). A job whose cancellation was requested becomes cancelled; one that reached
         ``max_crashes`` becomes failed with error type ``WorkerLost``; any other returns to
         queued with ``ready_at = now``. Its token changes, so the lost worker is fenced out.
+
+        During a stall (no heartbeat from any worker for more than ``lease_seconds / 2`` of
+        the latest heartbeat's, or within the grace window after one, see ``heartbeat``) the
+        leases ran out because nobody could renew them, not because a worker vanished: such
+        jobs return to queued (or become cancelled) without counting a crash, and never fail
+        as poison.
         """
 
     @abstractmethod
@@ -375,6 +419,30 @@ def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
         record.error = outcome.error
         if outcome.counts_failure:
             record.failures += 1
+
+
+#: heartbeats (store time) further apart than this share of the lease mean a stall
+STALL_SHARE = 0.5
+#: after a stall, ``recover`` counts no crashes for this many lease lengths
+STALL_GRACE_LEASES = 2.0
+
+
+def note_heartbeat(
+    quiet_after: float | None, stall_until: float | None, t: float, lease_seconds: float
+) -> tuple[float, float | None]:
+    """The store-wide heartbeat record after a heartbeat at store time ``t``: the new
+    ``(quiet_after, stall_until)``, for backends that compute it in Python (Lua mirrors it)."""
+    if quiet_after is not None and t > quiet_after:
+        stall_until = max(stall_until or t, t + STALL_GRACE_LEASES * lease_seconds)
+    return t + STALL_SHARE * lease_seconds, stall_until
+
+
+def in_stall(quiet_after: float | None, stall_until: float | None, t: float) -> bool:
+    """True when leases that ran out by store time ``t`` may have run out because nobody
+    could reach the store: no heartbeat for too long, or just after such a gap."""
+    return (quiet_after is not None and t > quiet_after) or (
+        stall_until is not None and t < stall_until
+    )
 
 
 def worker_lost_error(crashes: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from conveyor.backends.base import (
@@ -21,6 +21,8 @@ from conveyor.backends.base import (
     SweepResult,
     WorkerInfo,
     apply_outcome,
+    in_stall,
+    note_heartbeat,
     worker_lost_error,
 )
 from conveyor.job import (
@@ -41,8 +43,15 @@ STALE_WORKER_SECONDS = 3600.0
 class MemoryBackend(Backend):
     scheme = "memory"
 
-    def __init__(self, url: str = "memory://", *, namespace: str = "conveyor") -> None:
-        super().__init__(url, namespace=namespace)
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(url, namespace=namespace, clock=clock)
+        self._store_time = clock or time.time  # read under the lock: the lease stamps
         self._lock = threading.RLock()
         self._jobs: dict[str, JobRecord] = {}
         self._keys: dict[str, str] = {}
@@ -51,6 +60,8 @@ class MemoryBackend(Backend):
         self._schedules: dict[str, ScheduleState] = {}
         self._tokens = 0
         self._signal = Signal()
+        self._quiet_after: float | None = None  # the store-wide heartbeat record
+        self._stall_until: float | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -125,13 +136,14 @@ class MemoryBackend(Backend):
             ]
             ready.sort(key=lambda r: (-r.priority, r.ready_at, r.id))
             claims = []
+            t = self._store_time()
             for record in ready[:limit]:
                 record.state = State.RUNNING
                 record.attempts += 1
                 record.token = self._next_token()
                 record.worker = worker_id
-                record.started_at = now
-                record.lease_expires_at = now + lease_seconds
+                record.started_at = t
+                record.lease_expires_at = t + lease_seconds
                 claims.append(Claim(record.copy(), record.token))
             return claims
 
@@ -145,12 +157,16 @@ class MemoryBackend(Backend):
     ) -> HeartbeatResult:
         lost, cancel = set(), set()
         with self._lock:
+            t = self._store_time()
+            self._quiet_after, self._stall_until = note_heartbeat(
+                self._quiet_after, self._stall_until, t, lease_seconds
+            )
             for job_id, token in leases:
                 record = self._current(job_id, token)
                 if record is None:
                     lost.add(job_id)
                     continue
-                record.lease_expires_at = now + lease_seconds
+                record.lease_expires_at = t + lease_seconds
                 if record.cancel_requested:
                     cancel.add(job_id)
             worker.last_seen = now
@@ -198,19 +214,22 @@ class MemoryBackend(Backend):
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
         out = []
         with self._lock:
+            t = self._store_time()
+            stalled = in_stall(self._quiet_after, self._stall_until, t)
             for record in self._jobs.values():
                 if record.state is not State.RUNNING or record.lease_expires_at is None:
                     continue
-                if record.lease_expires_at >= now:
+                if record.lease_expires_at >= t:
                     continue
-                record.crashes += 1
+                if not stalled:
+                    record.crashes += 1
                 record.token = self._next_token()
                 record.worker = None
                 record.lease_expires_at = None
                 if record.cancel_requested:
                     apply_outcome(record, Outcome.cancelled(), now=now)
                     self._left_active(record)
-                elif record.crashes >= max_crashes:
+                elif not stalled and record.crashes >= max_crashes:
                     error = ErrorInfo.from_json(worker_lost_error(record.crashes))
                     apply_outcome(record, Outcome.failed(error), now=now)
                     self._left_active(record)

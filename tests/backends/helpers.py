@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from conveyor.backends.base import Backend, WorkerInfo
+from conveyor.backends.base import Backend, RecoveredJob, WorkerInfo
 from conveyor.job import Claim, IdGenerator, JobRecord, State
 
 #: the tests' clock: every operation gets ``now`` explicitly, counted from here
@@ -14,6 +14,29 @@ LEASE = 30.0
 PAYLOAD = b"[[],{}]"
 
 _ids = IdGenerator()
+
+
+class StoreClock:
+    """The store's clock in the conformance suite: the time that stamps leases and that
+    ``recover`` compares them with (see base.py), moved by the test."""
+
+    def __init__(self, t: float = NOW) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def set_store_time(backend: Backend, t: float) -> None:
+    clock = backend.clock
+    assert isinstance(clock, StoreClock), "the backend was not opened with a StoreClock"
+    clock.t = t
+
+
+def recover_at(backend: Backend, t: float, *, max_crashes: int) -> list[RecoveredJob]:
+    """``recover`` when the store's clock and the caller's both read ``t``."""
+    set_store_time(backend, t)
+    return backend.recover(now=t, max_crashes=max_crashes)
 
 
 def new_id() -> str:
@@ -73,7 +96,10 @@ def claim_one(
     now: float = NOW,
     lease: float = LEASE,
 ) -> Claim:
-    """Claim exactly one job (the test fails if none or several come back)."""
+    """Claim exactly one job (the test fails if none or several come back), at ``now`` by
+    the store's clock too when the backend has a StoreClock."""
+    if isinstance(backend.clock, StoreClock):
+        backend.clock.t = now
     claims = backend.claim(worker, list(queues), 1, lease_seconds=lease, now=now)
     assert len(claims) == 1, claims
     return claims[0]

@@ -1,6 +1,7 @@
 """The backend contract (conveyor/backends/base.py), checked on every backend alike.
 
-Time is moved by passing ``now``; only the wait tests sleep, and only with generous bounds.
+Time is moved by passing ``now`` and, for what the store stamps itself (leases), by moving
+the backend's ``StoreClock``; only the wait tests sleep, and only with generous bounds.
 """
 
 from __future__ import annotations
@@ -8,22 +9,39 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
+
+from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, DueResult, RecoveredJob, SweepResult
 from conveyor.job import ErrorInfo, Outcome, Progress, State
 from tests.backends.helpers import (
     LEASE,
     NOW,
+    StoreClock,
     claim_one,
     enqueue_one,
     make_record,
     make_worker,
+    recover_at,
     running,
+    set_store_time,
     stored,
 )
 
 BOOM = ErrorInfo("ValueError", "boom", "Traceback ...")
+
+
+@pytest.fixture
+def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
+    """Every backend, its lease stamps read from a clock the test moves."""
+    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
+    try:
+        yield b
+    finally:
+        b.close()
+
 
 # -- enqueue ---------------------------------------------------------------------------------
 
@@ -180,7 +198,7 @@ def test_every_claim_gets_a_token_no_earlier_claim_had(backend: Backend) -> None
     assert backend.release(job_id, claim.token, started=True, now=NOW)
     claim = claim_one(backend)
     tokens.add(claim.token)
-    assert backend.recover(now=NOW + LEASE + 1, max_crashes=10)
+    assert recover_at(backend, NOW + LEASE + 1, max_crashes=10)
     claim = claim_one(backend, now=NOW + LEASE + 2)
     tokens.add(claim.token)
     assert backend.finish(job_id, claim.token, Outcome.failed(BOOM), now=NOW + LEASE + 3)
@@ -212,12 +230,13 @@ def test_concurrent_claims_never_return_the_same_job(backend: Backend) -> None:
 
 def test_heartbeat_extends_current_leases(backend: Backend) -> None:
     claim = running(backend)
+    set_store_time(backend, NOW + 20)
     result = backend.heartbeat(
         make_worker(), [(claim.record.id, claim.token)], lease_seconds=LEASE, now=NOW + 20
     )
     assert not result.lost and not result.cancel_requested
     assert stored(backend, claim.record.id).lease_expires_at == NOW + 20 + LEASE
-    assert backend.recover(now=NOW + LEASE + 1, max_crashes=3) == []
+    assert recover_at(backend, NOW + LEASE + 1, max_crashes=3) == []
 
 
 def test_heartbeat_reports_lost_leases(backend: Backend) -> None:
@@ -445,7 +464,7 @@ def test_release_with_a_stale_token_is_refused(backend: Backend) -> None:
 def test_expired_lease_returns_job_to_queued_and_counts_a_crash(backend: Backend) -> None:
     claim = running(backend)
     later = NOW + LEASE + 1
-    assert backend.recover(now=later, max_crashes=3) == [
+    assert recover_at(backend, later, max_crashes=3) == [
         RecoveredJob(claim.record.id, State.QUEUED)
     ]
     job = stored(backend, claim.record.id)
@@ -461,13 +480,13 @@ def test_expired_lease_returns_job_to_queued_and_counts_a_crash(backend: Backend
 
 def test_recover_leaves_live_leases_alone(backend: Backend) -> None:
     claim = running(backend)
-    assert backend.recover(now=NOW + LEASE, max_crashes=3) == []  # due at, not past
+    assert recover_at(backend, NOW + LEASE, max_crashes=3) == []  # due at, not past
     assert stored(backend, claim.record.id).state is State.RUNNING
 
 
 def test_recovered_job_cannot_be_finished_by_its_old_worker(backend: Backend) -> None:
     claim = running(backend)
-    backend.recover(now=NOW + LEASE + 1, max_crashes=3)
+    recover_at(backend, NOW + LEASE + 1, max_crashes=3)
     assert not backend.finish(claim.record.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
     again = claim_one(backend, now=NOW + LEASE + 2)
     assert not backend.finish(claim.record.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
@@ -479,11 +498,11 @@ def test_recover_fails_a_job_after_max_crashes(backend: Backend) -> None:
     job_id, now = running(backend).record.id, NOW
     for crash in (1, 2):
         now += LEASE + 1
-        assert backend.recover(now=now, max_crashes=3) == [RecoveredJob(job_id, State.QUEUED)]
+        assert recover_at(backend, now, max_crashes=3) == [RecoveredJob(job_id, State.QUEUED)]
         assert stored(backend, job_id).crashes == crash
         claim_one(backend, now=now)
     now += LEASE + 1
-    assert backend.recover(now=now, max_crashes=3) == [RecoveredJob(job_id, State.FAILED)]
+    assert recover_at(backend, now, max_crashes=3) == [RecoveredJob(job_id, State.FAILED)]
     job = stored(backend, job_id)
     assert (job.state, job.crashes, job.attempts, job.finished_at) == (State.FAILED, 3, 3, now)
     assert job.error is not None and job.error.type == "WorkerLost" and "3" in job.error.message
@@ -493,10 +512,91 @@ def test_recover_fails_a_job_after_max_crashes(backend: Backend) -> None:
 def test_recover_cancels_a_job_whose_cancellation_was_requested(backend: Backend) -> None:
     claim = running(backend)
     backend.cancel(claim.record.id, now=NOW)
-    assert backend.recover(now=NOW + LEASE + 1, max_crashes=3) == [
+    assert recover_at(backend, NOW + LEASE + 1, max_crashes=3) == [
         RecoveredJob(claim.record.id, State.CANCELLED)
     ]
     assert stored(backend, claim.record.id).state is State.CANCELLED
+
+
+# -- leases: the store's clock, stalls ------------------------------------------------------
+
+
+def test_claim_stamps_the_lease_by_the_store_clock_when_it_commits(backend: Backend) -> None:
+    record = enqueue_one(backend)
+    set_store_time(backend, NOW + 100)  # the claim waited 100 s for the store
+    [claim] = backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=NOW)
+    job = stored(backend, record.id)
+    assert job.started_at == claim.record.started_at == NOW + 100
+    assert job.lease_expires_at == claim.record.lease_expires_at == NOW + 100 + LEASE
+
+
+def test_finish_and_claim_stamps_the_lease_by_the_store_clock(backend: Backend) -> None:
+    done = running(backend)
+    record = enqueue_one(backend)
+    set_store_time(backend, NOW + 7)
+    _, [claim] = backend.finish_and_claim(
+        [(done.record.id, done.token, Outcome.succeeded(b"1"))],
+        "w",
+        ["default"],
+        1,
+        lease_seconds=LEASE,
+        now=NOW,
+    )
+    assert claim.record.id == record.id
+    assert stored(backend, record.id).lease_expires_at == NOW + 7 + LEASE
+    assert claim.record.started_at == NOW + 7
+
+
+def test_heartbeat_renews_by_the_store_clock(backend: Backend) -> None:
+    claim = running(backend)
+    set_store_time(backend, NOW + 9)
+    leases = [(claim.record.id, claim.token)]
+    backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW)
+    assert stored(backend, claim.record.id).lease_expires_at == NOW + 9 + LEASE
+
+
+def test_recover_compares_leases_with_the_store_clock_not_the_callers(backend: Backend) -> None:
+    claim = running(backend)
+    set_store_time(backend, NOW + 1)  # a caller whose clock runs 100 s ahead
+    assert backend.recover(now=NOW + LEASE + 100, max_crashes=3) == []
+    assert stored(backend, claim.record.id).state is State.RUNNING
+
+
+def test_a_lease_that_ran_out_while_workers_beat_counts_a_crash(backend: Backend) -> None:
+    claim = running(backend)
+    for t in (NOW, NOW + 10, NOW + 20, NOW + 30):
+        set_store_time(backend, t)
+        backend.heartbeat(make_worker("other"), [], lease_seconds=LEASE, now=t)
+    assert recover_at(backend, NOW + LEASE + 1, max_crashes=3) == [
+        RecoveredJob(claim.record.id, State.QUEUED)
+    ]
+    assert stored(backend, claim.record.id).crashes == 1
+
+
+def test_leases_that_ran_out_in_a_stall_count_no_crash(backend: Backend) -> None:
+    backend.heartbeat(make_worker(), [], lease_seconds=LEASE, now=NOW)
+    claim = running(backend)
+    # Nobody's heartbeat got through for longer than half a lease: a stall for everyone.
+    assert recover_at(backend, NOW + LEASE + 1, max_crashes=1) == [
+        RecoveredJob(claim.record.id, State.QUEUED)
+    ]
+    job = stored(backend, claim.record.id)
+    assert (job.state, job.crashes) == (State.QUEUED, 0)
+
+
+def test_recover_counts_no_crash_just_after_a_stall(backend: Backend) -> None:
+    backend.heartbeat(make_worker(), [], lease_seconds=LEASE, now=NOW)
+    set_store_time(backend, NOW + LEASE)  # the first heartbeat after a gap of one lease
+    backend.heartbeat(make_worker(), [], lease_seconds=LEASE, now=NOW)
+    claim = running(backend, now=NOW + LEASE)
+    for t in (NOW + LEASE + 10, NOW + LEASE + 20, NOW + LEASE + 30):
+        set_store_time(backend, t)  # workers beat again, as usual
+        backend.heartbeat(make_worker("other"), [], lease_seconds=LEASE, now=t)
+    # Within the grace after the stall: the lease ran out because of it, not a lost worker.
+    assert recover_at(backend, NOW + 2 * LEASE + 1, max_crashes=1) == [
+        RecoveredJob(claim.record.id, State.QUEUED)
+    ]
+    assert stored(backend, claim.record.id).crashes == 0
 
 
 # -- sweep -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -68,9 +68,14 @@ class RedisBackend(Waiting, Backend):
     scheme = "redis"
 
     def __init__(
-        self, url: str, *, namespace: str = "conveyor", retry_seconds: float = 5.0
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(url, namespace=namespace)
+        super().__init__(url, namespace=namespace, clock=clock)
         if not namespace or "{" in namespace or "}" in namespace:
             raise ConfigurationError(
                 f"namespace {namespace!r} must be non-empty and free of braces: it becomes the "
@@ -96,6 +101,15 @@ class RedisBackend(Waiting, Backend):
         return self._connection.cluster
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _stamped(self, name: str, build: Callable[[str], list[Any]]) -> Any:
+        """Run a script that stamps leases. ``build`` makes its arguments from the clock
+        argument: '' (the script reads the server's TIME when it runs), or this backend's
+        test clock, read again on every attempt, so a retried call never reuses a stamp."""
+        clock = self.clock
+        if clock is None:
+            return self._run(name, *build(""))
+        return self._connection.run_built(name, lambda: build(repr(clock())))
 
     def check_persistence(self) -> bool:
         """Warn once (logging) when the server persists nothing, so a restart loses every
@@ -146,9 +160,10 @@ class RedisBackend(Waiting, Backend):
         queues = list(dict.fromkeys(queues))
         if limit <= 0 or not queues:
             return []
-        lease = now + lease_seconds
-        flat = self._run("claim", worker_id, limit, repr(now), repr(lease), *queues)
-        records = decode_claims(flat, worker_id, now, lease)
+        head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
+        t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
+        started = float(t)
+        records = decode_claims(flat, worker_id, started, started + lease_seconds)
         return [Claim(record, record.token) for record in records]
 
     def heartbeat(
@@ -160,10 +175,11 @@ class RedisBackend(Waiting, Backend):
         now: float,
     ) -> HeartbeatResult:
         worker.last_seen = now
-        args: list[Any] = [repr(now + lease_seconds), worker.id, _worker_json(worker), repr(now)]
+        head: list[Any] = [repr(float(lease_seconds)), worker.id, _worker_json(worker), repr(now)]
+        pairs: list[Any] = []
         for job_id, token in leases:
-            args += [job_id, str(token)]
-        lost, cancel = self._run("heartbeat", *args)
+            pairs += [job_id, str(token)]
+        lost, cancel = self._stamped("heartbeat", lambda clock: [*head, clock, *pairs])
         return HeartbeatResult(
             frozenset(i.decode() for i in lost), frozenset(i.decode() for i in cancel)
         )
@@ -195,18 +211,11 @@ class RedisBackend(Waiting, Backend):
         limit = limit if queues else 0
         if not items and limit <= 0:
             return [], []
-        lease = now + lease_seconds
-        done, flat = self._run(
-            "finish_claim",
-            repr(now),
-            worker_id,
-            max(limit, 0),
-            repr(lease),
-            len(queues),
-            *queues,
-            *outcome_args(items),
-        )
-        records = decode_claims(flat, worker_id, now, lease)
+        head = [repr(now), worker_id, max(limit, 0), repr(float(lease_seconds))]
+        tail = [len(queues), *queues, *outcome_args(items)]
+        done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
+        started = float(t) if t else now
+        records = decode_claims(flat, worker_id, started, started + lease_seconds)
         return [bool(r) for r in done], [Claim(record, record.token) for record in records]
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
@@ -216,8 +225,9 @@ class RedisBackend(Waiting, Backend):
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
         template = json.dumps(worker_lost_error(_CRASHES_MARK))
         out: list[RecoveredJob] = []
+        args = [repr(now), max_crashes, template, BATCH]
         while True:
-            flat = self._run("recover", repr(now), max_crashes, template, BATCH)
+            flat = self._stamped("recover", lambda clock: [*args, clock])
             out += [
                 RecoveredJob(flat[i].decode(), State(flat[i + 1].decode()))
                 for i in range(0, len(flat), 2)

@@ -207,9 +207,12 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
 CLAIM_STRIDE = 18
 
 
-def decode_claims(flat: Sequence[Any], worker: str, now: float, lease: float) -> list[JobRecord]:
+def decode_claims(
+    flat: Sequence[Any], worker: str, started: float, lease: float
+) -> list[JobRecord]:
     """The records of claimed jobs from claim.lua's flat reply; what the claim itself set
-    (state, worker, start and lease times) is filled in here rather than sent back."""
+    (state, worker, the store's start and lease times) is filled in here rather than sent
+    back per job."""
     records = []
     for i in range(0, len(flat), CLAIM_STRIDE):
         (
@@ -233,7 +236,7 @@ def decode_claims(flat: Sequence[Any], worker: str, now: float, lease: float) ->
                 created_at=float(created_at) if created_at else 0.0,
                 ready_at=float(ready_at) if ready_at else 0.0,
                 expires_at=_opt_float(expires_at),
-                started_at=now,
+                started_at=started,
                 result_ttl=float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL,
                 error=_error(error),
                 progress=_progress(progress),

@@ -59,6 +59,24 @@ local function ready_score(priority, ready_at)
   return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
 end
 
+-- The store's time for what the store stamps (leases, the heartbeat record): the server's
+-- clock when the caller sent '' (read when the script runs, however late that is), else the
+-- caller's value (a test's movable clock, read again by every retry of the call).
+local function store_time(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- The store-wide heartbeat record (base.py note_heartbeat / in_stall): heartbeats further
+-- apart than STALL_SHARE of the lease mean a stall; recover counts no crashes during one and
+-- for STALL_GRACE_LEASES lease lengths after it.
+local STALL_SHARE, STALL_GRACE_LEASES = 0.5, 2.0
+local function in_stall(t)
+  local b = redis.call('HMGET', P .. 'beats', 'quiet_after', 'stall_until')
+  return (b[1] and t > tonumber(b[1])) or (b[2] and t < tonumber(b[2])) or false
+end
+
 -- Take a job out of the indexes of its state (`expiring` is cleaned by sweep, lazily).
 local function unplace(id, state, queue)
   if state == 'queued' then redis.call('ZREM', P .. 'ready:' .. queue, id)
@@ -187,13 +205,13 @@ local function store(rec)
   return id, true
 end
 
--- Claim up to `limit` ready jobs of `queues` for `worker`; `now` and `lease` as the caller
--- wrote them. Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
+-- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
+-- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
 -- (attempts already counted): codec.py decodes them by position, and fills in what the claim
 -- itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
-local function claim_jobs(worker, limit, now_s, lease, queues)
+local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   for _, q in ipairs(queues) do
@@ -248,7 +266,7 @@ local function claim_jobs(worker, limit, now_s, lease, queues)
     local token = last - n + i
     local attempts = tonumber(f[6] or '0') + 1
     redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
-      'started_at', now_s, 'lease_expires_at', lease, 'attempts', attempts)
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts)
     f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q

@@ -339,6 +339,10 @@ class Connection:
         # the client is chosen (and with it the scripts) before the lambda runs
         return self.call(lambda client: self._scripts[name](client, self.prefix, args))
 
+    def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
+        """``run`` with arguments made anew for every attempt."""
+        return self.call(lambda client: self._scripts[name](client, self.prefix, tuple(build())))
+
     def close(self) -> None:
         with self._lock:
             if self._client is not None:

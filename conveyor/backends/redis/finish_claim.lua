@@ -1,12 +1,17 @@
 -- A busy worker's outcomes and its next claim in one step. ARGV: now, worker, limit,
--- lease_expires_at, the number n of queues, n queues, then per job what finish_jobs reads.
--- Returns {finish_jobs' reply, claim_jobs' reply}.
-local n = tonumber(ARGV[5])
+-- lease_seconds, clock ('' for TIME), the number n of queues, n queues, then per job what
+-- finish_jobs reads. Returns {finish_jobs' reply, claim_jobs' reply, the store's time that
+-- stamped the claims}.
+local n = tonumber(ARGV[6])
 local queues = {}
-for i = 6, 5 + n do queues[#queues + 1] = ARGV[i] end
-local done = finish_jobs(ARGV[1], 6 + n)
+for i = 7, 6 + n do queues[#queues + 1] = ARGV[i] end
+local done = finish_jobs(ARGV[1], 7 + n)
 local limit = tonumber(ARGV[3])
 local claimed = {}
-if limit > 0 then claimed = claim_jobs(ARGV[2], limit, ARGV[1], ARGV[4], queues) end
+local t = ''
+if limit > 0 then
+  t = num(store_time(ARGV[5]))
+  claimed = claim_jobs(ARGV[2], limit, ARGV[1], t, num(tonumber(t) + tonumber(ARGV[4])), queues)
+end
 notify()
-return {done, claimed}
+return {done, claimed, t}

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
@@ -23,6 +23,8 @@ from conveyor.backends.base import (
     ScheduleState,
     SweepResult,
     WorkerInfo,
+    in_stall,
+    note_heartbeat,
     worker_lost_error,
 )
 from conveyor.backends.sqlite.inspection import Inspection
@@ -53,8 +55,17 @@ STALE_WORKER_SECONDS = 3600.0
 class SQLiteBackend(Inspection, Backend):
     scheme = "sqlite"
 
-    def __init__(self, url: str, *, namespace: str = "conveyor") -> None:
-        super().__init__(url, namespace=check_namespace(namespace))
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(url, namespace=check_namespace(namespace), clock=clock)
+        # Read only once the write lock is held: a lease starts when it is granted, however
+        # long the claim waited for the gate or for BEGIN IMMEDIATE.
+        self._store_time = clock or time.time
         self.options = parse_url(url)
         initialise(self.options, namespace)
         self._sql = queries(namespace)
@@ -172,11 +183,12 @@ class SQLiteBackend(Inspection, Backend):
         self._local.idle = not ids
         if not ids:
             return []
+        t = self._store_time()  # under the write lock: once per transaction
         params = {
             "ids": dumps(ids),
             "worker": worker_id,
-            "now": now,
-            "lease_expires_at": now + lease_seconds,
+            "started_at": t,
+            "lease_expires_at": t + lease_seconds,
         }
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
@@ -235,8 +247,15 @@ class SQLiteBackend(Inspection, Backend):
         lost, cancel = set(), set()
         worker.last_seen = now
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
+            conn.execute(self._sql["put_beat"], {"name": "quiet_after", "at": quiet})
+            if stall is not None and stall != stall_until:
+                conn.execute(self._sql["put_beat"], {"name": "stall_until", "at": stall})
+            lease_expires_at = t + lease_seconds
             for job_id, token in leases:
-                params = {"id": job_id, "token": token, "lease_expires_at": now + lease_seconds}
+                params = {"id": job_id, "token": token, "lease_expires_at": lease_expires_at}
                 row = conn.execute(self._sql["extend_lease"], params).fetchone()
                 if row is None:
                     lost.add(job_id)
@@ -325,17 +344,23 @@ class SQLiteBackend(Inspection, Backend):
         return done
 
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        if not self._db.get().execute(self._sql["lapsed"], {"now": now}).fetchone():
+        # A look without the write lock first: most of the time nothing ran out.
+        look = {"cutoff": self._store_time()}
+        if not self._db.get().execute(self._sql["lapsed"], look).fetchone():
             return []
         out = []
         with self._db.write() as conn:
+            t = self._store_time()
+            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
+            stalled = in_stall(quiet_after, stall_until, t)
+            crash = 0 if stalled else 1
             for job_id, crashes, cancel_requested in conn.execute(
-                self._sql["lapsed"], {"now": now}
+                self._sql["lapsed"], {"cutoff": t}
             ).fetchall():
-                params: dict[str, Any] = {"id": job_id, "now": now}
+                params: dict[str, Any] = {"id": job_id, "now": now, "crash": crash}
                 if cancel_requested:
                     state, error = State.CANCELLED, None
-                elif crashes + 1 >= max_crashes:
+                elif not stalled and crashes + 1 >= max_crashes:
                     state, error = State.FAILED, dumps(worker_lost_error(crashes + 1))
                 else:
                     conn.execute(self._sql["recover_requeue"], params)

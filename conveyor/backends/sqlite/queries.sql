@@ -37,9 +37,10 @@ ORDER BY priority DESC, ready_at, id
 LIMIT :limit;
 
 -- name: claim
+-- :started_at is the store's time, read once the write lock is held.
 UPDATE {ns}_jobs
 SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
-    started_at = :now, lease_expires_at = :lease_expires_at
+    started_at = :started_at, lease_expires_at = :lease_expires_at
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
 RETURNING {columns};
 
@@ -79,18 +80,19 @@ SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: lapsed
+-- :cutoff is the store's time; served by the jobs_running index.
 SELECT id, crashes, cancel_requested FROM {ns}_jobs
-WHERE state = 'running' AND lease_expires_at < :now;
+WHERE state = 'running' AND lease_expires_at < :cutoff;
 
 -- name: recover_requeue
 UPDATE {ns}_jobs
-SET state = 'queued', ready_at = :now, crashes = crashes + 1, token = token + 1,
+SET state = 'queued', ready_at = :now, crashes = crashes + :crash, token = token + 1,
     worker = NULL, lease_expires_at = NULL
 WHERE id = :id;
 
 -- name: recover_final
 UPDATE {ns}_jobs
-SET state = :state, crashes = crashes + 1, token = token + 1, worker = NULL,
+SET state = :state, crashes = crashes + :crash, token = token + 1, worker = NULL,
     lease_expires_at = NULL, result = NULL, error = :error, finished_at = :now,
     purge_at = :now + result_ttl, cancel_requested = 0
 WHERE id = :id;
@@ -143,6 +145,14 @@ SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
+
+-- name: beats
+SELECT (SELECT at FROM {ns}_beats WHERE name = 'quiet_after'),
+       (SELECT at FROM {ns}_beats WHERE name = 'stall_until');
+
+-- name: put_beat
+INSERT INTO {ns}_beats (name, at) VALUES (:name, :at)
+ON CONFLICT (name) DO UPDATE SET at = excluded.at;
 
 -- name: put_worker
 INSERT OR REPLACE INTO {ns}_workers

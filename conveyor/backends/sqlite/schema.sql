@@ -87,3 +87,10 @@ CREATE TABLE IF NOT EXISTS {ns}_schedules (
     last_job_id      TEXT,
     last_enqueued_at REAL
 );
+
+-- The store-wide heartbeat record (see base.py, heartbeat and recover): one row per name,
+-- 'quiet_after' and 'stall_until', in the store's time.
+CREATE TABLE IF NOT EXISTS {ns}_beats (
+    name TEXT PRIMARY KEY,
+    at   REAL NOT NULL
+);
