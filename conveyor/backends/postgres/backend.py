@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -24,6 +24,8 @@ from conveyor.backends.base import (
     RecoveredJob,
     SweepResult,
     WorkerInfo,
+    in_stall,
+    note_heartbeat,
     worker_lost_error,
 )
 from conveyor.backends.postgres.admin import Admin
@@ -50,6 +52,8 @@ from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, Sta
 STALE_WORKER_SECONDS = 3600.0
 #: outcomes per finish statement: the ids of one batch fit in one notification (8000 bytes)
 CHUNK = 250
+#: a crash count no job reaches: in a stall no job fails as poison
+NEVER = 2**31 - 1
 #: the WorkerLost message with the count left to the statement
 _LOST_MESSAGE = worker_lost_error(0)["message"].replace(" 0 times", " {crashes} times")
 
@@ -60,9 +64,14 @@ class PostgresBackend(Admin, Backend):
     scheme = "postgresql"
 
     def __init__(
-        self, url: str, *, namespace: str = "conveyor", retry_seconds: float = RETRY_SECONDS
+        self,
+        url: str,
+        *,
+        namespace: str = "conveyor",
+        clock: Callable[[], float] | None = None,
+        retry_seconds: float = RETRY_SECONDS,
     ) -> None:
-        super().__init__(url, namespace=check_namespace(namespace))
+        super().__init__(url, namespace=check_namespace(namespace), clock=clock)
         self._db = Database(url, retry_seconds=retry_seconds)
         self._sql = queries(self.namespace)
         initialise(self._db, self.namespace, safe_url(url))
@@ -161,7 +170,12 @@ class PostgresBackend(Admin, Backend):
             "worker": worker_id,
             "now": now,
             "lease_seconds": lease_seconds,
+            "store_time": self._test_time(),
         }
+
+    def _test_time(self) -> float | None:
+        """The test clock's time, passed to the statements; None: they read the server's."""
+        return None if self.clock is None else self.clock()
 
     @staticmethod
     def _claims(rows: list[tuple[Any, ...]]) -> list[Claim]:
@@ -207,16 +221,25 @@ class PostgresBackend(Admin, Backend):
         now: float,
     ) -> HeartbeatResult:
         worker.last_seen = now
-        params = {
-            "ids": [job_id for job_id, _ in leases],
-            "tokens": [token for _, token in leases],
-            "lease_expires_at": now + lease_seconds,
-        }
+        ids = [job_id for job_id, _ in leases]
+        tokens = [token for _, token in leases]
 
         def write(conn: Conn) -> list[tuple[Any, ...]]:
-            with conn.pipeline(), conn.transaction():
-                extended = conn.execute(self._sql["extend_leases"], params)
-                conn.execute(self._sql["put_worker"], worker_params(worker))
+            with conn.transaction():
+                # The record's lock first, then the clock: t is read once the lock is held.
+                with conn.pipeline():
+                    beats = conn.execute(self._sql["beats_lock"])
+                    clock = conn.execute(self._sql["store_time"], self._clock_params())
+                quiet_after, stall_until = beats.fetchone() or (None, None)
+                t = float(clock.fetchone()[0])  # type: ignore[index]
+                quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
+                params = {"ids": ids, "tokens": tokens, "lease_expires_at": t + lease_seconds}
+                with conn.pipeline():
+                    conn.execute(
+                        self._sql["beats_put"], {"quiet_after": quiet, "stall_until": stall}
+                    )
+                    extended = conn.execute(self._sql["extend_leases"], params)
+                    conn.execute(self._sql["put_worker"], worker_params(worker))
             return extended.fetchall()
 
         rows = self._db.run(write)
@@ -277,9 +300,28 @@ class PostgresBackend(Admin, Backend):
         return bool(self._db.run(lambda c: c.execute(self._sql["release"], params).fetchall()))
 
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        params = {"now": now, "max_crashes": max_crashes, "lost_message": _LOST_MESSAGE}
-        rows = self._db.run(lambda c: c.execute(self._sql["recover"], params).fetchall())
+        def write(conn: Conn) -> list[tuple[Any, ...]]:
+            with conn.transaction():
+                with conn.pipeline():
+                    beats = conn.execute(self._sql["beats"])
+                    clock = conn.execute(self._sql["store_time"], self._clock_params())
+                quiet_after, stall_until = beats.fetchone() or (None, None)
+                t = float(clock.fetchone()[0])  # type: ignore[index]
+                stalled = in_stall(quiet_after, stall_until, t)
+                params = {
+                    "now": now,
+                    "cutoff": t,
+                    "crash": 0 if stalled else 1,
+                    "max_crashes": NEVER if stalled else max_crashes,
+                    "lost_message": _LOST_MESSAGE,
+                }
+                return conn.execute(self._sql["recover"], params).fetchall()
+
+        rows = self._db.run(write)
         return [RecoveredJob(job_id, State(state)) for job_id, state in rows]
+
+    def _clock_params(self) -> dict[str, Any]:
+        return {"store_time": self._test_time()}
 
     def sweep(self, *, now: float) -> SweepResult:
         # Purge first: a job that expires in this sweep is kept at least until the next.

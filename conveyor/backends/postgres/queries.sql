@@ -46,7 +46,22 @@ WHERE unique_key = %(value)s AND state IN ('scheduled', 'queued', 'running');
 -- name: state_of
 SELECT state FROM {ns}_jobs WHERE id = %(id)s;
 
+-- name: store_time
+-- The store's clock (see base.py): the server's, unless the backend was given a test clock.
+SELECT coalesce(%(store_time)s::double precision,
+                extract(epoch FROM clock_timestamp())::double precision);
+
+-- name: beats_lock
+SELECT quiet_after, stall_until FROM {ns}_beats FOR UPDATE;
+
+-- name: beats
+SELECT quiet_after, stall_until FROM {ns}_beats;
+
+-- name: beats_put
+UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until)s;
+
 -- name: claim
+-- The lease starts at the store's time (clock), read by the statement itself.
 -- Index: {ns}_jobs_queued serves the queued part, one ordered range scan per queue (the
 -- LATERAL join runs it once per queue name) that stops after LIMIT rows; {ns}_jobs_scheduled
 -- serves the due scheduled part from its head. A queued job is ready whatever its ready_at
@@ -57,7 +72,10 @@ SELECT state FROM {ns}_jobs WHERE id = %(id)s;
 -- UPDATE SKIP LOCKED)" it may turn the subquery into a join and run it again per row, and
 -- claim more than LIMIT jobs (as Oban learned). SKIP LOCKED lets concurrent claims pass by
 -- each other's rows instead of waiting; the outer LIMIT keeps the best of the candidates.
-WITH picked AS MATERIALIZED (
+WITH clock AS MATERIALIZED (
+    SELECT coalesce(%(store_time)s::double precision,
+                    extract(epoch FROM clock_timestamp())::double precision) AS t
+), picked AS MATERIALIZED (
     SELECT c.id FROM (
         SELECT ready.id, ready.priority, ready.ready_at
         FROM unnest(%(queues)s::text[]) AS q(name)
@@ -85,9 +103,9 @@ WITH picked AS MATERIALIZED (
 ), claimed AS (
     UPDATE {ns}_jobs AS j
     SET state = 'running', attempts = j.attempts + 1, token = j.token + 1,
-        worker = %(worker)s, started_at = %(now)s,
-        lease_expires_at = %(now)s + %(lease_seconds)s
-    FROM picked WHERE j.id = picked.id
+        worker = %(worker)s, started_at = clock.t,
+        lease_expires_at = clock.t + %(lease_seconds)s
+    FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
 ), told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM claimed HAVING count(*) > 0
@@ -156,33 +174,35 @@ WITH done AS (
 SELECT pg_notify('{channel}', m) FROM done, LATERAL (VALUES ('c ' || id), ('r ' || queue)) AS n(m);
 
 -- name: recover
--- Index: {ns}_jobs_running. One statement: every lapsed lease is decided at once, and a
--- concurrent recover skips the rows this one holds.
+-- Index: {ns}_jobs_running. One statement: every lease that ran out by the store's time
+-- (cutoff) is decided at once, and a concurrent recover skips the rows this one holds. In a
+-- stall the caller passes crash = 0 and a max_crashes no job reaches.
 WITH lapsed AS MATERIALIZED (
     SELECT id FROM {ns}_jobs
-    WHERE state = 'running' AND lease_expires_at < %(now)s
+    WHERE state = 'running' AND lease_expires_at < %(cutoff)s
     FOR UPDATE SKIP LOCKED
 ), done AS (
     UPDATE {ns}_jobs AS j SET
         state = CASE
             WHEN j.cancel_requested THEN 'cancelled'
-            WHEN j.crashes + 1 >= %(max_crashes)s THEN 'failed'
+            WHEN j.crashes + %(crash)s >= %(max_crashes)s THEN 'failed'
             ELSE 'queued' END,
-        crashes = j.crashes + 1, token = j.token + 1, worker = NULL, lease_expires_at = NULL,
-        ready_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+        crashes = j.crashes + %(crash)s, token = j.token + 1, worker = NULL,
+        lease_expires_at = NULL,
+        ready_at = CASE WHEN j.cancel_requested OR j.crashes + %(crash)s >= %(max_crashes)s
             THEN j.ready_at ELSE %(now)s END,
-        result = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+        result = CASE WHEN j.cancel_requested OR j.crashes + %(crash)s >= %(max_crashes)s
             THEN NULL ELSE j.result END,
         error = CASE
             WHEN j.cancel_requested THEN NULL
-            WHEN j.crashes + 1 >= %(max_crashes)s THEN jsonb_build_object(
+            WHEN j.crashes + %(crash)s >= %(max_crashes)s THEN jsonb_build_object(
                 'type', 'WorkerLost',
                 'message', replace(%(lost_message)s, '{crashes}', (j.crashes + 1)::text),
                 'traceback', NULL)
             ELSE j.error END,
-        finished_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+        finished_at = CASE WHEN j.cancel_requested OR j.crashes + %(crash)s >= %(max_crashes)s
             THEN %(now)s ELSE j.finished_at END,
-        purge_at = CASE WHEN j.cancel_requested OR j.crashes + 1 >= %(max_crashes)s
+        purge_at = CASE WHEN j.cancel_requested OR j.crashes + %(crash)s >= %(max_crashes)s
             THEN %(now)s + j.result_ttl ELSE j.purge_at END,
         cancel_requested = false
     FROM lapsed WHERE j.id = lapsed.id

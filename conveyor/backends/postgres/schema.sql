@@ -91,3 +91,12 @@ CREATE TABLE IF NOT EXISTS {ns}_schedules (
     last_job_id      text,
     last_enqueued_at double precision
 );
+
+-- The store-wide heartbeat record (see base.py, heartbeat and recover), in the store's time:
+-- one row, locked by each heartbeat while it updates it.
+CREATE TABLE IF NOT EXISTS {ns}_beats (
+    one         boolean PRIMARY KEY DEFAULT true CHECK (one),
+    quiet_after double precision,
+    stall_until double precision
+);
+INSERT INTO {ns}_beats (one) VALUES (true) ON CONFLICT DO NOTHING;
