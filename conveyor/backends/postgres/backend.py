@@ -50,8 +50,6 @@ from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, Sta
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
-#: outcomes per finish statement: the ids of one batch fit in one notification (8000 bytes)
-CHUNK = 250
 #: a crash count no job reaches: in a stall no job fails as poison
 NEVER = 2**31 - 1
 #: the WorkerLost message with the count left to the statement
@@ -201,12 +199,13 @@ class PostgresBackend(Admin, Backend):
 
         def write(conn: Conn) -> tuple[list[bool], list[Claim]]:
             with conn.pipeline(), conn.transaction():
-                finishing = [
-                    conn.execute(self._sql["finish"], self._finish_params(chunk, now))
-                    for chunk in _chunks(items)
-                ]
+                finishing = (
+                    conn.execute(self._sql["finish"], self._finish_params(items, now))
+                    if items
+                    else None
+                )
                 claiming_cur = conn.execute(self._sql["claim"], params) if claiming else None
-            done = self._accepted(items, finishing)
+            done = self._accepted(items, finishing) if finishing is not None else []
             claims = self._claims(claiming_cur.fetchall()) if claiming_cur is not None else []
             return done, claims
 
@@ -262,11 +261,8 @@ class PostgresBackend(Admin, Backend):
 
         def write(conn: Conn) -> list[bool]:
             with conn.pipeline(), conn.transaction():
-                cursors = [
-                    conn.execute(self._sql["finish"], self._finish_params(chunk, now))
-                    for chunk in _chunks(items)
-                ]
-            return self._accepted(items, cursors)
+                cur = conn.execute(self._sql["finish"], self._finish_params(items, now))
+            return self._accepted(items, cur)
 
         return self._db.run(write)
 
@@ -290,9 +286,9 @@ class PostgresBackend(Admin, Backend):
 
     @staticmethod
     def _accepted(
-        items: Sequence[tuple[str, int, Outcome]], cursors: Sequence[psycopg.Cursor[Any]]
+        items: Sequence[tuple[str, int, Outcome]], cur: psycopg.Cursor[Any]
     ) -> list[bool]:
-        written = {row[0] for cur in cursors for row in cur.fetchall()}
+        written = {row[0] for row in cur.fetchall()}
         return [job_id in written for job_id, _, _ in items]
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
@@ -409,12 +405,6 @@ class PostgresBackend(Admin, Backend):
     def close(self) -> None:
         self._listener.stop()
         self._db.close()
-
-
-def _chunks(
-    items: Sequence[tuple[str, int, Outcome]],
-) -> list[Sequence[tuple[str, int, Outcome]]]:
-    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
 __all__ = ["PostgresBackend"]

@@ -8,8 +8,8 @@
 -- it could be removed as unused, and the notifications with it).
 --
 -- Notification payloads: "r <queue>" (jobs may be ready in that queue) and "c <id> <id> ..."
--- (those jobs changed). A payload stays below PostgreSQL's 8000 bytes because callers pass at
--- most CHUNK jobs per statement.
+-- (those jobs changed), 250 ids at most per notification, so that a payload stays below
+-- PostgreSQL's limit of 8000 bytes.
 
 -- name: insert
 -- ON CONFLICT (id): a retry after a lost reply to a commit that did happen stores nothing twice.
@@ -29,9 +29,6 @@ INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETUR
 
 -- name: notify_ready
 SELECT pg_notify('{channel}', 'r ' || q) FROM unnest(%(queues)s::text[]) AS q;
-
--- name: notify_changed
-SELECT pg_notify('{channel}', 'c ' || array_to_string(%(ids)s::text[], ' '));
 
 -- name: by_id
 SELECT {columns} FROM {ns}_jobs WHERE id = %(id)s;
@@ -108,7 +105,9 @@ WITH clock AS MATERIALIZED (
     FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
 ), told AS (
-    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM claimed HAVING count(*) > 0
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
+        SELECT id, (row_number() OVER ()) / 250 AS part FROM claimed
+    ) AS parts GROUP BY part
 )
 SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM told) >= 0;
 
@@ -150,7 +149,9 @@ WITH done AS (
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
     RETURNING j.id, j.queue, j.state
 ), told AS (
-    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM done HAVING count(*) > 0
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
+        SELECT id, (row_number() OVER ()) / 250 AS part FROM done
+    ) AS parts GROUP BY part
     UNION ALL
     SELECT pg_notify('{channel}', 'r ' || queue) FROM done WHERE state = 'queued' GROUP BY queue
 )
@@ -208,7 +209,9 @@ WITH lapsed AS MATERIALIZED (
     FROM lapsed WHERE j.id = lapsed.id
     RETURNING j.id, j.queue, j.state
 ), told AS (
-    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM done HAVING count(*) > 0
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
+        SELECT id, (row_number() OVER ()) / 250 AS part FROM done
+    ) AS parts GROUP BY part
     UNION ALL
     SELECT pg_notify('{channel}', 'r ' || queue) FROM done WHERE state = 'queued' GROUP BY queue
 )
