@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
-from conveyor.backends import Backend, open_backend
+from conveyor.backends import Backend, migrate_store, open_backend
 from conveyor.backends.memory import MemoryBackend
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
@@ -67,6 +67,11 @@ class App:
                             self.settings.url, namespace=self.settings.namespace
                         )
         return self._backend
+
+    def migrate(self) -> tuple[int, int] | None:
+        """Bring the store to this conveyor's layout (``conveyor migrate``): the layout
+        versions (before, after), or None for a store without versions."""
+        return migrate_store(self.settings.url, namespace=self.settings.namespace)
 
     def close(self) -> None:
         if self._backend is not None:

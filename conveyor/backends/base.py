@@ -117,6 +117,14 @@ class Backend(ABC):
         #: the store's clock for lease stamps when given (tests); None: the store's own
         self.clock = clock
 
+    @classmethod
+    def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+        """Bring the store at ``url`` to the layout this conveyor writes, running every step,
+        also those a process opening the store does not run by itself (``conveyor migrate``).
+        Returns the layout versions (before, after); None for a store whose layout has no
+        versions yet."""
+        return None
+
     # -- enqueue ---------------------------------------------------------------------------
 
     @abstractmethod

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from conveyor import __version__
-from conveyor.cli import demo, enqueue, jobs, worker
+from conveyor.cli import demo, enqueue, jobs, migrate, worker
 from conveyor.cli.context import CliState, UserError
 from conveyor.errors import ConveyorError
 
@@ -41,7 +41,7 @@ def cli(ctx: click.Context, app_spec: str | None) -> None:
     ctx.obj = CliState(app_spec)
 
 
-for command in (*worker.COMMANDS, enqueue.enqueue, *jobs.COMMANDS, demo.demo):
+for command in (*worker.COMMANDS, enqueue.enqueue, *jobs.COMMANDS, demo.demo, migrate.migrate):
     cli.add_command(command)
 
 

@@ -37,7 +37,7 @@ from conveyor.backends.postgres.rows import (
     to_params,
     worker_params,
 )
-from conveyor.backends.postgres.schema import initialise
+from conveyor.backends.postgres.schema import initialise, migrate
 from conveyor.backends.postgres.store import (
     RETRY_SECONDS,
     Database,
@@ -75,6 +75,14 @@ class PostgresBackend(Admin, Backend):
         initialise(self._db, self.namespace, safe_url(url))
         self._listener = Listener(self._db, channel(self.namespace))
         self._local = threading.local()  # per thread: the wake-up snapshot of the last claim
+
+    @classmethod
+    def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+        db = Database(url)
+        try:
+            return migrate(db, check_namespace(namespace), safe_url(url))
+        finally:
+            db.close()
 
     # -- enqueue ---------------------------------------------------------------------------
 
