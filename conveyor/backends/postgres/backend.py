@@ -198,26 +198,19 @@ class PostgresBackend(Admin, Backend):
         lease_seconds: float,
         now: float,
     ) -> tuple[list[bool], list[Claim]]:
-        # One transaction, sent as one pipeline: one round trip and one commit per batch.
-        if limit > 0 and queues:
+        # One statement: one round trip and one commit per batch.
+        claiming = limit > 0 and bool(queues)
+        if claiming:
             self._listener.ensure()
             self._local.since = self._listener.ready.snapshot(list(queues))
-        claiming = limit > 0 and bool(queues)
-        params = self._claim_params(worker_id, queues, limit, lease_seconds, now)
-
-        def write(conn: Conn) -> tuple[list[bool], list[Claim]]:
-            with conn.pipeline(), conn.transaction():
-                finishing = (
-                    conn.execute(self._sql["finish"], self._finish_params(items, now))
-                    if items
-                    else None
-                )
-                claiming_cur = conn.execute(self._sql["claim"], params) if claiming else None
-            done = self._accepted(items, finishing) if finishing is not None else []
-            claims = self._claims(claiming_cur.fetchall()) if claiming_cur is not None else []
-            return done, claims
-
-        return self._db.run(write)
+        if not items and not claiming:
+            return [], []
+        params = self._claim_params(worker_id, queues, limit if claiming else 0, lease_seconds, now)
+        params.update(self._finish_params(items, now))
+        rows = self._db.run(lambda c: c.execute(self._sql["finish_and_claim"], params).fetchall())
+        written = set(rows[0][0] or ()) if rows else set()
+        claims = self._claims([row[1:] for row in rows if row[1] is not None])
+        return [job_id in written for job_id, _, _ in items], claims
 
     def heartbeat(
         self,
@@ -267,12 +260,10 @@ class PostgresBackend(Admin, Backend):
         if not items:
             return []
 
-        def write(conn: Conn) -> list[bool]:
-            with conn.pipeline(), conn.transaction():
-                cur = conn.execute(self._sql["finish"], self._finish_params(items, now))
-            return self._accepted(items, cur)
-
-        return self._db.run(write)
+        params = self._finish_params(items, now)
+        rows = self._db.run(lambda c: c.execute(self._sql["finish"], params).fetchall())
+        written = {row[0] for row in rows}
+        return [job_id in written for job_id, _, _ in items]
 
     @staticmethod
     def _finish_params(items: Sequence[tuple[str, int, Outcome]], now: float) -> dict[str, Any]:
@@ -291,13 +282,6 @@ class PostgresBackend(Admin, Backend):
             ],
             "failures": [int(not o.state.is_final and o.counts_failure) for o in outcomes],
         }
-
-    @staticmethod
-    def _accepted(
-        items: Sequence[tuple[str, int, Outcome]], cur: psycopg.Cursor[Any]
-    ) -> list[bool]:
-        written = {row[0] for row in cur.fetchall()}
-        return [job_id in written for job_id, _, _ in items]
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}

@@ -1,4 +1,5 @@
--- The statements of the PostgreSQL backend, one per "-- name:" section. {ns} is the namespace,
+-- The statements of the PostgreSQL backend, one per "-- name:" section; a "-- part:" section
+-- is a list of CTEs that statements include as {part:NAME}. {ns} is the namespace,
 -- {columns} and {values} the JobRecord columns and their %(field)s placeholders, in field
 -- order. {channel} is the namespace's LISTEN/NOTIFY channel. Notifications sent inside a
 -- transaction are delivered when it commits, and not at all when it rolls back.
@@ -57,7 +58,7 @@ SELECT quiet_after, stall_until FROM {ns}_beats;
 -- name: beats_put
 UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until)s;
 
--- name: claim
+-- part: claim
 -- The lease starts at the store's time (clock), read by the statement itself.
 -- Index: {ns}_jobs_queued serves the queued part, one ordered range scan per queue (the
 -- LATERAL join runs it once per queue name) that stops after LIMIT rows; {ns}_jobs_scheduled
@@ -69,7 +70,7 @@ UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until
 -- UPDATE SKIP LOCKED)" it may turn the subquery into a join and run it again per row, and
 -- claim more than LIMIT jobs (as Oban learned). SKIP LOCKED lets concurrent claims pass by
 -- each other's rows instead of waiting; the outer LIMIT keeps the best of the candidates.
-WITH clock AS MATERIALIZED (
+clock AS MATERIALIZED (
     SELECT coalesce(%(store_time)s::double precision,
                     extract(epoch FROM clock_timestamp())::double precision) AS t
 ), picked AS MATERIALIZED (
@@ -104,12 +105,16 @@ WITH clock AS MATERIALIZED (
         lease_expires_at = clock.t + %(lease_seconds)s
     FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
-), told AS (
+), claim_told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
         SELECT id, (row_number() OVER ()) / 250 AS part FROM claimed
     ) AS parts GROUP BY part
 )
-SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM told) >= 0;
+
+
+-- name: claim
+WITH {part:claim}
+SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM claim_told) >= 0;
 
 -- name: extend_leases
 -- Index: the primary key, one lookup per lease.
@@ -126,11 +131,11 @@ WITH done AS (
 )
 SELECT pg_notify('{channel}', 'c ' || id) FROM done;
 
--- name: finish
+-- part: finish
 -- A batch of outcomes, each fenced by its token; returns the ids whose outcome was written.
 -- Final outcomes set the result and the purge time; retries (scheduled or queued) set
 -- ready_at and may count a failure. Index: the primary key, one lookup per job.
-WITH done AS (
+done AS (
     UPDATE {ns}_jobs AS j SET
         state = v.state,
         result = CASE WHEN v.final THEN v.result ELSE j.result END,
@@ -148,14 +153,29 @@ WITH done AS (
     ) AS v(id, token, state, final, result, error, ready_at, failure)
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
     RETURNING j.id, j.queue, j.state
-), told AS (
+), finish_told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
         SELECT id, (row_number() OVER ()) / 250 AS part FROM done
     ) AS parts GROUP BY part
     UNION ALL
     SELECT pg_notify('{channel}', 'r ' || queue) FROM done WHERE state = 'queued' GROUP BY queue
 )
-SELECT done.id FROM done WHERE (SELECT count(*) FROM told) >= 0;
+
+-- name: finish
+WITH {part:finish}
+SELECT done.id FROM done WHERE (SELECT count(*) FROM finish_told) >= 0;
+
+-- name: finish_and_claim
+-- A busy worker's batch: its outcomes written and its next jobs claimed in one statement, so
+-- one round trip and one commit. The two parts touch different rows (running ones, ready
+-- ones). One row per claimed job, each with the ids of the outcomes written; one row of
+-- nulls beside those ids when nothing was claimed.
+WITH {part:finish}, {part:claim}
+SELECT finished.ids, claimed.*
+FROM (
+    SELECT array_agg(id) AS ids FROM done WHERE (SELECT count(*) FROM finish_told) >= 0
+) AS finished
+LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
 
 -- name: release
 -- The CASEs see the row as it was, with the cancel_requested that the last line clears.

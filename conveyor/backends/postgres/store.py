@@ -81,10 +81,17 @@ def channel(namespace: str) -> str:
 
 def queries(namespace: str) -> Mapping[str, str]:
     """The named statements of queries.sql, for one namespace."""
+    parts: dict[str, str] = {}
+    statements: dict[str, str] = {}
+    for section in re.split(r"^-- (?=(?:name|part): )", sql_file("queries.sql"), flags=re.M)[1:]:
+        head, _, body = section.partition("\n")
+        kind, _, name = head.partition(": ")
+        (parts if kind == "part" else statements)[name.strip()] = body.strip()
     out: dict[str, str] = {}
-    for section in sql_file("queries.sql").split("-- name: ")[1:]:
-        name, _, body = section.partition("\n")
-        out[name.strip()] = expand(body.strip(), namespace)
+    for name, body in statements.items():
+        for part, text in parts.items():
+            body = body.replace(f"{{part:{part}}}", text)
+        out[name] = expand(body, namespace)
     return out
 
 
