@@ -34,6 +34,7 @@ from conveyor.backends.postgres.rows import (
     error_json,
     from_row,
     progress_json,
+    to_columns,
     to_params,
     worker_params,
 )
@@ -121,7 +122,7 @@ class PostgresBackend(Admin, Backend):
         """Insert the records and notify their queues, inside the caller's transaction."""
         cur = conn.cursor(row_factory=tuple_row)
         if all(r.key is None and r.unique_key is None for r in records):
-            cur.executemany(self._sql["insert"], [to_params(r) for r in records])
+            cur.execute(self._sql["insert_many"], to_columns(records))
             out = list(records)
         else:
             out = [self._insert(cur, r) for r in records]

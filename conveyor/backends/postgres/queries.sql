@@ -16,6 +16,23 @@
 -- ON CONFLICT (id): a retry after a lost reply to a commit that did happen stores nothing twice.
 INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING;
 
+-- name: insert_many
+-- A batch of jobs without keys in one statement: one array per column, one row per index.
+INSERT INTO {ns}_jobs ({columns})
+SELECT * FROM unnest(
+    %(id)s::text[], %(task)s::text[], %(payload)s::bytea[], %(queue)s::text[],
+    %(priority)s::integer[], %(state)s::text[], %(key)s::text[], %(unique_key)s::text[],
+    %(attempts)s::integer[], %(failures)s::integer[], %(crashes)s::integer[],
+    %(created_at)s::double precision[], %(ready_at)s::double precision[],
+    %(expires_at)s::double precision[], %(started_at)s::double precision[],
+    %(finished_at)s::double precision[], %(purge_at)s::double precision[],
+    %(result_ttl)s::double precision[], %(result)s::bytea[], %(error)s::jsonb[],
+    %(progress)s::jsonb[], %(worker)s::text[], %(token)s::bigint[],
+    %(lease_expires_at)s::double precision[], %(cancel_requested)s::boolean[],
+    %(meta)s::jsonb[]
+)
+ON CONFLICT (id) DO NOTHING;
+
 -- name: insert_and_notify
 -- delay(): one round trip, its own transaction; the notification goes out on commit.
 WITH stored AS (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -55,6 +56,12 @@ def to_params(r: JobRecord) -> dict[str, Any]:
         "cancel_requested": r.cancel_requested,
         "meta": Jsonb(r.meta),
     }
+
+
+def to_columns(records: Sequence[JobRecord]) -> dict[str, list[Any]]:
+    """The records as the named parameters of ``insert_many``: one list per column."""
+    rows = [to_params(r) for r in records]
+    return {name: [row[name] for row in rows] for name in FIELDS}
 
 
 def from_row(row: tuple[Any, ...]) -> JobRecord:
