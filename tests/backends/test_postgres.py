@@ -17,9 +17,10 @@ import pytest
 
 from conveyor.backends.postgres import PostgresBackend
 from conveyor.backends.postgres.schema import SCHEMA_VERSION
+from conveyor.backends.postgres.store import parse_url
 from conveyor.errors import BackendUnavailable, ConfigurationError
-from conveyor.job import State
-from tests.backends.helpers import LEASE, NOW, make_record
+from conveyor.job import Outcome, State
+from tests.backends.helpers import LEASE, NOW, make_record, running
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -227,3 +228,36 @@ def test_processes_that_open_a_new_namespace_at_once_create_it_once(
     assert [proc.wait(60) for proc in procs] == [0, 0, 0, 0]
     with psycopg.connect(postgres_server.url) as conn:
         assert conn.execute(f"SELECT count(*) FROM {ns}_schema").fetchone() == (1,)
+
+
+def test_the_url_takes_conveyors_own_options_out_before_libpq_sees_them() -> None:
+    options = parse_url(
+        "postgresql://u:secret@db:5433/jobs?prepared=off&listen=off&sslmode=require"
+    )
+    assert (options.prepared, options.listen) == (False, False)
+    assert options.conninfo == "postgresql://u:secret@db:5433/jobs?sslmode=require"
+    assert parse_url("postgres://db/jobs").prepared is True
+    with pytest.raises(ConfigurationError, match="listen=on or listen=off") as bad:
+        parse_url("postgresql://u:secret@db/jobs?listen=maybe")
+    assert "secret" not in str(bad.value)
+
+
+def test_without_listen_waiters_poll_and_still_see_the_outcome(
+    postgres_server: PostgresServer, ns: str
+) -> None:
+    backend = PostgresBackend(postgres_server.url + "?listen=off", namespace=ns)
+    try:
+        claim = running(backend)
+        finisher = threading.Timer(
+            0.3,
+            backend.finish,
+            args=(claim.record.id, claim.token, Outcome.succeeded(b"1")),
+            kwargs={"now": NOW},
+        )
+        finisher.start()
+        record = backend.wait_final(claim.record.id, 30.0)
+        finisher.join()
+        assert record is not None and record.state is State.SUCCEEDED
+        assert not backend._listener._listening.is_set()  # no LISTEN connection was opened
+    finally:
+        backend.close()

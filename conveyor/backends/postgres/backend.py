@@ -51,6 +51,9 @@ from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, Sta
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
+#: how often result() looks again with no notification (a safety net), and without LISTEN
+POLL_SECONDS = 5.0
+POLL_SECONDS_UNLISTENED = 0.2
 #: a crash count no job reaches: in a stall no job fails as poison
 NEVER = 2**31 - 1
 #: the WorkerLost message with the count left to the statement
@@ -386,8 +389,9 @@ class PostgresBackend(Admin, Backend):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return record
-                # a slow poll as the safety net under the notifications
-                board.wait(keys, since, 5.0 if remaining is None else min(remaining, 5.0))
+                # a slow poll as the safety net under the notifications; a quick one without
+                poll = POLL_SECONDS if self._listener.enabled else POLL_SECONDS_UNLISTENED
+                board.wait(keys, since, poll if remaining is None else min(remaining, poll))
                 since = board.snapshot(keys)
         finally:
             board.unwatch(keys)

@@ -89,6 +89,8 @@ class Listener:
 
     def __init__(self, db: Database, channel: str) -> None:
         self._db = db
+        #: off (``?listen=off``, behind PgBouncer in transaction mode): waiters poll
+        self.enabled = db.options.listen
         self._channel = channel
         self.ready = Board(every_key=True)  # "r <queue>": jobs may be ready in the queue
         self.changed = Board()  # "c <id> ...": the jobs changed
@@ -101,7 +103,7 @@ class Listener:
     def ensure(self, timeout: float = 5.0) -> None:
         """Start listening if not yet, and wait (briefly) until LISTEN is in force, so that
         a read made after this sees, or is woken by, every later commit."""
-        if self._listening.is_set():
+        if self._listening.is_set() or not self.enabled:
             return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():

@@ -14,9 +14,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -42,13 +43,39 @@ def check_namespace(namespace: str) -> str:
     return namespace.lower()  # unquoted identifiers are folded to lower case anyway
 
 
-def conninfo(url: str) -> str:
-    """libpq takes postgresql:// and postgres:// URLs as they are; the check is for the
-    message."""
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The URL for libpq, and conveyor's own options taken out of its query string."""
+
+    conninfo: str
+    prepared: bool = True  # psycopg prepares a statement after its 5th run on a connection
+    listen: bool = True  # idle workers and result() wake on LISTEN/NOTIFY, else they poll
+
+
+def _switch(url: str, name: str, value: str) -> bool:
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise ConfigurationError(f"{name}={value!r} in {safe_url(url)!r}: use {name}=on or {name}=off")
+
+
+def parse_url(url: str) -> Options:
+    """``postgresql://user:password@host:port/db?prepared=off&listen=off&sslmode=...``.
+
+    ``prepared`` and ``listen`` are conveyor's (for PgBouncer in transaction mode: see
+    docs/postgres.md); every other parameter goes to libpq as it is."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("postgresql", "postgres"):
-        raise ConfigurationError(f"not a postgresql:// URL: {url!r}")
-    return url
+        raise ConfigurationError(f"not a postgresql:// URL: {safe_url(url)!r}")
+    ours: dict[str, bool] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("prepared", "listen"):
+            ours[name] = _switch(url, name, value)
+        else:
+            rest.append((name, value))
+    return Options(parts._replace(query=urlencode(rest)).geturl(), **ours)
 
 
 def safe_url(url: str) -> str:
@@ -114,7 +141,8 @@ class Database:
     """
 
     def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
-        self.url = conninfo(url)
+        self.options = parse_url(url)
+        self.url = self.options.conninfo
         self.retry_seconds = retry_seconds
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pid = os.getpid()
@@ -133,7 +161,10 @@ class Database:
                 if self._pool is None:
                     self._pool = ConnectionPool(
                         self.url,
-                        kwargs={"autocommit": True},
+                        kwargs={
+                            "autocommit": True,
+                            "prepare_threshold": 5 if self.options.prepared else None,
+                        },
                         min_size=1,
                         max_size=POOL_MAX_SIZE,
                         timeout=self.retry_seconds,
