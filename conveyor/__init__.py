@@ -5,6 +5,7 @@ URL. See README.md and docs/.
 """
 
 from conveyor.app import App
+from conveyor.canvas import Failure, GroupJob, Workflow, chain, chord, group
 from conveyor.context import JobContext, current_job, progress
 from conveyor.errors import (
     BackendUnavailable,
@@ -34,6 +35,8 @@ __all__ = [
     "ConfigurationError",
     "ConveyorError",
     "ErrorInfo",
+    "Failure",
+    "GroupJob",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -53,7 +56,11 @@ __all__ = [
     "TimeLimitExceeded",
     "Worker",
     "WorkerCrashed",
+    "Workflow",
     "__version__",
+    "chain",
+    "chord",
     "current_job",
+    "group",
     "progress",
 ]

@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from conveyor.backends import Backend, migrate_store, open_backend
 from conveyor.backends.memory import MemoryBackend
+from conveyor.canvas import HOLD, GroupJob, Node, Tree, Workflow, chain, compile_workflow, flow_meta
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
@@ -254,6 +255,70 @@ class App:
             flush()
         return jobs
 
+    # -- workflows (the canvas calls back here) --------------------------------------------
+
+    def pipe(self, first: Signature, then: Node) -> Node:
+        """``first | then``: a chain."""
+        return chain(first, then)
+
+    def submit_workflow(self, node: Node) -> Job | GroupJob:
+        """Store every job of a workflow in one atomic operation; the handle of its output."""
+        if self.settings.eager:
+            raise ConfigurationError(
+                "workflows need a store and workers; an eager app has neither (use memory:// "
+                "and a worker in tests)"
+            )
+        plan = compile_workflow(node)
+        now = time.time()
+        ids = [self._ids() for _ in plan.steps]
+        workflow_id = ids[0]
+        records = []
+        for step, job_id in zip(plan.steps, ids, strict=True):
+            sig = step.signature
+            if sig.options.key is not None:
+                raise ConfigurationError(
+                    f"workflow step {sig.task!r}: an idempotency key is not available on a "
+                    "workflow step"
+                )
+            record = self.make_record(
+                sig.task,
+                sig.args,
+                sig.kwargs,
+                sig.options,
+                now=now,
+                meta=flow_meta(step, ids, workflow_id),
+            )
+            record.id, record.unique_key = job_id, None
+            if step.held:
+                record.state, record.ready_at, record.expires_at = State.SCHEDULED, HOLD, None
+            records.append(record)
+
+        def leaves(tree: Tree) -> list[int]:
+            return [tree] if isinstance(tree, int) else [i for t in tree for i in leaves(t)]
+
+        outputs = {ids[i] for i in leaves(plan.output)}
+        self.backend.enqueue_workflow(workflow_id, records, outputs)
+
+        def handle(tree: Tree) -> Job | GroupJob:
+            if isinstance(tree, int):
+                return Job(self, ids[tree], records[tree].task)
+            return GroupJob([handle(t) for t in tree])
+
+        return handle(plan.output)
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        """A workflow by id; raises LookupError when it is unknown or purged."""
+        if self.backend.get_workflow(workflow_id) is None:
+            raise LookupError(f"no workflow {workflow_id!r} (never existed, or purged)")
+        return Workflow(self, workflow_id)
+
+    def workflow_jobs(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        return self.backend.get_workflow(workflow_id)
+
+    def workflow_of(self, record: JobRecord) -> Workflow | None:
+        workflow_id = record.meta.get("workflow")
+        return None if workflow_id is None else Workflow(self, workflow_id)
+
     def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
         """The job a periodic task's due time enqueues."""
         return self.make_record(
@@ -334,7 +399,9 @@ class App:
             result=result,
             error=record.error,
             created_at=to_datetime(record.created_at) or to_datetime(0.0),  # type: ignore[arg-type]
-            eta=to_datetime(record.ready_at) if record.ready_at > record.created_at else None,
+            eta=(
+                to_datetime(record.ready_at) if record.created_at < record.ready_at < HOLD else None
+            ),
             started_at=to_datetime(record.started_at),
             finished_at=to_datetime(record.finished_at),
             worker=record.worker,

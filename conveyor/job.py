@@ -21,6 +21,8 @@ from conveyor.errors import JobCancelled, JobExpired, JobFailed, JobNotFound
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from conveyor.canvas import Workflow
+
 
 class State(enum.StrEnum):
     """Where a job is in its life. Final states never change again, except by ``retry()``."""
@@ -233,6 +235,8 @@ class JobClient(Protocol):
 
     def decode_result(self, record: JobRecord) -> Any: ...
 
+    def workflow_of(self, record: JobRecord) -> Workflow | None: ...
+
 
 def raise_for_outcome(record: JobRecord) -> None:
     """Raise the JobError that a final, unsuccessful record stands for."""
@@ -280,6 +284,11 @@ class Job:
 
     def info(self) -> JobInfo:
         return self._client.job_info(self._record())
+
+    @property
+    def workflow(self) -> Workflow | None:
+        """The workflow this job is a step of, or None."""
+        return self._client.workflow_of(self._record())
 
     def result(self, timeout: float | None = None) -> Any:
         """Block until the job is final; return its result or raise its JobError.

@@ -152,6 +152,8 @@ class Dispatcher(Protocol):
         self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
     ) -> Job: ...
 
+    def pipe(self, first: Signature, then: Any) -> Any: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Signature:
@@ -177,6 +179,13 @@ class Signature:
         if self.dispatcher is None:
             raise ConfigurationError(f"signature of {self.task!r} is not bound to an app")
         return self.dispatcher.submit(self.task, self.args, self.kwargs, self.options)
+
+    def __or__(self, other: Any) -> Any:
+        """``a.s() | b.s()`` is ``conveyor.chain(a.s(), b.s())``. The app builds it (this
+        module may not import the canvas beside it), so the signature must be bound."""
+        if self.dispatcher is None:
+            raise ConfigurationError(f"signature of {self.task!r} is not bound to an app")
+        return self.dispatcher.pipe(self, other)
 
 
 class Task(Generic[P, R]):

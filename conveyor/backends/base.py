@@ -35,7 +35,7 @@ import enum
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +147,29 @@ class Backend(ABC):
             f"connection= needs the PostgreSQL or SQLite backend: {self.scheme}:// cannot "
             "write a job in your database transaction"
         )
+
+    @abstractmethod
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        """Store every job of a workflow and the workflow itself, in one atomic operation,
+        and wake idle workers. ``get_workflow`` then lists the jobs in the order of
+        ``records``, marking those in ``outputs`` (what the workflow's handle stands for).
+
+        The graph is in each record's ``meta["flow"]`` (``canvas.flow_meta``); a step with
+        inputs arrives ``scheduled`` at ``canvas.HOLD``, and no claim or sweep takes it.
+        Whenever a job with ``meta["flow"]`` becomes final (finish, cancel, release, recover,
+        sweep), the same atomic operation decides its successors as ``backends/flow.py``
+        ``advance`` does: an input fills the successor's slot, the last one queues it with
+        its inputs in its payload (``canvas.pack_inputs``), a failure fails or cancels what
+        depends on it. The workflow is forgotten once every job of it is purged. Workflow
+        records carry no key or unique key.
+        """
+
+    @abstractmethod
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        """The jobs of a workflow in order: id, task, whether it is an output, and its state
+        (None once purged); None for an unknown or forgotten workflow."""
 
     # -- the worker's side -----------------------------------------------------------------
 
@@ -300,7 +323,9 @@ class Backend(ABC):
         """A failed, cancelled or expired job goes back to queued (``ready_at = now``) with
         ``failures = crashes = 0``, no result, error, finish, purge or expiry time, and no
         pending cancellation; ``attempts`` keeps counting. False for any other state, an
-        unknown id, or when another active job holds the same ``unique_key``."""
+        unknown id, when another active job holds the same ``unique_key``, or for a workflow
+        step that ended while held (``ready_at`` still ``canvas.HOLD``: it has no inputs to
+        run with)."""
 
     @abstractmethod
     def purge_queue(self, queue: str) -> int:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from typing import Any
 
 from conveyor.backends.base import (
     Backend,
@@ -25,6 +26,8 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.flow import advance, is_held, pack_inputs
+from conveyor.canvas import HOLD
 from conveyor.job import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -60,6 +63,7 @@ class MemoryBackend(Backend):
         self._schedules: dict[str, ScheduleState] = {}
         self._tokens = 0
         self._signal = Signal()
+        self._flows = _Flows(self)
         self._quiet_after: float | None = None  # the store-wide heartbeat record
         self._stall_until: float | None = None
 
@@ -85,13 +89,17 @@ class MemoryBackend(Backend):
             self._unique[stored.unique_key] = stored.id
         return stored
 
-    def _left_active(self, record: JobRecord) -> None:
-        """Called when a job leaves scheduled/queued/running: its unique key frees."""
+    def _left_active(self, record: JobRecord, *, now: float | None = None) -> None:
+        """Called when a job leaves scheduled/queued/running: its unique key frees, and a
+        workflow job's successors are decided (``now`` given: it became final)."""
         if record.unique_key is not None and self._unique.get(record.unique_key) == record.id:
             del self._unique[record.unique_key]
+        if now is not None and "flow" in record.meta:
+            advance(self._flows, record.id, record.state, record.result, record.error, now=now)
 
     def _delete(self, record: JobRecord) -> None:
         self._left_active(record)
+        self._flows.forget(record)
         if record.key is not None and self._keys.get(record.key) == record.id:
             del self._keys[record.key]
         del self._jobs[record.id]
@@ -112,6 +120,25 @@ class MemoryBackend(Backend):
                 out.append((existing or self._store(record)).copy())
         self._signal.notify()
         return out
+
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        with self._lock:
+            for record in records:
+                self._store(record)
+            self._flows.add(workflow_id, records, outputs)
+        self._signal.notify()
+
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        with self._lock:
+            rows = self._flows.workflows.get(workflow_id)
+            if rows is None:
+                return None
+            return [
+                (job_id, task, output, r.state if (r := self._jobs.get(job_id)) else None)
+                for job_id, task, output in rows
+            ]
 
     # -- the worker's side -----------------------------------------------------------------
 
@@ -189,7 +216,7 @@ class MemoryBackend(Backend):
                 return False
             apply_outcome(record, outcome, now=now)
             if outcome.state.is_final:
-                self._left_active(record)
+                self._left_active(record, now=now)
         self._signal.notify()
         return True
 
@@ -205,7 +232,7 @@ class MemoryBackend(Backend):
                 record.attempts -= 1
             if record.cancel_requested:
                 apply_outcome(record, Outcome.cancelled(), now=now)
-                self._left_active(record)
+                self._left_active(record, now=now)
             else:
                 record.state = State.QUEUED
         self._signal.notify()
@@ -228,11 +255,11 @@ class MemoryBackend(Backend):
                 record.lease_expires_at = None
                 if record.cancel_requested:
                     apply_outcome(record, Outcome.cancelled(), now=now)
-                    self._left_active(record)
+                    self._left_active(record, now=now)
                 elif not stalled and record.crashes >= max_crashes:
                     error = ErrorInfo.from_json(worker_lost_error(record.crashes))
                     apply_outcome(record, Outcome.failed(error), now=now)
-                    self._left_active(record)
+                    self._left_active(record, now=now)
                 else:
                     record.state = State.QUEUED
                     record.ready_at = now
@@ -251,7 +278,7 @@ class MemoryBackend(Backend):
                     and record.expires_at <= now
                 ):
                     apply_outcome(record, Outcome(State.EXPIRED), now=now)
-                    self._left_active(record)
+                    self._left_active(record, now=now)
                     expired += 1
                     continue
                 if record.state is State.SCHEDULED and record.ready_at <= now:
@@ -312,7 +339,7 @@ class MemoryBackend(Backend):
                 record.cancel_requested = True
             else:
                 apply_outcome(record, Outcome.cancelled(), now=now)
-                self._left_active(record)
+                self._left_active(record, now=now)
         self._signal.notify()
         return True
 
@@ -325,6 +352,8 @@ class MemoryBackend(Backend):
                 State.EXPIRED,
             ):
                 return False
+            if record.ready_at >= HOLD:
+                return False  # a workflow step stopped before its inputs came
             if record.unique_key is not None:
                 holder = self._unique.get(record.unique_key)
                 if holder is not None and holder != record.id:
@@ -408,3 +437,58 @@ class MemoryBackend(Backend):
             if remaining is not None and remaining <= 0:
                 return record
             self._signal.wait(1.0 if remaining is None else min(remaining, 1.0), since)
+
+
+class _Flows:
+    """The workflow graph's storage steps (``flow.FlowStore``) on the backend's dicts; the
+    backend's lock is held by every caller."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self._jobs = backend._jobs
+        self.workflows: dict[str, list[tuple[str, str, bool]]] = {}
+        self._live: dict[str, int] = {}
+        self._inputs: dict[str, dict[int, bytes]] = {}
+
+    def add(self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]) -> None:
+        self.workflows[workflow_id] = [(r.id, r.task, r.id in outputs) for r in records]
+        self._live[workflow_id] = len(records)
+
+    def forget(self, record: JobRecord) -> None:
+        """A workflow job was purged: the workflow goes with its last job."""
+        self._inputs.pop(record.id, None)
+        workflow_id = record.meta.get("workflow")
+        if workflow_id in self._live:
+            self._live[workflow_id] -= 1
+            if self._live[workflow_id] <= 0:
+                del self._live[workflow_id], self.workflows[workflow_id]
+
+    def flow_of(self, job_id: str) -> tuple[State, float, dict[str, Any]] | None:
+        record = self._jobs.get(job_id)
+        if record is None:
+            return None
+        return record.state, record.ready_at, record.meta.get("flow", {})
+
+    def put_input(self, job_id: str, slot: int, value: bytes) -> bool:
+        record = self._jobs.get(job_id)
+        if record is None or not is_held(record.state, record.ready_at):
+            return False
+        slots = self._inputs.setdefault(job_id, {})
+        if slot in slots:
+            return False
+        slots[slot] = value
+        return len(slots) == int(record.meta["flow"]["in"]["n"])
+
+    def take_inputs(self, job_id: str) -> list[bytes]:
+        slots = self._inputs.pop(job_id, {})
+        return [slots[i] for i in sorted(slots)]
+
+    def promote(self, job_id: str, slots: list[bytes], *, now: float) -> None:
+        record = self._jobs[job_id]
+        record.payload = pack_inputs(record.payload, slots)
+        record.state = State.QUEUED
+        record.ready_at = now
+
+    def end(self, job_id: str, state: State, error: ErrorInfo, *, now: float) -> None:
+        self._inputs.pop(job_id, None)
+        record = self._jobs[job_id]
+        apply_outcome(record, Outcome(state, error=error), now=now)

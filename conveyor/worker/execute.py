@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor import context
+from conveyor.canvas import input_value, open_inputs
 from conveyor.errors import (
     Retry,
     SerializationError,
@@ -118,7 +119,7 @@ class JobExecutor:
             run.early = Outcome.failed(error_info(exc, with_traceback=False))
             return run
         try:
-            run.args, run.kwargs = decode_call(self.serializer, record.payload)
+            run.args, run.kwargs = self._decode(record.payload, record.meta)
         except SerializationError as exc:
             message = f"the job's arguments cannot be decoded: {exc}"
             run.early = Outcome.failed(ErrorInfo("SerializationError", message))
@@ -136,6 +137,17 @@ class JobExecutor:
             _sink=sink,
         )
         return run
+
+    def _decode(
+        self, payload: bytes, meta: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments; a workflow step's inputs come first (``canvas``)."""
+        spec = meta.get("flow", {}).get("in") if "flow" in meta else None
+        opened = open_inputs(payload) if spec is not None else None
+        if spec is None or opened is None:
+            return decode_call(self.serializer, payload)
+        args, kwargs = decode_call(self.serializer, opened[0])
+        return (input_value(spec, opened[1], self.serializer.loads), *args), kwargs
 
     # -- outcomes --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -43,6 +44,28 @@ def record(path: str, n: int) -> int:
 @app.task(name="fault.echo")
 def echo(value: object) -> object:
     return value
+
+
+@app.task(name="fault.at")
+def at(when: float, value: object) -> object:
+    """Return ``value`` at the wall-clock time ``when``: members on several processes finish
+    at the same moment."""
+    while time.time() < when:
+        time.sleep(0.001)
+    return value
+
+
+@app.task(name="fault.gather")
+def gather(values: list[object], path: str) -> list[object]:
+    """A chord callback that appends one line per run: its job id and what it got."""
+    ctx = conveyor.current_job()
+    assert ctx is not None
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (json.dumps([ctx.id, values]) + "\n").encode())
+    finally:
+        os.close(fd)
+    return values
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,28 +15,6 @@ from conveyor.job import State
 from tests.worker.procs import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        server = request.getfixturevalue(f"{request.param}_server")
-        yield str(server.url), namespace
-
-
-@pytest.fixture
-def client(durable: tuple[str, str]) -> Iterator[conveyor.App]:
-    from tests.worker import fault_app
-
-    url, ns = durable
-    app = conveyor.App(url, namespace=ns)
-    app.registry = fault_app.app.registry  # the same task names the workers know
-    yield app
-    app.close()
 
 
 def lines(path: Path) -> list[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,6 @@ from conveyor.task import CallOptions
 from tests.worker.procs import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
-def durable(
-    request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
-    else:
-        yield str(request.getfixturevalue(f"{request.param}_server").url), namespace
 
 
 def client_for(url: str, namespace: str) -> conveyor.App:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -144,6 +144,27 @@ class RedisBackend(Waiting, Backend):
         return [
             record if reply == 1 else decode_record(reply)
             for record, reply in zip(records, replies, strict=True)
+        ]
+
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        # One script for the whole workflow: no half of it is ever stored without the rest.
+        jobs = json.dumps([[r.id, r.task, r.id in outputs] for r in records])
+        self._run("enqueue_workflow", workflow_id, jobs, pack_records(records))
+
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        flat = self._run("get_workflow", workflow_id)
+        if not isinstance(flat, list):
+            return None
+        return [
+            (
+                flat[i].decode(),
+                flat[i + 1].decode(),
+                flat[i + 2] == b"1",
+                State(flat[i + 3].decode()) if flat[i + 3] else None,
+            )
+            for i in range(0, len(flat), 4)
         ]
 
     # -- the worker's side -----------------------------------------------------------------

@@ -26,6 +26,9 @@ local FIELDS = {'id', 'task', 'payload', 'queue', 'state', 'created_at', 'ready_
 local BAND = 4398046511104
 
 local changed = {} -- ids of jobs that changed, published once at the end
+-- Workflow hooks, filled in by workflow.lua (loaded after this file): final(id, to, now,
+-- result, err, meta) when a job whose meta has a flow became final; purged(id, meta).
+local flow = {}
 local woken = {} -- queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
@@ -134,9 +137,10 @@ local function free_unique(id, unique_key)
   end
 end
 
--- A final outcome: result and error as given (nil clears them), finished and purge times.
-local function finalize(id, queue, from, to, now, result, err)
-  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key')
+-- A final outcome: result and error as given (nil clears them), finished and purge times;
+-- a workflow job's successors are decided unless `quiet` (workflow.lua decides them itself).
+local function finalize(id, queue, from, to, now, result, err, quiet)
+  local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta')
   local sets = {'finished_at', num(now), 'purge_at', num(now + tonumber(f[1] or '86400'))}
   local dels = {'worker', 'lease_expires_at', 'cancel_requested'}
   if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -145,12 +149,16 @@ local function finalize(id, queue, from, to, now, result, err)
   else dels[#dels + 1] = 'error' end
   move(id, queue, from, to, sets, dels)
   free_unique(id, f[2])
+  if not quiet and f[3] and string.find(f[3], '"flow"', 1, true) then
+    flow.final(id, to, now, result, err, f[3])
+  end
 end
 
 local function delete_job(id)
   local k = jkey(id)
-  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at')
+  local f = redis.call('HMGET', k, 'state', 'queue', 'key', 'unique_key', 'expires_at', 'meta')
   if not f[1] then return false end
+  if f[6] and string.find(f[6], '"workflow"', 1, true) then flow.purged(id, f[6]) end
   unplace(id, f[1], f[2])
   redis.call('ZREM', P .. 'all', id)
   if has(f[5]) then redis.call('ZREM', P .. 'expiring', id) end
@@ -298,7 +306,7 @@ local function finish_jobs(now_s, first)
     local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
-      'failures', 'priority', 'expires_at')
+      'failures', 'priority', 'expires_at', 'meta')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
@@ -322,6 +330,10 @@ local function finish_jobs(now_s, first)
         if LISTED[to] then redis.call('ZADD', P .. 'state:' .. to, 0, id) end
         count(queue, to, 1)
         free_unique(id, f[5])
+        if f[9] and string.find(f[9], '"flow"', 1, true) then
+          flow.final(id, to, now, ARGV[i + 3] == '1' and ARGV[i + 4] or nil,
+            err ~= '' and err or nil, f[9])
+        end
       else
         local ready_at = ARGV[i + 6] ~= '' and ARGV[i + 6] or now_s
         local failures = tonumber(f[6] or '0')

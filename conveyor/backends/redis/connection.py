@@ -62,6 +62,7 @@ SCRIPTS = [
     *("enqueue", "claim", "heartbeat", "progress", "finish", "finish_claim", "release"),
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
+    *("enqueue_workflow", "get_workflow"),
 ]
 
 
@@ -163,6 +164,7 @@ def execute(client: Client, *command: Any) -> Any:
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
     common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text()
+    common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
     }

@@ -1,7 +1,9 @@
 -- ARGV: job id, now. Returns 1 when the job went back to queued, else 0.
 local id = ARGV[1]
-local f = redis.call('HMGET', jkey(id), 'state', 'queue', 'unique_key')
+local f = redis.call('HMGET', jkey(id), 'state', 'queue', 'unique_key', 'ready_at')
 if f[1] ~= 'failed' and f[1] ~= 'cancelled' and f[1] ~= 'expired' then return 0 end
+-- a workflow step stopped before its inputs came has nothing to run with (workflow.lua)
+if tonumber(f[4] or '0') >= HOLD then return 0 end
 if f[3] then
   local holder = redis.call('HGET', P .. 'unique', f[3])
   if holder and holder ~= id and ACTIVE[redis.call('HGET', jkey(holder), 'state')] then

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor.backends.base import (
@@ -27,6 +27,7 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.rows import (
     dumps,
@@ -69,6 +70,7 @@ class SQLiteBackend(Inspection, Backend):
         self.options = parse_url(url)
         initialise(self.options, namespace)
         self._sql = queries(namespace)
+        self._flows = Flows(self._sql)
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
@@ -141,6 +143,33 @@ class SQLiteBackend(Inspection, Backend):
                     return from_row(row)
         raise sqlite3.IntegrityError(f"job id {record.id!r} is already stored")
 
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        with self._db.write() as conn:
+            conn.executemany(self._sql["insert"], map(to_row, records))
+            self._flows.store(conn, workflow_id, records, outputs)
+        self._notify(ready=True)
+
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        return self._flows.rows(self._db.get(), workflow_id)
+
+    def _flows_after(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+        *,
+        now: float,
+    ) -> bool:
+        """Decide the successors of the workflow jobs that this batch made final."""
+        ended = [
+            job_id
+            for ok, (job_id, _, outcome) in zip(done, items, strict=True)
+            if ok and outcome.state.is_final
+        ]
+        return bool(ended) and self._flows.finished(conn, ended, now=now)
+
     # -- the worker's side -----------------------------------------------------------------
 
     def claim(
@@ -209,13 +238,14 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
+            flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues
                 else []
             )
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, flowed=flowed)
         elif claims:
             self._wake.changed.notify()
         return done, claims
@@ -278,18 +308,20 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
+            flowed = self._flows_after(conn, items, done, now=now)
         if any(done):
-            self._notify_finished(items, done)
+            self._notify_finished(items, done, flowed=flowed)
         return done
 
     def _notify_finished(
-        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, flowed: bool
     ) -> None:
-        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready."""
+        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
+        or a workflow step may have been queued (``flowed``)."""
         retried = any(
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
-        self._notify(ready=retried)
+        self._notify(ready=retried or flowed)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -339,6 +371,8 @@ class SQLiteBackend(Inspection, Backend):
         params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
+            if done:
+                self._flows.finished(conn, [job_id], now=now)
         if done:
             self._notify(ready=True)
         return done
@@ -369,6 +403,9 @@ class SQLiteBackend(Inspection, Backend):
                 params.update(state=state.value, error=error)
                 conn.execute(self._sql["recover_final"], params)
                 out.append(RecoveredJob(job_id, state))
+            ended = [r.id for r in out if r.state.is_final]
+            if ended:
+                self._flows.finished(conn, ended, now=now)
         if out:
             self._notify(ready=True)
         return out
@@ -377,8 +414,12 @@ class SQLiteBackend(Inspection, Backend):
         # Purge first: a job that expires in this sweep is kept at least until the next.
         params = {"now": now}
         with self._db.write() as conn:
+            self._flows.purging(conn, now=now)
             purged = conn.execute(self._sql["sweep_purge"], params).rowcount
+            expiring = self._flows.expiring(conn, now=now)
             expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+            if expiring:
+                self._flows.finished(conn, expiring, now=now)
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)

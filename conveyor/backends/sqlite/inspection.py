@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from conveyor.backends.base import WorkerInfo
+from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.rows import from_row, worker_from_row, worker_row
 from conveyor.backends.sqlite.store import Connections, Wakeups
 from conveyor.job import JobRecord, State
@@ -19,6 +20,7 @@ class Inspection:
     _db: Connections
     _sql: Mapping[str, str]
     _wake: Wakeups
+    _flows: Flows
 
     def _notify(self, *, ready: bool) -> None:
         raise NotImplementedError
@@ -56,9 +58,11 @@ class Inspection:
         params = {"id": job_id, "now": now}
         with self._db.write() as conn:
             done = conn.execute(self._sql["cancel_running"], params).rowcount == 1
-            done = done or conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+            ended = conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+            flowed = ended and self._flows.finished(conn, [job_id], now=now)
+            done = done or ended
         if done:
-            self._wake.changed.notify()
+            self._notify(ready=flowed)
         return done
 
     def retry(self, job_id: str, *, now: float) -> bool:

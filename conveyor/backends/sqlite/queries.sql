@@ -108,11 +108,13 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 
 -- name: retry
 -- OR IGNORE: when another job of the same unique key is active, the unique index refuses
--- the update and retry reports False rather than making a twin.
+-- the update and retry reports False rather than making a twin. A ready_at of canvas.HOLD
+-- is a workflow step stopped before its inputs came: it has nothing to run with.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
     result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
-WHERE id = :id AND state IN ('failed', 'cancelled', 'expired');
+WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
+  AND ready_at < 253402300799.0;
 
 -- name: sweep_purge
 DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
@@ -185,3 +187,77 @@ SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER B
 
 -- name: ping
 SELECT count(*) FROM {ns}_schedules;
+
+-- Workflows (sqlite/flows.py). instr(meta, '"flow"') picks workflow jobs without parsing
+-- every meta; json_extract then reads the graph.
+
+-- name: flow_insert_workflow
+INSERT INTO {ns}_workflows (id, jobs, live) VALUES (?, ?, ?);
+
+-- name: flow_workflow
+SELECT w.value ->> 0, w.value ->> 1, w.value ->> 2, j.state
+FROM {ns}_workflows AS f, json_each(f.jobs) AS w
+LEFT JOIN {ns}_jobs AS j ON j.id = w.value ->> 0
+WHERE f.id = :id
+ORDER BY w.key;
+
+-- name: flow_exists
+SELECT 1 FROM {ns}_workflows WHERE id = :id;
+
+-- name: flow_finished
+SELECT id, state, result, error, meta ->> '$.flow' FROM {ns}_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND instr(meta, '"flow"') > 0 AND state IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: flow_step
+SELECT state, ready_at, meta ->> '$.flow' FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_payload
+SELECT payload FROM {ns}_jobs WHERE id = :id;
+
+-- name: flow_expect
+INSERT INTO {ns}_flow_filled (job_id, filled, need) VALUES (?, 0, ?);
+
+-- name: flow_put_input
+-- Only while the step is held (scheduled at canvas.HOLD), and once per slot.
+INSERT INTO {ns}_flow_inputs (job_id, slot, value)
+SELECT :id, :slot, :value
+WHERE EXISTS (SELECT 1 FROM {ns}_jobs WHERE id = :id AND state = 'scheduled' AND ready_at >= :hold)
+ON CONFLICT DO NOTHING;
+
+-- name: flow_count_input
+UPDATE {ns}_flow_filled SET filled = filled + 1 WHERE job_id = :id RETURNING filled >= need;
+
+-- name: flow_inputs
+SELECT value FROM {ns}_flow_inputs WHERE job_id = :id ORDER BY slot;
+
+-- name: flow_drop_inputs
+DELETE FROM {ns}_flow_inputs WHERE job_id = :id;
+
+-- name: flow_drop_filled
+DELETE FROM {ns}_flow_filled WHERE job_id = :id;
+
+-- name: flow_promote
+UPDATE {ns}_jobs SET state = 'queued', ready_at = :now, payload = :payload
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_end
+UPDATE {ns}_jobs
+SET state = :state, error = :error, finished_at = :now, purge_at = :now + result_ttl
+WHERE id = :id AND state = 'scheduled';
+
+-- name: flow_expiring
+SELECT id FROM {ns}_jobs
+WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
+  AND instr(meta, '"flow"') > 0;
+
+-- name: flow_purging
+SELECT meta ->> '$.workflow', count(*) FROM {ns}_jobs
+WHERE purge_at <= :now AND purge_at IS NOT NULL AND instr(meta, '"workflow"') > 0
+GROUP BY 1;
+
+-- name: flow_purged
+UPDATE {ns}_workflows SET live = live - :n WHERE id = :id;
+
+-- name: flow_forget
+DELETE FROM {ns}_workflows WHERE live <= 0;

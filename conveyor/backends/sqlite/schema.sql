@@ -94,3 +94,28 @@ CREATE TABLE IF NOT EXISTS {ns}_beats (
     name TEXT PRIMARY KEY,
     at   REAL NOT NULL
 );
+
+-- Workflows (backends/flow.py): the graph is in each job's meta; these hold the rest. A
+-- workflow's jobs in order, as JSON [[id, task, output], ...], and how many are not purged.
+CREATE TABLE IF NOT EXISTS {ns}_workflows (
+    id   TEXT PRIMARY KEY,
+    jobs TEXT NOT NULL,
+    live INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The inputs of a held step that have arrived, one row per slot ('r' + result or
+-- 'f' + failure JSON), until the last one queues the step.
+CREATE TABLE IF NOT EXISTS {ns}_flow_inputs (
+    job_id TEXT NOT NULL,
+    slot   INTEGER NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (job_id, slot)
+) WITHOUT ROWID;
+
+-- How many slots of a held step are filled, of how many: one row per held step, written at
+-- enqueue, so a finish counts in O(1).
+CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
+    job_id TEXT PRIMARY KEY,
+    filled INTEGER NOT NULL,
+    need   INTEGER NOT NULL
+) WITHOUT ROWID;
