@@ -5,10 +5,12 @@ mixin of ``PostgresBackend``, kept apart from the claim / finish path that worke
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 
 from conveyor.backends.base import ScheduleState, WorkerInfo
+from conveyor.backends.postgres.flows import Flows
 from conveyor.backends.postgres.rows import (
     from_row,
     schedule_from_row,
@@ -22,6 +24,7 @@ from conveyor.job import JobRecord, State
 class Admin:
     _db: Database
     _sql: Mapping[str, str]
+    _flows: Flows
 
     def get(self, job_id: str) -> JobRecord | None:
         row = self._db.run(lambda c: c.execute(self._sql["by_id"], {"id": job_id}).fetchone())
@@ -55,7 +58,15 @@ class Admin:
 
     def cancel(self, job_id: str, *, now: float) -> bool:
         params = {"id": job_id, "now": now}
-        return bool(self._db.run(lambda c: c.execute(self._sql["cancel"], params).fetchall()))
+
+        def write(conn: psycopg.Connection[Any]) -> bool:
+            with conn.transaction():
+                done = bool(conn.execute(self._sql["cancel"], params).fetchall())
+                if done:  # a waiting workflow job is final now: its successors follow
+                    self._flows.finished(conn, [job_id], now=now)
+                return done
+
+        return self._db.run(write)
 
     def retry(self, job_id: str, *, now: float) -> bool:
         params = {"id": job_id, "now": now}

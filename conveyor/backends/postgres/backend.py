@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -29,6 +29,7 @@ from conveyor.backends.base import (
     worker_lost_error,
 )
 from conveyor.backends.postgres.admin import Admin
+from conveyor.backends.postgres.flows import Flows
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.rows import (
     error_json,
@@ -76,6 +77,7 @@ class PostgresBackend(Admin, Backend):
         super().__init__(url, namespace=check_namespace(namespace), clock=clock)
         self._db = Database(url, retry_seconds=retry_seconds)
         self._sql = queries(self.namespace)
+        self._flows = Flows(self._sql)
         initialise(self._db, self.namespace, safe_url(url))
         self._listener = Listener(self._db, channel(self.namespace))
         self._local = threading.local()  # per thread: the wake-up snapshot of the last claim
@@ -150,6 +152,19 @@ class PostgresBackend(Admin, Backend):
             return from_row(by_id)
         raise psycopg.errors.UniqueViolation(f"job {record.id!r} was refused by a unique index")
 
+    def enqueue_workflow(
+        self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]
+    ) -> None:
+        def write(conn: Conn) -> None:
+            with conn.transaction():
+                self._store(conn, records)
+                self._flows.store(conn, workflow_id, records, outputs)
+
+        self._db.run(write)
+
+    def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
+        return self._db.run(lambda c: self._flows.rows(c, workflow_id))
+
     # -- the worker's side -----------------------------------------------------------------
 
     def claim(
@@ -210,11 +225,20 @@ class PostgresBackend(Admin, Backend):
         if not items and not claiming:
             return [], []
         params = self._claim_params(worker_id, queues, limit if claiming else 0, lease_seconds, now)
-        params.update(self._finish_params(items, now))
+        params.update(self._finish_params(items, now, flows=False))
         rows = self._db.run(lambda c: c.execute(self._sql["finish_and_claim"], params).fetchall())
         written = set(rows[0][0] or ()) if rows else set()
-        claims = self._claims([row[1:] for row in rows if row[1] is not None])
-        return [job_id in written for job_id, _, _ in items], claims
+        deferred = set(rows[0][1] or ()) if rows else set()
+        claimed = [row[2:] for row in rows if row[2] is not None]
+        if deferred:
+            # Their successors may be ready now: the rest of the claim comes after them.
+            params["limit"] = limit - len(claimed) if claiming else 0
+            ended, more = self._finish_workflow_jobs(
+                [i for i in items if i[0] in deferred], now, claim=params
+            )
+            written |= ended
+            claimed += more
+        return [job_id in written for job_id, _, _ in items], self._claims(claimed)
 
     def heartbeat(
         self,
@@ -264,15 +288,52 @@ class PostgresBackend(Admin, Backend):
         if not items:
             return []
 
-        params = self._finish_params(items, now)
+        params = self._finish_params(items, now, flows=False)
         rows = self._db.run(lambda c: c.execute(self._sql["finish"], params).fetchall())
-        written = {row[0] for row in rows}
+        written = {job_id for job_id, deferred in rows if not deferred}
+        deferred = {job_id for job_id, later in rows if later}
+        if deferred:
+            ended, _ = self._finish_workflow_jobs([i for i in items if i[0] in deferred], now)
+            written |= ended
         return [job_id in written for job_id, _, _ in items]
 
+    def _finish_workflow_jobs(
+        self,
+        items: Sequence[tuple[str, int, Outcome]],
+        now: float,
+        *,
+        claim: dict[str, Any] | None = None,
+    ) -> tuple[set[str], list[tuple[Any, ...]]]:
+        """Final outcomes of workflow jobs, their successors decided, and (``claim``: the
+        claim's parameters) the next jobs claimed, in one transaction; tried again when it
+        deadlocked with another finishing member of the same graph."""
+        params = self._finish_params(items, now, flows=True)
+
+        def write(conn: Conn) -> tuple[set[str], list[tuple[Any, ...]]]:
+            for attempt in range(5):
+                try:
+                    with conn.transaction():
+                        rows = conn.execute(self._sql["finish"], params).fetchall()
+                        written = {job_id for job_id, _ in rows}
+                        self._flows.finished(conn, sorted(written), now=now)
+                        claimed: list[tuple[Any, ...]] = []
+                        if claim is not None and claim["limit"] > 0:
+                            claimed = conn.execute(self._sql["claim"], claim).fetchall()
+                        return written, claimed
+                except psycopg.errors.DeadlockDetected:
+                    if attempt == 4:
+                        raise
+            raise AssertionError("unreachable")
+
+        return self._db.run(write)
+
     @staticmethod
-    def _finish_params(items: Sequence[tuple[str, int, Outcome]], now: float) -> dict[str, Any]:
+    def _finish_params(
+        items: Sequence[tuple[str, int, Outcome]], now: float, *, flows: bool
+    ) -> dict[str, Any]:
         outcomes = [outcome for _, _, outcome in items]
         return {
+            "flows": flows,
             "now": now,
             "ids": [job_id for job_id, _, _ in items],
             "tokens": [token for _, token, _ in items],
@@ -289,7 +350,15 @@ class PostgresBackend(Admin, Backend):
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
-        return bool(self._db.run(lambda c: c.execute(self._sql["release"], params).fetchall()))
+
+        def write(conn: Conn) -> bool:
+            with conn.transaction():
+                done = bool(conn.execute(self._sql["release"], params).fetchall())
+                if done:  # cancelled on its way back: a workflow job's successors follow
+                    self._flows.finished(conn, [job_id], now=now)
+                return done
+
+        return self._db.run(write)
 
     def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
         def write(conn: Conn) -> list[tuple[Any, ...]]:
@@ -307,7 +376,10 @@ class PostgresBackend(Admin, Backend):
                     "max_crashes": NEVER if stalled else max_crashes,
                     "lost_message": _LOST_MESSAGE,
                 }
-                return conn.execute(self._sql["recover"], params).fetchall()
+                rows = conn.execute(self._sql["recover"], params).fetchall()
+                ended = [job_id for job_id, state in rows if State(state).is_final]
+                self._flows.finished(conn, ended, now=now)
+                return rows
 
         rows = self._db.run(write)
         return [RecoveredJob(job_id, State(state)) for job_id, state in rows]
@@ -320,14 +392,16 @@ class PostgresBackend(Admin, Backend):
         params = {"now": now}
 
         def write(conn: Conn) -> SweepResult:
-            with conn.pipeline(), conn.transaction():
-                purged = conn.execute(self._sql["sweep_purge"], params)
-                expired = conn.execute(self._sql["sweep_expire"], params)
-                promoted = conn.execute(self._sql["sweep_promote"], params)
+            with conn.transaction():
+                self._flows.purging(conn, now=now)
+                purged = conn.execute(self._sql["sweep_purge"], params).rowcount
+                expiring = self._flows.expiring(conn, now=now)
+                expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+                self._flows.finished(conn, expiring, now=now)
+                row = conn.execute(self._sql["sweep_promote"], params).fetchone()
                 before = {"before": now - STALE_WORKER_SECONDS}
                 conn.execute(self._sql["sweep_workers"], before)
-            row = promoted.fetchone()
-            return SweepResult(int(row[0]) if row else 0, expired.rowcount, purged.rowcount)
+            return SweepResult(int(row[0]) if row else 0, expired, purged)
 
         return self._db.run(write)
 

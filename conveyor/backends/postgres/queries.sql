@@ -169,7 +169,15 @@ done AS (
         %(failures)s::integer[]
     ) AS v(id, token, state, final, result, error, ready_at, failure)
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
+      AND (%(flows)s OR NOT (v.final AND j.meta ? 'flow'))
     RETURNING j.id, j.queue, j.state
+), deferred AS (
+    -- Workflow jobs made final are left to a transaction that decides their successors too.
+    SELECT j.id FROM {ns}_jobs AS j
+    JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[], %(finals)s::boolean[])
+        AS v(id, token, final) ON j.id = v.id
+    WHERE NOT %(flows)s AND v.final AND j.token = v.token AND j.state = 'running'
+      AND j.meta ? 'flow'
 ), finish_told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
         SELECT id, (row_number() OVER ()) / 250 AS part FROM done
@@ -179,18 +187,22 @@ done AS (
 )
 
 -- name: finish
+-- The ids written, and those deferred (workflow jobs, when flows is false).
 WITH {part:finish}
-SELECT done.id FROM done WHERE (SELECT count(*) FROM finish_told) >= 0;
+SELECT done.id, false FROM done WHERE (SELECT count(*) FROM finish_told) >= 0
+UNION ALL
+SELECT id, true FROM deferred;
 
 -- name: finish_and_claim
 -- A busy worker's batch: its outcomes written and its next jobs claimed in one statement, so
 -- one round trip and one commit. The two parts touch different rows (running ones, ready
--- ones). One row per claimed job, each with the ids of the outcomes written; one row of
--- nulls beside those ids when nothing was claimed.
+-- ones). One row per claimed job, each with the ids of the outcomes written and deferred;
+-- one row of nulls beside those ids when nothing was claimed.
 WITH {part:finish}, {part:claim}
-SELECT finished.ids, claimed.*
+SELECT finished.ids, finished.deferred, claimed.*
 FROM (
-    SELECT array_agg(id) AS ids FROM done WHERE (SELECT count(*) FROM finish_told) >= 0
+    SELECT (SELECT array_agg(id) FROM done WHERE (SELECT count(*) FROM finish_told) >= 0) AS ids,
+           (SELECT array_agg(id) FROM deferred) AS deferred
 ) AS finished
 LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
 
@@ -278,6 +290,7 @@ WITH done AS (
         result = NULL, error = NULL, finished_at = NULL, purge_at = NULL,
         cancel_requested = false
     WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
+      AND ready_at < 253402300799.0  -- canvas.HOLD: a workflow step stopped while held
     RETURNING id, queue
 )
 SELECT id, pg_notify('{channel}', m)
@@ -364,3 +377,94 @@ WHERE last_due IS NOT NULL ORDER BY name;
 
 -- name: ping
 SELECT 1;
+
+-- Workflows (postgres/flows.py), inside the transaction of the operation that made a
+-- workflow job final. "meta ? 'flow'" picks workflow jobs.
+
+-- name: flow_insert_workflow
+INSERT INTO {ns}_workflows (id, jobs, live) VALUES (%(id)s, %(jobs)s, %(live)s);
+
+-- name: flow_expect
+INSERT INTO {ns}_flow_filled (job_id, filled, need)
+SELECT job_id, 0, need FROM unnest(%(ids)s::text[], %(needs)s::integer[]) AS t(job_id, need);
+
+-- name: flow_workflow
+SELECT w.value ->> 0, w.value ->> 1, (w.value ->> 2)::boolean, j.state
+FROM {ns}_workflows AS f
+CROSS JOIN LATERAL jsonb_array_elements(f.jobs) WITH ORDINALITY AS w(value, n)
+LEFT JOIN {ns}_jobs AS j ON j.id = w.value ->> 0
+WHERE f.id = %(id)s
+ORDER BY w.n;
+
+-- name: flow_exists
+SELECT 1 FROM {ns}_workflows WHERE id = %(id)s;
+
+-- name: flow_finished
+SELECT id, state, result, error, meta -> 'flow' FROM {ns}_jobs
+WHERE id = ANY(%(ids)s::text[]) AND meta ? 'flow'
+  AND state IN ('succeeded', 'failed', 'cancelled', 'expired');
+
+-- name: flow_step
+-- FOR UPDATE: the successor's row is this transaction's until it commits, so members that
+-- finish at once on different machines decide it one after another.
+SELECT state, ready_at, meta -> 'flow' FROM {ns}_jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: flow_put_input
+-- Only while the step is held (scheduled at canvas.HOLD), and once per slot.
+INSERT INTO {ns}_flow_inputs (job_id, slot, value)
+SELECT %(id)s, %(slot)s, %(value)s
+WHERE EXISTS (
+    SELECT 1 FROM {ns}_jobs WHERE id = %(id)s AND state = 'scheduled' AND ready_at >= %(hold)s
+)
+ON CONFLICT DO NOTHING
+RETURNING job_id;
+
+-- name: flow_count_input
+UPDATE {ns}_flow_filled SET filled = filled + 1 WHERE job_id = %(id)s RETURNING filled >= need;
+
+-- name: flow_inputs
+SELECT value FROM {ns}_flow_inputs WHERE job_id = %(id)s ORDER BY slot;
+
+-- name: flow_drop
+WITH inputs AS (DELETE FROM {ns}_flow_inputs WHERE job_id = %(id)s)
+DELETE FROM {ns}_flow_filled WHERE job_id = %(id)s;
+
+-- name: flow_promote
+WITH done AS (
+    UPDATE {ns}_jobs SET state = 'queued', ready_at = %(now)s, payload = %(payload)s
+    WHERE id = %(id)s AND state = 'scheduled'
+    RETURNING id, queue
+)
+SELECT pg_notify('{channel}', m)
+FROM done, LATERAL (VALUES ('c ' || id), ('r ' || queue)) AS n(m);
+
+-- name: flow_payload
+SELECT payload FROM {ns}_jobs WHERE id = %(id)s;
+
+-- name: flow_end
+WITH done AS (
+    UPDATE {ns}_jobs
+    SET state = %(state)s, error = %(error)s, finished_at = %(now)s,
+        purge_at = %(now)s + result_ttl
+    WHERE id = %(id)s AND state = 'scheduled'
+    RETURNING id
+)
+SELECT pg_notify('{channel}', 'c ' || id) FROM done;
+
+-- name: flow_expiring
+SELECT id FROM {ns}_jobs
+WHERE expires_at <= %(now)s AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
+  AND meta ? 'flow';
+
+-- name: flow_purging
+-- Before the sweep purges: count the purged jobs off their workflows.
+WITH gone AS (
+    SELECT meta ->> 'workflow' AS id, count(*) AS n FROM {ns}_jobs
+    WHERE purge_at <= %(now)s AND purge_at IS NOT NULL AND meta ? 'workflow'
+    GROUP BY 1
+)
+UPDATE {ns}_workflows AS f SET live = f.live - gone.n FROM gone WHERE f.id = gone.id;
+
+-- name: flow_forget
+-- (A statement of its own: one statement cannot delete the rows its own CTE updated.)
+DELETE FROM {ns}_workflows WHERE live <= 0;

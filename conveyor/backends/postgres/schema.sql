@@ -100,3 +100,28 @@ CREATE TABLE IF NOT EXISTS {ns}_beats (
     stall_until double precision
 );
 INSERT INTO {ns}_beats (one) VALUES (true) ON CONFLICT DO NOTHING;
+
+-- Workflows (backends/flow.py): the graph is in each job's meta; these hold the rest. A
+-- workflow's jobs in order, as JSON [[id, task, output], ...], and how many are not purged.
+CREATE TABLE IF NOT EXISTS {ns}_workflows (
+    id   text PRIMARY KEY,
+    jobs jsonb NOT NULL,
+    live integer NOT NULL
+);
+
+-- The inputs of a held step that have arrived, one row per slot ('r' + result or
+-- 'f' + failure JSON), until the last one queues the step.
+CREATE TABLE IF NOT EXISTS {ns}_flow_inputs (
+    job_id text NOT NULL,
+    slot   integer NOT NULL,
+    value  bytea NOT NULL,
+    PRIMARY KEY (job_id, slot)
+);
+
+-- How many slots of a held step are filled, of how many: one row per held step, written at
+-- enqueue; a finish takes its row lock, so members finishing at once count one by one.
+CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
+    job_id text PRIMARY KEY,
+    filled integer NOT NULL,
+    need   integer NOT NULL
+);
