@@ -24,6 +24,7 @@ from conveyor.errors import (
     WorkerCrashed,
 )
 from conveyor.job import ErrorInfo, Job, JobInfo, Progress, State
+from conveyor.limits import LimitInfo, LimitUse
 from conveyor.task import Signature, Task
 from conveyor.worker.worker import Worker
 
@@ -45,6 +46,8 @@ __all__ = [
     "JobFailed",
     "JobInfo",
     "JobNotFound",
+    "LimitInfo",
+    "LimitUse",
     "Progress",
     "Retry",
     "SerializationError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -15,10 +15,27 @@ from conveyor.canvas import HOLD, GroupJob, Node, Tree, Workflow, chain, compile
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError, JobNotFound, SerializationError
 from conveyor.job import Claim, IdGenerator, Job, JobInfo, JobRecord, Outcome, State, to_datetime
+from conveyor.limits import (
+    META_FIELD,
+    LimitInfo,
+    LimitSpec,
+    Rate,
+    job_refs,
+    limit_key_of,
+    shared_limit,
+    task_limit,
+)
 from conveyor.registry import Registry
-from conveyor.schedule import PeriodicSpec, make_schedule
+from conveyor.schedule import PeriodicSpec, check_periodic_call, make_schedule
 from conveyor.serialization import decode_call, encode_call, get_serializer
-from conveyor.task import CallOptions, Signature, Task, TaskOptions, task_options
+from conveyor.task import (
+    CallOptions,
+    Signature,
+    Task,
+    TaskOptions,
+    check_task_defaults,
+    task_options,
+)
 from conveyor.worker.worker import Worker, WorkerSettings
 
 P = ParamSpec("P")
@@ -37,6 +54,7 @@ class App:
         serializer: str | None = None,
         token: str | None = None,
         max_crashes: int | None = None,
+        task_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.settings = Settings.load(
             url=url,
@@ -51,6 +69,16 @@ class App:
         self._ids = IdGenerator()
         self._backend: Backend | None = None
         self._backend_lock = threading.Lock()
+        self.task_defaults = check_task_defaults(task_defaults)
+        rate, concurrency = (self.task_defaults.get(k) for k in ("rate_limit", "concurrency"))
+        try:
+            task_limit("task_defaults", rate, concurrency)
+        except ConfigurationError as exc:
+            message = str(exc).replace("task 'task_defaults'", "task_defaults")
+            raise ConfigurationError(message) from None
+        # Limits declared in this process (app.limit, tasks' own), by name. They reach the
+        # store when the backend opens, or at once when it is open already.
+        self._limits: dict[str, LimitSpec] = {}
 
     def __repr__(self) -> str:
         return f"<conveyor.App {self.settings.url} namespace={self.settings.namespace}>"
@@ -64,9 +92,11 @@ class App:
                     if self.settings.eager:
                         self._backend = MemoryBackend(namespace=self.settings.namespace)
                     else:
-                        self._backend = open_backend(
-                            self.settings.url, namespace=self.settings.namespace
-                        )
+                        backend = open_backend(self.settings.url, namespace=self.settings.namespace)
+                        now = time.time()
+                        for spec in self._limits.values():
+                            backend.set_limit(spec, now=now)
+                        self._backend = backend
         return self._backend
 
     def migrate(self) -> tuple[int, int] | None:
@@ -92,9 +122,13 @@ class App:
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
-            opts = task_options(name, {k: v for k, v in options.items() if k != "name"})
+            raw = {**self.task_defaults, **{k: v for k, v in options.items() if k != "name"}}
+            opts = task_options(name, raw)
             t: Task[P, R] = Task(f, opts, self)
             self.registry.add(t)
+            own = task_limit(name, opts.rate_limit, opts.concurrency)
+            if own is not None:
+                self._declare(own)
             return t
 
         return register if fn is None else register(fn)
@@ -137,14 +171,21 @@ class App:
         tz: str = "UTC",
         misfire_grace: float | None = None,
         overlap: bool = True,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> Any:
-        """Register a task that is enqueued on a schedule, once per due time cluster-wide."""
+        """Register a task that is enqueued on a schedule, once per due time cluster-wide,
+        with the JSON arguments ``args`` and ``kwargs``."""
         schedule = make_schedule(cron=cron, every=every, tz=tz)
 
         def register(f: Callable[P, R]) -> Task[P, R]:
             t: Task[P, R] = self.task(**options)(f)
-            self.registry.add_periodic(PeriodicSpec(t.name, schedule, misfire_grace, overlap))
+            spec = PeriodicSpec(
+                t.name, schedule, misfire_grace, overlap, tuple(args), dict(kwargs or {})
+            )
+            check_periodic_call(f, spec.args, spec.kwargs, owner=f"periodic task {t.name!r}")
+            self.registry.add_periodic(spec)
             return t
 
         return register if fn is None else register(fn)
@@ -178,6 +219,8 @@ class App:
         else:
             ready_at = now
         expires = call.expires if call.expires is not None else opts.expires
+        if opts.rate_limit is not None or opts.concurrency is not None or opts.limits:
+            meta = {**(meta or {}), META_FIELD: self._refs(opts, args, kwargs)}
         unique_key = None
         if opts.unique:
             import hashlib  # here: OpenSSL costs a worker that has no unique tasks ~4 MB
@@ -322,8 +365,52 @@ class App:
     def periodic_record(self, spec: PeriodicSpec, due: float) -> JobRecord:
         """The job a periodic task's due time enqueues."""
         return self.make_record(
-            spec.task_name, (), {}, CallOptions(), meta={"periodic": spec.task_name, "due": due}
+            spec.task_name,
+            spec.args,
+            spec.kwargs,
+            CallOptions(),
+            meta={"periodic": spec.task_name, "due": due},
         )
+
+    # -- cluster-wide limits ---------------------------------------------------------------
+
+    def limit(
+        self, name: str, *, rate: str | Rate | None = None, concurrency: int | None = None
+    ) -> LimitSpec:
+        """Declare (or change) a limit shared by the tasks that name it in ``limits=[...]``:
+        at most ``rate`` starts ("N/s", "N/m", "N/h") and ``concurrency`` running at once,
+        across the cluster. Called again with other numbers, it changes the limit in the
+        store, for every worker at once."""
+        spec = shared_limit(name, rate=rate, concurrency=concurrency)
+        self._declare(spec)
+        return spec
+
+    def limits(self) -> list[LimitInfo]:
+        """Every limit the store knows, with its current use per key."""
+        if self.settings.eager:
+            return []
+        return self.backend.limits(now=time.time())
+
+    def _declare(self, spec: LimitSpec) -> None:
+        self._limits[spec.name] = spec
+        if self._backend is not None and not self.settings.eager:
+            self._backend.set_limit(spec, now=time.time())
+
+    def _refs(
+        self, opts: TaskOptions, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[list[str]]:
+        """The limits a new job of the task counts against (``meta["limits"]``)."""
+        for name in opts.limits:
+            if name not in self._limits:
+                raise ConfigurationError(
+                    f"task {opts.name!r} counts against limit {name!r}, which this app never "
+                    f"declared; call app.limit({name!r}, rate=..., concurrency=...) first"
+                )
+        key = (
+            "" if opts.limit_key is None else limit_key_of(opts.name, opts.limit_key, args, kwargs)
+        )
+        own = task_limit(opts.name, opts.rate_limit, opts.concurrency)
+        return job_refs(own, opts.limits, key)
 
     def _run_eagerly(self, record: JobRecord) -> Job:
         """``eager=True``: run the job here and now, retries included (without waiting)."""

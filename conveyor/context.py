@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 ProgressSink = Callable[[float, "str | None", "dict[str, Any]"], None]
@@ -36,6 +37,12 @@ class JobContext:
     @property
     def cancelled(self) -> bool:
         return self._cancelled
+
+    @property
+    def due(self) -> datetime | None:
+        """For a periodic job, the due time it runs for (aware, UTC); None for other jobs."""
+        due = self.meta.get("due")
+        return None if due is None else datetime.fromtimestamp(float(due), UTC)
 
     def mark_cancelled(self) -> None:
         self._cancelled = True

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -214,6 +215,8 @@ class PeriodicSpec:
     schedule: Schedule
     misfire_grace: float | None = None  # seconds; None means one period
     overlap: bool = True
+    args: tuple[Any, ...] = ()  # JSON arguments of every job it enqueues
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.misfire_grace is not None and not self.misfire_grace >= 0:
@@ -280,3 +283,23 @@ def due_now(spec: PeriodicSpec, last_due: float | None, now: float) -> Decision:
         before = schedule.latest_due(latest - 0.5)
         return Decision(latest, next_check, skip_if_active, first_missed, before)
     return Decision(None, next_check, skip_if_active, first_missed, latest)
+
+
+def check_periodic_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, owner: str
+) -> None:
+    """A periodic task's ``args``/``kwargs``, fixed at declaration: they must fit the
+    function and be plain JSON, so a schedule never enqueues a job that cannot run."""
+    import inspect
+    import json
+
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise ConfigurationError(f"{owner}: args/kwargs do not fit the function: {exc}") from None
+    except ValueError:  # no signature to check (a builtin)
+        pass
+    try:
+        json.dumps([list(args), kwargs])
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"{owner}: args/kwargs must be JSON: {exc}") from None

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-NOT_YET = ("rate_limit", "concurrency")
-
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
@@ -40,6 +38,10 @@ class TaskOptions:
     soft_timeout: float | None = None
     expires: float | None = None
     result_ttl: float = 86400.0
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    limits: tuple[str, ...] = ()
+    limit_key: Callable[..., str] | None = None
     unique: bool = False
 
     def __post_init__(self) -> None:
@@ -73,25 +75,40 @@ class TaskOptions:
             raise bad("soft_timeout", "must be shorter than timeout, so the task can clean up")
         if self.result_ttl < 0:
             raise bad("result_ttl", "must be 0 or more seconds")
+        # rate_limit and concurrency are read by conveyor.limits.task_limit (the app calls it)
+        object.__setattr__(self, "limits", _limit_names(self.name, self.limits))
+        if self.limit_key is not None and not callable(self.limit_key):
+            raise bad("limit_key", "must be a function of the task's arguments returning a str")
+        limited = self.rate_limit is not None or self.concurrency is not None or self.limits
+        if self.limit_key is not None and not limited:
+            raise bad("limit_key", "needs rate_limit, concurrency or limits to apply to")
 
 
 OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions))
 
 
+def _limit_names(task: str, names: object) -> tuple[str, ...]:
+    """``limits=[...]``: names of shared limits (``app.limit``)."""
+    if isinstance(names, str) or not isinstance(names, list | tuple | set | frozenset):
+        raise ConfigurationError(
+            f"task {task!r}: limits must be a list of limit names (app.limit), not {names!r}"
+        )
+    for name in names:
+        if not isinstance(name, str) or not name or name.startswith("task:"):
+            raise ConfigurationError(
+                f"task {task!r}: {name!r} in limits is not the name of an app.limit(...)"
+            )
+    return tuple(names)
+
+
 def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
     """Build TaskOptions from decorator keywords, with a clear error for unknown ones."""
-    for option in NOT_YET:
-        if raw.get(option) is not None:
-            raise ConfigurationError(
-                f"task {name!r}: {option} (cluster-wide limits) is not available in this "
-                f"version of conveyor yet; remove {option}={raw[option]!r}"
-            )
-    values = {k: v for k, v in raw.items() if k not in NOT_YET}
+    values = dict(raw)
     unknown = set(values) - OPTION_NAMES
     if unknown:
         raise ConfigurationError(
             f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(OPTION_NAMES | set(NOT_YET)))}"
+            f"known: {', '.join(sorted(OPTION_NAMES))}"
         )
     if "retry_on" in values and isinstance(values["retry_on"], type):
         values["retry_on"] = (values["retry_on"],)
@@ -99,6 +116,21 @@ def task_options(name: str, raw: Mapping[str, Any]) -> TaskOptions:
         values["retry_on"] = tuple(values["retry_on"])
     values["name"] = name
     return TaskOptions(**values)
+
+
+def check_task_defaults(defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``App(task_defaults=...)``: any task option but ``name``, checked once, when the app
+    is made (the app checks the rate itself: conveyor.limits)."""
+    out = dict(defaults or {})
+    if "name" in out:
+        raise ConfigurationError("task_defaults cannot set name: each task has its own")
+    try:
+        task_options("task_defaults", out)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            str(exc).replace("task 'task_defaults'", "task_defaults")
+        ) from None
+    return out
 
 
 @dataclass(frozen=True, slots=True)

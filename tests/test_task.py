@@ -52,10 +52,23 @@ def test_a_wrong_option_fails_at_declaration_naming_it(
         app.task(**options)(lambda: None)
 
 
-@pytest.mark.parametrize("option", ["rate_limit", "concurrency"])
-def test_cluster_wide_limits_say_they_are_not_available_yet(app: conveyor.App, option: str) -> None:
-    with pytest.raises(conveyor.ConfigurationError, match=f"{option}.*not available"):
-        app.task(**{option: "10/m" if option == "rate_limit" else 1})(lambda: None)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate_limit": "10/d"}, "rate '10/d' is not a rate"),
+        ({"rate_limit": "0/s"}, "allows no start"),
+        ({"concurrency": 0}, "concurrency must be a whole number of 1 or more"),
+        ({"limits": "api"}, "limits must be a list"),
+        ({"limits": ["task:x"]}, "not the name of an app.limit"),
+        ({"limit_key": lambda x: x}, "limit_key needs rate_limit, concurrency or limits"),
+        ({"concurrency": 1, "limit_key": "user"}, "limit_key must be a function"),
+    ],
+)
+def test_a_wrong_limit_option_fails_at_declaration_naming_it(
+    app: conveyor.App, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(conveyor.ConfigurationError, match=message):
+        app.task(**options)(lambda: None)
 
 
 def test_two_functions_under_one_name_are_refused(app: conveyor.App) -> None:

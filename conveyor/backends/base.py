@@ -41,6 +41,7 @@ from typing import Any
 
 from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 
 @dataclass(slots=True)
@@ -194,6 +195,17 @@ class Backend(ABC):
         ``started_at = t`` and ``lease_expires_at = t + lease_seconds``; the returned records
         carry those stamps. Concurrent claims, from any process or host, never return the same
         job.
+
+        Limits (conveyor/limits.py): a job whose ``meta["limits"]`` names refs
+        ``[limit, key]`` is claimed only if, for each ref whose limit is stored
+        (``set_limit``), fewer than ``concurrency`` jobs of that ref run under a live lease
+        (``lease_expires_at >= t``) and fewer than ``rate.count`` of its jobs were claimed
+        within ``(t - rate.per_seconds, t]``, by the same store time ``t``; the check and
+        the claim are one atomic step. A job held back stays queued, unchanged (no attempt,
+        no token); the claim passes it by and takes the jobs behind it, and must not walk a
+        backlog of held jobs again on every call (a backend parks them until their limit
+        frees). A claim that ends (finish, release, recover, or its lease running out) frees
+        its slots.
         """
 
     @abstractmethod
@@ -330,6 +342,19 @@ class Backend(ABC):
     @abstractmethod
     def purge_queue(self, queue: str) -> int:
         """Delete the scheduled and queued jobs of ``queue``; returns how many."""
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    @abstractmethod
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        """Store a limit, replacing the stored one of the same name, atomically: every claim
+        after it, from any process, enforces the new numbers, and jobs held back under the
+        old ones are looked at again by the next claim."""
+
+    @abstractmethod
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        """Every stored limit, by name, with its use at ``now`` per key (``limit_info``):
+        jobs running under a live lease, and claims within the rate's window."""
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -38,6 +39,15 @@ from conveyor.job import (
     Progress,
     State,
 )
+from conveyor.limits import (
+    LimitInfo,
+    LimitRef,
+    LimitSpec,
+    LimitUse,
+    free_permits,
+    limit_info,
+    refs_of,
+)
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
@@ -66,6 +76,10 @@ class MemoryBackend(Backend):
         self._flows = _Flows(self)
         self._quiet_after: float | None = None  # the store-wide heartbeat record
         self._stall_until: float | None = None
+        self._limit_specs: dict[str, LimitSpec] = {}
+        # per ref: the jobs holding a slot (id -> token) and the times of recent claims
+        self._slots: dict[LimitRef, dict[str, int]] = {}
+        self._starts: dict[LimitRef, deque[float]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -162,17 +176,75 @@ class MemoryBackend(Backend):
                 and (r.expires_at is None or r.expires_at > now)
             ]
             ready.sort(key=lambda r: (-r.priority, r.ready_at, r.id))
-            claims = []
+            claims: list[Claim] = []
             t = self._store_time()
-            for record in ready[:limit]:
+            for record in ready:
+                if len(claims) >= limit:
+                    break
+                refs = refs_of(record.meta)
+                if refs and not self._admit(refs, t):
+                    continue  # held back: stays queued, untouched
                 record.state = State.RUNNING
                 record.attempts += 1
                 record.token = self._next_token()
                 record.worker = worker_id
                 record.started_at = t
                 record.lease_expires_at = t + lease_seconds
+                for ref in refs:
+                    self._slots.setdefault(ref, {})[record.id] = record.token
+                    spec = self._limit_specs.get(ref[0])
+                    if spec is not None and spec.rate is not None:  # starts count for rates
+                        self._starts.setdefault(ref, deque()).append(t)
                 claims.append(Claim(record.copy(), record.token))
             return claims
+
+    # -- limits ----------------------------------------------------------------------------
+
+    def _use(self, ref: LimitRef, spec: LimitSpec, now: float) -> tuple[int, int]:
+        """Live slots and starts in the window of one ref, forgetting what no longer counts:
+        a slot whose job is no longer running under its token or whose lease ran out, a start
+        older than the window."""
+        slots = self._slots.get(ref, {})
+        for job_id, token in list(slots.items()):
+            record = self._jobs.get(job_id)
+            if (
+                record is None
+                or record.state is not State.RUNNING
+                or record.token != token
+                or record.lease_expires_at is None
+                or record.lease_expires_at < now
+            ):
+                del slots[job_id]
+        starts = self._starts.get(ref, deque())
+        if spec.rate is not None:
+            while starts and starts[0] <= now - spec.rate.per_seconds:
+                starts.popleft()
+        if not slots:
+            self._slots.pop(ref, None)
+        if not starts:
+            self._starts.pop(ref, None)
+        return len(slots), len(starts) if spec.rate is not None else 0
+
+    def _admit(self, refs: Sequence[LimitRef], now: float) -> bool:
+        for ref in refs:
+            spec = self._limit_specs.get(ref[0])
+            if spec is not None and free_permits(spec, *self._use(ref, spec, now)) <= 0:
+                return False
+        return True
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        with self._lock:
+            self._limit_specs[spec.name] = spec
+        self._signal.notify()
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        with self._lock:
+            out = []
+            for name, spec in sorted(self._limit_specs.items()):
+                refs = {ref for ref in (*self._slots, *self._starts) if ref[0] == name}
+                uses = [LimitUse(ref[1], *self._use(ref, spec, now)) for ref in refs]
+                out.append(limit_info(spec, uses))
+            return out
 
     def heartbeat(
         self,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
+from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, RecoveredJob, WorkerInfo
 from conveyor.job import Claim, IdGenerator, JobRecord, State
 
@@ -25,6 +27,15 @@ class StoreClock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def clocked_backend(backend_url: str, namespace: str) -> Iterator[Backend]:
+    """A backend whose store clock is a ``StoreClock`` (for ``pytest.fixture``)."""
+    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 def set_store_time(backend: Backend, t: float) -> None:

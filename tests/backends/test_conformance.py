@@ -9,18 +9,17 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from conveyor.backends import open_backend
 from conveyor.backends.base import Backend, DueResult, RecoveredJob, SweepResult
 from conveyor.job import ErrorInfo, Outcome, Progress, State
 from tests.backends.helpers import (
     LEASE,
     NOW,
-    StoreClock,
     claim_one,
+    clocked_backend,
     enqueue_one,
     make_record,
     make_worker,
@@ -33,14 +32,8 @@ from tests.backends.helpers import (
 BOOM = ErrorInfo("ValueError", "boom", "Traceback ...")
 
 
-@pytest.fixture
-def backend(backend_url: str, namespace: str) -> Iterator[Backend]:
-    """Every backend, its lease stamps read from a clock the test moves."""
-    b = open_backend(backend_url, namespace=namespace, clock=StoreClock())
-    try:
-        yield b
-    finally:
-        b.close()
+#: every backend, its lease stamps read from a clock the test moves
+backend = pytest.fixture(name="backend")(clocked_backend)
 
 
 # -- enqueue ---------------------------------------------------------------------------------

@@ -16,12 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     stderr = ""
 
-    def __init__(self, url: str, *args: str, namespace: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *args: str,
+        namespace: str | None = None,
+        module: str = "tests.worker.fault_app",
+    ) -> None:
         env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker.fault_app", *args],
+            [sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -16,7 +16,9 @@ successful job passes through (scheduled, failed, cancelled, expired), so that l
 does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
-``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``.
+``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``;
+and the limits' keys (``limits``, ``slots:``, ``starts:``, ``held:``, ``limit_wake``,
+``limit_refs``: see ``limiting.lua``).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
@@ -56,6 +58,7 @@ from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec, LimitUse, limit_info
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -320,6 +323,24 @@ class RedisBackend(Waiting, Backend):
             total += n
             if n < BATCH:
                 return total
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        # None is left out: the scripts read a missing field as no limit (cjson's null is not nil)
+        raw = {k: v for k, v in spec.to_json().items() if v is not None}
+        self._run("set_limit", spec.name, json.dumps(raw))
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        out = []
+        for name, raw, flat in self._run("list_limits", repr(now)):
+            spec = LimitSpec.from_json(name.decode(), json.loads(raw))
+            uses = [
+                LimitUse(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
+                for i in range(0, len(flat), 3)
+            ]
+            out.append(limit_info(spec, uses))
+        return sorted(out, key=lambda info: info.name)
 
     # -- workers ---------------------------------------------------------------------------
 

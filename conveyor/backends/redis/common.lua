@@ -213,6 +213,8 @@ local function store(rec)
   return id, true
 end
 
+-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).
+
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
 -- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
 -- (attempts already counted): codec.py decodes them by position, and fills in what the claim
@@ -221,11 +223,13 @@ local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
 local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
+  local lt = tonumber(started_s) -- limits count by the store's time, as leases do
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   for _, q in ipairs(queues) do
     local due = redis.call('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', 0, 1000)
     for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
   end
+  limit_unpark_due(lt)
 
   -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
   -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
@@ -240,8 +244,8 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   end
   for qi = 1, #queues do offset[qi] = 0; fill(qi) end
 
-  local taken, scanned = {}, 0
-  while #taken < limit and scanned < 10000 do
+  local taken, scanned, parked, nparked = {}, 0, {}, 0
+  while #taken < limit and scanned < 10000 and nparked < LIMIT_PARK do
     local best, best_score, best_id = nil, nil, nil
     for qi = 1, #queues do
       if pos[qi] > #win[qi] and more[qi] then fill(qi) end
@@ -260,9 +264,22 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     local f = redis.call('HMGET', jkey(best_id), unpack(CLAIMED))
     -- past its expiry: sweep marks it expired; claims pass it by
     if not (has(f[11]) and tonumber(f[11]) <= now) then
-      taken[#taken + 1] = {best_id, best, f}
+      -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
+      local refs = limit_refs_of(f[15])
+      local blocked = refs and limit_blocking(refs, lt)
+      if blocked then
+        limit_park(best_id, win[best][pos[best] - 1], blocked, lt)
+        local ids = parked[best] or {}
+        parked[best] = ids
+        ids[#ids + 1] = best_id
+        nparked = nparked + 1
+      else
+        if refs then limit_take(refs, lt, lease) end
+        taken[#taken + 1] = {best_id, best, f, refs}
+      end
     end
   end
+  for qi, ids in pairs(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
 
   local n = #taken
   local out = {}
@@ -280,6 +297,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     out[#out + 1] = q
     out[#out + 1] = token
     for j = 1, #CLAIMED do out[#out + 1] = f[j] end
+    if t[4] then limit_record(id, token, t[4], started_s, lt) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
@@ -311,6 +329,7 @@ local function finish_jobs(now_s, first)
       out[#out + 1] = 0
     else
       local queue = f[3]
+      limit_release(id, f[9], queue)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears

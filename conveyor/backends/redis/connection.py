@@ -63,6 +63,7 @@ SCRIPTS = [
     *("recover", "sweep"),
     *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
     *("enqueue_workflow", "get_workflow"),
+    *("set_limit", "list_limits"),
 ]
 
 
@@ -163,7 +164,10 @@ def execute(client: Client, *command: Any) -> Any:
 
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
-    common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text()
+    common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text().replace(
+        "-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).",
+        (folder / "limiting.lua").read_text(),
+    )
     common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
     return {
         name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS

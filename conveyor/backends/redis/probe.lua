@@ -11,6 +11,9 @@ for i = 2, #ARGV do
   local s = redis.call('ZRANGE', P .. 'sched:' .. q, 0, 0, 'WITHSCORES')
   if s[2] and (first == '' or tonumber(s[2]) < tonumber(first)) then first = s[2] end
 end
+-- parked jobs come back at their refs' wake times (limiting.lua): look again then
+local w = redis.call('ZRANGE', P .. 'limit_wake', 0, 0, 'WITHSCORES')
+if w[2] and (first == '' or tonumber(w[2]) < tonumber(first)) then first = w[2] end
 redis.call('DEL', P .. 'wake:' .. waiter) -- a wake-up left from an earlier wait
 for i = 2, #ARGV do redis.call('SADD', P .. 'waiters:' .. ARGV[i], waiter) end
 return first

@@ -1,7 +1,8 @@
 -- ARGV: job id, token, started ('1'/'0'), now. Returns 1 when handed back, 0 when fenced.
 local id = ARGV[1]
-local f = redis.call('HMGET', jkey(id), 'state', 'token', 'queue', 'cancel_requested')
+local f = redis.call('HMGET', jkey(id), 'state', 'token', 'queue', 'cancel_requested', 'meta')
 if f[1] ~= 'running' or f[2] ~= ARGV[2] then return 0 end
+limit_release(id, f[5], f[3])
 -- the released claim's token is spent
 local token = redis.call('INCR', P .. 'token')
 redis.call('HSET', jkey(id), 'token', token)

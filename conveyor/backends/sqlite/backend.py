@@ -8,6 +8,7 @@ couple of milliseconds when another process commits (``store.Wakeups``).
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.rows import (
@@ -48,6 +50,7 @@ from conveyor.backends.sqlite.store import (
 )
 from conveyor.errors import ConfigurationError
 from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
@@ -188,10 +191,10 @@ class SQLiteBackend(Inspection, Backend):
             return []
         # After an empty claim, look without the write lock first: idle workers polling an
         # empty queue then never queue up behind writers. A busy worker goes straight in.
-        if getattr(self._local, "idle", False) and not self._ready_ids(
-            self._db.get(), queues, limit, now
-        ):
-            return []
+        if getattr(self._local, "idle", False):
+            conn = self._db.get()
+            if not self._ready(conn, queues, limit, now) and not self._wake_due(conn, now):
+                return []
         with self._db.write() as conn:
             claims = self._claim(conn, worker_id, queues, limit, lease_seconds, now)
         if claims:
@@ -208,11 +211,21 @@ class SQLiteBackend(Inspection, Backend):
         now: float,
     ) -> list[Claim]:
         """The claim itself, inside the caller's write transaction."""
-        ids = self._ready_ids(conn, queues, limit, now)
-        self._local.idle = not ids
+        t = self._store_time()  # under the write lock: once per transaction
+        gate = limits_sql.Gate(conn, self._sql, t, lease_seconds)  # limits count by it too
+        gate.unpark_due()
+        rows = self._ready(conn, queues, limit, now)
+        if any('"limits"' in row[3] for row in rows):
+            ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
+        else:
+            ids = [row[0] for row in rows]
+        # A claim that parked a batch of held jobs without filling up: more may be ready
+        # behind them, so the worker must not go to sleep (the signal wakes it at once).
+        self._local.idle = not ids and not gate.parked
+        if gate.parked and len(ids) < limit:
+            self._wake.ready.notify()
         if not ids:
             return []
-        t = self._store_time()  # under the write lock: once per transaction
         params = {
             "ids": dumps(ids),
             "worker": worker_id,
@@ -222,6 +235,8 @@ class SQLiteBackend(Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        if gate.taken:
+            gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
 
     def finish_and_claim(
@@ -239,24 +254,30 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
+            woken = self._release_slots(conn, items, done)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues
                 else []
             )
         if any(done):
-            self._notify_finished(items, done, flowed=flowed)
+            self._notify_finished(items, done, flowed=flowed or woken)
         elif claims:
             self._wake.changed.notify()
         return done, claims
 
-    def _ready_ids(
-        self, conn: sqlite3.Connection, queues: Sequence[str], limit: int, now: float
-    ) -> list[str]:
-        """The ids to claim, best first: the top of each queue's index, merged here, plus
-        scheduled jobs whose time has come (a short range of their own index)."""
+    def _ready(
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        limit: int,
+        now: float,
+    ) -> list[limits_sql.Row]:
+        """The jobs to claim, best first (id, priority, ready_at, meta): the top of each
+        queue's index, merged here, plus scheduled jobs whose time has come (a short range
+        of their own index)."""
         params: dict[str, Any] = {"now": now, "limit": limit}
-        rows: list[tuple[str, int, float]] = []
+        rows: list[limits_sql.Row] = []
         for queue in dict.fromkeys(queues):
             params["queue"] = queue
             rows += conn.execute(self._sql["ready_queued"], params).fetchall()
@@ -264,7 +285,18 @@ class SQLiteBackend(Inspection, Backend):
         params["queues"] = dumps(list(queues))
         rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return [r[0] for r in rows[:limit]]
+        return rows[:limit]
+
+    def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
+        """Whether held jobs may come back now (a limit's wake time passed). The earliest
+        wake time is kept per thread until another commit (data_version), so an idle worker
+        polling a store without limits reads nothing more than before limits existed."""
+        version = self._local.since[1]
+        cached: tuple[int, float] | None = getattr(self._local, "next_wake", None)
+        if cached is None or cached[0] != version:
+            (first,) = conn.execute(self._sql["limits_next"]).fetchone()
+            cached = self._local.next_wake = (version, math.inf if first is None else first)
+        return now >= cached[1]
 
     def heartbeat(
         self,
@@ -309,19 +341,31 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
             flowed = self._flows_after(conn, items, done, now=now)
+            woken = self._release_slots(conn, items, done)
         if any(done):
-            self._notify_finished(items, done, flowed=flowed)
+            self._notify_finished(items, done, flowed=flowed or woken)
         return done
 
     def _notify_finished(
         self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, flowed: bool
     ) -> None:
         """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
-        or a workflow step may have been queued (``flowed``)."""
+        a workflow step may have been queued, or a finish freed a limit that held jobs back
+        (``flowed``)."""
         retried = any(
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
+
+    def _release_slots(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+    ) -> bool:
+        """The limit slots of the claims that just ended free at once."""
+        ended = [job_id for ok, (job_id, _, _) in zip(done, items, strict=True) if ok]
+        return bool(ended) and limits_sql.release(conn, self._sql, ended)
 
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -373,6 +417,7 @@ class SQLiteBackend(Inspection, Backend):
             done = conn.execute(self._sql["release"], params).rowcount == 1
             if done:
                 self._flows.finished(conn, [job_id], now=now)
+                limits_sql.release(conn, self._sql, [job_id])
         if done:
             self._notify(ready=True)
         return done
@@ -423,9 +468,21 @@ class SQLiteBackend(Inspection, Backend):
             promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
+            limits_sql.sweep(conn, self._sql, now)
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
         return SweepResult(promoted, expired, purged)
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        with self._db.write() as conn:
+            limits_sql.set_limit(conn, self._sql, spec)
+        self._notify(ready=True)
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        with self._db.write() as conn:  # reading prunes what no longer counts
+            return limits_sql.limits(limits_sql.Gate(conn, self._sql, now, 0.0))
 
     # -- periodic jobs ---------------------------------------------------------------------
 

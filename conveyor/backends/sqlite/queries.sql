@@ -21,21 +21,6 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 -- name: state_of
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
--- name: ready_queued
-SELECT id, priority, ready_at FROM {ns}_jobs
-WHERE state = 'queued' AND queue = :queue AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
--- name: ready_scheduled
-SELECT id, priority, ready_at FROM {ns}_jobs
-WHERE state = 'scheduled' AND ready_at <= :now
-  AND (expires_at IS NULL OR expires_at > :now)
-  AND queue IN (SELECT value FROM json_each(:queues))
-ORDER BY priority DESC, ready_at, id
-LIMIT :limit;
-
 -- name: claim
 -- :started_at is the store's time, read once the write lock is held.
 UPDATE {ns}_jobs
@@ -112,7 +97,8 @@ WHERE id = :id AND state IN ('scheduled', 'queued');
 -- is a workflow step stopped before its inputs came: it has nothing to run with.
 UPDATE OR IGNORE {ns}_jobs
 SET state = 'queued', ready_at = :now, expires_at = NULL, failures = 0, crashes = 0,
-    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0
+    result = NULL, error = NULL, finished_at = NULL, purge_at = NULL, cancel_requested = 0,
+    held = NULL
 WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
   AND ready_at < 253402300799.0;
 

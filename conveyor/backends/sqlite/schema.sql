@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS {ns}_jobs (
     token            INTEGER NOT NULL,   -- bumped by every claim, release and recovery
     lease_expires_at REAL,
     cancel_requested INTEGER NOT NULL,
-    meta             TEXT NOT NULL
+    meta             TEXT NOT NULL,
+    held             TEXT                -- not a JobRecord field: see limits.sql
 ) WITHOUT ROWID;
 -- WITHOUT ROWID: the table is one B-tree ordered by id, so an insert writes one tree less
 -- (no separate primary-key index) and every lookup by id is one search, not two.
@@ -46,12 +47,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS {ns}_jobs_unique_key
     ON {ns}_jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running');
 
--- Claiming, one queue at a time: an ordered range scan that stops after LIMIT rows.
--- Scheduled jobs have an index of their own, by time, so that many jobs waiting for a
--- later time are never walked past by a claim.
-CREATE INDEX IF NOT EXISTS {ns}_jobs_queued
-    ON {ns}_jobs (queue, priority DESC, ready_at, id) WHERE state = 'queued';
-
+-- Claiming, one queue at a time, is served by {ns}_jobs_ready (limits.sql): an ordered
+-- range scan that stops after LIMIT rows. Scheduled jobs have an index of their own, by
+-- time, so that many jobs waiting for a later time are never walked past by a claim.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_scheduled
     ON {ns}_jobs (ready_at) WHERE state = 'scheduled';
 

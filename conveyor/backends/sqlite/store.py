@@ -109,12 +109,18 @@ def schema_sql(namespace: str) -> str:
 
 
 def queries(namespace: str) -> Mapping[str, str]:
-    """The named statements of queries.sql, for one namespace."""
+    """The named statements of queries.sql and limits.sql, for one namespace."""
     out: dict[str, str] = {}
-    for section in _sql_file("queries.sql").split("-- name: ")[1:]:
-        name, _, body = section.partition("\n")
-        out[name.strip()] = _expand(body.strip(), namespace)
+    for file in ("queries.sql", "limits.sql"):
+        for section in _sql_file(file).split("-- name: ")[1:]:
+            name, _, body = section.partition("\n")
+            out[name.strip()] = _expand(body.strip(), namespace)
     return out
+
+
+def limits_schema_sql(namespace: str) -> str:
+    """The tables and indexes of limits.sql (its part before the first statement)."""
+    return _expand(_sql_file("limits.sql").split("-- name: ")[0], namespace)
 
 
 class _Slot:
@@ -317,6 +323,14 @@ def _initialise(options: Options, namespace: str) -> None:
             )
         # One transaction: a failure leaves nothing behind (closing rolls it back).
         conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\nCOMMIT;")
+        # A file made before limits existed gets the held column first (ALTER TABLE cannot
+        # be made conditional in SQL), then the limits' tables and indexes.
+        conn.execute("BEGIN IMMEDIATE")
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({namespace}_jobs)")}
+        if "held" not in columns:
+            conn.execute(f"ALTER TABLE {namespace}_jobs ADD COLUMN held TEXT")
+        conn.execute("COMMIT")
+        conn.executescript(f"BEGIN IMMEDIATE;\n{limits_schema_sql(namespace)}\nCOMMIT;")
     finally:
         conn.close()
 
