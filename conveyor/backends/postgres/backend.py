@@ -28,6 +28,7 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.postgres import limits
 from conveyor.backends.postgres.admin import Admin
 from conveyor.backends.postgres.flows import Flows
 from conveyor.backends.postgres.listener import Listener
@@ -49,6 +50,7 @@ from conveyor.backends.postgres.store import (
     safe_url,
 )
 from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+from conveyor.limits import LimitInfo, LimitSpec
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
@@ -184,7 +186,29 @@ class PostgresBackend(Admin, Backend):
             return []
         params = self._claim_params(worker_id, queues, limit, lease_seconds, now)
         rows = self._db.run(lambda c: c.execute(self._sql["claim"], params).fetchall())
-        return self._claims(rows)
+        if rows and rows[0][0]:  # limits are stored: every claim checks them
+            return self._claims(self._claim_limited(params))
+        return self._claims([row[1:] for row in rows if row[1] is not None])
+
+    def _claim_limited(self, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The claim through limits.py, in a transaction of its own (tried again when two
+        claims deadlocked on their refs' locks)."""
+        if params["limit"] <= 0:
+            return []
+
+        def write(conn: Conn) -> list[tuple[Any, ...]]:
+            for attempt in range(5):
+                try:
+                    with conn.transaction():
+                        row = conn.execute(self._sql["store_time"], params).fetchone()
+                        t = float(row[0]) if row else 0.0
+                        return limits.claim(conn, self._sql, self.namespace, params, t)
+                except psycopg.errors.DeadlockDetected:
+                    if attempt == 4:
+                        raise
+            raise AssertionError("unreachable")
+
+        return self._db.run(write)
 
     def _claim_params(
         self, worker_id: str, queues: Sequence[str], limit: int, lease_seconds: float, now: float
@@ -229,7 +253,8 @@ class PostgresBackend(Admin, Backend):
         rows = self._db.run(lambda c: c.execute(self._sql["finish_and_claim"], params).fetchall())
         written = set(rows[0][0] or ()) if rows else set()
         deferred = set(rows[0][1] or ()) if rows else set()
-        claimed = [row[2:] for row in rows if row[2] is not None]
+        limited = bool(rows and rows[0][2])
+        claimed = [row[3:] for row in rows if row[3] is not None]
         if deferred:
             # Their successors may be ready now: the rest of the claim comes after them.
             params["limit"] = limit - len(claimed) if claiming else 0
@@ -238,6 +263,8 @@ class PostgresBackend(Admin, Backend):
             )
             written |= ended
             claimed += more
+        if limited and claiming:
+            claimed += self._claim_limited({**params, "limit": limit - len(claimed)})
         return [job_id in written for job_id, _, _ in items], self._claims(claimed)
 
     def heartbeat(
@@ -318,7 +345,8 @@ class PostgresBackend(Admin, Backend):
                         self._flows.finished(conn, sorted(written), now=now)
                         claimed: list[tuple[Any, ...]] = []
                         if claim is not None and claim["limit"] > 0:
-                            claimed = conn.execute(self._sql["claim"], claim).fetchall()
+                            rows = conn.execute(self._sql["claim"], claim).fetchall()
+                            claimed = [row[1:] for row in rows if row[1] is not None]
                         return written, claimed
                 except psycopg.errors.DeadlockDetected:
                     if attempt == 4:
@@ -401,6 +429,7 @@ class PostgresBackend(Admin, Backend):
                 row = conn.execute(self._sql["sweep_promote"], params).fetchone()
                 before = {"before": now - STALE_WORKER_SECONDS}
                 conn.execute(self._sql["sweep_workers"], before)
+                limits.prune(conn, self._sql, self._test_time() or time.time())
             return SweepResult(int(row[0]) if row else 0, expired, purged)
 
         return self._db.run(write)
@@ -429,6 +458,14 @@ class PostgresBackend(Admin, Backend):
                 return DueResult.ENQUEUED
 
         return self._db.run(write)
+
+    # -- cluster-wide limits ----------------------------------------------------------------
+
+    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
+        self._db.run(lambda c: limits.set_limit(c, self._sql, spec))
+
+    def limits(self, *, now: float) -> list[LimitInfo]:
+        return self._db.run(lambda c: limits.limits(c, self._sql, now))
 
     # -- waiting ---------------------------------------------------------------------------
 

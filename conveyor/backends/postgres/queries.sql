@@ -87,6 +87,9 @@ UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until
 -- UPDATE SKIP LOCKED)" it may turn the subquery into a join and run it again per row, and
 -- claim more than LIMIT jobs (as Oban learned). SKIP LOCKED lets concurrent claims pass by
 -- each other's rows instead of waiting; the outer LIMIT keeps the best of the candidates.
+--
+-- Once any limit is stored, this claims nothing and says so ("limited"): the claim then goes
+-- through limits.py, which checks every job's limits under their locks.
 clock AS MATERIALIZED (
     SELECT coalesce(%(store_time)s::double precision,
                     extract(epoch FROM clock_timestamp())::double precision) AS t
@@ -96,8 +99,9 @@ clock AS MATERIALIZED (
         FROM unnest(%(queues)s::text[]) AS q(name)
         CROSS JOIN LATERAL (
             SELECT id, priority, ready_at FROM {ns}_jobs
-            WHERE state = 'queued' AND queue = q.name
+            WHERE state = 'queued' AND parked IS NULL AND queue = q.name
               AND (expires_at IS NULL OR expires_at > %(now)s)
+              AND NOT EXISTS (SELECT 1 FROM {ns}_limits)
             ORDER BY priority DESC, ready_at, id
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -108,6 +112,7 @@ clock AS MATERIALIZED (
             WHERE state = 'scheduled' AND ready_at <= %(now)s
               AND queue = ANY(%(queues)s::text[])
               AND (expires_at IS NULL OR expires_at > %(now)s)
+              AND NOT EXISTS (SELECT 1 FROM {ns}_limits)
             ORDER BY ready_at
             LIMIT %(limit)s
             FOR UPDATE SKIP LOCKED
@@ -131,7 +136,9 @@ clock AS MATERIALIZED (
 
 -- name: claim
 WITH {part:claim}
-SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM claim_told) >= 0;
+SELECT flag.limited, claimed.*
+FROM (SELECT EXISTS (SELECT 1 FROM {ns}_limits) AS limited) AS flag
+LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
 
 -- name: extend_leases
 -- Index: the primary key, one lookup per lease.
@@ -199,10 +206,11 @@ SELECT id, true FROM deferred;
 -- ones). One row per claimed job, each with the ids of the outcomes written and deferred;
 -- one row of nulls beside those ids when nothing was claimed.
 WITH {part:finish}, {part:claim}
-SELECT finished.ids, finished.deferred, claimed.*
+SELECT finished.ids, finished.deferred, finished.limited, claimed.*
 FROM (
     SELECT (SELECT array_agg(id) FROM done WHERE (SELECT count(*) FROM finish_told) >= 0) AS ids,
-           (SELECT array_agg(id) FROM deferred) AS deferred
+           (SELECT array_agg(id) FROM deferred) AS deferred,
+           EXISTS (SELECT 1 FROM {ns}_limits) AS limited
 ) AS finished
 LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
 
@@ -275,7 +283,8 @@ WITH done AS (
         result = CASE WHEN state = 'running' THEN result ELSE NULL END,
         error = CASE WHEN state = 'running' THEN error ELSE NULL END,
         finished_at = CASE WHEN state = 'running' THEN finished_at ELSE %(now)s END,
-        purge_at = CASE WHEN state = 'running' THEN purge_at ELSE %(now)s + result_ttl END
+        purge_at = CASE WHEN state = 'running' THEN purge_at ELSE %(now)s + result_ttl END,
+        parked = NULL
     WHERE id = %(id)s AND state IN ('scheduled', 'queued', 'running')
     RETURNING id
 )
@@ -288,7 +297,7 @@ WITH done AS (
     UPDATE {ns}_jobs SET
         state = 'queued', ready_at = %(now)s, expires_at = NULL, failures = 0, crashes = 0,
         result = NULL, error = NULL, finished_at = NULL, purge_at = NULL,
-        cancel_requested = false
+        cancel_requested = false, parked = NULL
     WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'expired')
       AND ready_at < 253402300799.0  -- canvas.HOLD: a workflow step stopped while held
     RETURNING id, queue
@@ -305,7 +314,7 @@ DELETE FROM {ns}_jobs WHERE purge_at <= %(now)s AND purge_at IS NOT NULL;
 UPDATE {ns}_jobs
 SET state = 'expired', result = NULL, error = NULL, finished_at = %(now)s,
     purge_at = %(now)s + result_ttl, worker = NULL, lease_expires_at = NULL,
-    cancel_requested = false
+    cancel_requested = false, parked = NULL
 WHERE expires_at <= %(now)s AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
 
 -- name: sweep_promote
@@ -468,3 +477,113 @@ UPDATE {ns}_workflows AS f SET live = f.live - gone.n FROM gone WHERE f.id = gon
 -- name: flow_forget
 -- (A statement of its own: one statement cannot delete the rows its own CTE updated.)
 DELETE FROM {ns}_workflows WHERE live <= 0;
+
+-- Limits (postgres/limits.py), inside the claim's transaction. A ref is "name\x1fkey".
+
+-- name: limit_put
+INSERT INTO {ns}_limits (name, rate_count, rate_seconds, concurrency)
+VALUES (%(name)s, %(rate_count)s, %(rate_seconds)s, %(concurrency)s)
+ON CONFLICT (name) DO UPDATE SET rate_count = excluded.rate_count,
+    rate_seconds = excluded.rate_seconds, concurrency = excluded.concurrency;
+
+-- name: limit_specs
+SELECT name, rate_count, rate_seconds, concurrency FROM {ns}_limits;
+
+-- name: limit_lock
+-- One lock per ref, held to the end of the claim's transaction: claims that count the same
+-- ref do it one after another, and each sees the other's committed claims.
+SELECT pg_advisory_xact_lock(hashtext(%(lock)s));
+
+-- name: limit_running
+-- Index: {ns}_jobs_running; running jobs are few.
+SELECT count(*) FROM {ns}_jobs
+WHERE state = 'running' AND lease_expires_at >= %(t)s
+  AND meta -> 'limits' @> jsonb_build_array(jsonb_build_array(%(name)s::text, %(key)s::text));
+
+-- name: limit_started
+SELECT count(*) FROM {ns}_limit_starts
+WHERE name = %(name)s AND key = %(key)s AND at > %(t)s - %(seconds)s AND at <= %(t)s;
+
+-- name: limit_parked_refs
+-- The refs that hold parked jobs: one index probe per ref (a loose index scan), never a
+-- walk over the parked jobs themselves.
+WITH RECURSIVE refs(ref) AS (
+    (SELECT parked FROM {ns}_jobs WHERE parked IS NOT NULL ORDER BY parked LIMIT 1)
+    UNION ALL
+    SELECT (SELECT parked FROM {ns}_jobs WHERE parked IS NOT NULL AND parked > refs.ref
+            ORDER BY parked LIMIT 1)
+    FROM refs WHERE refs.ref IS NOT NULL
+)
+SELECT ref FROM refs WHERE ref IS NOT NULL;
+
+-- name: limit_unpark
+-- Index: {ns}_jobs_parked. As many as the ref admits now come back, best first.
+UPDATE {ns}_jobs SET parked = NULL
+WHERE id IN (
+    SELECT id FROM {ns}_jobs WHERE parked = %(ref)s
+    ORDER BY priority DESC, ready_at, id LIMIT %(n)s
+);
+
+-- name: limit_candidates
+-- Index: {ns}_jobs_queued per queue, {ns}_jobs_scheduled for the due ones, as in claim.
+SELECT c.id, c.state, c.meta -> 'limits' FROM (
+    SELECT ready.* FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, state, priority, ready_at, meta FROM {ns}_jobs
+        WHERE state = 'queued' AND parked IS NULL AND queue = q.name
+          AND (expires_at IS NULL OR expires_at > %(now)s) AND NOT id = ANY(%(skip)s::text[])
+        ORDER BY priority DESC, ready_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS ready
+    UNION ALL
+    SELECT due.* FROM (
+        SELECT id, state, priority, ready_at, meta FROM {ns}_jobs
+        WHERE state = 'scheduled' AND ready_at <= %(now)s AND queue = ANY(%(queues)s::text[])
+          AND (expires_at IS NULL OR expires_at > %(now)s) AND NOT id = ANY(%(skip)s::text[])
+        ORDER BY ready_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS due
+) AS c
+ORDER BY c.priority DESC, c.ready_at, c.id
+LIMIT %(limit)s;
+
+-- name: limit_park
+UPDATE {ns}_jobs SET parked = %(ref)s WHERE id = %(id)s AND state = 'queued';
+
+-- name: limit_claim
+WITH claimed AS (
+    UPDATE {ns}_jobs AS j
+    SET state = 'running', attempts = j.attempts + 1, token = j.token + 1,
+        worker = %(worker)s, started_at = %(t)s, lease_expires_at = %(t)s + %(lease_seconds)s
+    WHERE j.id = ANY(%(ids)s::text[]) AND j.state IN ('queued', 'scheduled')
+    RETURNING {j_columns}
+), claim_told AS (
+    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
+        SELECT id, (row_number() OVER ()) / 250 AS part FROM claimed
+    ) AS parts GROUP BY part
+)
+SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM claim_told) >= 0;
+
+-- name: limit_note_starts
+INSERT INTO {ns}_limit_starts (name, key, at)
+SELECT name, key, %(t)s FROM unnest(%(names)s::text[], %(keys)s::text[]) AS s(name, key);
+
+-- name: limit_uses
+-- limits(): per stored limit and key, the live running jobs and the starts in the window.
+SELECT l.name, r.ref ->> 1 AS key, count(*) AS running
+FROM {ns}_limits AS l
+JOIN {ns}_jobs AS j ON j.state = 'running' AND j.lease_expires_at >= %(t)s
+CROSS JOIN LATERAL jsonb_array_elements(j.meta -> 'limits') AS r(ref)
+WHERE r.ref ->> 0 = l.name
+GROUP BY 1, 2;
+
+-- name: limit_started_all
+SELECT s.name, s.key, count(*) FROM {ns}_limit_starts AS s JOIN {ns}_limits AS l
+    ON l.name = s.name
+WHERE l.rate_seconds IS NOT NULL AND s.at > %(t)s - l.rate_seconds AND s.at <= %(t)s
+GROUP BY 1, 2;
+
+-- name: limit_prune
+DELETE FROM {ns}_limit_starts WHERE at <= %(before)s;

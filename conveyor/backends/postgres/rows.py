@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from conveyor.backends.base import ScheduleState, WorkerInfo
 from conveyor.job import ErrorInfo, JobRecord, Progress, State
 
-FIELDS = tuple(f.name for f in fields(JobRecord))
+FIELDS = tuple(f.name for f in fields(JobRecord))  # the table has one more: parked
 #: the jobs table's columns, quoted ("key" is an SQL keyword), and their placeholders
 COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)
 J_COLUMNS = ", ".join(f'j."{name}"' for name in FIELDS)

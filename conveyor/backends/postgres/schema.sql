@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS {ns}_jobs (
     token            bigint NOT NULL,   -- bumped by every claim, release and recovery
     lease_expires_at double precision,
     cancel_requested boolean NOT NULL,
-    meta             jsonb NOT NULL
+    meta             jsonb NOT NULL,
+    parked           text               -- a held job's blocking limit ref (limits.py)
 ) WITH (
     fillfactor = 70,
     autovacuum_vacuum_scale_factor = 0.01,
@@ -53,9 +54,14 @@ CREATE UNIQUE INDEX IF NOT EXISTS {ns}_jobs_unique_key ON {ns}_jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running');
 
 -- Claiming, one queue at a time: an ordered range scan that stops after LIMIT rows. Only
--- queued jobs are in it, so a claim never walks past running, finished or future jobs.
+-- queued jobs are in it, and not those parked behind a limit, so a claim never walks past
+-- running, finished, future or held-back jobs.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_queued ON {ns}_jobs (queue, priority DESC, ready_at, id)
-    WHERE state = 'queued';
+    WHERE state = 'queued' AND parked IS NULL;
+
+-- Parked jobs by the limit ref that holds them back, in the order they come back.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_parked ON {ns}_jobs (parked, priority DESC, ready_at, id)
+    WHERE parked IS NOT NULL;
 
 -- Scheduled jobs by time: the claim takes the due ones from its head, sweep promotes them.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_scheduled ON {ns}_jobs (ready_at)
@@ -125,3 +131,19 @@ CREATE TABLE IF NOT EXISTS {ns}_flow_filled (
     filled integer NOT NULL,
     need   integer NOT NULL
 );
+
+-- Cluster-wide limits (conveyor/limits.py): the stored limits, and the claims of limits with
+-- a rate, by ref and store time, kept for the longest period a rate may have.
+CREATE TABLE IF NOT EXISTS {ns}_limits (
+    name         text PRIMARY KEY,
+    rate_count   integer,
+    rate_seconds double precision,
+    concurrency  integer
+);
+
+CREATE TABLE IF NOT EXISTS {ns}_limit_starts (
+    name text NOT NULL,
+    key  text NOT NULL,
+    at   double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {ns}_limit_starts_ref ON {ns}_limit_starts (name, key, at);
