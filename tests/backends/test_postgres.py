@@ -4,7 +4,6 @@ index and never past their LIMIT, the table's storage settings, and the layout v
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from conveyor.backends.postgres.store import parse_url
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Outcome, State
 from tests.backends.helpers import LEASE, NOW, make_record, running
+from tests.backends.racing import claim_in_processes
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -38,46 +38,12 @@ def backend(postgres_server: PostgresServer, ns: str) -> Iterator[PostgresBacken
     b.close()
 
 
-CLAIMER = """
-import json, sys
-from conveyor.backends.postgres import PostgresBackend
-url, ns, worker, now = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-backend = PostgresBackend(url, namespace=ns)
-print("ready", flush=True)
-sys.stdin.readline()
-ids = []
-while claims := backend.claim(worker, ["default", "other"], 7, lease_seconds=30, now=now):
-    ids += [c.record.id for c in claims]
-backend.close()
-print(json.dumps(ids))
-"""
-
-
 def test_several_processes_claiming_at_once_never_get_one_job_twice(
     postgres_server: PostgresServer, backend: PostgresBackend, ns: str
 ) -> None:
     records = [make_record(queue=("default", "other")[i % 2]) for i in range(3000)]
     backend.enqueue(records)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, postgres_server.url, ns, f"w{n}", repr(NOW)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(4)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    for proc in procs:  # all connected: let them race
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claimed: list[str] = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0
-        claimed += json.loads(out.strip().splitlines()[-1])
+    claimed = claim_in_processes(postgres_server.url, ns, now=NOW)
     assert len(claimed) == len(set(claimed)) == 3000
     assert set(claimed) == {r.id for r in records}
 
