@@ -76,7 +76,9 @@ SELECT quiet_after, stall_until FROM {ns}_beats;
 UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until)s;
 
 -- part: claim
--- The lease starts at the store's time (clock), read by the statement itself.
+-- The lease starts at the store's time (clock), read by the statement itself. A claim sends
+-- no notification: nobody waits for a job to start, and every NOTIFY takes a lock that
+-- orders the commits of all notifying transactions (measured: about 1 ms of a pickup).
 -- Index: {ns}_jobs_queued serves the queued part, one ordered range scan per queue (the
 -- LATERAL join runs it once per queue name) that stops after LIMIT rows; {ns}_jobs_scheduled
 -- serves the due scheduled part from its head. A queued job is ready whatever its ready_at
@@ -127,10 +129,6 @@ clock AS MATERIALIZED (
         lease_expires_at = clock.t + %(lease_seconds)s
     FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
-), claim_told AS (
-    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
-        SELECT id, (row_number() OVER ()) / 250 AS part FROM claimed
-    ) AS parts GROUP BY part
 )
 
 
@@ -138,7 +136,7 @@ clock AS MATERIALIZED (
 WITH {part:claim}
 SELECT flag.limited, claimed.*
 FROM (SELECT EXISTS (SELECT 1 FROM {ns}_limits) AS limited) AS flag
-LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
+LEFT JOIN claimed ON true;
 
 -- name: extend_leases
 -- Index: the primary key, one lookup per lease.
@@ -212,7 +210,7 @@ FROM (
            (SELECT array_agg(id) FROM deferred) AS deferred,
            EXISTS (SELECT 1 FROM {ns}_limits) AS limited
 ) AS finished
-LEFT JOIN claimed ON (SELECT count(*) FROM claim_told) >= 0;
+LEFT JOIN claimed ON true;
 
 -- name: release
 -- The CASEs see the row as it was, with the cancel_requested that the last line clears.
@@ -559,12 +557,8 @@ WITH claimed AS (
         worker = %(worker)s, started_at = %(t)s, lease_expires_at = %(t)s + %(lease_seconds)s
     WHERE j.id = ANY(%(ids)s::text[]) AND j.state IN ('queued', 'scheduled')
     RETURNING {j_columns}
-), claim_told AS (
-    SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
-        SELECT id, (row_number() OVER ()) / 250 AS part FROM claimed
-    ) AS parts GROUP BY part
 )
-SELECT claimed.* FROM claimed WHERE (SELECT count(*) FROM claim_told) >= 0;
+SELECT claimed.* FROM claimed;
 
 -- name: limit_note_starts
 INSERT INTO {ns}_limit_starts (name, key, at)
