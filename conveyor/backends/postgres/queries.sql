@@ -20,16 +20,16 @@ INSERT INTO {ns}_jobs ({columns}) VALUES ({values}) ON CONFLICT (id) DO NOTHING;
 -- A batch of jobs without keys in one statement: one array per column, one row per index.
 INSERT INTO {ns}_jobs ({columns})
 SELECT * FROM unnest(
-    %(id)s::text[], %(task)s::text[], %(payload)s::bytea[], %(queue)s::text[],
-    %(priority)s::integer[], %(state)s::text[], %(key)s::text[], %(unique_key)s::text[],
-    %(attempts)s::integer[], %(failures)s::integer[], %(crashes)s::integer[],
-    %(created_at)s::double precision[], %(ready_at)s::double precision[],
-    %(expires_at)s::double precision[], %(started_at)s::double precision[],
-    %(finished_at)s::double precision[], %(purge_at)s::double precision[],
-    %(result_ttl)s::double precision[], %(result)s::bytea[], %(error)s::jsonb[],
-    %(progress)s::jsonb[], %(worker)s::text[], %(token)s::bigint[],
-    %(lease_expires_at)s::double precision[], %(cancel_requested)s::boolean[],
-    %(meta)s::jsonb[]
+    %(id)b::text[], %(task)b::text[], %(payload)b::bytea[], %(queue)b::text[],
+    %(priority)b::integer[], %(state)b::text[], %(key)b::text[], %(unique_key)b::text[],
+    %(attempts)b::integer[], %(failures)b::integer[], %(crashes)b::integer[],
+    %(created_at)b::double precision[], %(ready_at)b::double precision[],
+    %(expires_at)b::double precision[], %(started_at)b::double precision[],
+    %(finished_at)b::double precision[], %(purge_at)b::double precision[],
+    %(result_ttl)b::double precision[], %(result)b::bytea[], %(error)b::jsonb[],
+    %(progress)b::jsonb[], %(worker)b::text[], %(token)b::bigint[],
+    %(lease_expires_at)b::double precision[], %(cancel_requested)b::boolean[],
+    %(meta)b::jsonb[]
 )
 ON CONFLICT (id) DO NOTHING;
 

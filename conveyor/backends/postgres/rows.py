@@ -15,7 +15,7 @@ FIELDS = tuple(f.name for f in fields(JobRecord))  # the table has one more: par
 #: the jobs table's columns, quoted ("key" is an SQL keyword), and their placeholders
 COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)
 J_COLUMNS = ", ".join(f'j."{name}"' for name in FIELDS)
-PLACEHOLDERS = ", ".join(f"%({name})s" for name in FIELDS)
+PLACEHOLDERS = ", ".join(f"%({name})b" for name in FIELDS)  # binary: no quoting to scan for
 
 
 def error_json(error: ErrorInfo | None) -> Jsonb | None:

@@ -70,10 +70,17 @@ def pending(version: int) -> list[Step]:
     return [step for step in STEPS if step.version > version]
 
 
-def _create(conn: psycopg.Connection[Any], namespace: str) -> None:
+def _create(conn: psycopg.Connection[Any], namespace: str) -> int:
+    """The first layout, unless another process made it meanwhile (the advisory lock does not
+    refresh the catalog a transaction sees, so "no table yet" may be stale): then its version
+    as found. One row in ``_schema``, whoever gets there first."""
     conn.execute(expand(sql_file("schema.sql"), namespace).encode())
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {namespace}_schema (version integer NOT NULL)")
-    conn.execute(f"INSERT INTO {namespace}_schema (version) VALUES (1)")
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {namespace}_schema "
+        "(one boolean PRIMARY KEY DEFAULT true CHECK (one), version integer NOT NULL)"
+    )
+    conn.execute(f"INSERT INTO {namespace}_schema (version) VALUES (1) ON CONFLICT DO NOTHING")
+    return stored_version(conn, namespace) or 1
 
 
 def _apply(conn: psycopg.Connection[Any], namespace: str, steps: list[Step]) -> None:
@@ -84,7 +91,7 @@ def _apply(conn: psycopg.Connection[Any], namespace: str, steps: list[Step]) -> 
 
 def initialise(db: Database, namespace: str, where: str) -> int:
     """Make the namespace's tables ready for this conveyor; returns the version found before
-    (0 for a new namespace)."""
+    the safe steps ran."""
 
     def prepare(conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
@@ -94,8 +101,7 @@ def initialise(db: Database, namespace: str, where: str) -> int:
             _lock(conn, namespace)
             found = stored_version(conn, namespace)  # again: someone may have been first
             if found is None:
-                _create(conn, namespace)
-                found = 0
+                found = _create(conn, namespace)
             _check(found, where)
             steps = pending(max(found, 1))
             if any(not step.safe for step in steps):
