@@ -12,10 +12,10 @@ is woken (notifications may have been missed meanwhile) and the listener connect
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import psycopg
 
@@ -98,11 +98,15 @@ class Listener:
         self._listening = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
 
     def ensure(self, timeout: float = 5.0) -> None:
         """Start listening if not yet, and wait (briefly) until LISTEN is in force, so that
         a read made after this sees, or is woken by, every later commit."""
+        if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+            self._pid, self._thread = os.getpid(), None
+            self._listening = threading.Event()
+            self._lock = threading.Lock()
         if self._listening.is_set() or not self.enabled:
             return
         with self._lock:
@@ -118,8 +122,11 @@ class Listener:
         delay = 0.05
         while not self._stopping.is_set():
             try:
-                with self._db.connect() as conn:
-                    self._conn = conn
+                # TCP keepalives: an idle LISTEN connection whose peer vanished (a partition,
+                # a lost host) is noticed within half a minute, not the system's two hours.
+                with self._db.connect(
+                    keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3
+                ) as conn:
                     conn.execute(f'LISTEN "{self._channel}"')
                     self._listening.set()
                     self.ready.bump_all()  # a reconnect may have missed notifications
@@ -135,7 +142,6 @@ class Listener:
                     break
                 log.warning("LISTEN connection lost (%s); reconnecting in %.2f s", exc, delay)
             finally:
-                self._conn = None
                 self._listening.clear()
             self.ready.bump_all()
             self.changed.bump_all()
