@@ -29,6 +29,8 @@ class JobContext:
     attempt: int
     queue: str
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the fencing token of the claim this run holds: tells two runs of one job apart in logs
+    token: int = 0
     _sink: ProgressSink = field(default=_ignore, repr=False)
     # A plain flag (one store, atomic under the GIL), not an Event: a job needs no waiting
     # on it, and an Event per job is measurable on the hot path.

@@ -129,6 +129,11 @@ class ServerProcess:
             self._process.wait()
         self._process = None
 
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the server by PID (SIGSTOP freezes it, SIGCONT thaws it)."""
+        if self.running:
+            os.kill(self.pid, sig)
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -63,10 +63,12 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
-    """What a heartbeat learned: leases that are gone, and jobs someone asked to cancel."""
+    """What a heartbeat learned, per claim ``(job_id, token)`` it was given: the leases that
+    are gone, and the current claims of jobs someone asked to cancel. Claims, not job ids: a
+    worker may hold an old, lost claim and a new one of the same job at once."""
 
-    lost: frozenset[str] = frozenset()
-    cancel_requested: frozenset[str] = frozenset()
+    lost: frozenset[tuple[str, int]] = frozenset()
+    cancel_requested: frozenset[tuple[str, int]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +222,9 @@ class Backend(ABC):
         """One round trip for the whole worker: extend each lease ``(job_id, token)`` that is
         still current to ``t + lease_seconds`` (``t``: the store time when it commits),
         record the worker's ``last_seen`` (``now``) and status, and report the leases that
-        are gone (token changed, or job no longer running) and the jobs whose cancellation was
-        requested. Sets ``worker.last_seen`` to ``now``.
+        are gone (token changed, or job no longer running) and the current ones whose job's
+        cancellation was requested, each as the ``(job_id, token)`` given. Sets
+        ``worker.last_seen`` to ``now``.
 
         It also keeps the store-wide heartbeat record that tells a stall from a lost worker:
         a heartbeat that comes more than ``lease_seconds / 2`` (store time) after the latest
@@ -419,6 +422,13 @@ class Backend(ABC):
         """Log one warning when the store would lose acknowledged jobs on a restart; True when
         it persists them. Workers call it once at start."""
         return True
+
+    def set_call_timeout(self, seconds: float) -> None:
+        """From now on give up any one call to the store (its retries included) within about
+        ``seconds``, raising BackendUnavailable: a worker passes a share of its lease, so
+        that no call hangs past it when the network to the store is cut. Backends whose
+        calls cannot hang on a network ignore it."""
+        return None
 
     def ping(self) -> bool:
         """True when the store answers."""

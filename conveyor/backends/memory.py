@@ -263,11 +263,11 @@ class MemoryBackend(Backend):
             for job_id, token in leases:
                 record = self._current(job_id, token)
                 if record is None:
-                    lost.add(job_id)
+                    lost.add((job_id, token))
                     continue
                 record.lease_expires_at = t + lease_seconds
                 if record.cancel_requested:
-                    cancel.add(job_id)
+                    cancel.add((job_id, token))
             worker.last_seen = now
             self._workers[worker.id] = replace(worker, running=list(worker.running))
         return HeartbeatResult(frozenset(lost), frozenset(cancel))

@@ -73,6 +73,10 @@ class JobRun:
     began_at: float = 0.0
     #: the first reason it was interrupted for ("cancel", "timeout", "lease", "shutdown")
     interrupted: str | None = None
+    #: when the claim was sent (time.monotonic): the worker's view of the lease starts here
+    sent_at: float = 0.0
+    #: stopped by this worker at its local deadline: handed back once the store answers
+    hand_back: bool = False
     #: the soft time limit fired (it asks the task to clean up; it does not stop the run)
     soft_fired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -86,6 +90,12 @@ class JobRun:
     @property
     def token(self) -> int:
         return self.claim.token
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """The claim: job id and fencing token. Everything the worker keeps about a run is
+        keyed by it, never by the job id alone."""
+        return (self.claim.record.id, self.claim.token)
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
@@ -134,6 +144,7 @@ class JobExecutor:
             attempt=record.attempts,
             queue=record.queue,
             meta=dict(record.meta),
+            token=claim.token,
             _sink=sink,
         )
         return run

@@ -4,6 +4,10 @@ is busy with, how many claims are under way, and whether claiming ahead pays.
 The fetcher and the finisher both claim (the finisher in the same backend call that writes a
 batch of outcomes), so the room for new jobs is *reserved* under the lock before a claim and
 given back after it: two claims never take the same room.
+
+Runs are kept by their claim (job id and token, ``JobRun.key``): a worker that was frozen
+past its lease may claim the same job again while its old run still winds down, and the two
+must never be confused.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import threading
 import time
 
 from conveyor.worker.execute import JobRun
+
+Key = tuple[str, int]
 
 #: claim ahead of free slots only while runs take less than this on average
 PREFETCH_BELOW_SECONDS = 0.005
@@ -26,8 +32,9 @@ class Slots:
         # Claimed and not yet finished (the leases to renew), and of those, the ones handed to
         # the pool and not yet ended. A slot frees when its run ends, before the outcome is
         # written, so the next claim overlaps the write instead of waiting for it.
-        self.active: dict[str, JobRun] = {}
-        self.in_pool: set[str] = set()
+        self.active: dict[Key, JobRun] = {}
+        self.in_pool: set[Key] = set()
+        self._latest: dict[str, JobRun] = {}  # job id -> its newest claim held
         self._reserved = 0
         # How long a task runs (a moving average); it starts high, so nothing is claimed
         # ahead before the worker has seen its jobs are short.
@@ -65,11 +72,17 @@ class Slots:
             self._reserved -= n
             self.cond.notify_all()
 
-    def admit(self, run: JobRun, *, to_pool: bool) -> None:
+    def admit(self, run: JobRun, *, to_pool: bool) -> JobRun | None:
+        """Hold a new claim; returns an older claim of the same job still held, which is lost
+        for sure (the store gave the job a new token), for the caller to stop."""
         with self.cond:
-            self.active[run.id] = run
+            key = run.key
+            self.active[key] = run
             if to_pool:
-                self.in_pool.add(run.id)
+                self.in_pool.add(key)
+            older = self._latest.get(run.id)
+            self._latest[run.id] = run
+        return older if older is not None and older.key in self.active else None
 
     def wait_for_room(self) -> bool:
         """Wait a little for a slot to free; True when jobs claimed ahead are waiting (the
@@ -87,14 +100,17 @@ class Slots:
             took = time.monotonic() - run.began_at
             self.run_seconds += (took - self.run_seconds) * 0.05
         with self.cond:
-            self.in_pool.discard(run.id)
+            self.in_pool.discard(run.key)
             self.cond.notify_all()
 
     def forget(self, run: JobRun) -> None:
         """The run is over for this worker: finished, handed back or lost."""
+        key = run.key
         with self.cond:
-            self.active.pop(run.id, None)
-            self.in_pool.discard(run.id)
+            self.active.pop(key, None)
+            self.in_pool.discard(key)
+            if self._latest.get(run.id) is run:
+                del self._latest[run.id]
             self.cond.notify_all()
 
     def stuck(self) -> bool:
@@ -102,7 +118,7 @@ class Slots:
         go back to the queue (and claiming ahead stops for now)."""
         now = time.monotonic()
         with self.cond:
-            running = [r for r in self.active.values() if r.id in self.in_pool and r.began_at]
+            running = [r for r in self.active.values() if r.key in self.in_pool and r.began_at]
             if len(running) < self.concurrency:
                 return False
             if any(now - r.began_at < STUCK_SECONDS for r in running):
@@ -112,18 +128,20 @@ class Slots:
 
     # -- views -----------------------------------------------------------------------------
 
-    def leases(self) -> list[tuple[str, int]]:
+    def leases(self) -> list[tuple[str, int, float]]:
+        """Each claim held, with when it was sent (for the local deadline)."""
         with self.cond:
-            return [(run.id, run.token) for run in self.active.values()]
+            return [(run.id, run.token, run.sent_at) for run in self.active.values()]
 
     def ids(self) -> list[str]:
         with self.cond:
-            return list(self.active)
+            return list(dict.fromkeys(job_id for job_id, _ in self.active))
 
-    def running(self, job_id: str) -> JobRun | None:
-        """The run if a pool slot is busy with it (not if it only awaits its write)."""
+    def running(self, key: Key) -> JobRun | None:
+        """The run of this claim if a pool slot is busy with it (not if it only awaits its
+        write)."""
         with self.cond:
-            return self.active.get(job_id) if job_id in self.in_pool else None
+            return self.active.get(key) if key in self.in_pool else None
 
     def snapshot(self) -> list[JobRun]:
         with self.cond:

@@ -113,8 +113,9 @@ class Worker:
             self._lease_list,
             lease_seconds=settings.lease_seconds,
             max_crashes=settings.max_crashes,
-            on_lost=lambda job_id: self._interrupt(job_id, "lease"),
-            on_cancel=lambda job_id: self._interrupt(job_id, "cancel"),
+            on_lost=lambda key: self._interrupt(key, "lease"),
+            on_cancel=lambda key: self._interrupt(key, "cancel"),
+            on_expired=self._expired,
             clock=clock,
         )
 
@@ -125,6 +126,8 @@ class Worker:
         if self._started:
             return self
         self._started = True
+        # No call to the store may hang past a lease when the network to it is cut.
+        self.backend.set_call_timeout(self.settings.lease_seconds / 3)
         self.backend.check_persistence()
         self.backend.register_worker(self._worker_info())
         self.pool.start()
@@ -227,6 +230,7 @@ class Worker:
                 if self._slots.wait_for_room() and self._slots.stuck():
                     self._return_claimed_ahead()
                 continue
+            sent = time.monotonic()  # the worker's view of these leases starts here
             try:
                 claims = self.backend.claim(
                     self.id,
@@ -242,15 +246,29 @@ class Worker:
                 log.warning("claiming failed (%s); again in %.1f s", exc, backoff)
                 self._stopping.wait(backoff)
                 continue
-            self._dispatch(claims, free)
+            self._dispatch(claims, free, sent)
             if len(claims) < free and not self._stopping.is_set():
                 self.backend.wait_for_jobs(self.queues, 0.25)
 
-    def _dispatch(self, claims: list[Claim], reserved: int) -> None:
+    def _dispatch(self, claims: list[Claim], reserved: int, sent: float) -> None:
         """Hand claimed jobs to the pool (or finish at once those that cannot run)."""
+        if claims and time.monotonic() - sent > self._leases.local_deadline:
+            # The claim took so long (a stalled store) that this worker cannot vouch for the
+            # leases any more: their jobs go back unstarted rather than start and be stopped.
+            log.warning("a claim took longer than the lease allows: handing its jobs back")
+            for claim in claims:
+                self._leases.hand_back((claim.record.id, claim.token), started=False)
+            self._slots.unreserve(reserved)
+            return
         for claim in claims:
             run = self.executor.prepare(claim)
-            self._slots.admit(run, to_pool=run.early is None)
+            run.sent_at = sent
+            older = self._slots.admit(run, to_pool=run.early is None)
+            if older is not None:
+                # This worker claimed the job again (it was frozen past its lease): the old
+                # claim is lost for sure; its run stops before the new one starts.
+                log.warning("job %s: claimed again; stopping the run of its lost claim", run.id)
+                self.pool.interrupt(older, "lease")
             if run.early is not None:
                 self._complete(run, run.early)
             else:
@@ -277,6 +295,8 @@ class Worker:
             return
         if run.interrupted == "shutdown":
             self.backend.release(run.id, run.token, started=True, now=self._clock())
+        elif run.hand_back:
+            self._leases.hand_back(run.key, started=run.started)
         self._slots.forget(run)
 
     def _finish_loop(self) -> None:
@@ -303,6 +323,7 @@ class Worker:
         delay = 0.05
         for _ in range(8):
             free = 0 if self._stopping.is_set() else self._slots.reserve()
+            sent = time.monotonic()
             try:
                 accepted, claims = self.backend.finish_and_claim(
                     items,
@@ -320,7 +341,7 @@ class Worker:
                 delay = min(delay * 2, 2.0)
         else:
             log.error("could not finish %d job(s); their leases will run out", len(items))
-            accepted, claims, free = [False] * len(items), [], 0
+            accepted, claims, free, sent = [False] * len(items), [], 0, 0.0
         for (run, outcome), ok in zip(batch, accepted, strict=True):
             if not ok:
                 log.warning("job %s: outcome refused (lease lost to another worker)", run.id)
@@ -328,11 +349,11 @@ class Worker:
                 self.failed += 1
             self.processed += 1
             self._slots.forget(run)
-        self._dispatch(claims, free)
+        self._dispatch(claims, free, sent)
 
     # -- heartbeat hooks -------------------------------------------------------------------
 
-    def _lease_list(self) -> list[tuple[str, int]]:
+    def _lease_list(self) -> list[tuple[str, int, float]]:
         return self._slots.leases()
 
     def _worker_info(self) -> WorkerInfo:
@@ -342,13 +363,22 @@ class Worker:
         info.last_seen = self._clock()
         return info
 
-    def _interrupt(self, job_id: str, reason: str) -> None:
-        run = self._slots.running(job_id)
+    def _interrupt(self, key: tuple[str, int], reason: str) -> None:
+        run = self._slots.running(key)
         if run is None:
             return  # ended meanwhile (a heartbeat races with finishes): nothing to stop
         if reason == "lease":
-            log.warning("job %s: lease lost; stopping it", job_id)
+            log.warning("job %s: lease lost; stopping it", run.id)
         self.pool.interrupt(run, reason)
+
+    def _expired(self, key: tuple[str, int]) -> None:
+        """This worker could not renew the claim in time (the store or the network stalled):
+        stop the run, and hand the job back once the store answers, so no crash counts."""
+        run = self._slots.running(key)
+        if run is None:
+            return
+        run.hand_back = True
+        self.pool.interrupt(run, "lease")
 
 
 def default_pool(settings: WorkerSettings, executor: JobExecutor, complete: Any) -> Pool:

@@ -240,8 +240,24 @@ def test_heartbeat_reports_lost_leases(backend: Backend) -> None:
     assert backend.finish(finished.record.id, finished.token, Outcome.succeeded(b"1"), now=NOW)
     leases = [(c.record.id, c.token) for c in (kept, stale, finished)] + [("gone", 1)]
     result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW + 1)
-    assert result.lost == {stale.record.id, finished.record.id, "gone"}
+    assert result.lost == {
+        (stale.record.id, stale.token),
+        (finished.record.id, finished.token),
+        ("gone", 1),
+    }
     assert stored(backend, stale.record.id).lease_expires_at == NOW + LEASE  # not extended
+
+
+def test_heartbeat_tells_an_old_claim_from_a_new_claim_of_the_same_job(backend: Backend) -> None:
+    old = running(backend)
+    recover_at(backend, NOW + LEASE + 1, max_crashes=3)
+    new = claim_one(backend, now=NOW + LEASE + 1)
+    assert new.record.id == old.record.id
+    leases = [(old.record.id, old.token), (new.record.id, new.token)]
+    backend.cancel(new.record.id, now=NOW)
+    result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW)
+    assert result.lost == {(old.record.id, old.token)}
+    assert result.cancel_requested == {(new.record.id, new.token)}
 
 
 def test_heartbeat_records_the_worker(backend: Backend) -> None:
@@ -267,7 +283,7 @@ def test_cancel_running_job_sets_cancel_requested_and_heartbeat_reports_it(
     assert job.state is State.RUNNING and job.cancel_requested
     leases = [(claim.record.id, claim.token), (other.record.id, other.token)]
     result = backend.heartbeat(make_worker(), leases, lease_seconds=LEASE, now=NOW + 1)
-    assert result.cancel_requested == {claim.record.id} and not result.lost
+    assert result.cancel_requested == {(claim.record.id, claim.token)} and not result.lost
     assert backend.finish(claim.record.id, claim.token, Outcome.cancelled(), now=NOW + 2)
     job = stored(backend, claim.record.id)
     assert job.state is State.CANCELLED and not job.cancel_requested

@@ -6,9 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+import conveyor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,16 +25,20 @@ class WorkerProcess:
         *args: str,
         namespace: str | None = None,
         module: str = "tests.worker.fault_app",
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        env = dict(os.environ, CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
+        env = dict(os.environ, **(env or {}), CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
+        # A file, not a pipe: a worker that logs much would block on a full pipe nobody reads.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*prefix, sys.executable, "-m", module, *args],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
         )
 
     @property
@@ -54,9 +61,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self.proc.stderr is not None and not self.proc.stderr.closed:
-            self.stderr = self.proc.stderr.read().decode(errors="replace")
-            self.proc.stderr.close()
+        if not self._stderr.closed:
+            self._stderr.seek(0)
+            self.stderr = self._stderr.read().decode(errors="replace")
+            self._stderr.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
@@ -67,3 +75,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def client_for(url: str, namespace: str) -> conveyor.App:
+    """An app on the store at ``url`` that knows fault_app's task names."""
+    from tests.worker import fault_app
+
+    app = conveyor.App(url, namespace=namespace)
+    app.registry = fault_app.app.registry
+    return app

@@ -130,3 +130,23 @@ def test_a_script_that_defines_its_app_in_main_runs_a_process_pool(tmp_path: Pat
 
 def test_children_import_an_app_with_the_tests_tasks() -> None:
     assert pool_tasks.make_app().registry.names() == pool_tasks.app.registry.names()
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+def test_a_stopped_job_takes_the_tools_it_started_with_it(
+    app: conveyor.App, tmp_path: Path, how: str
+) -> None:
+    from tests.worker.apps.helpers import process_exists, wait_until
+
+    tool_pid = tmp_path / "tool"
+    with worker(app):
+        job = task(app, "tool" if how == "cancel" else "tool_timeout").delay(str(tmp_path))
+        wait_until(tool_pid.exists, timeout=60)
+        pid = int(tool_pid.read_text())
+        assert process_exists(pid)
+        if how == "cancel":
+            job.cancel()
+        wait_until(lambda: job.state.is_final, timeout=30)
+        wait_until(lambda: not process_exists(pid), timeout=10)
+    expected = conveyor.State.CANCELLED if how == "cancel" else conveyor.State.FAILED
+    assert job.state is expected

@@ -16,9 +16,11 @@ successful job passes through (scheduled, failed, cancelled, expired), so that l
 does not walk every job; ``counts`` a hash ``state|queue -> n``; ``keys`` and ``unique`` the
 idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
-``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``;
-and the limits' keys (``limits``, ``slots:``, ``starts:``, ``held:``, ``limit_wake``,
-``limit_refs``: see ``limiting.lua``).
+``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
+``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``); and the
+limits' keys (``limits``, ``slots:``, ``starts:``, ``held:``, ``limit_wake``, ``limit_refs``:
+see ``limiting.lua``). Leases are stamped with the server's ``TIME``, read inside the script
+(one call per script).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
@@ -104,6 +106,9 @@ class RedisBackend(Waiting, Backend):
         return self._connection.cluster
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def set_call_timeout(self, seconds: float) -> None:
+        self._connection.bound(seconds)
 
     def _stamped(self, name: str, build: Callable[[str], list[Any]]) -> Any:
         """Run a script that stamps leases. ``build`` makes its arguments from the clock
@@ -204,9 +209,7 @@ class RedisBackend(Waiting, Backend):
         for job_id, token in leases:
             pairs += [job_id, str(token)]
         lost, cancel = self._stamped("heartbeat", lambda clock: [*head, clock, *pairs])
-        return HeartbeatResult(
-            frozenset(i.decode() for i in lost), frozenset(i.decode() for i in cancel)
-        )
+        return HeartbeatResult(_pairs(lost), _pairs(cancel))
 
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
         reply = self._run("progress", job_id, str(token), json.dumps(progress.to_json()))
@@ -395,6 +398,10 @@ class RedisBackend(Waiting, Backend):
     def close(self) -> None:
         self._listener.close()
         self._connection.close()
+
+
+def _pairs(flat: Sequence[bytes]) -> frozenset[tuple[str, int]]:
+    return frozenset((flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2))
 
 
 def _text(value: bytes | str) -> str:

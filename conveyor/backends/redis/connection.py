@@ -162,6 +162,14 @@ def execute(client: Client, *command: Any) -> Any:
         pool.release(conn)
 
 
+def _pools(client: Client) -> list[Any]:
+    """The connection pools of a client: one, or one per Cluster node it knows."""
+    if isinstance(client, RedisCluster):
+        nodes = client.get_nodes()  # type: ignore[no-untyped-call]
+        return [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
+    return [client.connection_pool]
+
+
 def load_scripts(publish: str) -> dict[str, LuaScript]:
     folder = resources.files(__package__)
     common = f"local PUBLISH = '{publish}'\n" + (folder / "common.lua").read_text().replace(
@@ -191,6 +199,8 @@ class Connection:
         self._options: dict[str, Any] = {
             "socket_timeout": 5.0,
             "socket_connect_timeout": 2.0,
+            # a connection idle this long is PINGed before it is used again
+            "health_check_interval": 30,
             # one retry policy, ours (``call``): bounded in time, then BackendUnavailable
             "retry": Retry(NoBackoff(), 0),
         }
@@ -344,6 +354,30 @@ class Connection:
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
         return self.call(lambda client: self._scripts[name](client, self.prefix, args))
+
+    @property
+    def socket_timeout(self) -> float:
+        """How long one read or write on a connection may wait."""
+        return float(self._options["socket_timeout"])
+
+    def bound(self, seconds: float) -> None:
+        """Bound every later call to about ``seconds``: the socket timeouts of new and pooled
+        connections, and how long ``call`` retries."""
+        timeout = min(self.socket_timeout, seconds)
+        connect = min(float(self._options["socket_connect_timeout"]), timeout)
+        timeouts = {"socket_timeout": timeout, "socket_connect_timeout": connect}
+        self._options.update(timeouts)
+        self.retry_seconds = min(self.retry_seconds, seconds)
+        with self._lock:
+            clients = [c for c in (self._client, self._plain) if c is not None]
+        for client in clients:
+            for pool in _pools(client):
+                pool.connection_kwargs.update(timeouts)
+                for conn in [*pool._available_connections, *pool._in_use_connections]:
+                    conn.socket_timeout, conn.socket_connect_timeout = timeout, connect
+                    sock = conn._sock
+                    if sock is not None:
+                        sock.settimeout(timeout)
 
     def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
         """``run`` with arguments made anew for every attempt."""

@@ -1,5 +1,5 @@
 -- ARGV: lease_seconds, worker id, worker JSON, now, clock ('' for TIME), then job id, token
--- pairs. Returns {lost ids, ids whose cancellation was requested}.
+-- pairs. Returns {lost id, token pairs, pairs whose job's cancellation was requested}, flat.
 local L = tonumber(ARGV[1])
 local t = store_time(ARGV[5])
 local lease = num(t + L)
@@ -18,10 +18,14 @@ for i = 6, #ARGV, 2 do
   local f = redis.call('HMGET', jkey(id), 'state', 'token', 'cancel_requested')
   if f[1] ~= 'running' or f[2] ~= token then
     lost[#lost + 1] = id
+    lost[#lost + 1] = token
   else
     redis.call('HSET', jkey(id), 'lease_expires_at', lease)
     redis.call('ZADD', P .. 'running', lease, id)
-    if f[3] == '1' then cancel[#cancel + 1] = id end
+    if f[3] == '1' then
+      cancel[#cancel + 1] = id
+      cancel[#cancel + 1] = token
+    end
   end
 end
 redis.call('HSET', P .. 'workers', ARGV[2], ARGV[3])

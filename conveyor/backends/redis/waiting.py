@@ -46,7 +46,8 @@ class Waiting:
                 remaining = min(remaining, float(first) - time.time())
             if remaining < 0.001:  # BLPOP would read less as 0: block for ever
                 return
-            block = min(remaining, MAX_BLOCK_SECONDS)
+            # well within the socket timeout, which a worker with a short lease lowers
+            block = min(remaining, MAX_BLOCK_SECONDS, self._connection.socket_timeout / 2)
             try:
                 if self._connection.client.blpop([wake], block) is not None:
                     return

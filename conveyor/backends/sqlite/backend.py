@@ -320,9 +320,9 @@ class SQLiteBackend(Inspection, Backend):
                 params = {"id": job_id, "token": token, "lease_expires_at": lease_expires_at}
                 row = conn.execute(self._sql["extend_lease"], params).fetchone()
                 if row is None:
-                    lost.add(job_id)
+                    lost.add((job_id, token))
                 elif row[0]:
-                    cancel.add(job_id)
+                    cancel.add((job_id, token))
             conn.execute(self._sql["put_worker"], worker_row(worker))
         return HeartbeatResult(frozenset(lost), frozenset(cancel))
 

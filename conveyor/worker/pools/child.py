@@ -76,7 +76,10 @@ def rss_bytes() -> int:
 
 def main(conn: Connection, app_ref: str, parent_pid: int, measure_rss: bool) -> None:
     """The child process's entry point."""
-    # Ctrl-C reaches the whole process group; the worker decides what it means for a job.
+    # A session (and process group) of its own, which the parent signals as a whole, so what
+    # a task starts goes with its child. Ctrl-C at a terminal then reaches the worker alone,
+    # which decides what it means for a job; SIGINT is ignored anyway, should one come.
+    os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         app = load_app(app_ref)
@@ -99,7 +102,7 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     while True:
         time.sleep(ORPHAN_CHECK_SECONDS)
         if os.getppid() != parent_pid:
-            os._exit(1)
+            os.killpg(0, signal.SIGKILL)  # this child's group: itself and what its task started
 
 
 class Child:

@@ -9,6 +9,10 @@ and watches its time limits. Whatever a task does to its process (segfault, ``os
 out-of-memory kill) only ends that attempt, with ``WorkerCrashed`` naming the signal or the
 exit status; the slot starts a new child and keeps serving. A hard time limit, a
 cancellation or a lost lease terminates the child (SIGTERM, then SIGKILL after a grace).
+
+Each child leads a session (and process group) of its own, and those signals go to the whole
+group: a tool the task started (``subprocess.Popen``) stops with it instead of living on as an
+orphan. When a child has died, whatever is left in its group is killed.
 """
 
 from __future__ import annotations
@@ -78,6 +82,20 @@ class _Child:
                 return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             return self.rss
+
+
+def signal_group(child: _Child, sig: int) -> None:
+    """Send ``sig`` to the child's process group: the child and everything its task started.
+    Before the child reported its pid (and so its group), only the child itself."""
+    if child.pid <= 0:
+        with contextlib.suppress(OSError, ValueError):
+            if sig == signal.SIGKILL:
+                child.process.kill()
+            else:
+                child.process.terminate()
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, sig)
 
 
 class _Slot:
@@ -161,7 +179,7 @@ class ProcessPool:
             if run.ctx is not None and reason == "cancel":
                 run.ctx.mark_cancelled()
             if child is not None and child.kill_at is None:
-                child.process.terminate()
+                signal_group(child, signal.SIGTERM)
                 child.kill_at = time.monotonic() + self._kill_grace
             return True
 
@@ -185,7 +203,7 @@ class ProcessPool:
                 # still inside a job: kill the child, or multiprocessing would wait for it when
                 # the interpreter exits
                 log.warning("child %d still runs a job at shutdown: killing it", child.pid)
-                child.process.kill()
+                signal_group(child, signal.SIGKILL)
 
     def children(self) -> list[tuple[int, int]]:
         """(pid, RSS in bytes) of each live child."""
@@ -365,7 +383,7 @@ class ProcessPool:
                                 child.pid)  # fmt: skip
             if child.kill_at is not None and now >= child.kill_at:
                 log.warning("child %d did not exit on SIGTERM: killing it", child.pid)
-                child.process.kill()
+                signal_group(child, signal.SIGKILL)
                 child.kill_at = now + 3600.0  # once; reaped when the pipe closes
 
     def _died(self, child: _Child, run: JobRun) -> Outcome | None:
@@ -375,6 +393,7 @@ class ProcessPool:
         if child.process.is_alive():
             child.process.kill()
             child.process.join()
+        signal_group(child, signal.SIGKILL)  # what its task started dies with the attempt
         if run.interrupted is not None:
             return self._executor.interrupted(run)
         reason = describe_exit(child.process.exitcode)

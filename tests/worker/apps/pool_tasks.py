@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -96,6 +97,17 @@ def make_app(url: str = "memory://", namespace: str | None = None) -> conveyor.A
         Path(directory, "started").write_text(str(os.getpid()))
         await asyncio.sleep(seconds)
         Path(directory, "finished").write_text("reached the end")
+
+    @app.task(name="tool")
+    def tool(directory: str) -> None:
+        """Starts a tool (a real ``sleep``), writes its pid to ``tool``, and waits for it."""
+        proc = subprocess.Popen(["sleep", "120"])
+        Path(directory, "tool").write_text(str(proc.pid))
+        proc.wait()
+
+    @app.task(name="tool_timeout", timeout=1)
+    def tool_timeout(directory: str) -> None:
+        tool(directory)
 
     return app
 
