@@ -298,9 +298,9 @@ class PostgresBackend(Admin, Backend):
             return extended.fetchall()
 
         rows = self._db.run(write)
-        kept = {job_id for job_id, _ in rows}
-        lost = {job_id for job_id, _ in leases if job_id not in kept}
-        cancel = {job_id for job_id, requested in rows if requested}
+        kept = {(job_id, token) for job_id, token, _ in rows}
+        lost = {(job_id, token) for job_id, token in leases if (job_id, token) not in kept}
+        cancel = {(job_id, token) for job_id, token, requested in rows if requested}
         return HeartbeatResult(frozenset(lost), frozenset(cancel))
 
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
@@ -506,6 +506,9 @@ class PostgresBackend(Admin, Backend):
                 since = board.snapshot(keys)
         finally:
             board.unwatch(keys)
+
+    def set_call_timeout(self, seconds: float) -> None:
+        self._db.set_call_timeout(seconds)
 
     def ping(self) -> bool:
         return self._db.try_once(lambda c: c.execute(self._sql["ping"]))

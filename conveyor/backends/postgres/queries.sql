@@ -143,7 +143,7 @@ LEFT JOIN claimed ON true;
 UPDATE {ns}_jobs AS j SET lease_expires_at = %(lease_expires_at)s
 FROM unnest(%(ids)s::text[], %(tokens)s::bigint[]) AS v(id, token)
 WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
-RETURNING j.id, j.cancel_requested;
+RETURNING j.id, v.token, j.cancel_requested;
 
 -- name: set_progress
 WITH done AS (

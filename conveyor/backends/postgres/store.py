@@ -147,7 +147,8 @@ class Database:
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._abandoned: list[object] = []  # a forked child's inherited pools: never touched
+        self._abandoned: list[object] = []
+        self._socket_options: dict[str, Any] = {}  # a forked child's inherited pools: never touched
 
     def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
         if self._pid != os.getpid():
@@ -164,6 +165,7 @@ class Database:
                         kwargs={
                             "autocommit": True,
                             "prepare_threshold": 5 if self.options.prepared else None,
+                            **self._socket_options,
                         },
                         min_size=1,
                         max_size=POOL_MAX_SIZE,
@@ -172,6 +174,24 @@ class Database:
                         open=True,
                     )
         return self._pool
+
+    def set_call_timeout(self, seconds: float) -> None:
+        """Bound every call (its retries included) to about ``seconds``: the retry budget,
+        and on each connection the kernel's ``tcp_user_timeout`` with keepalives, so that a
+        call into a cut network fails instead of hanging on a socket that never answers."""
+        self.retry_seconds = seconds
+        self._socket_options = {
+            "tcp_user_timeout": max(1000, int(seconds * 1000)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(seconds / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+        }
+        with self._lock:
+            if self._pool is not None:  # connections made from now on; idle ones renew
+                if isinstance(self._pool.kwargs, dict):
+                    self._pool.kwargs.update(self._socket_options)
+                self._pool.timeout = seconds
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A connection of its own, outside the pool (the listener's)."""
