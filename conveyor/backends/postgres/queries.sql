@@ -499,8 +499,10 @@ WHERE state = 'running' AND lease_expires_at >= %(t)s
   AND meta -> 'limits' @> jsonb_build_array(jsonb_build_array(%(name)s::text, %(key)s::text));
 
 -- name: limit_started
+-- No upper bound: a claim that read the clock before it waited for this ref's lock must
+-- still count the starts stamped, a little later, by the claim it waited for.
 SELECT count(*) FROM {ns}_limit_starts
-WHERE name = %(name)s AND key = %(key)s AND at > %(t)s - %(seconds)s AND at <= %(t)s;
+WHERE name = %(name)s AND key = %(key)s AND at > %(t)s - %(seconds)s;
 
 -- name: limit_parked_refs
 -- The refs that hold parked jobs: one index probe per ref (a loose index scan), never a
