@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequenc
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from conveyor.backends import Backend, open_backend
+from conveyor.backends import Backend, migrate_store, open_backend
 from conveyor.backends.memory import MemoryBackend
 from conveyor.canvas import HOLD, GroupJob, Node, Tree, Workflow, chain, compile_workflow, flow_meta
 from conveyor.config import Settings
@@ -122,6 +122,11 @@ class App:
                             backend.set_limit(spec, now=now)
                         self._backend = backend
         return self._backend
+
+    def migrate(self) -> tuple[int, int] | None:
+        """Bring the store to this conveyor's layout (``conveyor migrate``): the layout
+        versions (before, after), or None for a store without versions."""
+        return migrate_store(self.settings.url, namespace=self.settings.namespace)
 
     def close(self) -> None:
         if self._feed is not None:
@@ -267,15 +272,27 @@ class App:
         )
 
     def submit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        *,
+        connection: Any = None,
     ) -> Job:
         record = self.make_record(task, args, kwargs, options)
         if self.settings.eager:
             return self._run_eagerly(record)
-        stored = self.backend.enqueue([record])[0]
+        [stored] = self._enqueue([record], connection)
         if record.queue not in self._queues_checked:
             self._check_served(record.queue)
         return Job(self, stored.id, stored.task)
+
+    def _enqueue(self, records: list[JobRecord], connection: Any) -> list[JobRecord]:
+        """Into the store, or into the caller's transaction on ``connection``."""
+        if connection is None:
+            return self.backend.enqueue(records)
+        return self.backend.enqueue_with(connection, records)
 
     async def asubmit(
         self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
@@ -290,8 +307,11 @@ class App:
             await asyncio.to_thread(self._check_served, record.queue)
         return Job(self, stored.id, stored.task)
 
-    def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
-        """Enqueue many signatures, one backend round trip per batch of ``batch_size``."""
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, batch_size: int = 1000, connection: Any = None
+    ) -> list[Job]:
+        """Enqueue many signatures, one backend round trip per batch of ``batch_size``;
+        with ``connection``, inside the caller's transaction (see ``Task.apply_async``)."""
         jobs: list[Job] = []
         batch: list[JobRecord] = []
         now = time.time()
@@ -300,7 +320,7 @@ class App:
             if self.settings.eager:
                 jobs.extend(self._run_eagerly(r) for r in batch)
             else:
-                jobs.extend(Job(self, r.id, r.task) for r in self.backend.enqueue(batch))
+                jobs.extend(Job(self, r.id, r.task) for r in self._enqueue(batch, connection))
             batch.clear()
 
         for sig in signatures:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.errors import ConfigurationError
 from conveyor.inspection import Event, StoreStats, WorkerInfo
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
@@ -116,6 +117,14 @@ class Backend(ABC):
         #: the store's clock for lease stamps when given (tests); None: the store's own
         self.clock = clock
 
+    @classmethod
+    def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+        """Bring the store at ``url`` to the layout this conveyor writes, running every step,
+        also those a process opening the store does not run by itself (``conveyor migrate``).
+        Returns the layout versions (before, after); None for a store whose layout has no
+        versions yet."""
+        return None
+
     # -- enqueue ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -128,6 +137,16 @@ class Backend(ABC):
         one batch are deduplicated the same way (the first wins). Returns one record per input,
         in order; the caller must not mutate them (a backend may return the inputs).
         """
+
+    def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """``enqueue`` inside the caller's own open transaction on ``connection`` (the
+        driver's connection to the same store): the jobs are stored when the caller commits,
+        not at all when it rolls back, and idle workers wake on the commit. Stores without
+        transactions that can hold the caller's rows raise ConfigurationError."""
+        raise ConfigurationError(
+            f"connection= needs the PostgreSQL or SQLite backend: {self.scheme}:// cannot "
+            "write a job in your database transaction"
+        )
 
     @abstractmethod
     def enqueue_workflow(
