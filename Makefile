@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest dist bench bench-like clean venv313
+.PHONY: demo test lint typecheck layers pytest dist bench bench-like bench-pg clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,12 @@ dist: $(STAMP)
 # The bench's own environment: conveyor from this checkout and the peers from PyPI.
 BENCH_ENV ?= bench/.env
 BENCH_STAMP := $(BENCH_ENV)/.installed
-BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib
+BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate pgqueuer
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_ENV)
 	$(BENCH_ENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis]' $(BENCH_PEERS)
+	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis,postgres]' $(BENCH_PEERS)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -59,6 +59,11 @@ bench: $(BENCH_STAMP)
 bench-like: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m bench.like
 	$(BENCH_ENV)/bin/python -m bench.like --instructions
+
+# PostgreSQL: conveyor, Procrastinate and pgqueuer on one throwaway server (bench/pg.py).
+bench-pg: $(BENCH_STAMP)
+	$(BENCH_ENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(conveyor|procrastinate|pgqueuer|psycopg) '
+	$(BENCH_ENV)/bin/python -m bench.pg
 
 clean:
 	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache dist

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, ExitStack
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from conveyor.backends import Backend, open_backend
+from conveyor.backends import Backend, migrate_store, open_backend
 from conveyor.backends.memory import MemoryBackend
 from conveyor.canvas import HOLD, GroupJob, Node, Tree, Workflow, chain, compile_workflow, flow_meta
 from conveyor.config import Settings
@@ -133,6 +133,11 @@ class App:
                         self._backend = backend
         return self._backend
 
+    def migrate(self) -> tuple[int, int] | None:
+        """Bring the store to this conveyor's layout (``conveyor migrate``): the layout
+        versions (before, after), or None for a store without versions."""
+        return migrate_store(self.settings.url, namespace=self.settings.namespace)
+
     def close(self) -> None:
         if self._feed is not None:
             self._feed.close()
@@ -246,12 +251,6 @@ class App:
                 stack.enter_context(hook(records))
             return stack.pop_all()
 
-    def _enqueue(self, records: list[JobRecord]) -> list[JobRecord]:
-        if not self._enqueue_hooks:
-            return self.backend.enqueue(records)
-        with self._around_enqueue(records):
-            return self.backend.enqueue(records)
-
     # -- enqueueing (the Dispatcher the tasks call) ----------------------------------------
 
     def _options(self, task: str) -> TaskOptions:
@@ -311,15 +310,29 @@ class App:
         kwargs: dict[str, Any],
         options: CallOptions,
         *,
+        connection: Any = None,
         meta: dict[str, Any] | None = None,
     ) -> Job:
         record = self.make_record(task, args, kwargs, options, meta=meta)
         if self.settings.eager:
             return self._run_eagerly(record)
-        stored = self._enqueue([record])[0]
+        [stored] = self._enqueue([record], connection)
         if record.queue not in self._queues_checked:
             self._check_served(record.queue)
         return Job(self, stored.id, stored.task)
+
+    def _enqueue(self, records: list[JobRecord], connection: Any = None) -> list[JobRecord]:
+        """Into the store, or into the caller's transaction on ``connection``; inside the
+        ``around_enqueue`` hooks, if any."""
+        if not self._enqueue_hooks:
+            return self._write(records, connection)
+        with self._around_enqueue(records):
+            return self._write(records, connection)
+
+    def _write(self, records: list[JobRecord], connection: Any) -> list[JobRecord]:
+        if connection is None:
+            return self.backend.enqueue(records)
+        return self.backend.enqueue_with(connection, records)
 
     async def asubmit(
         self,
@@ -340,8 +353,11 @@ class App:
             await asyncio.to_thread(self._check_served, record.queue)
         return Job(self, stored.id, stored.task)
 
-    def enqueue_many(self, signatures: Iterable[Signature], *, batch_size: int = 1000) -> list[Job]:
-        """Enqueue many signatures, one backend round trip per batch of ``batch_size``."""
+    def enqueue_many(
+        self, signatures: Iterable[Signature], *, batch_size: int = 1000, connection: Any = None
+    ) -> list[Job]:
+        """Enqueue many signatures, one backend round trip per batch of ``batch_size``;
+        with ``connection``, inside the caller's transaction (see ``Task.apply_async``)."""
         jobs: list[Job] = []
         batch: list[JobRecord] = []
         now = time.time()
@@ -350,7 +366,7 @@ class App:
             if self.settings.eager:
                 jobs.extend(self._run_eagerly(r) for r in batch)
             else:
-                jobs.extend(Job(self, r.id, r.task) for r in self._enqueue(batch))
+                jobs.extend(Job(self, r.id, r.task) for r in self._enqueue(batch, connection))
             batch.clear()
 
         for sig in signatures:

@@ -172,7 +172,13 @@ class Dispatcher(Protocol):
     """What a task needs from its app to enqueue."""
 
     def submit(
-        self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], options: CallOptions
+        self,
+        task: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: CallOptions,
+        *,
+        connection: Any = None,
     ) -> Job: ...
 
     async def asubmit(
@@ -316,13 +322,16 @@ class Task(Generic[P, R]):
         priority: int | None = None,
         key: str | None = None,
         expires: float | None = None,
+        connection: Any = None,
     ) -> Job:
         """Enqueue with per-call options: a delay (countdown seconds or an aware eta), another
-        queue or priority, an idempotency key, or an expiry."""
+        queue or priority, an idempotency key, or an expiry. ``connection``: your open
+        psycopg (or sqlite3) connection to the app's database; the job is written in your
+        transaction and exists only once you commit."""
         args, kwargs = tuple(args), dict(kwargs or {})
         self.check_args(self.name, args, kwargs)
         options = CallOptions(countdown, eta, queue, priority, key, expires)
-        return self._dispatcher.submit(self.name, args, kwargs, options)
+        return self._dispatcher.submit(self.name, args, kwargs, options, connection=connection)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for ``set``, ``enqueue_many`` or

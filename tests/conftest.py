@@ -13,7 +13,7 @@ from conveyor.backends import Backend, open_backend
 
 pytest_plugins = ["tests.servers"]
 
-BACKENDS = ["memory", "sqlite", "redis"]
+BACKENDS = ["memory", "sqlite", "redis", "postgres"]
 
 
 def url_for(
@@ -27,6 +27,8 @@ def url_for(
     if kind == "redis":
         server = request.getfixturevalue("redis_server")
         return str(server.url)
+    if kind == "postgres":
+        return str(request.getfixturevalue("postgres_server").url)
     if kind == "redis-cluster":
         # A plain redis:// URL of one node, as API.md promises: the backend finds the
         # Cluster by itself (the explicit redis+cluster:// form is in test_redis_cluster.py).

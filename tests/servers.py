@@ -3,7 +3,8 @@ of 127.0.0.1, in temporary directories, stopped by PID.
 
 A missing binary skips the tests that need it locally and fails them under ``CI=true``.
 ``ServerProcess`` holds what every kind shares; a kind adds its command line and its "does it
-answer" check (see ``RedisServer``). ``RedisClusterServers`` forms a Redis Cluster of several.
+answer" check (see ``RedisServer``). ``RedisClusterServers`` forms a Redis Cluster of several;
+``PostgresServer`` is a cluster of its own made by ``initdb``, never the machine's service.
 """
 
 from __future__ import annotations
@@ -15,21 +16,28 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+
+def missing(reason: str) -> None:
+    """A server the tests need is not installed: skip locally, fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def require_binary(name: str, hint: str) -> str:
     """The binary's path; skips (locally) or fails (CI=true) when it is not on PATH."""
     path = shutil.which(name)
     if path is None:
-        reason = f"{name} is not on PATH ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        missing(f"{name} is not on PATH ({hint})")
+    assert path is not None
     return path
 
 
@@ -66,6 +74,10 @@ class ServerProcess:
         """True once the server accepts requests."""
         raise NotImplementedError
 
+    def popen_options(self) -> dict[str, Any]:
+        """Further keyword arguments for ``subprocess.Popen`` (another user, say)."""
+        return {}
+
     @property
     def pid(self) -> int:
         assert self._process is not None, f"{self.name} is not running"
@@ -85,6 +97,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
+                **self.popen_options(),
             )
         deadline = time.monotonic() + self.start_timeout
         while not self.answers():
@@ -336,3 +349,116 @@ def fresh_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
         yield cluster
     finally:
         cluster.stop()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def postgres_bindir() -> Path:
+    """The directory of ``initdb`` and ``postgres``: Debian's /usr/lib/postgresql/N/bin (the
+    newest N), else wherever PATH finds ``initdb``."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1].parent
+    on_path = shutil.which("initdb")
+    if on_path is None:
+        missing("initdb is not installed (apt-get install postgresql)")
+    assert on_path is not None
+    return Path(on_path).parent
+
+
+class PostgresServer(ServerProcess):
+    """A throwaway PostgreSQL cluster: ``initdb`` into a temporary directory, ``postgres`` on a
+    free port of 127.0.0.1 (its Unix socket in that directory, never the service's), fsync off.
+
+    initdb refuses to run as root, so as root both run as the ``postgres`` OS user, and the
+    data directory is made outside pytest's private temporary tree, owned by that user.
+    ``start`` runs the postmaster itself (not ``pg_ctl``), so ``pid`` is the server's PID.
+    """
+
+    name = "postgres"
+    start_timeout = 60.0
+
+    def __init__(self, bindir: Path, *, port: int | None = None) -> None:
+        self.user = "postgres" if os.geteuid() == 0 else None
+        root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+        if self.user is not None:
+            shutil.chown(root, self.user, self.user)
+        super().__init__(str(bindir / "postgres"), root, port=port)
+        self.data = root / "data"
+        subprocess.run(
+            [
+                str(bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                "-E", "UTF8", "--no-locale", "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+            **self.popen_options(),
+        )  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def popen_options(self) -> dict[str, Any]:
+        return {} if self.user is None else {"user": self.user, "group": self.user}
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "-D", str(self.data),
+            "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self.directory}",
+            "-c", "fsync=off",  # a test server: a crash of the machine may lose it whole
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=300",
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        import psycopg  # the tests' client; only the PostgreSQL tests get here
+
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _start_postgres() -> PostgresServer:
+    server = PostgresServer(postgres_bindir())
+    try:
+        server.start()
+    except BaseException:
+        server.remove()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; tests keep apart by namespace."""
+    server = _start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def fresh_postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own, for tests that kill or restart it."""
+    server = _start_postgres()
+    try:
+        yield server
+    finally:
+        server.remove()

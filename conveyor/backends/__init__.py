@@ -33,6 +33,19 @@ def open_backend(
 ) -> Backend:
     """The backend for ``url``; a clear ConfigurationError for an unknown scheme or a
     missing driver. ``clock`` replaces the store's own clock for lease stamps (tests)."""
+    cls = backend_class(url)
+    if clock is None:
+        return cls(url, namespace=namespace)
+    return cls(url, namespace=namespace, clock=clock)
+
+
+def migrate_store(url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+    """``conveyor migrate``: see ``Backend.migrate_store``."""
+    return backend_class(url).migrate_store(url, namespace=namespace)
+
+
+def backend_class(url: str) -> type[Backend]:
+    """The backend class for ``url``'s scheme, its module imported on demand."""
     scheme = urlsplit(url).scheme.lower()
     if scheme not in SCHEMES:
         known = ", ".join(f"{s}://" for s in SCHEMES)
@@ -52,9 +65,7 @@ def open_backend(
             raise ConfigurationError(f"the {scheme}:// backend is not available yet") from exc
         raise
     cls: type[Backend] = getattr(module, class_name)
-    if clock is None:
-        return cls(url, namespace=namespace)
-    return cls(url, namespace=namespace, clock=clock)
+    return cls
 
 
 def store_file(url: str) -> str | None:
@@ -79,4 +90,12 @@ def describe_store(url: str) -> str:
     return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
 
 
-__all__ = ["SCHEMES", "Backend", "describe_store", "open_backend", "store_file"]
+__all__ = [
+    "SCHEMES",
+    "Backend",
+    "backend_class",
+    "describe_store",
+    "migrate_store",
+    "open_backend",
+    "store_file",
+]

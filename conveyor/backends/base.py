@@ -31,14 +31,26 @@ Every backend passes the one conformance suite in ``tests/backends/``.
 
 from __future__ import annotations
 
-import enum
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from conveyor.backends.bookkeeping import (
+    Signal,
+    apply_outcome,
+    in_stall,
+    note_heartbeat,
+    worker_lost_error,
+)
+from conveyor.backends.results import (
+    DueResult,
+    HeartbeatResult,
+    RecoveredJob,
+    ScheduleState,
+    SweepResult,
+)
+from conveyor.errors import ConfigurationError
 from conveyor.inspection import Event, StoreStats, WorkerInfo
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
@@ -53,53 +65,14 @@ __all__ = [
     "SweepResult",
     "WorkerInfo",
     "apply_outcome",
+    "in_stall",
+    "note_heartbeat",
     "worker_lost_error",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class HeartbeatResult:
-    """What a heartbeat learned, per claim ``(job_id, token)`` it was given: the leases that
-    are gone, and the current claims of jobs someone asked to cancel. Claims, not job ids: a
-    worker may hold an old, lost claim and a new one of the same job at once."""
-
-    lost: frozenset[tuple[str, int]] = frozenset()
-    cancel_requested: frozenset[tuple[str, int]] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class SweepResult:
-    promoted: int = 0  # scheduled jobs whose time came, now queued
-    expired: int = 0  # unstarted jobs past their expires_at, now expired
-    purged: int = 0  # final jobs past their purge_at, deleted
-
-
-class DueResult(enum.StrEnum):
-    ENQUEUED = "enqueued"  # this caller recorded the due time and enqueued its job
-    DUPLICATE = "duplicate"  # the due time (or a later one) was recorded already
-    SKIPPED = "skipped"  # recorded, but not enqueued: the previous run is still active
-
-
-@dataclass(slots=True)
-class ScheduleState:
-    """What the backend remembers of a periodic task."""
-
-    name: str
-    last_due: float | None = None
-    last_job_id: str | None = None
-    last_enqueued_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredJob:
-    """A running job whose lease ran out, and where ``recover`` sent it."""
-
-    id: str
-    state: State
-
-
 class Backend(ABC):
-    """The contract. One subclass per store; ``memory.py`` is the reference implementation."""
+    """The contract. One subclass per store; ``memory/`` is the reference implementation."""
 
     #: the scheme(s) this backend serves, for messages
     scheme: str = ""
@@ -116,6 +89,14 @@ class Backend(ABC):
         #: the store's clock for lease stamps when given (tests); None: the store's own
         self.clock = clock
 
+    @classmethod
+    def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+        """Bring the store at ``url`` to the layout this conveyor writes, running every step,
+        also those a process opening the store does not run by itself (``conveyor migrate``).
+        Returns the layout versions (before, after); None for a store whose layout has no
+        versions yet."""
+        return None
+
     # -- enqueue ---------------------------------------------------------------------------
 
     @abstractmethod
@@ -128,6 +109,16 @@ class Backend(ABC):
         one batch are deduplicated the same way (the first wins). Returns one record per input,
         in order; the caller must not mutate them (a backend may return the inputs).
         """
+
+    def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """``enqueue`` inside the caller's own open transaction on ``connection`` (the
+        driver's connection to the same store): the jobs are stored when the caller commits,
+        not at all when it rolls back, and idle workers wake on the commit. Stores without
+        transactions that can hold the caller's rows raise ConfigurationError."""
+        raise ConfigurationError(
+            f"connection= needs the PostgreSQL or SQLite backend: {self.scheme}:// cannot "
+            "write a job in your database transaction"
+        )
 
     @abstractmethod
     def enqueue_workflow(
@@ -450,85 +441,3 @@ class Backend(ABC):
     def close(self) -> None:
         """Release connections and threads. The backend is not used afterwards."""
         return None
-
-
-class Signal:
-    """An in-process notification: ``notify()`` wakes every ``wait()`` in this process.
-
-    A generation counter makes it race-free: a waiter that read the generation before
-    checking the store wakes even if the notification came before it started waiting.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._generation = 0
-
-    @property
-    def generation(self) -> int:
-        return self._generation
-
-    def notify(self) -> None:
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
-
-    def wait(self, timeout: float, since: int | None = None) -> bool:
-        """Wait until notified after generation ``since`` (default: now); True if notified."""
-        with self._cond:
-            start = self._generation if since is None else since
-            return self._cond.wait_for(lambda: self._generation != start, timeout)
-
-
-def apply_outcome(record: JobRecord, outcome: Outcome, *, now: float) -> None:
-    """The effect of ``finish`` on a record, for backends that compute it in Python. A final
-    outcome keeps ``worker``: which worker ran the job stays on show (``conveyor job``)."""
-    record.lease_expires_at = None
-    if outcome.state.is_final:
-        record.state = outcome.state
-        record.result = outcome.result
-        record.error = outcome.error
-        record.finished_at = now
-        record.purge_at = now + record.result_ttl
-        record.cancel_requested = False
-    else:
-        record.worker = None
-        record.state = outcome.state
-        record.ready_at = now if outcome.ready_at is None else outcome.ready_at
-        record.error = outcome.error
-        if outcome.counts_failure:
-            record.failures += 1
-
-
-#: heartbeats (store time) further apart than this share of the lease mean a stall
-STALL_SHARE = 0.5
-#: after a stall, ``recover`` counts no crashes for this many lease lengths
-STALL_GRACE_LEASES = 2.0
-
-
-def note_heartbeat(
-    quiet_after: float | None, stall_until: float | None, t: float, lease_seconds: float
-) -> tuple[float, float | None]:
-    """The store-wide heartbeat record after a heartbeat at store time ``t``: the new
-    ``(quiet_after, stall_until)``, for backends that compute it in Python (Lua mirrors it)."""
-    if quiet_after is not None and t > quiet_after:
-        stall_until = max(stall_until or t, t + STALL_GRACE_LEASES * lease_seconds)
-    return t + STALL_SHARE * lease_seconds, stall_until
-
-
-def in_stall(quiet_after: float | None, stall_until: float | None, t: float) -> bool:
-    """True when leases that ran out by store time ``t`` may have run out because nobody
-    could reach the store: no heartbeat for too long, or just after such a gap."""
-    return (quiet_after is not None and t > quiet_after) or (
-        stall_until is not None and t < stall_until
-    )
-
-
-def worker_lost_error(crashes: int) -> dict[str, Any]:
-    return {
-        "type": "WorkerLost",
-        "message": (
-            f"the job lost its worker {crashes} times (killed, lost host or network, or a "
-            "lease that ran out); failed as a suspected poison job"
-        ),
-        "traceback": None,
-    }

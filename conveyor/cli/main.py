@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from conveyor import __version__
-from conveyor.cli import demo, enqueue, jobs, limits, worker
+from conveyor.cli import demo, enqueue, jobs, limits, migrate, worker
 from conveyor.cli.context import CliState, UserError, show_warnings
 from conveyor.cli.web import COMMANDS as WEB_COMMANDS
 from conveyor.errors import ConveyorError
@@ -45,7 +45,7 @@ def cli(ctx: click.Context, app_spec: str | None) -> None:
 
 for command in (*worker.COMMANDS, enqueue.enqueue, *jobs.COMMANDS, limits.limits, demo.demo):
     cli.add_command(command)
-for command in WEB_COMMANDS:
+for command in (migrate.migrate, *WEB_COMMANDS):
     cli.add_command(command)
 
 

@@ -223,6 +223,12 @@ def list_schedules(request: Request) -> Response:
     return JSONResponse({"items": items, "next_cursor": None})
 
 
+def list_limits(request: Request) -> Response:
+    known_params(request)
+    items = [shapes.limit_json(info) for info in the_app(request).limits()]
+    return JSONResponse({"items": items, "next_cursor": None})
+
+
 def get_workflow(request: Request) -> Response:
     known_params(request)
     app, workflow_id = the_app(request), request.path_params["id"]
@@ -258,6 +264,7 @@ routes = [
     Route("/api/queues/{name}/purge", purge_queue, methods=["POST"]),
     Route("/api/workers", list_workers, methods=["GET"]),
     Route("/api/schedules", list_schedules, methods=["GET"]),
+    Route("/api/limits", list_limits, methods=["GET"]),
     Route("/api/workflows/{id}", get_workflow, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
 ]

@@ -197,6 +197,12 @@ def document() -> dict[str, Any]:
                     {"200": _json(_list_of("Schedule"), "the schedules"), **_errors()},
                 )
             },
+            "/api/limits": {
+                "get": _op(
+                    "Cluster-wide rate and concurrency limits with their use now",
+                    {"200": _json(_list_of("Limit"), "the limits"), **_errors()},
+                )
+            },
             "/metrics": {
                 "get": _op(
                     "Prometheus metrics",

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from conveyor.canvas import Workflow
 from conveyor.inspection import InspectionApp
 from conveyor.job import Job, State
+from conveyor.limits import LimitInfo
 from conveyor.registry import Registry
 from conveyor.task import CallOptions
 
@@ -19,6 +20,8 @@ class WebApp(InspectionApp, Protocol):
     registry: Registry
 
     def workflow(self, workflow_id: str) -> Workflow: ...
+
+    def limits(self) -> list[LimitInfo]: ...
 
     def workflow_jobs(
         self, workflow_id: str

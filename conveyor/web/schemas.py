@@ -189,4 +189,27 @@ SCHEMAS: dict[str, Any] = {
             "last_job_id": {"type": ["string", "null"]},
         },
     },
+    "Limit": {
+        "type": "object",
+        "required": ["name", "rate", "concurrency", "running", "started", "keys"],
+        "properties": {
+            "name": {"type": "string"},
+            "rate": {"type": ["string", "null"]},
+            "concurrency": {"type": ["integer", "null"]},
+            "running": {"type": "integer"},
+            "started": {"type": "integer"},
+            "keys": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "running", "started"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "running": {"type": "integer"},
+                        "started": {"type": "integer"},
+                    },
+                },
+            },
+        },
+    },
 }

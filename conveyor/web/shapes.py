@@ -20,6 +20,7 @@ from starlette.types import Scope
 
 from conveyor.inspection import Event, ScheduleInfo, WorkerInfo
 from conveyor.job import JobInfo, Progress, State, to_datetime
+from conveyor.limits import LimitInfo
 
 #: headers of every HTML page: scripts only from this site (so even a markup mistake cannot
 #: run a job's text as code), no framing by other sites, no sniffing, no referrer elsewhere
@@ -161,6 +162,17 @@ def schedule_json(schedule: ScheduleInfo) -> dict[str, Any]:
         "next_run": iso(schedule.next_run),
         "last_run": iso(schedule.last_run),
         "last_job_id": schedule.last_job_id,
+    }
+
+
+def limit_json(info: LimitInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "rate": info.rate,
+        "concurrency": info.concurrency,
+        "running": info.running,
+        "started": info.started,
+        "keys": [{"key": u.key, "running": u.running, "started": u.started} for u in info.keys],
     }
 
 

@@ -16,12 +16,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from conveyor.backends.base import Backend, WorkerInfo
-from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec
@@ -30,42 +28,15 @@ from conveyor.worker import joblog
 from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.leases import LeaseKeeper
 from conveyor.worker.pools.base import Pool
+from conveyor.worker.settings import WorkerSettings, default_pool
 from conveyor.worker.slots import Slots
+
+__all__ = ["Worker", "WorkerSettings", "default_pool"]
 
 log = logging.getLogger("conveyor.worker")
 
-POOLS = ("thread", "process", "async")
 #: how long stop() waits past shutdown_timeout for a store that does not answer
 STOP_GRACE_SECONDS = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    queues: tuple[str, ...] | None = None
-    concurrency: int = 8
-    pool: str = "thread"
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: float | None = None
-    lease_seconds: float = 30.0
-    shutdown_timeout: float = 30.0
-    schedule: bool = True
-    max_crashes: int = 3
-
-    def __post_init__(self) -> None:
-        if self.pool not in POOLS:
-            raise ConfigurationError(
-                f"pool {self.pool!r} is unknown; use one of {', '.join(POOLS)}"
-            )
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, not {self.concurrency}")
-        if self.lease_seconds < 0.5:
-            raise ConfigurationError(
-                f"lease_seconds must be at least 0.5, not {self.lease_seconds}"
-            )
-        if self.shutdown_timeout < 0:
-            raise ConfigurationError("shutdown_timeout must be 0 or more seconds")
-        if self.queues is not None and not self.queues:
-            raise ConfigurationError("queues must name at least one queue (or be None for all)")
 
 
 class Worker:
@@ -400,24 +371,3 @@ class Worker:
             return
         run.hand_back = True
         self.pool.interrupt(run, "lease")
-
-
-def default_pool(settings: WorkerSettings, executor: JobExecutor, complete: Any) -> Pool:
-    if settings.pool == "async":
-        from conveyor.worker.pools.aio import AsyncPool
-
-        return AsyncPool(settings.concurrency, executor, complete)
-    if settings.pool == "process":
-        from conveyor.worker.pools.process import ProcessPool, find_app_ref
-
-        return ProcessPool(
-            settings.concurrency,
-            executor,
-            complete,
-            app_ref=find_app_ref(executor.registry),
-            max_tasks_per_child=settings.max_tasks_per_child,
-            max_memory_per_child=settings.max_memory_per_child,
-        )
-    from conveyor.worker.pools.threads import ThreadPool
-
-    return ThreadPool(settings.concurrency, executor, complete)

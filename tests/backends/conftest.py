@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import url_for
 
-BACKENDS = ["memory", "sqlite", "redis", "redis-cluster"]
+BACKENDS = ["memory", "sqlite", "redis", "redis-cluster", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)

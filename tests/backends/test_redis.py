@@ -6,10 +6,7 @@ Cluster)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,6 +23,7 @@ from conveyor.backends.redis import RedisBackend
 from conveyor.errors import BackendUnavailable
 from conveyor.job import ErrorInfo, Outcome, State
 from tests.backends.helpers import LEASE, NOW, make_record, make_worker
+from tests.backends.racing import claim_in_processes
 from tests.servers import RedisServer, redis_binary
 
 pytestmark = pytest.mark.slow
@@ -62,48 +60,12 @@ def server_of_its_own(tmp_path: Path) -> Iterator[StartServer]:
         server.stop()
 
 
-CLAIMER = """
-import json, sys
-from conveyor.backends.redis import RedisBackend
-b = RedisBackend(sys.argv[1], namespace=sys.argv[2])
-print("ready", flush=True)
-sys.stdin.readline()
-got = []
-while True:
-    claims = b.claim(sys.argv[3], ["default", "other"], 7, lease_seconds=60, now=float(sys.argv[4]))
-    if not claims:
-        break
-    got += [c.record.id for c in claims]
-print(json.dumps(got), flush=True)
-b.close()
-"""
-
-
 def test_several_processes_claiming_at_once_never_get_one_job_twice(
     redis_server: RedisServer, backend: RedisBackend, ns: str
 ) -> None:
     records = [make_record(queue=("default", "other")[i % 2]) for i in range(3000)]
     backend.enqueue(records)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, redis_server.url, ns, f"w{n}", repr(NOW)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(4)
-    ]
-    for proc in procs:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-    for proc in procs:  # all connected: let them race
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    claimed: list[str] = []
-    for proc in procs:
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0
-        claimed += json.loads(out.strip().splitlines()[-1])
+    claimed = claim_in_processes(redis_server.url, ns, now=NOW)
     assert len(claimed) == len(set(claimed)) == 3000
     assert set(claimed) == {r.id for r in records}
 

@@ -193,6 +193,14 @@ def test_schedules_list_periodic_tasks(client: TestClient) -> None:
     assert hourly["next_run"] is not None and hourly["last_run"] is None
 
 
+def test_limits_list_each_limit_with_its_use(app: App, client: TestClient) -> None:
+    app.backend.ping()  # an open store takes a declared limit at once
+    app.limit("bedrock", rate="50/m", concurrency=4)
+    items = {item["name"]: item for item in client.get("/api/limits").json()["items"]}
+    assert items["bedrock"]["rate"] == "50/m" and items["bedrock"]["concurrency"] == 4
+    assert items["bedrock"]["running"] == 0 and isinstance(items["bedrock"]["keys"], list)
+
+
 def test_healthz_openapi_and_json_errors_for_unknown_routes(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     doc = client.get("/openapi.json").json()

@@ -10,7 +10,7 @@ import pytest
 import conveyor
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def durable(
     request: pytest.FixtureRequest, tmp_path: Path, namespace: str
 ) -> Iterator[tuple[str, str]]:
@@ -18,7 +18,7 @@ def durable(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/jobs.db", "conveyor"
     else:
-        server = request.getfixturevalue("redis_server")
+        server = request.getfixturevalue(f"{request.param}_server")
         yield str(server.url), namespace
 
 

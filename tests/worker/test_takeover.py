@@ -1,5 +1,6 @@
 """Leases and fencing with real processes: a frozen worker's job is taken over and its late
-outcome refused; workers ride out a Redis restart without losing an acknowledged job."""
+outcome refused; workers ride out a Redis or PostgreSQL restart without losing an
+acknowledged job."""
 
 from __future__ import annotations
 
@@ -62,10 +63,16 @@ def test_a_frozen_workers_job_is_taken_over_and_its_late_outcome_refused(
         app.close()
 
 
-def test_workers_ride_out_a_redis_restart_and_every_acknowledged_job_completes(
-    fresh_redis_server: object, tmp_path: Path, namespace: str
+@pytest.fixture(params=["redis", "postgres"])
+def restartable(request: pytest.FixtureRequest) -> object:
+    """A server of the test's own, killed and started again by the test."""
+    return request.getfixturevalue(f"fresh_{request.param}_server")
+
+
+def test_workers_ride_out_a_server_restart_and_every_acknowledged_job_completes(
+    restartable: object, tmp_path: Path, namespace: str
 ) -> None:
-    server = fresh_redis_server
+    server = restartable
     url = str(server.url)  # type: ignore[attr-defined]
     app = client_for(url, namespace)
     out = tmp_path / "runs.txt"

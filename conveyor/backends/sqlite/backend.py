@@ -9,6 +9,7 @@ couple of milliseconds when another process commits (``store.Wakeups``).
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -47,6 +48,7 @@ from conveyor.backends.sqlite.store import (
     parse_url,
     queries,
 )
+from conveyor.errors import ConfigurationError
 from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
 
@@ -100,6 +102,31 @@ class SQLiteBackend(Inspection, Backend):
                 out = [self._insert(conn, r) for r in records]
         self._notify(ready=True)
         return out
+
+    def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
+        """In the caller's sqlite3 connection to this file and its transaction. No signal is
+        sent: workers notice the commit itself (``store.Wakeups`` watches data_version)."""
+        if not isinstance(connection, sqlite3.Connection):
+            raise TypeError(
+                f"connection= on sqlite:// takes a sqlite3 connection, not "
+                f"{type(connection).__name__}"
+            )
+        files = {row[1]: row[2] for row in connection.execute("PRAGMA database_list")}
+        if os.path.realpath(files.get("main") or "") != os.path.realpath(self.options.path):
+            raise ConfigurationError(
+                f"connection= is open on {files.get('main')!r}, not on the app's database "
+                f"{self.options.path!r}"
+            )
+        if not connection.in_transaction and connection.isolation_level is None:
+            connection.execute("BEGIN IMMEDIATE")  # autocommit: the batch still commits whole
+            try:
+                out = [self._insert(connection, r) for r in records]
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return out
+        return [self._insert(connection, r) for r in records]
 
     def _insert(self, conn: sqlite3.Connection, record: JobRecord) -> JobRecord:
         """Store one record, or return the stored job holding its key or unique key.

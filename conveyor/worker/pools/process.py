@@ -22,13 +22,10 @@ import logging
 import multiprocessing
 import os
 import queue
-import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any
 
 from conveyor import context
@@ -38,6 +35,7 @@ from conveyor.worker.execute import JobExecutor, JobRun
 from conveyor.worker.pools import child as child_side
 from conveyor.worker.pools.appref import find_app_ref
 from conveyor.worker.pools.base import take_unstarted
+from conveyor.worker.pools.children import Child, describe_exit, signal_group
 
 __all__ = ["ProcessPool", "WorkerCrashed", "describe_exit", "find_app_ref"]
 
@@ -47,61 +45,10 @@ log = logging.getLogger("conveyor.worker")
 TICK_SECONDS = 0.25
 
 
-def describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return f"child process killed by {name}{hint}"
-    return f"child process exited with status {code}"
-
-
-@dataclass(eq=False)
-class _Child:
-    process: Any  # multiprocessing's SpawnProcess
-    conn: Connection
-    pid: int = 0
-    jobs: int = 0
-    rss: int = 0
-    kill_at: float | None = None  # monotonic time to send SIGKILL, once terminated
-    # one poll object per pipe: Connection.poll() builds a selector on every call
-    poller: Any = None
-
-    def __post_init__(self) -> None:
-        self.poller = select.poll()
-        self.poller.register(self.conn.fileno(), select.POLLIN)
-
-    def readable(self, timeout: float) -> bool:
-        return bool(self.poller.poll(max(0, int(timeout * 1000 + 0.999))))
-
-    def current_rss(self) -> int:
-        try:
-            with open(f"/proc/{self.pid}/statm", "rb") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            return self.rss
-
-
-def signal_group(child: _Child, sig: int) -> None:
-    """Send ``sig`` to the child's process group: the child and everything its task started.
-    Before the child reported its pid (and so its group), only the child itself."""
-    if child.pid <= 0:
-        with contextlib.suppress(OSError, ValueError):
-            if sig == signal.SIGKILL:
-                child.process.kill()
-            else:
-                child.process.terminate()
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.pid, sig)
-
-
 class _Slot:
     def __init__(self, index: int) -> None:
         self.index = index
-        self.child: _Child | None = None
+        self.child: Child | None = None
         self.thread: threading.Thread | None = None
 
 
@@ -211,7 +158,7 @@ class ProcessPool:
 
     # -- children --------------------------------------------------------------------------
 
-    def _spawn(self) -> _Child:
+    def _spawn(self) -> Child:
         parent_end, child_end = self._mp.Pipe()
         process = self._mp.Process(
             target=child_side.main,
@@ -220,9 +167,9 @@ class ProcessPool:
         )
         process.start()
         child_end.close()
-        return _Child(process, parent_end)
+        return Child(process, parent_end)
 
-    def _await_ready(self, child: _Child) -> _Child:
+    def _await_ready(self, child: Child) -> Child:
         message: Any = None
         try:
             if child.conn.poll(self._start_timeout):
@@ -246,7 +193,7 @@ class ProcessPool:
         child.pid = int(message[1])
         return child
 
-    def _replace(self, slot: _Slot) -> _Child | None:
+    def _replace(self, slot: _Slot) -> Child | None:
         """The slot's child, started anew if there is none or it died; retries a failing
         start with backoff (jobs wait in the queue meanwhile); None once stopping."""
         child = slot.child
@@ -268,7 +215,7 @@ class ProcessPool:
                     return None
                 backoff = min(backoff * 2, 30.0)
 
-    def _retire(self, child: _Child, *, timeout: float) -> None:
+    def _retire(self, child: Child, *, timeout: float) -> None:
         """Ask a child to exit, then make sure it has, and reap it."""
         with contextlib.suppress(OSError):
             child.conn.send(None)
@@ -336,7 +283,7 @@ class ProcessPool:
         if slot.child is None and not self._stopping.is_set():
             self._replace(slot)
 
-    def _worn_out(self, child: _Child) -> bool:
+    def _worn_out(self, child: Child) -> bool:
         if self._max_tasks is not None and child.jobs >= self._max_tasks:
             log.info("child %d ran %d jobs: recycling it", child.pid, child.jobs)
             return True
@@ -345,7 +292,7 @@ class ProcessPool:
             return True
         return False
 
-    def _watch(self, child: _Child, run: JobRun) -> Outcome | None:
+    def _watch(self, child: Child, run: JobRun) -> Outcome | None:
         """Send the run to the child and follow it to its end."""
         assert run.task is not None
         options = run.task.options
@@ -386,7 +333,7 @@ class ProcessPool:
                 signal_group(child, signal.SIGKILL)
                 child.kill_at = now + 3600.0  # once; reaped when the pipe closes
 
-    def _died(self, child: _Child, run: JobRun) -> Outcome | None:
+    def _died(self, child: Child, run: JobRun) -> Outcome | None:
         with run.lock:
             run.done = True  # from here on nothing signals this child: it may be reaped
         child.process.join(self._kill_grace)

@@ -14,18 +14,19 @@ import pytest
 import conveyor
 from tests.worker.apps import pool_tasks
 
-BACKENDS = ["sqlite", "redis"]
+BACKENDS = ["sqlite", "redis", "postgres"]
 
 
 @contextmanager
 def pool_app(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[conveyor.App]:
-    """``pool_tasks.make_app`` on SQLite or Redis, installed as ``pool_tasks.app``."""
+    """``pool_tasks.make_app`` on SQLite, Redis or PostgreSQL, installed as
+    ``pool_tasks.app``."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path}/jobs.db"
     else:
-        url = request.getfixturevalue("redis_server").url
+        url = request.getfixturevalue(f"{kind}_server").url
     app = pool_tasks.make_app(url, namespace=f"t{uuid.uuid4().hex[:12]}")
     monkeypatch.setattr(pool_tasks, "app", app)
     try:

@@ -1,8 +1,6 @@
-"""``memory://``: one process, no persistence; the reference implementation of the contract.
-
-One lock guards everything, so every operation is atomic. It is the store for users' own
-tests and the model the other backends are checked against (the conformance suite).
-"""
+"""The memory backend's store and its claim / finish path: the jobs' dicts and indexes under the
+one lock, and what the worker's side, workflows and periodic jobs do to them. The reading side,
+limits and the workflow steps are mixins and helpers beside it, as in ``sqlite/``."""
 
 from __future__ import annotations
 
@@ -11,7 +9,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
-from typing import Any
 
 from conveyor.backends.base import (
     Backend,
@@ -27,9 +24,11 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
-from conveyor.backends.flow import advance, is_held, pack_inputs
-from conveyor.canvas import HOLD
-from conveyor.inspection import Event, StoreStats, TaskStats, bucket_of, make_event
+from conveyor.backends.flow import advance
+from conveyor.backends.memory.flows import Flows
+from conveyor.backends.memory.inspection import Inspection
+from conveyor.backends.memory.limits import Limits
+from conveyor.inspection import Event, TaskStats
 from conveyor.job import (
     ACTIVE_STATES,
     WAITING_STATES,
@@ -40,15 +39,7 @@ from conveyor.job import (
     Progress,
     State,
 )
-from conveyor.limits import (
-    LimitInfo,
-    LimitRef,
-    LimitSpec,
-    LimitUse,
-    free_permits,
-    limit_info,
-    refs_of,
-)
+from conveyor.limits import LimitRef, LimitSpec, refs_of
 
 #: workers not seen for this long are dropped from the registry by sweep
 STALE_WORKER_SECONDS = 3600.0
@@ -56,7 +47,7 @@ STALE_WORKER_SECONDS = 3600.0
 EVENTS_KEPT = 10_000
 
 
-class MemoryBackend(Backend):
+class MemoryBackend(Inspection, Limits, Backend):
     scheme = "memory"
 
     def __init__(
@@ -79,7 +70,7 @@ class MemoryBackend(Backend):
         self._events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self._event_id = 0
         self._stats: dict[str, TaskStats] = {}
-        self._flows = _Flows(self)
+        self._flows = Flows(self)
         self._quiet_after: float | None = None  # the store-wide heartbeat record
         self._stall_until: float | None = None
         self._limit_specs: dict[str, LimitSpec] = {}
@@ -123,32 +114,6 @@ class MemoryBackend(Backend):
         if record.key is not None and self._keys.get(record.key) == record.id:
             del self._keys[record.key]
         del self._jobs[record.id]
-
-    def _emit(self, record: JobRecord, progress: Progress | None = None) -> None:
-        """Record an event of the job's change; called under the lock, after the change."""
-        self._event_id += 1
-        self._events.append(
-            make_event(self._event_id, record.id, record.task, record.state, progress, time.time())
-        )
-
-    def _count_finish(self, record: JobRecord, outcome: Outcome, now: float) -> None:
-        """The task's counters, for an attempt that just ended with ``outcome``."""
-        stats = self._stats.setdefault(record.task, TaskStats(record.task))
-        if not outcome.state.is_final:
-            stats.retries += 1
-            return
-        if outcome.state not in (State.SUCCEEDED, State.FAILED):
-            return
-        if record.started_at is not None:
-            upper = float(bucket_of(now - record.started_at))
-            stats.runtime[upper] = stats.runtime.get(upper, 0) + 1
-            stats.runtime_sum += now - record.started_at
-        if outcome.state is State.SUCCEEDED:
-            stats.succeeded += 1
-        else:
-            stats.failed += 1
-            kind = outcome.error.type if outcome.error else "Error"
-            stats.failures[kind] = stats.failures.get(kind, 0) + 1
 
     def _current(self, job_id: str, token: int) -> JobRecord | None:
         record = self._jobs.get(job_id)
@@ -233,54 +198,6 @@ class MemoryBackend(Backend):
                 self._emit(record)
                 claims.append(Claim(record.copy(), record.token))
             return claims
-
-    # -- limits ----------------------------------------------------------------------------
-
-    def _use(self, ref: LimitRef, spec: LimitSpec, now: float) -> tuple[int, int]:
-        """Live slots and starts in the window of one ref, forgetting what no longer counts:
-        a slot whose job is no longer running under its token or whose lease ran out, a start
-        older than the window."""
-        slots = self._slots.get(ref, {})
-        for job_id, token in list(slots.items()):
-            record = self._jobs.get(job_id)
-            if (
-                record is None
-                or record.state is not State.RUNNING
-                or record.token != token
-                or record.lease_expires_at is None
-                or record.lease_expires_at < now
-            ):
-                del slots[job_id]
-        starts = self._starts.get(ref, deque())
-        if spec.rate is not None:
-            while starts and starts[0] <= now - spec.rate.per_seconds:
-                starts.popleft()
-        if not slots:
-            self._slots.pop(ref, None)
-        if not starts:
-            self._starts.pop(ref, None)
-        return len(slots), len(starts) if spec.rate is not None else 0
-
-    def _admit(self, refs: Sequence[LimitRef], now: float) -> bool:
-        for ref in refs:
-            spec = self._limit_specs.get(ref[0])
-            if spec is not None and free_permits(spec, *self._use(ref, spec, now)) <= 0:
-                return False
-        return True
-
-    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
-        with self._lock:
-            self._limit_specs[spec.name] = spec
-        self._signal.notify()
-
-    def limits(self, *, now: float) -> list[LimitInfo]:
-        with self._lock:
-            out = []
-            for name, spec in sorted(self._limit_specs.items()):
-                refs = {ref for ref in (*self._slots, *self._starts) if ref[0] == name}
-                uses = [LimitUse(ref[1], *self._use(ref, spec, now)) for ref in refs]
-                out.append(limit_info(spec, uses))
-            return out
 
     def heartbeat(
         self,
@@ -410,142 +327,6 @@ class MemoryBackend(Backend):
             self._signal.notify()
         return SweepResult(promoted, expired, purged)
 
-    # -- the user's side -------------------------------------------------------------------
-
-    def get(self, job_id: str) -> JobRecord | None:
-        with self._lock:
-            record = self._jobs.get(job_id)
-            return None if record is None else record.copy()
-
-    def list_jobs(
-        self,
-        *,
-        state: State | None = None,
-        task: str | None = None,
-        queue: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> list[JobRecord]:
-        with self._lock:
-            rows = [
-                r
-                for r in self._jobs.values()
-                if (state is None or r.state is state)
-                and (task is None or r.task == task)
-                and (queue is None or r.queue == queue)
-                and (cursor is None or r.id < cursor)
-            ]
-            rows.sort(key=lambda r: r.id, reverse=True)
-            return [r.copy() for r in rows[:limit]]
-
-    def queue_counts(self) -> dict[str, dict[State, int]]:
-        counts: dict[str, dict[State, int]] = {}
-        with self._lock:
-            for r in self._jobs.values():
-                per_queue = counts.setdefault(r.queue, {})
-                per_queue[r.state] = per_queue.get(r.state, 0) + 1
-        return counts
-
-    def cancel(self, job_id: str, *, now: float) -> bool:
-        with self._lock:
-            record = self._jobs.get(job_id)
-            if record is None or record.state.is_final:
-                return False
-            if record.state is State.RUNNING:
-                record.cancel_requested = True
-            else:
-                apply_outcome(record, Outcome.cancelled(), now=now)
-                self._left_active(record, now=now)
-                self._emit(record)
-        self._signal.notify()
-        return True
-
-    def retry(self, job_id: str, *, now: float) -> bool:
-        with self._lock:
-            record = self._jobs.get(job_id)
-            if record is None or record.state not in (
-                State.FAILED,
-                State.CANCELLED,
-                State.EXPIRED,
-            ):
-                return False
-            if record.ready_at >= HOLD:
-                return False  # a workflow step stopped before its inputs came
-            if record.unique_key is not None:
-                holder = self._unique.get(record.unique_key)
-                if holder is not None and holder != record.id:
-                    return False  # another job of equal arguments is active: no twin
-                self._unique[record.unique_key] = record.id
-            record.state = State.QUEUED
-            record.ready_at = now
-            record.expires_at = None
-            record.failures = record.crashes = 0
-            record.result = None
-            record.error = None
-            record.finished_at = record.purge_at = None
-            record.cancel_requested = False
-            self._emit(record)
-        self._signal.notify()
-        return True
-
-    def purge_queue(self, queue: str) -> int:
-        with self._lock:
-            doomed = [
-                r for r in self._jobs.values() if r.queue == queue and r.state in WAITING_STATES
-            ]
-            for record in doomed:
-                self._delete(record)
-        return len(doomed)
-
-    # -- events and counters ---------------------------------------------------------------
-
-    def read_events(self, after: int, *, limit: int = 1000, timeout: float = 0.0) -> list[Event]:
-        deadline = time.monotonic() + timeout
-        while True:
-            since = self._signal.generation
-            with self._lock:
-                found: list[Event] = []
-                for event in reversed(self._events):
-                    if event.id <= after:
-                        break
-                    found.append(event)
-            if found:
-                found.reverse()
-                return found[:limit]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            self._signal.wait(remaining, since)
-
-    def last_event_id(self) -> int:
-        return self._event_id
-
-    def job_stats(self, *, now: float) -> StoreStats:
-        oldest: dict[str, float] = {}
-        with self._lock:
-            for r in self._jobs.values():
-                if r.state is State.QUEUED and r.ready_at < oldest.get(r.queue, float("inf")):
-                    oldest[r.queue] = r.ready_at
-            tasks = {
-                name: replace(t, runtime=dict(t.runtime), failures=dict(t.failures))
-                for name, t in self._stats.items()
-            }
-        return StoreStats(tasks, oldest)
-
-    # -- workers ---------------------------------------------------------------------------
-
-    def register_worker(self, worker: WorkerInfo) -> None:
-        with self._lock:
-            self._workers[worker.id] = replace(worker, running=list(worker.running))
-
-    def unregister_worker(self, worker_id: str) -> None:
-        with self._lock:
-            self._workers.pop(worker_id, None)
-
-    def list_workers(self) -> list[WorkerInfo]:
-        with self._lock:
-            return [replace(w, running=list(w.running)) for w in self._workers.values()]
-
     # -- periodic jobs ---------------------------------------------------------------------
 
     def record_due(
@@ -593,61 +374,3 @@ class MemoryBackend(Backend):
             if remaining is not None and remaining <= 0:
                 return record
             self._signal.wait(1.0 if remaining is None else min(remaining, 1.0), since)
-
-
-class _Flows:
-    """The workflow graph's storage steps (``flow.FlowStore``) on the backend's dicts; the
-    backend's lock is held by every caller."""
-
-    def __init__(self, backend: MemoryBackend) -> None:
-        self._jobs = backend._jobs
-        self._emit = backend._emit
-        self.workflows: dict[str, list[tuple[str, str, bool]]] = {}
-        self._live: dict[str, int] = {}
-        self._inputs: dict[str, dict[int, bytes]] = {}
-
-    def add(self, workflow_id: str, records: Sequence[JobRecord], outputs: Collection[str]) -> None:
-        self.workflows[workflow_id] = [(r.id, r.task, r.id in outputs) for r in records]
-        self._live[workflow_id] = len(records)
-
-    def forget(self, record: JobRecord) -> None:
-        """A workflow job was purged: the workflow goes with its last job."""
-        self._inputs.pop(record.id, None)
-        workflow_id = record.meta.get("workflow")
-        if workflow_id in self._live:
-            self._live[workflow_id] -= 1
-            if self._live[workflow_id] <= 0:
-                del self._live[workflow_id], self.workflows[workflow_id]
-
-    def flow_of(self, job_id: str) -> tuple[State, float, dict[str, Any]] | None:
-        record = self._jobs.get(job_id)
-        if record is None:
-            return None
-        return record.state, record.ready_at, record.meta.get("flow", {})
-
-    def put_input(self, job_id: str, slot: int, value: bytes) -> bool:
-        record = self._jobs.get(job_id)
-        if record is None or not is_held(record.state, record.ready_at):
-            return False
-        slots = self._inputs.setdefault(job_id, {})
-        if slot in slots:
-            return False
-        slots[slot] = value
-        return len(slots) == int(record.meta["flow"]["in"]["n"])
-
-    def take_inputs(self, job_id: str) -> list[bytes]:
-        slots = self._inputs.pop(job_id, {})
-        return [slots[i] for i in sorted(slots)]
-
-    def promote(self, job_id: str, slots: list[bytes], *, now: float) -> None:
-        record = self._jobs[job_id]
-        record.payload = pack_inputs(record.payload, slots)
-        record.state = State.QUEUED
-        record.ready_at = now
-        self._emit(record)
-
-    def end(self, job_id: str, state: State, error: ErrorInfo, *, now: float) -> None:
-        self._inputs.pop(job_id, None)
-        record = self._jobs[job_id]
-        apply_outcome(record, Outcome(state, error=error), now=now)
-        self._emit(record)

@@ -1,0 +1,235 @@
+"""The database: the SQL text, a pool of connections, bounded retries when the server is
+away, and the namespace's tables with their layout version.
+
+Every pooled connection is in autocommit mode: a single statement is its own transaction (one
+round trip), and compound operations open ``conn.transaction()`` explicitly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
+from conveyor.errors import BackendUnavailable, ConfigurationError
+
+log = logging.getLogger("conveyor.postgres")
+T = TypeVar("T")
+
+NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+#: how long an operation keeps trying while the server is away, before BackendUnavailable
+RETRY_SECONDS = 15.0
+POOL_MAX_SIZE = 16
+
+
+def check_namespace(namespace: str) -> str:
+    if not NAMESPACE.fullmatch(namespace):
+        raise ConfigurationError(
+            f"namespace {namespace!r} cannot prefix PostgreSQL table names: use up to 41 "
+            "letters, digits and underscores, not starting with a digit"
+        )
+    return namespace.lower()  # unquoted identifiers are folded to lower case anyway
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The URL for libpq, and conveyor's own options taken out of its query string."""
+
+    conninfo: str
+    prepared: bool = True  # psycopg prepares a statement after its 5th run on a connection
+    listen: bool = True  # idle workers and result() wake on LISTEN/NOTIFY, else they poll
+
+
+def _switch(url: str, name: str, value: str) -> bool:
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise ConfigurationError(f"{name}={value!r} in {safe_url(url)!r}: use {name}=on or {name}=off")
+
+
+def parse_url(url: str) -> Options:
+    """``postgresql://user:password@host:port/db?prepared=off&listen=off&sslmode=...``.
+
+    ``prepared`` and ``listen`` are conveyor's (for PgBouncer in transaction mode: see
+    docs/postgres.md); every other parameter goes to libpq as it is."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ConfigurationError(f"not a postgresql:// URL: {safe_url(url)!r}")
+    ours: dict[str, bool] = {}
+    rest: list[tuple[str, str]] = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in ("prepared", "listen"):
+            ours[name] = _switch(url, name, value)
+        else:
+            rest.append((name, value))
+    return Options(parts._replace(query=urlencode(rest)).geturl(), **ours)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+@functools.cache
+def sql_file(name: str) -> str:
+    return (resources.files(__package__) / name).read_text(encoding="utf-8")
+
+
+def expand(text: str, namespace: str) -> str:
+    return (
+        text.replace("{ns}", namespace)
+        .replace("{channel}", channel(namespace))
+        .replace("{columns}", COLUMNS)
+        .replace("{j_columns}", J_COLUMNS)
+        .replace("{values}", PLACEHOLDERS)
+    )
+
+
+def channel(namespace: str) -> str:
+    return f"{namespace}_events"
+
+
+def queries(namespace: str) -> Mapping[str, str]:
+    """The named statements of queries.sql, for one namespace."""
+    parts: dict[str, str] = {}
+    statements: dict[str, str] = {}
+    for section in re.split(r"^-- (?=(?:name|part): )", sql_file("queries.sql"), flags=re.M)[1:]:
+        head, _, body = section.partition("\n")
+        kind, _, name = head.partition(": ")
+        (parts if kind == "part" else statements)[name.strip()] = body.strip()
+    out: dict[str, str] = {}
+    for name, body in statements.items():
+        for part, text in parts.items():
+            body = body.replace(f"{{part:{part}}}", text)
+        out[name] = expand(body, namespace)
+    return out
+
+
+def is_disconnect(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
+    """A lost or refused connection, worth another try; not an error in the statement."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    return conn is None or conn.broken or conn.closed
+
+
+class Database:
+    """A pool of connections (psycopg_pool), opened lazily and again in a forked child.
+
+    ``run(fn)`` lends ``fn`` a connection and retries it when the connection was lost (the
+    server restarted, the network blinked) for up to ``retry_seconds``, then raises
+    BackendUnavailable. Every operation of the backend is safe to run again: inserts skip an
+    id already stored, and writes about a running job are fenced by its token.
+    """
+
+    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.options = parse_url(url)
+        self.url = self.options.conninfo
+        self.retry_seconds = retry_seconds
+        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._abandoned: list[object] = []
+        self._socket_options: dict[str, Any] = {}  # a forked child's inherited pools: never touched
+
+    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pool is not None:
+                    self._abandoned.append(self._pool)  # the parent's sockets, not ours
+                self._pool = None
+                self._pid = os.getpid()
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.url,
+                        kwargs={
+                            "autocommit": True,
+                            "prepare_threshold": 5 if self.options.prepared else None,
+                            **self._socket_options,
+                        },
+                        min_size=1,
+                        max_size=POOL_MAX_SIZE,
+                        timeout=self.retry_seconds,
+                        name="conveyor",
+                        open=True,
+                    )
+        return self._pool
+
+    def set_call_timeout(self, seconds: float) -> None:
+        """Bound every call (its retries included) to about ``seconds``: the retry budget,
+        and on each connection the kernel's ``tcp_user_timeout`` with keepalives, so that a
+        call into a cut network fails instead of hanging on a socket that never answers."""
+        self.retry_seconds = seconds
+        self._socket_options = {
+            "tcp_user_timeout": max(1000, int(seconds * 1000)),
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(seconds / 2)),
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+        }
+        with self._lock:
+            if self._pool is not None:  # connections made from now on; idle ones renew
+                if isinstance(self._pool.kwargs, dict):
+                    self._pool.kwargs.update(self._socket_options)
+                self._pool.timeout = seconds
+
+    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool (the listener's)."""
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5, **kwargs)
+
+    def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                with self.pool().connection() as conn:
+                    return fn(conn)
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                if not is_disconnect(exc, conn):
+                    raise
+                if self._pool is not None:
+                    self._pool.check()  # drop the other connections the restart broke
+                if time.monotonic() + delay > deadline:
+                    raise BackendUnavailable(
+                        f"PostgreSQL at {safe_url(self.url)} did not answer for "
+                        f"{self.retry_seconds:g} s ({exc}); is the server running?"
+                    ) from exc
+                log.debug("lost the connection (%s); again in %.2f s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def try_once(self, fn: Callable[[psycopg.Connection[Any]], object]) -> bool:
+        """Run ``fn`` once if a connection is at hand within a second; False if not."""
+        try:
+            with self.pool().connection(timeout=1.0) as conn:
+                fn(conn)
+        except (psycopg.Error, PoolTimeout):
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.close()
+            self._pool = None
