@@ -37,8 +37,8 @@ class ConveyorGroup(click.Group):
 @click.version_option(__version__, "--version", prog_name="conveyor")
 @click.pass_context
 def cli(ctx: click.Context, app_spec: str | None) -> None:
-    """conveyor: durable background jobs. One SQLite file by default, Redis when you outgrow
-    it (PostgreSQL: coming in the next release)."""
+    """conveyor: durable background jobs. One SQLite file by default, Redis or PostgreSQL
+    when you outgrow it."""
     ctx.obj = CliState(app_spec)
     show_warnings(ctx)
 
