@@ -27,6 +27,7 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
@@ -208,6 +209,7 @@ class SQLiteBackend(Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        feed.write(conn, self._sql, [r.id for r in records])
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
@@ -226,7 +228,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._finished(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
             claims = (
@@ -314,7 +316,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
-            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._finished(conn, [i for i, ok in zip(items, done, strict=True) if ok])
             flowed = self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
         if any(done):
@@ -331,6 +333,19 @@ class SQLiteBackend(Inspection, Backend):
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
+
+    def _finished(
+        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
+    ) -> None:
+        """The feed row and the counters of the attempts this transaction finished: one
+        row and one upsert per distinct key for the batch, not a trigger per job."""
+        if not finished:
+            return
+        feed.write(conn, self._sql, [i for i, _, _ in finished])
+        retried = [i for i, _, o in finished if not o.state.is_final]
+        if retried:
+            conn.execute(self._sql["count_retries"], {"ids": dumps(retried)})
+        self._count_ended(conn, finished)
 
     def _count_ended(
         self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
@@ -403,6 +418,7 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
             if done:
+                feed.write(conn, self._sql, [job_id])
                 self._flows.finished(conn, [job_id], now=now)
                 limits_sql.release(conn, self._sql, [job_id])
         if done:
@@ -435,6 +451,7 @@ class SQLiteBackend(Inspection, Backend):
                 params.update(state=state.value, error=error)
                 conn.execute(self._sql["recover_final"], params)
                 out.append(RecoveredJob(job_id, state))
+            feed.write(conn, self._sql, [r.id for r in out])
             ended = [r.id for r in out if r.state.is_final]
             if ended:
                 self._flows.finished(conn, ended, now=now)
@@ -451,17 +468,19 @@ class SQLiteBackend(Inspection, Backend):
             self._flows.purging(conn, now=now)
             purged = conn.execute(self._sql["sweep_purge"], params).rowcount
             expiring = self._flows.expiring(conn, now=now)
-            expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+            expired = [r[0] for r in conn.execute(self._sql["sweep_expire"], params)]
+            feed.write(conn, self._sql, expired)
             if expiring:
                 self._flows.finished(conn, expiring, now=now)
-            promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
+            promoted = [r[0] for r in conn.execute(self._sql["sweep_promote"], params)]
+            feed.write(conn, self._sql, promoted)
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
             conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
             limits_sql.sweep(conn, self._sql, now)
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
-        return SweepResult(promoted, expired, purged)
+        return SweepResult(len(promoted), len(expired), purged)
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
