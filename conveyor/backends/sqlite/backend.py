@@ -31,6 +31,7 @@ from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
+from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import (
     dumps,
     error_json,
@@ -73,6 +74,7 @@ class SQLiteBackend(Inspection, Backend):
         initialise(self.options, namespace)
         self._sql = queries(namespace)
         self._flows = Flows(self._sql)
+        self._ledger = Ledger(self._sql)
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
@@ -209,7 +211,7 @@ class SQLiteBackend(Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
-        feed.write(conn, self._sql, [r.id for r in records])
+        self._ledger.claimed(conn, records)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
@@ -228,7 +230,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._finished(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._ledger.finished(conn, _ok(items, done), now=now)
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
             claims = (
@@ -316,7 +318,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
-            self._finished(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._ledger.finished(conn, _ok(items, done), now=now)
             flowed = self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
         if any(done):
@@ -333,31 +335,6 @@ class SQLiteBackend(Inspection, Backend):
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
-
-    def _finished(
-        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
-    ) -> None:
-        """The feed row and the counters of the attempts this transaction finished: one
-        row and one upsert per distinct key for the batch, not a trigger per job."""
-        if not finished:
-            return
-        feed.write(conn, self._sql, [i for i, _, _ in finished])
-        retried = [i for i, _, o in finished if not o.state.is_final]
-        if retried:
-            conn.execute(self._sql["count_retries"], {"ids": dumps(retried)})
-        self._count_ended(conn, finished)
-
-    def _count_ended(
-        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
-    ) -> None:
-        """The counters of attempts that ended (succeeded or failed) in this transaction:
-        one upsert per distinct task, outcome and bucket, not one per job."""
-        ended = [i for i, _, o in finished if o.state in (State.SUCCEEDED, State.FAILED)]
-        if ended:
-            conn.execute(self._sql["count_ended"], {"ids": dumps(ended)})
-            failed = [i for i, _, o in finished if o.state is State.FAILED]
-            if failed:
-                conn.execute(self._sql["count_errors"], {"ids": dumps(failed)})
 
     def _release_slots(
         self,
@@ -456,7 +433,7 @@ class SQLiteBackend(Inspection, Backend):
             if ended:
                 self._flows.finished(conn, ended, now=now)
                 lost = [r.id for r in out if r.state is State.FAILED]
-                self._count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
+                self._ledger.count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
         if out:
             self._notify(ready=True)
         return out
@@ -549,6 +526,13 @@ class SQLiteBackend(Inspection, Backend):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _ok(
+    items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+) -> list[tuple[str, int, Outcome]]:
+    """The items that were done."""
+    return [item for item, ok in zip(items, done, strict=True) if ok]
 
 
 __all__ = ["SQLiteBackend"]

@@ -22,8 +22,17 @@ from conveyor.job import Progress
 ROW_SPAN = 1024
 
 
+def put(
+    conn: sqlite3.Connection, sql: Mapping[str, str], changes: Sequence[tuple[str, str, str]]
+) -> None:
+    """Changes known here, (job id, task, state) each, as one row per ROW_SPAN."""
+    for start in range(0, len(changes), ROW_SPAN):
+        conn.execute(sql["feed_put"], {"batch": dumps(changes[start : start + ROW_SPAN])})
+
+
 def write(conn: sqlite3.Connection, sql: Mapping[str, str], ids: Sequence[str]) -> None:
-    """The changes just made to the jobs ``ids`` (their states now), one row per ROW_SPAN."""
+    """The changes just made to the jobs ``ids``, read from them (their states now), one row
+    per ROW_SPAN."""
     for start in range(0, len(ids), ROW_SPAN):
         conn.execute(sql["feed_write"], {"ids": dumps(list(ids[start : start + ROW_SPAN]))})
 

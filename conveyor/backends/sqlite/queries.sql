@@ -265,6 +265,11 @@ WHERE id >= :row ORDER BY id LIMIT :limit;
 SELECT id * 1024 + coalesce(json_array_length(batch) - 1, 0) FROM {ns}_events
 ORDER BY id DESC LIMIT 1;
 
+-- name: feed_put
+-- A feed row of changes known to the backend: :batch is [[job_id, task, state], ...].
+INSERT INTO {ns}_events (job_id, task, state, progress, at, batch)
+VALUES ('', '', '', NULL, {clock}, :batch);
+
 -- name: feed_write
 -- One feed row for what a statement just did to the jobs :ids (a JSON list, at most 1024):
 -- their state now, in this transaction.
@@ -293,6 +298,11 @@ FROM {ns}_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'failed'
 GROUP BY 1, 3
 ON CONFLICT DO UPDATE SET n = n + excluded.n;
+
+-- name: count_add
+-- Counters added up by the backend (ledger.py).
+INSERT INTO {ns}_counters (task, kind, label, n, total) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;
 
 -- name: count_retries
 -- Attempts that finished with a retry (:ids), per task.

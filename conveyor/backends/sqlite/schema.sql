@@ -149,7 +149,8 @@ CREATE TABLE IF NOT EXISTS {ns}_events (
     state    TEXT NOT NULL,
     progress TEXT,              -- set on progress events
     at       REAL NOT NULL,     -- the store's clock, POSIX seconds
-    batch    TEXT               -- JSON; then job_id, task and state are ''
+    -- a batch row's changes, JSON (its job_id, task and state are then '')
+    batch    TEXT
 );
 
 -- Transactional enqueue writes through the user's own connection: a trigger sees it too.
