@@ -11,7 +11,7 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.sqlite import SQLiteBackend
 from conveyor.backends.sqlite.feed import ROW_SPAN
-from conveyor.job import Outcome
+from conveyor.job import ErrorInfo, Outcome
 from tests.backends.helpers import LEASE, NOW, make_record
 
 
@@ -100,3 +100,29 @@ def test_a_file_from_the_trigger_feed_gets_batch_rows_and_keeps_its_events(
     schema = dict(conn.execute("SELECT name, coalesce(sql, '') FROM sqlite_master").fetchall())
     conn.close()
     assert "conveyor_jobs_changed" not in schema and "conveyor_jobs_progress" in schema
+
+
+def test_a_finish_of_a_claim_made_elsewhere_reads_task_and_start_from_the_store(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/two.db"
+    claimer, finisher = SQLiteBackend(url), SQLiteBackend(url)
+    try:
+        claimer.enqueue([make_record(task="t.a"), make_record(task="t.b")])
+        a, b = claimer.claim("w1", ["default"], 2, lease_seconds=LEASE, now=NOW)
+        start = finisher.last_event_id()
+        items = [
+            (a.record.id, a.token, Outcome.succeeded(b"1")),
+            (b.record.id, b.token, Outcome.retry(NOW + 5, ErrorInfo("E", "e"), now=NOW)),
+        ]
+        assert finisher.finish_many(items, now=NOW + 1) == [True, True]
+        events = finisher.read_events(start)
+        kinds = {(e.job_id, e.task, e.state.value) for e in events}
+        assert kinds == {(a.record.id, "t.a", "succeeded"), (b.record.id, "t.b", "scheduled")}
+        stats = finisher.job_stats(now=NOW + 2).tasks
+        assert stats["t.a"].succeeded == 1 and stats["t.b"].retries == 1
+        assert a.record.started_at is not None
+        assert stats["t.a"].runtime_sum == pytest.approx(NOW + 1 - a.record.started_at)
+    finally:
+        claimer.close()
+        finisher.close()
