@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite.rows import dumps
-from conveyor.inspection import bucket_of
+from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 from conveyor.job import JobRecord, Outcome, State
 
 #: claims remembered at most: those never finished here (a lease that ran out, a job
@@ -25,6 +25,9 @@ REMEMBERED = 100_000
 
 #: (task, kind, label) of a counter
 _Key = tuple[str, str, str]
+#: the run-time buckets' bounds and labels (inspection.bucket_of, without a repr per finish)
+_BUCKETS = tuple((upper, bucket_label(upper)) for upper in RUNTIME_BUCKETS)
+_RUNNING = State.RUNNING.value
 
 
 class Ledger:
@@ -39,7 +42,7 @@ class Ledger:
             self._claims.clear()
         for r in records:
             self._claims[r.id] = (r.task, r.token, r.started_at or 0.0)
-        feed.put(conn, self._sql, [(r.id, r.task, State.RUNNING.value) for r in records])
+        feed.put(conn, self._sql, [(r.id, r.task, _RUNNING) for r in records])
 
     def finished(
         self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]], *, now: float
@@ -55,11 +58,11 @@ class Ledger:
                 others.append((job_id, token, outcome))
                 continue
             task, _, started_at = claim
-            state = outcome.state
-            changes.append((job_id, task, state.value))
+            state = outcome.state  # a StrEnum: JSON and SQLite take it as its value
+            changes.append((job_id, task, state))
             if state is State.SUCCEEDED or state is State.FAILED:
                 runtime = now - started_at  # as count_ended: finished_at - started_at
-                _add(counts, (task, state.value, bucket_of(runtime)), runtime)
+                _add(counts, (task, state, _bucket(runtime)), runtime)
                 if state is State.FAILED:
                     error = "Error" if outcome.error is None else outcome.error.type
                     _add(counts, (task, "error", error), 0.0)
@@ -87,6 +90,13 @@ class Ledger:
             failed = [i for i, _, o in finished if o.state is State.FAILED]
             if failed:
                 conn.execute(self._sql["count_errors"], {"ids": dumps(failed)})
+
+
+def _bucket(runtime: float) -> str:
+    for upper, label in _BUCKETS:
+        if runtime <= upper:
+            return label
+    return "+Inf"
 
 
 def _add(counts: dict[_Key, list[float]], key: _Key, runtime: float) -> None:
