@@ -28,9 +28,11 @@ from conveyor.backends.base import (
     note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
+from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import (
     dumps,
     error_json,
@@ -74,6 +76,7 @@ class SQLiteBackend(Inspection, Backend):
         initialise(self.options, namespace)
         self._sql = queries(namespace)
         self._flows = Flows(self._sql)
+        self._ledger = Ledger(self._sql)
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
@@ -235,6 +238,7 @@ class SQLiteBackend(Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        self._ledger.claimed(conn, records)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
@@ -253,7 +257,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._ledger.finished(conn, _ok(items, done), now=now)
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
             claims = (
@@ -341,7 +345,7 @@ class SQLiteBackend(Inspection, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
-            self._count_ended(conn, [i for i, ok in zip(items, done, strict=True) if ok])
+            self._ledger.finished(conn, _ok(items, done), now=now)
             flowed = self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
         if any(done):
@@ -358,18 +362,6 @@ class SQLiteBackend(Inspection, Backend):
             ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
-
-    def _count_ended(
-        self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]
-    ) -> None:
-        """The counters of attempts that ended (succeeded or failed) in this transaction:
-        one upsert per distinct task, outcome and bucket, not one per job."""
-        ended = [i for i, _, o in finished if o.state in (State.SUCCEEDED, State.FAILED)]
-        if ended:
-            conn.execute(self._sql["count_ended"], {"ids": dumps(ended)})
-            failed = [i for i, _, o in finished if o.state is State.FAILED]
-            if failed:
-                conn.execute(self._sql["count_errors"], {"ids": dumps(failed)})
 
     def _release_slots(
         self,
@@ -430,6 +422,7 @@ class SQLiteBackend(Inspection, Backend):
         with self._db.write() as conn:
             done = conn.execute(self._sql["release"], params).rowcount == 1
             if done:
+                feed.write(conn, self._sql, [job_id])
                 self._flows.finished(conn, [job_id], now=now)
                 limits_sql.release(conn, self._sql, [job_id])
         if done:
@@ -462,11 +455,12 @@ class SQLiteBackend(Inspection, Backend):
                 params.update(state=state.value, error=error)
                 conn.execute(self._sql["recover_final"], params)
                 out.append(RecoveredJob(job_id, state))
+            feed.write(conn, self._sql, [r.id for r in out])
             ended = [r.id for r in out if r.state.is_final]
             if ended:
                 self._flows.finished(conn, ended, now=now)
                 lost = [r.id for r in out if r.state is State.FAILED]
-                self._count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
+                self._ledger.count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
         if out:
             self._notify(ready=True)
         return out
@@ -478,17 +472,19 @@ class SQLiteBackend(Inspection, Backend):
             self._flows.purging(conn, now=now)
             purged = conn.execute(self._sql["sweep_purge"], params).rowcount
             expiring = self._flows.expiring(conn, now=now)
-            expired = conn.execute(self._sql["sweep_expire"], params).rowcount
+            expired = [r[0] for r in conn.execute(self._sql["sweep_expire"], params)]
+            feed.write(conn, self._sql, expired)
             if expiring:
                 self._flows.finished(conn, expiring, now=now)
-            promoted = conn.execute(self._sql["sweep_promote"], params).rowcount
+            promoted = [r[0] for r in conn.execute(self._sql["sweep_promote"], params)]
+            feed.write(conn, self._sql, promoted)
             before = {"before": now - STALE_WORKER_SECONDS}
             conn.execute(self._sql["sweep_workers"], before)
             conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
             limits_sql.sweep(conn, self._sql, now)
         if promoted or expired or purged:
             self._notify(ready=bool(promoted))
-        return SweepResult(promoted, expired, purged)
+        return SweepResult(len(promoted), len(expired), purged)
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
@@ -557,6 +553,13 @@ class SQLiteBackend(Inspection, Backend):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _ok(
+    items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+) -> list[tuple[str, int, Outcome]]:
+    """The items that were done."""
+    return [item for item, ok in zip(items, done, strict=True) if ok]
 
 
 __all__ = ["SQLiteBackend"]

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from conveyor.backends.flow import advance, pack_inputs
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite.rows import dumps, error_json
 from conveyor.canvas import HOLD
 from conveyor.job import ErrorInfo, JobRecord, State
@@ -45,12 +46,14 @@ class _Steps:
     def promote(self, job_id: str, slots: list[bytes], *, now: float) -> None:
         payload = self._conn.execute(self._sql["flow_payload"], {"id": job_id}).fetchone()[0]
         params = {"id": job_id, "now": now, "payload": pack_inputs(bytes(payload), slots)}
-        self._conn.execute(self._sql["flow_promote"], params)
+        if self._conn.execute(self._sql["flow_promote"], params).rowcount:
+            feed.write(self._conn, self._sql, [job_id])
         self._drop(job_id)
 
     def end(self, job_id: str, state: State, error: ErrorInfo, *, now: float) -> None:
         params = {"id": job_id, "state": state.value, "error": error_json(error), "now": now}
-        self._conn.execute(self._sql["flow_end"], params)
+        if self._conn.execute(self._sql["flow_end"], params).rowcount:
+            feed.write(self._conn, self._sql, [job_id])
         self._drop(job_id)
 
 

@@ -4,17 +4,17 @@ cancelling, retrying, purging a queue, the worker registry, the change feed and 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from conveyor.backends.base import WorkerInfo
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.rows import from_row, worker_from_row, worker_row
 from conveyor.backends.sqlite.store import Connections, Wakeups
-from conveyor.inspection import Event, StoreStats, TaskStats, make_event
-from conveyor.job import JobRecord, Progress, State
+from conveyor.inspection import Event, StoreStats, TaskStats
+from conveyor.job import JobRecord, State
 
 #: above every job id, so that the first page of list_jobs is a range scan too
 _TOP_CURSOR = "\U0010ffff"
@@ -95,6 +95,8 @@ class Inspection:
         with self._db.write() as conn:
             done = conn.execute(self._sql["cancel_running"], params).rowcount == 1
             ended = conn.execute(self._sql["cancel_waiting"], params).rowcount == 1
+            if ended:
+                feed.write(conn, self._sql, [job_id])
             flowed = ended and self._flows.finished(conn, [job_id], now=now)
             done = done or ended
         if done:
@@ -104,6 +106,8 @@ class Inspection:
     def retry(self, job_id: str, *, now: float) -> bool:
         with self._db.write() as conn:
             done = conn.execute(self._sql["retry"], {"id": job_id, "now": now}).rowcount == 1
+            if done:
+                feed.write(conn, self._sql, [job_id])
         if done:
             self._notify(ready=True)
         return done
@@ -132,30 +136,23 @@ class Inspection:
 
     def read_events(self, after: int, *, limit: int = 1000, timeout: float = 0.0) -> list[Event]:
         deadline = time.monotonic() + timeout
-        params = {"after": after, "limit": limit}
+        # one row more than events wanted: the first row may hold only events already seen
+        params = {**feed.position(after), "limit": limit + 1}
         while True:
             # The snapshot comes before the read: a commit in between still wakes the wait.
             since = self._wake.snapshot(self._wake.changed)
             rows = self._db.get().execute(self._sql["events_after"], params).fetchall()
-            if rows:
-                return [
-                    make_event(
-                        i,
-                        job,
-                        task,
-                        state,
-                        None if p is None else Progress.from_json(json.loads(p)),
-                        at,
-                    )
-                    for i, job, task, state, p, at in rows
-                ]
+            events = feed.expand(rows, after, limit)
+            if events:
+                return events
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             self._wake.wait(self._wake.changed, remaining, since)
 
     def last_event_id(self) -> int:
-        return int(self._db.get().execute(self._sql["last_event_id"]).fetchone()[0])
+        row = self._db.get().execute(self._sql["last_event_id"]).fetchone()
+        return 0 if row is None else int(row[0])
 
     def job_stats(self, *, now: float) -> StoreStats:
         conn = self._db.get()

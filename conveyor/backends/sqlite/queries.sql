@@ -110,11 +110,13 @@ DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
 UPDATE {ns}_jobs
 SET state = 'expired', result = NULL, error = NULL, finished_at = :now,
     purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
-WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued');
+WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
+RETURNING id;
 
 -- name: sweep_promote
 -- INDEXED BY: the listing index by state would otherwise tempt the planner
-UPDATE {ns}_jobs INDEXED BY {ns}_jobs_scheduled SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled';
+UPDATE {ns}_jobs INDEXED BY {ns}_jobs_scheduled SET state = 'queued' WHERE ready_at <= :now AND state = 'scheduled'
+RETURNING id;
 
 -- name: sweep_workers
 DELETE FROM {ns}_workers WHERE last_seen < :before;
@@ -255,11 +257,26 @@ ON CONFLICT (name) DO UPDATE SET last_due = excluded.last_due,
 SELECT name, last_due, last_job_id, last_enqueued_at FROM {ns}_schedules ORDER BY name;
 
 -- name: events_after
-SELECT id, job_id, task, state, progress, at FROM {ns}_events
-WHERE id > :after ORDER BY id LIMIT :limit;
+-- :row is the row of the last event seen (feed.py: an event id is row id * 1024 + index)
+SELECT id, job_id, task, state, progress, at, batch FROM {ns}_events
+WHERE id >= :row ORDER BY id LIMIT :limit;
 
 -- name: last_event_id
-SELECT coalesce(max(id), 0) FROM {ns}_events;
+SELECT id * 1024 + coalesce(json_array_length(batch) - 1, 0) FROM {ns}_events
+ORDER BY id DESC LIMIT 1;
+
+-- name: feed_put
+-- A feed row of changes known to the backend: :batch is [[job_id, task, state], ...].
+INSERT INTO {ns}_events (job_id, task, state, progress, at, batch)
+VALUES ('', '', '', NULL, {clock}, :batch);
+
+-- name: feed_write
+-- One feed row for what a statement just did to the jobs :ids (a JSON list, at most 1024):
+-- their state now, in this transaction.
+INSERT INTO {ns}_events (job_id, task, state, progress, at, batch)
+SELECT '', '', '', NULL, {clock}, json_group_array(json_array(id, task, state))
+FROM {ns}_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+HAVING count(*) > 0;
 
 -- name: sweep_events
 DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - :keep;
@@ -280,6 +297,19 @@ SELECT task, 'error', coalesce(json_extract(error, '$.type'), 'Error'), count(*)
 FROM {ns}_jobs
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state = 'failed'
 GROUP BY 1, 3
+ON CONFLICT DO UPDATE SET n = n + excluded.n;
+
+-- name: count_add
+-- Counters added up by the backend (ledger.py).
+INSERT INTO {ns}_counters (task, kind, label, n, total) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET n = n + excluded.n, total = total + excluded.total;
+
+-- name: count_retries
+-- Attempts that finished with a retry (:ids), per task.
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, 'retries', '', count(*), 0
+FROM {ns}_jobs WHERE id IN (SELECT value FROM json_each(:ids))
+GROUP BY 1
 ON CONFLICT DO UPDATE SET n = n + excluded.n;
 
 -- name: counters

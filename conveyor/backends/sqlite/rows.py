@@ -16,8 +16,12 @@ PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
 _EMPTY_META = "{}"
 
 
+#: json.dumps(value, separators=...) builds an encoder per call: this one is built once
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODE(value)
 
 
 def error_json(error: ErrorInfo | None) -> str | None:

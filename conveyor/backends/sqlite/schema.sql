@@ -135,19 +135,25 @@ CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, id);
 CREATE INDEX IF NOT EXISTS {ns}_jobs_by_state
     ON {ns}_jobs (state, id) WHERE state < 'queued' OR state = 'scheduled';
 
--- The change feed (app.events, SSE): one row per change of a job, written by the triggers
--- below inside the transaction that makes the change, so the feed and the jobs never
--- disagree, whichever statement (or process) changed them. Ids are rowids: they increase
--- in commit order (one writer at a time). sweep keeps the newest rows only.
+-- The change feed (app.events, SSE), written inside the transaction that makes the change,
+-- so the feed and the jobs never disagree. A row is either one event (job_id, task, state,
+-- progress: the enqueue trigger below, the progress trigger at the end) or, with batch set,
+-- the changes one statement made to several jobs, [[job_id, task, state], ...] in JSON,
+-- written by the backend (feed.py: claims, finishes, and the rare paths). Event ids are
+-- row id * 1024 + the index in the row, so they increase in commit order (one writer at a
+-- time) and a reader resumes in the middle of a row. sweep keeps the newest rows only.
 CREATE TABLE IF NOT EXISTS {ns}_events (
     id       INTEGER PRIMARY KEY,
     job_id   TEXT NOT NULL,
     task     TEXT NOT NULL,
     state    TEXT NOT NULL,
     progress TEXT,              -- set on progress events
-    at       REAL NOT NULL      -- the store's clock, POSIX seconds
+    at       REAL NOT NULL,     -- the store's clock, POSIX seconds
+    -- a batch row's changes, JSON (its job_id, task and state are then '')
+    batch    TEXT
 );
 
+-- Transactional enqueue writes through the user's own connection: a trigger sees it too.
 CREATE TRIGGER IF NOT EXISTS {ns}_jobs_event_insert AFTER INSERT ON {ns}_jobs
 BEGIN
     INSERT INTO {ns}_events (job_id, task, state, progress, at)
@@ -158,7 +164,7 @@ END;
 -- the final state (succeeded or failed) with label the run-time bucket's bound and total the
 -- run times' sum, or 'error' with label the error type of a final failure (queries.sql
 -- count_ended, count_errors: one upsert per distinct key per batch), or 'retries' (label '',
--- by the trigger below: retries are rare). They outlive the purge of the jobs.
+-- count_retries). They outlive the purge of the jobs.
 CREATE TABLE IF NOT EXISTS {ns}_counters (
     task  TEXT NOT NULL,
     kind  TEXT NOT NULL,
@@ -168,20 +174,16 @@ CREATE TABLE IF NOT EXISTS {ns}_counters (
     PRIMARY KEY (task, kind, label)
 ) WITHOUT ROWID;
 
--- One trigger for every update of state or progress: each trigger costs every UPDATE of
--- the jobs table a sub-program call, fired or not. Conditions use = and OR, not IN (above).
--- The feed needs a row per change; the finish counters are cheaper per batch (queries.sql).
-CREATE TRIGGER IF NOT EXISTS {ns}_jobs_changed AFTER UPDATE OF state, progress ON {ns}_jobs
-WHEN old.state IS NOT new.state OR old.progress IS NOT new.progress
+-- No trigger on updates of state: a trigger costs every UPDATE that sets its columns a
+-- sub-program call and an event row per job, which cost the claim/finish path more than
+-- everything else the feed needs; the backend writes one row per statement instead
+-- (feed.py). Files made before kept such a trigger.
+DROP TRIGGER IF EXISTS {ns}_jobs_changed;
+
+-- Progress: only set_progress sets the column, so this trigger costs no other statement.
+CREATE TRIGGER IF NOT EXISTS {ns}_jobs_progress AFTER UPDATE OF progress ON {ns}_jobs
+WHEN old.progress IS NOT new.progress
 BEGIN
     INSERT INTO {ns}_events (job_id, task, state, progress, at)
-    VALUES (new.id, new.task, new.state,
-            CASE WHEN old.progress IS NOT new.progress THEN new.progress END, {clock});
-    -- a retry: the one way from running back to waiting that keeps the token (release and
-    -- recover both change it, see base.py)
-    INSERT INTO {ns}_counters (task, kind, label, n, total)
-    SELECT new.task, 'retries', '', 1, 0
-    WHERE old.state = 'running' AND (new.state = 'scheduled' OR new.state = 'queued')
-      AND new.token = old.token
-    ON CONFLICT DO UPDATE SET n = n + 1;
+    VALUES (new.id, new.task, new.state, new.progress, {clock});
 END;

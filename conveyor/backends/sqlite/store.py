@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from conveyor.backends.base import Signal
 from conveyor.backends.sqlite.faults import READONLY, newer_schema, raise_store_error, store_error
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
+from conveyor.backends.sqlite.upgrade import upgrade
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
@@ -34,7 +35,7 @@ BUSY_TIMEOUT_SECONDS = 30.0
 GATE_SUFFIX = "-conveyor-gate"
 #: the version of the tables this conveyor writes, kept in the file's PRAGMA user_version:
 #: raise it with every change an older conveyor could not read
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the change feed in rows per statement (feed.py)
 #: how often a waiter looks for commits made by other processes
 WAKE_SLICE_SECONDS = 0.0015
 
@@ -366,13 +367,9 @@ def _initialise(options: Options, namespace: str) -> None:
         # One transaction: a failure leaves nothing behind (closing rolls it back).
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\n{stamp}\nCOMMIT;")
-            # A file made before limits existed gets the held column first (ALTER TABLE
-            # cannot be made conditional in SQL), then the limits' tables and indexes.
-            conn.execute("BEGIN IMMEDIATE")
-            columns = {row[1] for row in conn.execute(f"PRAGMA table_info({namespace}_jobs)")}
-            if "held" not in columns:
-                conn.execute(f"ALTER TABLE {namespace}_jobs ADD COLUMN held TEXT")
-            conn.execute("COMMIT")
+            # A file made by an older conveyor gets the columns it lacks (the held column
+            # first), then the limits' tables and indexes.
+            upgrade(conn, namespace)
             conn.executescript(f"BEGIN IMMEDIATE;\n{limits_schema_sql(namespace)}\nCOMMIT;")
         except sqlite3.OperationalError as exc:
             # A read-only file that already holds the tables can still be read (conveyor
