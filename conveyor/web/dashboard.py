@@ -196,6 +196,11 @@ def schedules_page(request: Request) -> Response:
 # -- login ---------------------------------------------------------------------------------
 
 
+def limits_page(request: Request) -> Response:
+    items = list(the_app(request).limits())
+    return page(request, "limits.html", {"limits": items, "nav": "limits"})
+
+
 def login_page(request: Request) -> Response:
     if request.app.state.keys.token is None:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=303)
@@ -285,6 +290,7 @@ def _routes() -> Iterable[Route]:
     yield Route("/queues", queues_page, methods=["GET"])
     yield Route("/workers", workers_page, methods=["GET"])
     yield Route("/schedules", schedules_page, methods=["GET"])
+    yield Route("/limits", limits_page, methods=["GET"])
     yield Route("/login", login_page, methods=["GET"])
     yield Route("/login", login, methods=["POST"])
     yield Route("/logout", logout, methods=["POST"])

@@ -113,3 +113,10 @@ def test_pages_link_under_the_mount_prefix(sqlite_app: App) -> None:
         page = c.get("/jobs/").text
         assert f'href="/jobs/jobs/{job.id}"' in page and 'href="/jobs/static/app.css"' in page
         assert c.get(f"/jobs/api/jobs/{job.id}").json()["id"] == job.id
+
+
+def test_limits_page_shows_each_limit_and_its_keys(app: App, client: TestClient) -> None:
+    app.backend.ping()  # an open store takes a declared limit at once
+    app.limit("bedrock", rate="50/m", concurrency=4)
+    text = client.get("/limits").text
+    assert "bedrock" in text and "50/m" in text and 'aria-current="page">Limits' in text
