@@ -3,7 +3,7 @@
 Every operation is one statement or one ``BEGIN IMMEDIATE`` transaction, so SQLite's write
 lock makes it atomic across threads and processes alike. The SQL lives in ``schema.sql`` and
 ``queries.sql`` beside this module. Idle waiters wake on an in-process signal, or within a
-couple of milliseconds when another process commits (``store.Wakeups``).
+couple of milliseconds when another process commits (``wakeups.Wakeups``).
 """
 
 from __future__ import annotations
@@ -16,49 +16,24 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from conveyor.backends.base import (
-    Backend,
-    DueResult,
-    HeartbeatResult,
-    RecoveredJob,
-    ScheduleState,
-    SweepResult,
-    WorkerInfo,
-    in_stall,
-    note_heartbeat,
-    worker_lost_error,
-)
-from conveyor.backends.sqlite import feed
+from conveyor.backends.base import Backend
 from conveyor.backends.sqlite import limits as limits_sql
+from conveyor.backends.sqlite.connections import Connections
+from conveyor.backends.sqlite.finishing import Finishing, done_items
 from conveyor.backends.sqlite.flows import Flows
-from conveyor.backends.sqlite.inspection import EVENTS_KEPT, Inspection
+from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.ledger import Ledger
-from conveyor.backends.sqlite.rows import (
-    dumps,
-    error_json,
-    from_row,
-    progress_json,
-    schedule_from_row,
-    to_row,
-    worker_row,
-)
-from conveyor.backends.sqlite.store import (
-    Connections,
-    Wakeups,
-    check_namespace,
-    initialise,
-    parse_url,
-    queries,
-)
+from conveyor.backends.sqlite.periodic import Periodic
+from conveyor.backends.sqlite.rows import dumps, from_row, progress_json, to_row
+from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
+from conveyor.backends.sqlite.upkeep import Upkeep
+from conveyor.backends.sqlite.wakeups import Wakeups
 from conveyor.errors import ConfigurationError
-from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
 
-#: workers not seen for this long are dropped from the registry by sweep
-STALE_WORKER_SECONDS = 3600.0
 
-
-class SQLiteBackend(Inspection, Backend):
+class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
     scheme = "sqlite"
 
     def __init__(
@@ -108,7 +83,7 @@ class SQLiteBackend(Inspection, Backend):
 
     def enqueue_with(self, connection: Any, records: Sequence[JobRecord]) -> list[JobRecord]:
         """In the caller's sqlite3 connection to this file and its transaction. No signal is
-        sent: workers notice the commit itself (``store.Wakeups`` watches data_version)."""
+        sent: workers notice the commit itself (``wakeups.Wakeups`` watches data_version)."""
         if not isinstance(connection, sqlite3.Connection):
             raise TypeError(
                 f"connection= on sqlite:// takes a sqlite3 connection, not "
@@ -159,22 +134,6 @@ class SQLiteBackend(Inspection, Backend):
 
     def get_workflow(self, workflow_id: str) -> list[tuple[str, str, bool, State | None]] | None:
         return self._flows.rows(self._db.get(), workflow_id)
-
-    def _flows_after(
-        self,
-        conn: sqlite3.Connection,
-        items: Sequence[tuple[str, int, Outcome]],
-        done: Sequence[bool],
-        *,
-        now: float,
-    ) -> bool:
-        """Decide the successors of the workflow jobs that this batch made final."""
-        ended = [
-            job_id
-            for ok, (job_id, _, outcome) in zip(done, items, strict=True)
-            if ok and outcome.state.is_final
-        ]
-        return bool(ended) and self._flows.finished(conn, ended, now=now)
 
     # -- the worker's side -----------------------------------------------------------------
 
@@ -257,7 +216,7 @@ class SQLiteBackend(Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._ledger.finished(conn, _ok(items, done), now=now)
+            self._ledger.finished(conn, done_items(items, done), now=now)
             flowed = bool(items) and self._flows_after(conn, items, done, now=now)
             woken = self._release_slots(conn, items, done)
             claims = (
@@ -303,34 +262,6 @@ class SQLiteBackend(Inspection, Backend):
             cached = self._local.next_wake = (version, math.inf if first is None else first)
         return now >= cached[1]
 
-    def heartbeat(
-        self,
-        worker: WorkerInfo,
-        leases: Sequence[tuple[str, int]],
-        *,
-        lease_seconds: float,
-        now: float,
-    ) -> HeartbeatResult:
-        lost, cancel = set(), set()
-        worker.last_seen = now
-        with self._db.write() as conn:
-            t = self._store_time()
-            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
-            quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
-            conn.execute(self._sql["put_beat"], {"name": "quiet_after", "at": quiet})
-            if stall is not None and stall != stall_until:
-                conn.execute(self._sql["put_beat"], {"name": "stall_until", "at": stall})
-            lease_expires_at = t + lease_seconds
-            for job_id, token in leases:
-                params = {"id": job_id, "token": token, "lease_expires_at": lease_expires_at}
-                row = conn.execute(self._sql["extend_lease"], params).fetchone()
-                if row is None:
-                    lost.add((job_id, token))
-                elif row[0]:
-                    cancel.add((job_id, token))
-            conn.execute(self._sql["put_worker"], worker_row(worker))
-        return HeartbeatResult(frozenset(lost), frozenset(cancel))
-
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
         params = {"id": job_id, "token": token, "progress": progress_json(progress)}
         with self._db.write() as conn:
@@ -338,153 +269,6 @@ class SQLiteBackend(Inspection, Backend):
         if done:
             self._wake.changed.notify()
         return done
-
-    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
-        return self.finish_many([(job_id, token, outcome)], now=now)[0]
-
-    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
-        with self._db.write() as conn:
-            done = self._finish_batch(conn, items, now=now)
-            self._ledger.finished(conn, _ok(items, done), now=now)
-            flowed = self._flows_after(conn, items, done, now=now)
-            woken = self._release_slots(conn, items, done)
-        if any(done):
-            self._notify_finished(items, done, flowed=flowed or woken)
-        return done
-
-    def _notify_finished(
-        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, flowed: bool
-    ) -> None:
-        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
-        a workflow step may have been queued, or a finish freed a limit that held jobs back
-        (``flowed``)."""
-        retried = any(
-            ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
-        )
-        self._notify(ready=retried or flowed)
-
-    def _release_slots(
-        self,
-        conn: sqlite3.Connection,
-        items: Sequence[tuple[str, int, Outcome]],
-        done: Sequence[bool],
-    ) -> bool:
-        """The limit slots of the claims that just ended free at once."""
-        ended = [job_id for ok, (job_id, _, _) in zip(done, items, strict=True) if ok]
-        return bool(ended) and limits_sql.release(conn, self._sql, ended)
-
-    def _finish_batch(
-        self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
-    ) -> list[bool]:
-        """Final outcomes in one executemany (the common case: a batch of successes); when
-        one of them is fenced out, the batch is undone and each is tried on its own, so the
-        caller learns exactly which were refused."""
-        final = [item for item in items if item[2].state.is_final]
-        if len(final) < 2 or len(final) != len(items):
-            return [self._finish(conn, *item, now=now) for item in items]
-        rows = [
-            {
-                "id": job_id,
-                "token": token,
-                "state": outcome.state.value,
-                "error": error_json(outcome.error),
-                "result": outcome.result,
-                "now": now,
-            }
-            for job_id, token, outcome in final
-        ]
-        conn.execute("SAVEPOINT finish_batch")
-        if conn.executemany(self._sql["finish_final"], rows).rowcount == len(rows):
-            conn.execute("RELEASE finish_batch")
-            return [True] * len(rows)
-        conn.execute("ROLLBACK TO finish_batch")
-        conn.execute("RELEASE finish_batch")
-        return [self._finish(conn, *item, now=now) for item in items]
-
-    def _finish(
-        self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
-    ) -> bool:
-        params: dict[str, Any] = {
-            "id": job_id,
-            "token": token,
-            "state": outcome.state.value,
-            "error": error_json(outcome.error),
-        }
-        if outcome.state.is_final:
-            params.update(result=outcome.result, now=now)
-            return conn.execute(self._sql["finish_final"], params).rowcount == 1
-        params["ready_at"] = now if outcome.ready_at is None else outcome.ready_at
-        params["failure"] = int(outcome.counts_failure)
-        return conn.execute(self._sql["finish_retry"], params).rowcount == 1
-
-    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
-        params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
-        with self._db.write() as conn:
-            done = conn.execute(self._sql["release"], params).rowcount == 1
-            if done:
-                feed.write(conn, self._sql, [job_id])
-                self._flows.finished(conn, [job_id], now=now)
-                limits_sql.release(conn, self._sql, [job_id])
-        if done:
-            self._notify(ready=True)
-        return done
-
-    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        # A look without the write lock first: most of the time nothing ran out.
-        look = {"cutoff": self._store_time()}
-        if not self._db.get().execute(self._sql["lapsed"], look).fetchone():
-            return []
-        out = []
-        with self._db.write() as conn:
-            t = self._store_time()
-            quiet_after, stall_until = conn.execute(self._sql["beats"]).fetchone()
-            stalled = in_stall(quiet_after, stall_until, t)
-            crash = 0 if stalled else 1
-            for job_id, crashes, cancel_requested in conn.execute(
-                self._sql["lapsed"], {"cutoff": t}
-            ).fetchall():
-                params: dict[str, Any] = {"id": job_id, "now": now, "crash": crash}
-                if cancel_requested:
-                    state, error = State.CANCELLED, None
-                elif not stalled and crashes + 1 >= max_crashes:
-                    state, error = State.FAILED, dumps(worker_lost_error(crashes + 1))
-                else:
-                    conn.execute(self._sql["recover_requeue"], params)
-                    out.append(RecoveredJob(job_id, State.QUEUED))
-                    continue
-                params.update(state=state.value, error=error)
-                conn.execute(self._sql["recover_final"], params)
-                out.append(RecoveredJob(job_id, state))
-            feed.write(conn, self._sql, [r.id for r in out])
-            ended = [r.id for r in out if r.state.is_final]
-            if ended:
-                self._flows.finished(conn, ended, now=now)
-                lost = [r.id for r in out if r.state is State.FAILED]
-                self._ledger.count_ended(conn, [(i, 0, Outcome(State.FAILED)) for i in lost])
-        if out:
-            self._notify(ready=True)
-        return out
-
-    def sweep(self, *, now: float) -> SweepResult:
-        # Purge first: a job that expires in this sweep is kept at least until the next.
-        params = {"now": now}
-        with self._db.write() as conn:
-            self._flows.purging(conn, now=now)
-            purged = conn.execute(self._sql["sweep_purge"], params).rowcount
-            expiring = self._flows.expiring(conn, now=now)
-            expired = [r[0] for r in conn.execute(self._sql["sweep_expire"], params)]
-            feed.write(conn, self._sql, expired)
-            if expiring:
-                self._flows.finished(conn, expiring, now=now)
-            promoted = [r[0] for r in conn.execute(self._sql["sweep_promote"], params)]
-            feed.write(conn, self._sql, promoted)
-            before = {"before": now - STALE_WORKER_SECONDS}
-            conn.execute(self._sql["sweep_workers"], before)
-            conn.execute(self._sql["sweep_events"], {"keep": EVENTS_KEPT})
-            limits_sql.sweep(conn, self._sql, now)
-        if promoted or expired or purged:
-            self._notify(ready=bool(promoted))
-        return SweepResult(len(promoted), len(expired), purged)
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
@@ -496,30 +280,6 @@ class SQLiteBackend(Inspection, Backend):
     def limits(self, *, now: float) -> list[LimitInfo]:
         with self._db.write() as conn:  # reading prunes what no longer counts
             return limits_sql.limits(limits_sql.Gate(conn, self._sql, now, 0.0))
-
-    # -- periodic jobs ---------------------------------------------------------------------
-
-    def record_due(
-        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
-    ) -> DueResult:
-        with self._db.write() as conn:
-            row = conn.execute(self._sql["schedule"], (name,)).fetchone()
-            last_due, last_job_id = (None, None) if row is None else row
-            if last_due is not None and due <= last_due:
-                return DueResult.DUPLICATE
-            if skip_if_active and last_job_id is not None:
-                previous = conn.execute(self._sql["state_of"], (last_job_id,)).fetchone()
-                if previous is not None and State(previous[0]) in ACTIVE_STATES:
-                    conn.execute(self._sql["record_skipped"], {"name": name, "due": due})
-                    return DueResult.SKIPPED
-            stored = self._insert(conn, record)
-            params = {"name": name, "due": due, "job_id": stored.id, "now": now}
-            conn.execute(self._sql["record_enqueued"], params)
-        self._notify(ready=True)
-        return DueResult.ENQUEUED
-
-    def schedules(self) -> list[ScheduleState]:
-        return [schedule_from_row(r) for r in self._db.get().execute(self._sql["schedules"])]
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -553,13 +313,6 @@ class SQLiteBackend(Inspection, Backend):
 
     def close(self) -> None:
         self._db.close()
-
-
-def _ok(
-    items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
-) -> list[tuple[str, int, Outcome]]:
-    """The items that were done."""
-    return [item for item, ok in zip(items, done, strict=True) if ok]
 
 
 __all__ = ["SQLiteBackend"]

@@ -10,9 +10,10 @@ from typing import Any
 
 from conveyor.backends.base import WorkerInfo
 from conveyor.backends.sqlite import feed
+from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.rows import from_row, worker_from_row, worker_row
-from conveyor.backends.sqlite.store import Connections, Wakeups
+from conveyor.backends.sqlite.wakeups import Wakeups
 from conveyor.inspection import Event, StoreStats, TaskStats
 from conveyor.job import JobRecord, State
 

@@ -1,52 +1,33 @@
-"""The file: URL options, the SQL text, one connection per thread, and wake-ups.
+"""The file: URL options, the SQL text, and creating or upgrading the tables.
 
-Every connection runs in autocommit mode (``isolation_level=None``) and opens its own
-transactions: reads see the latest commit without holding a snapshot open, and every write
-begins with ``BEGIN IMMEDIATE`` (see ``Connections.write``).
+Connections live in connections.py and wake-ups in wakeups.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import math
 import os
 import re
 import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
-from conveyor.backends.base import Signal
-from conveyor.backends.sqlite.faults import READONLY, newer_schema, raise_store_error, store_error
+from conveyor.backends.sqlite.connections import BUSY_TIMEOUT_SECONDS, Options
+from conveyor.backends.sqlite.faults import READONLY, newer_schema, store_error
 from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS
 from conveyor.backends.sqlite.upgrade import upgrade
-from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.errors import ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
-#: how long a writer waits for another connection's write transaction before giving up
-BUSY_TIMEOUT_SECONDS = 30.0
-#: the writers' gate beside the database file (see Connections._enter_gate)
-GATE_SUFFIX = "-conveyor-gate"
 #: the version of the tables this conveyor writes, kept in the file's PRAGMA user_version:
 #: raise it with every change an older conveyor could not read
 SCHEMA_VERSION = 2  # 2: the change feed in rows per statement (feed.py)
-#: how often a waiter looks for commits made by other processes
-WAKE_SLICE_SECONDS = 0.0015
 
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    path: str
-    synchronous: str = "FULL"
 
 
 def parse_url(url: str) -> Options:
@@ -152,182 +133,6 @@ def limits_schema_sql(namespace: str) -> str:
     return _expand(_sql_file("limits.sql").split("-- name: ")[0], namespace)
 
 
-class _Slot:
-    """One thread's connections. They close when the thread ends (its thread-local slot is
-    dropped), so threads that come and go do not leak file handles."""
-
-    __slots__ = ("__weakref__", "conn", "gate", "inherited", "watcher")
-
-    def __init__(self) -> None:
-        self.conn: sqlite3.Connection | None = None
-        self.watcher: sqlite3.Connection | None = None
-        self.gate: int | None = None
-        self.inherited = False
-
-    def close(self) -> None:
-        if self.inherited:
-            return
-        for conn in (self.conn, self.watcher):
-            if conn is not None:
-                conn.close()
-        if self.gate is not None:
-            os.close(self.gate)
-        self.conn = self.watcher = None
-        self.gate = None
-
-    __del__ = close
-
-
-class Connections:
-    """One connection per thread, created on first use; ``close()`` closes all of them.
-
-    A second, idle connection per thread (the watcher) only reads ``PRAGMA data_version``,
-    which changes when any other connection commits: how a waiter notices other processes.
-    """
-
-    def __init__(self, options: Options) -> None:
-        self.options = options
-        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
-        self._inherited: list[_Slot] = []
-        self._local = threading.local()
-        self._pid = os.getpid()
-
-    def _slot(self) -> _Slot:
-        if self._pid != os.getpid():
-            self._after_fork()
-        slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is None:
-            slot = self._local.slot = _Slot()
-            self._slots.add(slot)
-        return slot
-
-    def _after_fork(self) -> None:
-        # A forked child must not use or even close its parent's connections (SQLite's
-        # locks would break); it keeps them, untouched, and opens its own.
-        for slot in list(self._slots):
-            slot.inherited = True
-            self._inherited.append(slot)
-        self._pid = os.getpid()
-        self._slots = weakref.WeakSet()
-        self._local = threading.local()
-
-    def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.options.path,
-            timeout=BUSY_TIMEOUT_SECONDS,
-            isolation_level=None,
-            check_same_thread=False,  # close() and thread exit may close it from elsewhere
-            cached_statements=256,
-        )
-        conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
-        return conn
-
-    def get(self) -> sqlite3.Connection:
-        slot = self._slot()
-        if slot.conn is None:
-            slot.conn = self._open()
-        return slot.conn
-
-    def _gate(self) -> int:
-        slot = self._slot()
-        if slot.gate is None:
-            try:
-                slot.gate = os.open(self.options.path + GATE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise_store_error(self.options.path, exc)
-        return slot.gate
-
-    def _enter_gate(self, fd: int) -> None:
-        """Take the writers' gate: an flock on a file beside the database.
-
-        Why: SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms when the write lock is
-        taken, so two busy processes with short transactions spend most of their time asleep.
-        The gate is tried without blocking and again after sleeps that start at tens of
-        microseconds and never exceed half a millisecond. Every connection (and thread) has
-        its own descriptor, so the gate excludes threads as well as processes. BEGIN IMMEDIATE
-        keeps SQLite's full busy timeout for writers that do not use the gate.
-        """
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-        pause = 0.00002
-        while True:
-            time.sleep(pause)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise BackendUnavailable(
-                        f"{self.options.path!r}: another writer held the write gate for "
-                        f"{BUSY_TIMEOUT_SECONDS:.0f} s"
-                    ) from None
-                pause = min(pause * 2, 0.0005)
-
-    @contextmanager
-    def autocommit(self) -> Iterator[sqlite3.Connection]:
-        """One write statement that is a transaction on its own (no BEGIN or COMMIT to send),
-        behind the writers' gate like every other write."""
-        conn = self.get()
-        gate = self._gate()
-        self._enter_gate(gate)
-        try:
-            yield conn
-        except sqlite3.Error as exc:
-            raise_store_error(self.options.path, exc)
-        finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
-
-    def data_version(self) -> int:
-        slot = self._slot()
-        if slot.watcher is None:
-            slot.watcher = self._open()
-        return int(slot.watcher.execute("PRAGMA data_version").fetchone()[0])
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction.
-
-        BEGIN IMMEDIATE takes the database's write lock at the start, waiting up to the busy
-        timeout for it. A plain (deferred) BEGIN would start as a reader and try to upgrade
-        at its first write; if another connection wrote in between, SQLite cannot upgrade a
-        stale snapshot and fails at once with SQLITE_BUSY, whatever the timeout. Taking the
-        lock first also makes every read inside the transaction current, so a claim's SELECT
-        and its UPDATE see the same rows and no other process can claim them in between.
-        """
-        conn = self.get()
-        gate = self._gate()
-        self._enter_gate(gate)
-        try:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise BackendUnavailable(
-                    f"{self.options.path!r} stayed locked by another connection for "
-                    f"{BUSY_TIMEOUT_SECONDS:.0f} s: {exc}"
-                ) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            # A read-only file, a full disk...: one line naming the file, the cause, the fix.
-            raise_store_error(self.options.path, exc)
-        finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        for slot in list(self._slots):
-            slot.close()
-        self._local = threading.local()
-
-
 def initialise(options: Options, namespace: str) -> None:
     """Switch the file to WAL and create the namespace's tables (idempotent, and safe when
     several processes open a new file at once)."""
@@ -395,34 +200,3 @@ def _has_tables(conn: sqlite3.Connection, namespace: str) -> bool:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (f"{namespace}_jobs",)
     )
     return found.fetchone() is not None
-
-
-class Wakeups:
-    """In-process signals, and other processes' commits seen through ``data_version``.
-
-    ``ready`` fires when jobs may have become claimable, ``changed`` when any job changed.
-    A waiter waits on the signal in short slices and reads ``data_version`` between them, so
-    a commit from another process wakes it within a slice, without querying the jobs table.
-    """
-
-    def __init__(self, connections: Connections) -> None:
-        self._connections = connections
-        self.ready = Signal()
-        self.changed = Signal()
-
-    def snapshot(self, signal: Signal) -> tuple[int, int]:
-        """Where things stand now: take it before reading the store, wait with it after."""
-        return signal.generation, self._connections.data_version()
-
-    def wait(self, signal: Signal, timeout: float, since: tuple[int, int] | None) -> bool:
-        """Until ``signal`` fires or another connection commits after ``since``; True if so."""
-        generation, version = since if since is not None else self.snapshot(signal)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if signal.wait(min(WAKE_SLICE_SECONDS, remaining), generation):
-                return True
-            if self._connections.data_version() != version:
-                return True

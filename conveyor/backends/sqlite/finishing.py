@@ -1,0 +1,140 @@
+"""Ending claims (finish, finish_many, release): the batch of fenced updates and what a finish
+sets off (workflow steps, limit slots, wake-ups). A mixin of ``SQLiteBackend``, shared with
+its ``finish_and_claim``."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from conveyor.backends.sqlite import feed
+from conveyor.backends.sqlite import limits as limits_sql
+from conveyor.backends.sqlite.connections import Connections
+from conveyor.backends.sqlite.flows import Flows
+from conveyor.backends.sqlite.ledger import Ledger
+from conveyor.backends.sqlite.rows import error_json
+from conveyor.job import Outcome
+
+
+class Finishing:
+    _db: Connections
+    _sql: Mapping[str, str]
+    _flows: Flows
+    _ledger: Ledger
+
+    def _notify(self, *, ready: bool) -> None:
+        raise NotImplementedError
+
+    def _flows_after(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+        *,
+        now: float,
+    ) -> bool:
+        """Decide the successors of the workflow jobs that this batch made final."""
+        ended = [
+            job_id
+            for ok, (job_id, _, outcome) in zip(done, items, strict=True)
+            if ok and outcome.state.is_final
+        ]
+        return bool(ended) and self._flows.finished(conn, ended, now=now)
+
+    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
+        return self.finish_many([(job_id, token, outcome)], now=now)[0]
+
+    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
+        with self._db.write() as conn:
+            done = self._finish_batch(conn, items, now=now)
+            self._ledger.finished(conn, done_items(items, done), now=now)
+            flowed = self._flows_after(conn, items, done, now=now)
+            woken = self._release_slots(conn, items, done)
+        if any(done):
+            self._notify_finished(items, done, flowed=flowed or woken)
+        return done
+
+    def _notify_finished(
+        self, items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool], *, flowed: bool
+    ) -> None:
+        """Wake those waiting on jobs; wake idle workers too when a retry made a job ready,
+        a workflow step may have been queued, or a finish freed a limit that held jobs back
+        (``flowed``)."""
+        retried = any(
+            ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+        )
+        self._notify(ready=retried or flowed)
+
+    def _release_slots(
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[tuple[str, int, Outcome]],
+        done: Sequence[bool],
+    ) -> bool:
+        """The limit slots of the claims that just ended free at once."""
+        ended = [job_id for ok, (job_id, _, _) in zip(done, items, strict=True) if ok]
+        return bool(ended) and limits_sql.release(conn, self._sql, ended)
+
+    def _finish_batch(
+        self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
+    ) -> list[bool]:
+        """Final outcomes in one executemany (the common case: a batch of successes); when
+        one of them is fenced out, the batch is undone and each is tried on its own, so the
+        caller learns exactly which were refused."""
+        final = [item for item in items if item[2].state.is_final]
+        if len(final) < 2 or len(final) != len(items):
+            return [self._finish(conn, *item, now=now) for item in items]
+        rows = [
+            {
+                "id": job_id,
+                "token": token,
+                "state": outcome.state.value,
+                "error": error_json(outcome.error),
+                "result": outcome.result,
+                "now": now,
+            }
+            for job_id, token, outcome in final
+        ]
+        conn.execute("SAVEPOINT finish_batch")
+        if conn.executemany(self._sql["finish_final"], rows).rowcount == len(rows):
+            conn.execute("RELEASE finish_batch")
+            return [True] * len(rows)
+        conn.execute("ROLLBACK TO finish_batch")
+        conn.execute("RELEASE finish_batch")
+        return [self._finish(conn, *item, now=now) for item in items]
+
+    def _finish(
+        self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
+    ) -> bool:
+        params: dict[str, Any] = {
+            "id": job_id,
+            "token": token,
+            "state": outcome.state.value,
+            "error": error_json(outcome.error),
+        }
+        if outcome.state.is_final:
+            params.update(result=outcome.result, now=now)
+            return conn.execute(self._sql["finish_final"], params).rowcount == 1
+        params["ready_at"] = now if outcome.ready_at is None else outcome.ready_at
+        params["failure"] = int(outcome.counts_failure)
+        return conn.execute(self._sql["finish_retry"], params).rowcount == 1
+
+    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
+        with self._db.write() as conn:
+            done = conn.execute(self._sql["release"], params).rowcount == 1
+            if done:
+                feed.write(conn, self._sql, [job_id])
+                self._flows.finished(conn, [job_id], now=now)
+                limits_sql.release(conn, self._sql, [job_id])
+        if done:
+            self._notify(ready=True)
+        return done
+
+
+def done_items(
+    items: Sequence[tuple[str, int, Outcome]], done: Sequence[bool]
+) -> list[tuple[str, int, Outcome]]:
+    """The items that were done."""
+    return [item for item, ok in zip(items, done, strict=True) if ok]
