@@ -203,7 +203,7 @@ def test_namespaces_share_one_file_without_seeing_each_other(url: str) -> None:
 
 def _connection_of_a_thread(
     backend: SQLiteBackend, *, until: threading.Event
-) -> sqlite3.Connection:
+) -> tuple[sqlite3.Connection, threading.Thread]:
     conns: list[sqlite3.Connection] = []
     opened = threading.Event()
 
@@ -212,16 +212,18 @@ def _connection_of_a_thread(
         opened.set()
         until.wait(30)
 
-    threading.Thread(target=use, daemon=True).start()
+    thread = threading.Thread(target=use, daemon=True)
+    thread.start()
     assert opened.wait(30)
-    return conns[0]
+    return conns[0], thread
 
 
 def test_close_closes_the_connections_of_every_thread(url: str) -> None:
     backend, stop = SQLiteBackend(url), threading.Event()
-    mine, theirs = backend._db.get(), _connection_of_a_thread(backend, until=stop)
+    mine, (theirs, thread) = backend._db.get(), _connection_of_a_thread(backend, until=stop)
     backend.close()
     stop.set()
+    thread.join(30)
     for conn in (mine, theirs):
         with pytest.raises(sqlite3.ProgrammingError):
             conn.execute("SELECT 1")
@@ -229,9 +231,12 @@ def test_close_closes_the_connections_of_every_thread(url: str) -> None:
 
 def test_a_thread_that_ends_closes_its_connection(url: str) -> None:
     backend, stop = SQLiteBackend(url), threading.Event()
-    conn = _connection_of_a_thread(backend, until=stop)
+    conn, thread = _connection_of_a_thread(backend, until=stop)
     conn.execute("SELECT 1")
     stop.set()
+    # Wait for the thread to end before touching its connection again: using a connection
+    # while its ending thread closes it is a use-after-free inside sqlite3 (a segfault).
+    thread.join(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
