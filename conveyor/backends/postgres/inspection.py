@@ -18,7 +18,7 @@ that long) is passed over.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -48,13 +48,13 @@ class Inspection:
         settled = after  # every gap in the ids up to here is settled
         watch: tuple[list[str], int] | None = None  # in progress at the last read; its top id
         board = self._listener.anything
+        params = {"after": after, "limit": limit}
         while True:
             if watch is not None and not self._busy(watch[0]):
                 settled = max(settled, watch[1])
             self._listener.ensure()
             since = board.snapshot([])  # before the read: a commit in between still wakes
-            params = {"after": after, "limit": limit}
-            rows = self._db.run(lambda c: c.execute(self._sql["events_after"], params).fetchall())
+            rows = self._db.run(self._read_after(params))
             busy, now = rows[0][6], rows[0][7]
             found = [row[:6] for row in rows if row[0] is not None]
             events = _settled(found, after, settled, quiet=not busy, now=now)
@@ -71,6 +71,11 @@ class Inspection:
             if remaining <= 0:
                 return []
             board.wait([], since, min(remaining, POLL_SECONDS))
+
+    def _read_after(
+        self, params: dict[str, Any]
+    ) -> Callable[[psycopg.Connection[Any]], list[tuple[Any, ...]]]:
+        return lambda c: c.execute(self._sql["events_after"], params).fetchall()
 
     def _busy(self, xids: list[str]) -> bool:
         row = self._db.run(lambda c: c.execute(self._sql["xacts_busy"], {"xids": xids}).fetchone())
