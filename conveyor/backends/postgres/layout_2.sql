@@ -18,7 +18,10 @@ CREATE TABLE IF NOT EXISTS {ns}_events (
 
 -- One row trigger for inserts, one for updates of state or progress: the WHEN clause is
 -- checked without calling the function, and the column list keeps lease renewals (the
--- heartbeat) from even checking it.
+-- heartbeat) from even checking it. The hot path writes its own events, cheaper, in a CTE of
+-- its statement (queries.sql: the claim and finish parts, limit_claim), so the trigger leaves
+-- out what those write: a claim (to running from another state) and a finish (from running,
+-- fenced by the same token; release and recover change the token).
 CREATE OR REPLACE FUNCTION {ns}_job_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {ns}_events (job_id, task, state, progress, at)
@@ -37,7 +40,9 @@ CREATE TRIGGER {ns}_jobs_event_insert AFTER INSERT ON {ns}_jobs
 DROP TRIGGER IF EXISTS {ns}_jobs_event_change ON {ns}_jobs;
 CREATE TRIGGER {ns}_jobs_event_change AFTER UPDATE OF state, progress ON {ns}_jobs
     FOR EACH ROW
-    WHEN (OLD.state IS DISTINCT FROM NEW.state OR OLD.progress IS DISTINCT FROM NEW.progress)
+    WHEN (OLD.progress IS DISTINCT FROM NEW.progress
+          OR (OLD.state IS DISTINCT FROM NEW.state AND NEW.state <> 'running'
+              AND NOT (OLD.state = 'running' AND NEW.token = OLD.token)))
     EXECUTE FUNCTION {ns}_job_event();
 
 -- Counters per task for /metrics (app.stats), written by the finishing statement (finish,

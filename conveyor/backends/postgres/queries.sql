@@ -129,6 +129,10 @@ clock AS MATERIALIZED (
         lease_expires_at = clock.t + %(lease_seconds)s
     FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
+), claim_events AS (
+    -- The change feed's rows (layout_2.sql: its trigger leaves claims to this).
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, 'running', extract(epoch FROM clock_timestamp()) FROM claimed
 )
 
 
@@ -177,6 +181,10 @@ done AS (
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
       AND (%(flows)s OR NOT (v.final AND j.meta ? 'flow'))
     RETURNING j.id, j.queue, j.state, j.task, j.started_at, j.error
+), finish_events AS (
+    -- The change feed's rows (layout_2.sql: its trigger leaves finishes to this).
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, state, extract(epoch FROM clock_timestamp()) FROM done
 ), counted AS (
     -- The counters (layout_2.sql): one row per distinct task, outcome and run-time bucket of
     -- the batch. A data-modifying CTE runs whether or not the statement reads it.
@@ -688,6 +696,9 @@ WITH claimed AS (
         worker = %(worker)s, started_at = %(t)s, lease_expires_at = %(t)s + %(lease_seconds)s
     WHERE j.id = ANY(%(ids)s::text[]) AND j.state IN ('queued', 'scheduled')
     RETURNING {j_columns}
+), claim_events AS (
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, 'running', extract(epoch FROM clock_timestamp()) FROM claimed
 )
 SELECT claimed.* FROM claimed;
 
