@@ -227,3 +227,30 @@ def test_without_listen_waiters_poll_and_still_see_the_outcome(
         assert not backend._listener._listening.is_set()  # no LISTEN connection was opened
     finally:
         backend.close()
+
+
+def test_the_feed_holds_back_an_event_behind_a_transaction_still_in_flight(
+    postgres_server: PostgresServer, backend: PostgresBackend
+) -> None:
+    # Event ids are drawn when written, not when committed: a reader that returned the later
+    # event now and resumed after it would never see the earlier one.
+    start = backend.last_event_id()
+    with psycopg.connect(postgres_server.url) as conn:  # a transaction left open
+        held = backend.enqueue_with(conn, [make_record(task="t.held")])[0]
+        backend.enqueue([make_record(task="t.later")])
+        assert backend.read_events(start) == []
+        assert backend.read_events(start, timeout=0.2) == []
+    events = backend.read_events(start)  # committed: both, in id order
+    assert [e.task for e in events] == ["t.held", "t.later"]
+    assert events[0].job_id == held.id
+
+
+def test_the_feed_passes_over_the_gap_of_a_rolled_back_enqueue(
+    postgres_server: PostgresServer, backend: PostgresBackend
+) -> None:
+    start = backend.last_event_id()
+    with psycopg.connect(postgres_server.url) as conn:
+        backend.enqueue_with(conn, [make_record(task="t.gone")])
+        conn.rollback()
+    backend.enqueue([make_record(task="t.kept")])
+    assert [e.task for e in backend.read_events(start, timeout=5.0)] == ["t.kept"]

@@ -106,3 +106,23 @@ def test_conveyor_migrate_refuses_a_newer_store_in_one_line(
     monkeypatch.setenv("CONVEYOR_NAMESPACE", ns)
     monkeypatch.delenv("CONVEYOR_APP", raising=False)
     assert_user_error(run("migrate"), f"layout version {NEXT}", "upgrade conveyor")
+
+
+def test_a_store_of_layout_1_gets_the_change_feed_when_opened(
+    postgres_server: PostgresServer, ns: str
+) -> None:
+    with psycopg.connect(postgres_server.url) as conn:  # back to layout 1, one job kept
+        conn.execute(f"DROP TABLE {ns}_events, {ns}_counters")
+        conn.execute(f"DROP FUNCTION {ns}_job_event() CASCADE")
+        for index in ("by_task", "by_queue", "by_state"):
+            conn.execute(f"DROP INDEX {ns}_jobs_{index}")
+        conn.execute(f"UPDATE {ns}_schema SET version = 1")
+    backend = PostgresBackend(postgres_server.url, namespace=ns)
+    try:
+        start = backend.last_event_id()
+        backend.enqueue([make_record(task="t.after")])
+        assert [e.task for e in backend.read_events(start)] == ["t.after"]
+        assert len(backend.list_jobs(task="t.after")) == 1
+    finally:
+        backend.close()
+    assert version(postgres_server.url, ns) == 2

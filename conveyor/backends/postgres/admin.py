@@ -20,6 +20,11 @@ from conveyor.backends.postgres.rows import (
 from conveyor.backends.postgres.store import Database
 from conveyor.job import JobRecord, State
 
+#: above every job id (ids sort in "C" collation), so that a first page is a range scan too
+_TOP_CURSOR = "\U0010ffff"
+#: the states with a listing index of their own (layout_2.sql: {ns}_jobs_by_state)
+_LISTED = frozenset({State.SCHEDULED, State.FAILED, State.CANCELLED, State.EXPIRED})
+
 
 class Admin:
     _db: Database
@@ -44,9 +49,19 @@ class Admin:
             "task": task,
             "queue": queue,
             "limit": limit,
-            "cursor": cursor,
+            "cursor": _TOP_CURSOR if cursor is None else cursor,
         }
-        rows = self._db.run(lambda c: c.execute(self._sql["list_jobs"], params).fetchall())
+        if state in _LISTED:
+            query = "list_by_state"
+        elif state is State.RUNNING:
+            query = "list_running"
+        elif task is not None:
+            query = "list_by_task"
+        elif queue is not None:
+            query = "list_by_queue"
+        else:
+            query = "list_jobs"
+        rows = self._db.run(lambda c: c.execute(self._sql[query], params).fetchall())
         return [from_row(row) for row in rows]
 
     def queue_counts(self) -> dict[str, dict[State, int]]:

@@ -31,6 +31,7 @@ from conveyor.backends.base import (
 from conveyor.backends.postgres import limits
 from conveyor.backends.postgres.admin import Admin
 from conveyor.backends.postgres.flows import Flows
+from conveyor.backends.postgres.inspection import Inspection
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.rows import (
     error_json,
@@ -65,7 +66,7 @@ _LOST_MESSAGE = worker_lost_error(0)["message"].replace(" 0 times", " {crashes} 
 Conn = psycopg.Connection[Any]
 
 
-class PostgresBackend(Admin, Backend):
+class PostgresBackend(Inspection, Admin, Backend):
     scheme = "postgresql"
 
     def __init__(
@@ -430,6 +431,7 @@ class PostgresBackend(Admin, Backend):
                 before = {"before": now - STALE_WORKER_SECONDS}
                 conn.execute(self._sql["sweep_workers"], before)
                 limits.prune(conn, self._sql, self._test_time() or time.time())
+                self._sweep_feed(conn)
             return SweepResult(int(row[0]) if row else 0, expired, purged)
 
         return self._db.run(write)

@@ -94,6 +94,7 @@ class Listener:
         self._channel = channel
         self.ready = Board(every_key=True)  # "r <queue>": jobs may be ready in the queue
         self.changed = Board()  # "c <id> ...": the jobs changed
+        self.anything = Board()  # any notification: the change feed may have grown
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         self._stopping = threading.Event()
@@ -131,6 +132,7 @@ class Listener:
                     self._listening.set()
                     self.ready.bump_all()  # a reconnect may have missed notifications
                     self.changed.bump_all()
+                    self.anything.bump_all()
                     delay = 0.05
                     while not self._stopping.is_set():
                         for note in conn.notifies(timeout=1.0):
@@ -145,10 +147,12 @@ class Listener:
                 self._listening.clear()
             self.ready.bump_all()
             self.changed.bump_all()
+            self.anything.bump_all()
             self._stopping.wait(delay)
             delay = min(delay * 2, 2.0)
 
     def _dispatch(self, payload: str) -> None:
+        self.anything.bump_all()
         kind, _, rest = payload.partition(" ")
         if kind == "r":
             self.ready.bump((rest,))

@@ -129,6 +129,10 @@ clock AS MATERIALIZED (
         lease_expires_at = clock.t + %(lease_seconds)s
     FROM picked, clock WHERE j.id = picked.id
     RETURNING {j_columns}
+), claim_events AS (
+    -- The change feed's rows (layout_2.sql: its trigger leaves claims to this).
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, 'running', extract(epoch FROM clock_timestamp()) FROM claimed
 )
 
 
@@ -167,7 +171,8 @@ done AS (
         ready_at = CASE WHEN v.final THEN j.ready_at ELSE v.ready_at END,
         failures = j.failures + v.failure,
         cancel_requested = CASE WHEN v.final THEN false ELSE j.cancel_requested END,
-        worker = NULL, lease_expires_at = NULL
+        worker = CASE WHEN v.final THEN j.worker END,  -- who ran a finished job stays shown
+        lease_expires_at = NULL
     FROM unnest(
         %(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[], %(finals)s::boolean[],
         %(results)s::bytea[], %(errors)s::jsonb[], %(ready_ats)s::double precision[],
@@ -175,7 +180,25 @@ done AS (
     ) AS v(id, token, state, final, result, error, ready_at, failure)
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
       AND (%(flows)s OR NOT (v.final AND j.meta ? 'flow'))
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.task, j.started_at, j.error
+), finish_events AS (
+    -- The change feed's rows (layout_2.sql: its trigger leaves finishes to this).
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, state, extract(epoch FROM clock_timestamp()) FROM done
+), counted AS (
+    -- The counters (layout_2.sql): one row per distinct task, outcome and run-time bucket of
+    -- the batch. A data-modifying CTE runs whether or not the statement reads it.
+    INSERT INTO {ns}_counters (task, kind, label, n, total)
+    SELECT task, state, {runtime_bucket}, count(*), sum(runtime) FROM (
+        SELECT task, state, %(now)s - started_at AS runtime FROM done
+        WHERE state IN ('succeeded', 'failed')
+    ) AS ended GROUP BY 1, 2, 3
+    UNION ALL
+    SELECT task, 'error', coalesce(error ->> 'type', 'Error'), count(*), 0 FROM done
+    WHERE state = 'failed' GROUP BY 1, 3
+    UNION ALL
+    SELECT task, 'retries', '', count(*), 0 FROM done
+    WHERE state IN ('scheduled', 'queued') GROUP BY 1
 ), deferred AS (
     -- Workflow jobs made final are left to a transaction that decides their successors too.
     SELECT j.id FROM {ns}_jobs AS j
@@ -262,7 +285,15 @@ WITH lapsed AS MATERIALIZED (
             THEN %(now)s + j.result_ttl ELSE j.purge_at END,
         cancel_requested = false
     FROM lapsed WHERE j.id = lapsed.id
-    RETURNING j.id, j.queue, j.state
+    RETURNING j.id, j.queue, j.state, j.task, j.started_at
+), counted AS (
+    -- A job failed for losing its worker counts as a failed attempt (layout_2.sql).
+    INSERT INTO {ns}_counters (task, kind, label, n, total)
+    SELECT task, 'failed', {runtime_bucket}, count(*), sum(runtime) FROM (
+        SELECT task, %(now)s - started_at AS runtime FROM done WHERE state = 'failed'
+    ) AS ended GROUP BY 1, 3
+    UNION ALL
+    SELECT task, 'error', 'WorkerLost', count(*), 0 FROM done WHERE state = 'failed' GROUP BY 1
 ), told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
         SELECT id, (row_number() OVER ()) / 250 AS part FROM done
@@ -328,15 +359,121 @@ SELECT count(*) FROM done WHERE (SELECT count(*) FROM told) >= 0;
 -- name: sweep_workers
 DELETE FROM {ns}_workers WHERE last_seen < %(before)s;
 
--- name: list_jobs
--- Index: the primary key, walked from the cursor down.
+-- Listing, newest first, from the cursor down (admin.py picks the statement): each one's
+-- leading filter is a constant or a column of its index, so the plan (a generic one too,
+-- once psycopg prepares it) is a range scan of that index that stops after LIMIT rows.
+
+-- name: list_by_state
+-- Index: {ns}_jobs_by_state (the IN list proves its predicate).
 SELECT {columns} FROM {ns}_jobs
-WHERE (%(cursor)s::text IS NULL OR id < %(cursor)s::text)
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+WHERE state = %(state)s::text AND state IN ('scheduled', 'failed', 'cancelled', 'expired')
+  AND id < %(cursor)s::text
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: list_running
+-- Index: {ns}_jobs_running; running jobs are few, sorted.
+SELECT {columns} FROM {ns}_jobs
+WHERE state = 'running' AND id < %(cursor)s::text
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_by_task
+-- Index: {ns}_jobs_by_task.
+SELECT {columns} FROM {ns}_jobs
+WHERE task = %(task)s::text AND id < %(cursor)s::text
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_by_queue
+-- Index: {ns}_jobs_by_queue.
+SELECT {columns} FROM {ns}_jobs
+WHERE queue = %(queue)s::text AND id < %(cursor)s::text
+  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_jobs
+-- Index: the primary key (succeeded and queued jobs are dense among the newest).
+SELECT {columns} FROM {ns}_jobs
+WHERE id < %(cursor)s::text AND (%(state)s::text IS NULL OR state = %(state)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- The change feed and the counters (layout_2.sql, inspection.py).
+
+-- name: events_after
+-- Index: the primary key. One row of nulls when there are none; every row also carries the
+-- transactions in progress at this statement's snapshot (one of them may still fill a gap
+-- in the ids) and the server's time.
+SELECT e.id, e.job_id, e.task, e.state, e.progress, e.at, s.busy, s.now
+FROM (
+    SELECT ARRAY(SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) AS x) AS busy,
+           extract(epoch FROM clock_timestamp())::double precision AS now
+) AS s
+LEFT JOIN LATERAL (
+    SELECT id, job_id, task, state, progress, at FROM {ns}_events
+    WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+) AS e ON true
+ORDER BY e.id;
+
+-- name: xacts_busy
+-- Whether any of these transactions is still in progress (a separate statement: the next
+-- read's snapshot must be taken after this answer).
+SELECT count(*) FROM unnest(%(xids)s::text[]) AS x
+WHERE pg_xact_status(x::xid8) = 'in progress';
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) FROM {ns}_events;
+
+-- name: sweep_events
+DELETE FROM {ns}_events WHERE id <= (SELECT max(id) FROM {ns}_events) - %(keep)s;
+
+-- name: sweep_counters
+-- One row per key again; a concurrent finish's rows, not yet visible, stay as they are.
+WITH gone AS (DELETE FROM {ns}_counters RETURNING task, kind, label, n, total)
+INSERT INTO {ns}_counters (task, kind, label, n, total)
+SELECT task, kind, label, sum(n), sum(total) FROM gone GROUP BY 1, 2, 3;
+
+-- name: counters
+-- Index: none needed: a row per key, plus the rows of the finishes since the last sweep.
+SELECT task, kind, label, sum(n), sum(total) FROM {ns}_counters GROUP BY 1, 2, 3;
+
+-- name: oldest_queued
+-- The ready time of each queue's oldest queued job. Index: {ns}_jobs_queued, whose order is
+-- priority first, so it is the oldest of the first entries of each priority: a loose index
+-- scan over the queues, then over each queue's priorities, one probe each; parked jobs
+-- (few) from {ns}_jobs_parked.
+WITH RECURSIVE queues(q) AS (
+    (SELECT queue FROM {ns}_jobs WHERE state = 'queued' AND parked IS NULL
+     ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT queue FROM {ns}_jobs WHERE state = 'queued' AND parked IS NULL
+            AND queue > queues.q ORDER BY queue LIMIT 1)
+    FROM queues WHERE queues.q IS NOT NULL
+), priorities(q, p) AS (
+    SELECT q, (SELECT priority FROM {ns}_jobs WHERE state = 'queued' AND parked IS NULL
+               AND queue = queues.q ORDER BY priority DESC LIMIT 1)
+    FROM queues WHERE q IS NOT NULL
+    UNION ALL
+    SELECT q, (SELECT priority FROM {ns}_jobs WHERE state = 'queued' AND parked IS NULL
+               AND queue = priorities.q AND priority < priorities.p
+               ORDER BY priority DESC LIMIT 1)
+    FROM priorities WHERE p IS NOT NULL
+)
+SELECT q, min((SELECT ready_at FROM {ns}_jobs WHERE state = 'queued' AND parked IS NULL
+               AND queue = priorities.q AND priority = priorities.p
+               ORDER BY ready_at LIMIT 1))
+FROM priorities WHERE p IS NOT NULL GROUP BY q
+UNION ALL
+SELECT queue, min(ready_at) FROM {ns}_jobs
+WHERE parked IS NOT NULL AND state = 'queued' GROUP BY queue;
 
 -- name: queue_counts
 SELECT queue, state, count(*) FROM {ns}_jobs GROUP BY queue, state;
@@ -559,6 +696,9 @@ WITH claimed AS (
         worker = %(worker)s, started_at = %(t)s, lease_expires_at = %(t)s + %(lease_seconds)s
     WHERE j.id = ANY(%(ids)s::text[]) AND j.state IN ('queued', 'scheduled')
     RETURNING {j_columns}
+), claim_events AS (
+    INSERT INTO {ns}_events (job_id, task, state, at)
+    SELECT id, task, 'running', extract(epoch FROM clock_timestamp()) FROM claimed
 )
 SELECT claimed.* FROM claimed;
 

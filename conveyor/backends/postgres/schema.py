@@ -21,7 +21,7 @@ from conveyor.backends.postgres.store import Database, expand, sql_file
 from conveyor.errors import ConfigurationError
 
 #: the layout this conveyor reads and writes
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,9 @@ class Step:
 
 
 #: every step after the first layout (schema.sql), in order
-STEPS: tuple[Step, ...] = ()
+STEPS: tuple[Step, ...] = (
+    Step(2, "layout_2.sql", safe=True),  # the change feed, counters, listing indexes
+)
 
 
 class SchemaTooNew(ConfigurationError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import re
 import threading
@@ -24,6 +25,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
+from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 log = logging.getLogger("conveyor.postgres")
 T = TypeVar("T")
@@ -99,7 +101,21 @@ def expand(text: str, namespace: str) -> str:
         .replace("{columns}", COLUMNS)
         .replace("{j_columns}", J_COLUMNS)
         .replace("{values}", PLACEHOLDERS)
+        .replace("{runtime_bucket}", RUNTIME_BUCKET)
     )
+
+
+def _runtime_bucket() -> str:
+    """The label of the run-time bucket of a column ``runtime`` (inspection.bucket_of)."""
+    cases = " ".join(
+        f"WHEN runtime <= {upper!r} THEN '{bucket_label(upper)}'"
+        for upper in RUNTIME_BUCKETS
+        if not math.isinf(upper)
+    )
+    return f"CASE {cases} ELSE '+Inf' END"
+
+
+RUNTIME_BUCKET = _runtime_bucket()
 
 
 def channel(namespace: str) -> str:
