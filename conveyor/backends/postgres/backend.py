@@ -17,29 +17,19 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from conveyor.backends.base import (
-    Backend,
-    DueResult,
-    HeartbeatResult,
-    RecoveredJob,
-    SweepResult,
-    WorkerInfo,
-    in_stall,
-    note_heartbeat,
-    worker_lost_error,
-)
+from conveyor.backends.base import Backend
 from conveyor.backends.postgres import limits
 from conveyor.backends.postgres.admin import Admin
+from conveyor.backends.postgres.finishing import Finishing
 from conveyor.backends.postgres.flows import Flows
 from conveyor.backends.postgres.inspection import Inspection
 from conveyor.backends.postgres.listener import Listener
+from conveyor.backends.postgres.periodic import Periodic
 from conveyor.backends.postgres.rows import (
-    error_json,
     from_row,
     progress_json,
     to_columns,
     to_params,
-    worker_params,
 )
 from conveyor.backends.postgres.schema import initialise, migrate
 from conveyor.backends.postgres.store import (
@@ -50,23 +40,18 @@ from conveyor.backends.postgres.store import (
     queries,
     safe_url,
 )
-from conveyor.job import ACTIVE_STATES, Claim, JobRecord, Outcome, Progress, State
+from conveyor.backends.postgres.upkeep import Upkeep
+from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
 
-#: workers not seen for this long are dropped from the registry by sweep
-STALE_WORKER_SECONDS = 3600.0
 #: how often result() looks again with no notification (a safety net), and without LISTEN
 POLL_SECONDS = 5.0
 POLL_SECONDS_UNLISTENED = 0.2
-#: a crash count no job reaches: in a stall no job fails as poison
-NEVER = 2**31 - 1
-#: the WorkerLost message with the count left to the statement
-_LOST_MESSAGE = worker_lost_error(0)["message"].replace(" 0 times", " {crashes} times")
 
 Conn = psycopg.Connection[Any]
 
 
-class PostgresBackend(Inspection, Admin, Backend):
+class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
     scheme = "postgresql"
 
     def __init__(
@@ -268,198 +253,10 @@ class PostgresBackend(Inspection, Admin, Backend):
             claimed += self._claim_limited({**params, "limit": limit - len(claimed)})
         return [job_id in written for job_id, _, _ in items], self._claims(claimed)
 
-    def heartbeat(
-        self,
-        worker: WorkerInfo,
-        leases: Sequence[tuple[str, int]],
-        *,
-        lease_seconds: float,
-        now: float,
-    ) -> HeartbeatResult:
-        worker.last_seen = now
-        ids = [job_id for job_id, _ in leases]
-        tokens = [token for _, token in leases]
-
-        def write(conn: Conn) -> list[tuple[Any, ...]]:
-            with conn.transaction():
-                # The record's lock first, then the clock: t is read once the lock is held.
-                with conn.pipeline():
-                    beats = conn.execute(self._sql["beats_lock"])
-                    clock = conn.execute(self._sql["store_time"], self._clock_params())
-                quiet_after, stall_until = beats.fetchone() or (None, None)
-                t = float(clock.fetchone()[0])  # type: ignore[index]
-                quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
-                params = {"ids": ids, "tokens": tokens, "lease_expires_at": t + lease_seconds}
-                with conn.pipeline():
-                    conn.execute(
-                        self._sql["beats_put"], {"quiet_after": quiet, "stall_until": stall}
-                    )
-                    extended = conn.execute(self._sql["extend_leases"], params)
-                    conn.execute(self._sql["put_worker"], worker_params(worker))
-            return extended.fetchall()
-
-        rows = self._db.run(write)
-        kept = {(job_id, token) for job_id, token, _ in rows}
-        lost = {(job_id, token) for job_id, token in leases if (job_id, token) not in kept}
-        cancel = {(job_id, token) for job_id, token, requested in rows if requested}
-        return HeartbeatResult(frozenset(lost), frozenset(cancel))
-
     def set_progress(self, job_id: str, token: int, progress: Progress) -> bool:
         params = {"id": job_id, "token": token, "progress": progress_json(progress)}
         rows = self._db.run(lambda c: c.execute(self._sql["set_progress"], params).fetchall())
         return bool(rows)
-
-    def finish(self, job_id: str, token: int, outcome: Outcome, *, now: float) -> bool:
-        return self.finish_many([(job_id, token, outcome)], now=now)[0]
-
-    def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
-        if not items:
-            return []
-
-        params = self._finish_params(items, now, flows=False)
-        rows = self._db.run(lambda c: c.execute(self._sql["finish"], params).fetchall())
-        written = {job_id for job_id, deferred in rows if not deferred}
-        deferred = {job_id for job_id, later in rows if later}
-        if deferred:
-            ended, _ = self._finish_workflow_jobs([i for i in items if i[0] in deferred], now)
-            written |= ended
-        return [job_id in written for job_id, _, _ in items]
-
-    def _finish_workflow_jobs(
-        self,
-        items: Sequence[tuple[str, int, Outcome]],
-        now: float,
-        *,
-        claim: dict[str, Any] | None = None,
-    ) -> tuple[set[str], list[tuple[Any, ...]]]:
-        """Final outcomes of workflow jobs, their successors decided, and (``claim``: the
-        claim's parameters) the next jobs claimed, in one transaction; tried again when it
-        deadlocked with another finishing member of the same graph."""
-        params = self._finish_params(items, now, flows=True)
-
-        def write(conn: Conn) -> tuple[set[str], list[tuple[Any, ...]]]:
-            for attempt in range(5):
-                try:
-                    with conn.transaction():
-                        rows = conn.execute(self._sql["finish"], params).fetchall()
-                        written = {job_id for job_id, _ in rows}
-                        self._flows.finished(conn, sorted(written), now=now)
-                        claimed: list[tuple[Any, ...]] = []
-                        if claim is not None and claim["limit"] > 0:
-                            rows = conn.execute(self._sql["claim"], claim).fetchall()
-                            claimed = [row[1:] for row in rows if row[1] is not None]
-                        return written, claimed
-                except psycopg.errors.DeadlockDetected:
-                    if attempt == 4:
-                        raise
-            raise AssertionError("unreachable")
-
-        return self._db.run(write)
-
-    @staticmethod
-    def _finish_params(
-        items: Sequence[tuple[str, int, Outcome]], now: float, *, flows: bool
-    ) -> dict[str, Any]:
-        outcomes = [outcome for _, _, outcome in items]
-        return {
-            "flows": flows,
-            "now": now,
-            "ids": [job_id for job_id, _, _ in items],
-            "tokens": [token for _, token, _ in items],
-            "states": [o.state.value for o in outcomes],
-            "finals": [o.state.is_final for o in outcomes],
-            "results": [o.result for o in outcomes],
-            "errors": [error_json(o.error) for o in outcomes],
-            "ready_ats": [
-                None if o.state.is_final else (now if o.ready_at is None else o.ready_at)
-                for o in outcomes
-            ],
-            "failures": [int(not o.state.is_final and o.counts_failure) for o in outcomes],
-        }
-
-    def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
-        params = {"id": job_id, "token": token, "now": now, "take_back": int(not started)}
-
-        def write(conn: Conn) -> bool:
-            with conn.transaction():
-                done = bool(conn.execute(self._sql["release"], params).fetchall())
-                if done:  # cancelled on its way back: a workflow job's successors follow
-                    self._flows.finished(conn, [job_id], now=now)
-                return done
-
-        return self._db.run(write)
-
-    def recover(self, *, now: float, max_crashes: int) -> list[RecoveredJob]:
-        def write(conn: Conn) -> list[tuple[Any, ...]]:
-            with conn.transaction():
-                with conn.pipeline():
-                    beats = conn.execute(self._sql["beats"])
-                    clock = conn.execute(self._sql["store_time"], self._clock_params())
-                quiet_after, stall_until = beats.fetchone() or (None, None)
-                t = float(clock.fetchone()[0])  # type: ignore[index]
-                stalled = in_stall(quiet_after, stall_until, t)
-                params = {
-                    "now": now,
-                    "cutoff": t,
-                    "crash": 0 if stalled else 1,
-                    "max_crashes": NEVER if stalled else max_crashes,
-                    "lost_message": _LOST_MESSAGE,
-                }
-                rows = conn.execute(self._sql["recover"], params).fetchall()
-                ended = [job_id for job_id, state in rows if State(state).is_final]
-                self._flows.finished(conn, ended, now=now)
-                return rows
-
-        rows = self._db.run(write)
-        return [RecoveredJob(job_id, State(state)) for job_id, state in rows]
-
-    def _clock_params(self) -> dict[str, Any]:
-        return {"store_time": self._test_time()}
-
-    def sweep(self, *, now: float) -> SweepResult:
-        # Purge first: a job that expires in this sweep is kept at least until the next.
-        params = {"now": now}
-
-        def write(conn: Conn) -> SweepResult:
-            with conn.transaction():
-                self._flows.purging(conn, now=now)
-                purged = conn.execute(self._sql["sweep_purge"], params).rowcount
-                expiring = self._flows.expiring(conn, now=now)
-                expired = conn.execute(self._sql["sweep_expire"], params).rowcount
-                self._flows.finished(conn, expiring, now=now)
-                row = conn.execute(self._sql["sweep_promote"], params).fetchone()
-                before = {"before": now - STALE_WORKER_SECONDS}
-                conn.execute(self._sql["sweep_workers"], before)
-                limits.prune(conn, self._sql, self._test_time() or time.time())
-                self._sweep_feed(conn)
-            return SweepResult(int(row[0]) if row else 0, expired, purged)
-
-        return self._db.run(write)
-
-    # -- periodic jobs ---------------------------------------------------------------------
-
-    def record_due(
-        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
-    ) -> DueResult:
-        def write(conn: Conn) -> DueResult:
-            with conn.transaction():
-                cur = conn.cursor()
-                cur.execute(self._sql["schedule_row"], {"name": name})
-                row = cur.execute(self._sql["schedule_lock"], {"name": name}).fetchone()
-                last_due, last_job_id = (None, None) if row is None else row
-                if last_due is not None and due <= last_due:
-                    return DueResult.DUPLICATE
-                if skip_if_active and last_job_id is not None:
-                    previous = cur.execute(self._sql["state_of"], {"id": last_job_id}).fetchone()
-                    if previous is not None and State(previous[0]) in ACTIVE_STATES:
-                        cur.execute(self._sql["record_skipped"], {"name": name, "due": due})
-                        return DueResult.SKIPPED
-                [stored] = self._store(conn, [record])
-                params = {"name": name, "due": due, "job_id": stored.id, "now": now}
-                cur.execute(self._sql["record_enqueued"], params)
-                return DueResult.ENQUEUED
-
-        return self._db.run(write)
 
     # -- cluster-wide limits ----------------------------------------------------------------
 
