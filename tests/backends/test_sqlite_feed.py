@@ -126,3 +126,21 @@ def test_a_finish_of_a_claim_made_elsewhere_reads_task_and_start_from_the_store(
     finally:
         claimer.close()
         finisher.close()
+
+
+def test_the_ledger_says_when_a_finish_needs_no_workflow_step_and_frees_no_slot(
+    backend: SQLiteBackend, tmp_path: Path
+) -> None:
+    backend.enqueue([make_record() for _ in range(2)])
+    claims = backend.claim("w1", ["default"], 2, lease_seconds=LEASE, now=NOW)
+    backend.finish_many([(c.record.id, c.token, Outcome.succeeded(b"1")) for c in claims], now=NOW)
+    assert backend._ledger.plain  # claimed here, no "flow" and no "limits" in their meta
+
+    other = SQLiteBackend(f"sqlite:///{tmp_path}/feed.db")
+    try:
+        backend.enqueue([make_record()])
+        (claim,) = other.claim("w2", ["default"], 1, lease_seconds=LEASE, now=NOW)
+        backend.finish_many([(claim.record.id, claim.token, Outcome.succeeded(b"1"))], now=NOW)
+        assert not backend._ledger.plain  # claimed elsewhere: the store must be asked
+    finally:
+        other.close()

@@ -33,15 +33,20 @@ _RUNNING = State.RUNNING.value
 class Ledger:
     def __init__(self, sql: Mapping[str, str]) -> None:
         self._sql = sql
-        # job id -> (task, token, started_at) of the claims this object made
-        self._claims: dict[str, tuple[str, int, float]] = {}
+        # job id -> (task, token, started_at, plain) of the claims this object made; plain:
+        # its meta names no workflow and no limits (it holds no limit slot, has no successor)
+        self._claims: dict[str, tuple[str, int, float, bool]] = {}
+        #: after ``finished``: every attempt it wrote was a plain claim made here, so the
+        #: finish needs no workflow step and frees no limit slot (the caller may skip both)
+        self.plain = False
 
     def claimed(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
         """The feed row of a claim (the records as the claim left them)."""
         if len(self._claims) > REMEMBERED:
             self._claims.clear()
         for r in records:
-            self._claims[r.id] = (r.task, r.token, r.started_at or 0.0)
+            plain = "flow" not in r.meta and "limits" not in r.meta
+            self._claims[r.id] = (r.task, r.token, r.started_at or 0.0, plain)
         feed.put(conn, self._sql, [(r.id, r.task, _RUNNING) for r in records])
 
     def finished(
@@ -52,12 +57,14 @@ class Ledger:
         changes: list[tuple[str, str, str]] = []
         counts: dict[_Key, list[float]] = {}  # key -> [n, total run time]
         others: list[tuple[str, int, Outcome]] = []
+        plain = True
         for job_id, token, outcome in finished:
             claim = self._claims.pop(job_id, None)
             if claim is None or claim[1] != token:
                 others.append((job_id, token, outcome))
                 continue
-            task, _, started_at = claim
+            task, _, started_at, plain_claim = claim
+            plain = plain and plain_claim
             state = outcome.state  # a StrEnum: JSON and SQLite take it as its value
             changes.append((job_id, task, state))
             if state is State.SUCCEEDED or state is State.FAILED:
@@ -68,6 +75,7 @@ class Ledger:
                     _add(counts, (task, "error", error), 0.0)
             elif not state.is_final:
                 _add(counts, (task, "retries", ""), 0.0)
+        self.plain = plain and not others
         feed.put(conn, self._sql, changes)
         if counts:
             rows = [(*key, int(n), total) for key, (n, total) in counts.items()]
