@@ -217,8 +217,9 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
             self._ledger.finished(conn, done_items(items, done), now=now)
-            flowed = bool(items) and self._flows_after(conn, items, done, now=now)
-            woken = self._release_slots(conn, items, done)
+            plain = self._ledger.plain  # no workflow step, no limit slot in this batch
+            flowed = bool(items) and not plain and self._flows_after(conn, items, done, now=now)
+            woken = not plain and self._release_slots(conn, items, done)
             claims = (
                 self._claim(conn, worker_id, queues, limit, lease_seconds, now)
                 if limit > 0 and queues

@@ -49,8 +49,9 @@ class Finishing:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
             self._ledger.finished(conn, done_items(items, done), now=now)
-            flowed = self._flows_after(conn, items, done, now=now)
-            woken = self._release_slots(conn, items, done)
+            plain = self._ledger.plain  # no workflow step, no limit slot in this batch
+            flowed = not plain and self._flows_after(conn, items, done, now=now)
+            woken = not plain and self._release_slots(conn, items, done)
         if any(done):
             self._notify_finished(items, done, flowed=flowed or woken)
         return done
