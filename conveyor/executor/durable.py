@@ -191,12 +191,7 @@ class DurableExecutor(concurrent.futures.Executor):
         worker. Without ``wait`` the collector and worker stop by themselves once done."""
         with self._lock:
             self._shutdown = True
-            starter = self._starter
         if cancel_futures:
-            # The standard library's threads are started by submit, so they run what they
-            # took before shutdown cancels the rest: let the embedded worker be started too.
-            if starter is not None:
-                starter.join(5.0)
             self._futures.cancel_waiting()
         self._futures.close()
         if wait:
