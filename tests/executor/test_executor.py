@@ -116,6 +116,20 @@ def test_cancelling_a_waiting_future_cancels_its_job(app: conveyor.App) -> None:
     ex.shutdown()
 
 
+def test_shutdown_cancel_futures_cancels_what_has_not_started(app: conveyor.App) -> None:
+    import time
+
+    ex = app.executor(max_workers=1)
+    first = ex.submit(time.sleep, 1.0)
+    wait_for(lambda: first.job.state is State.RUNNING, what="the first job to start")
+    rest = [ex.submit(pow, 2, n) for n in range(10)]
+    ex.shutdown(cancel_futures=True)
+    assert first.result() is None and not first.cancelled()
+    assert all(f.cancelled() for f in rest)
+    for f in rest:
+        wait_for(lambda f=f: f.job.state is State.CANCELLED, what="the waiting jobs cancelled")
+
+
 def test_a_job_cancelled_elsewhere_cancels_its_future(app: conveyor.App) -> None:
     ex = app.executor(run_here=False)
     future = ex.submit(pow, 3, 3)
