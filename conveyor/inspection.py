@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -157,6 +157,26 @@ class TaskStats:
     @property
     def runtime_count(self) -> int:
         return sum(self.runtime.values())
+
+
+def task_stats_from_counters(rows: Iterable[Sequence[Any]]) -> dict[str, TaskStats]:
+    """The task counters from a SQL store's counter rows ``(task, kind, label, n, total)``:
+    kind ``succeeded``/``failed`` with the run-time bucket's upper bound as label and the run
+    time summed in ``total``, ``error`` with the error type, ``retries``. Rows of one key may
+    repeat (they add up) except ``error`` and ``retries``, which a store keeps one row of."""
+    tasks: dict[str, TaskStats] = {}
+    for task, kind, label, n, total in rows:
+        stats = tasks.setdefault(task, TaskStats(task))
+        if kind in ("succeeded", "failed"):
+            upper = float(label)
+            stats.runtime[upper] = stats.runtime.get(upper, 0) + int(n)
+            stats.runtime_sum += float(total)
+            setattr(stats, kind, getattr(stats, kind) + int(n))
+        elif kind == "error":
+            stats.failures[label] = int(n)
+        elif kind == "retries":
+            stats.retries = int(n)
+    return tasks
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ import psycopg
 
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.store import Database
-from conveyor.inspection import Event, StoreStats, TaskStats, make_event
+from conveyor.inspection import Event, StoreStats, make_event, task_stats_from_counters
 from conveyor.job import Progress
 
 #: how many events sweep keeps
@@ -93,18 +93,7 @@ class Inspection:
             return counters.fetchall(), oldest.fetchall()
 
         counters, oldest = self._db.run(read)
-        tasks: dict[str, TaskStats] = {}
-        for task, kind, label, n, total in counters:
-            stats = tasks.setdefault(task, TaskStats(task))
-            if kind in ("succeeded", "failed"):
-                upper = float(label)
-                stats.runtime[upper] = stats.runtime.get(upper, 0) + int(n)
-                stats.runtime_sum += float(total)
-                setattr(stats, kind, getattr(stats, kind) + int(n))
-            elif kind == "error":
-                stats.failures[label] = int(n)
-            elif kind == "retries":
-                stats.retries = int(n)
+        tasks = task_stats_from_counters(counters)
         ready: dict[str, float] = {}
         for queue, ready_at in oldest:
             if ready_at is not None:

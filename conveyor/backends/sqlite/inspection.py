@@ -14,7 +14,7 @@ from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.rows import from_row, worker_from_row, worker_row
 from conveyor.backends.sqlite.wakeups import Wakeups
-from conveyor.inspection import Event, StoreStats, TaskStats
+from conveyor.inspection import Event, StoreStats, task_stats_from_counters
 from conveyor.job import JobRecord, State
 
 #: above every job id, so that the first page of list_jobs is a range scan too
@@ -157,18 +157,7 @@ class Inspection:
 
     def job_stats(self, *, now: float) -> StoreStats:
         conn = self._db.get()
-        tasks: dict[str, TaskStats] = {}
-        for task, kind, label, n, total in conn.execute(self._sql["counters"]):
-            stats = tasks.setdefault(task, TaskStats(task))
-            if kind in ("succeeded", "failed"):
-                upper = float(label)
-                stats.runtime[upper] = stats.runtime.get(upper, 0) + n
-                stats.runtime_sum += total
-                setattr(stats, kind, getattr(stats, kind) + n)
-            elif kind == "error":
-                stats.failures[label] = n
-            elif kind == "retries":
-                stats.retries = n
+        tasks = task_stats_from_counters(conn.execute(self._sql["counters"]))
         return StoreStats(tasks, self._oldest_queued(conn))
 
     def _oldest_queued(self, conn: Any) -> dict[str, float]:
