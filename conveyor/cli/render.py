@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from conveyor import wire
 from conveyor.app import LIVE_WORKER_SECONDS
 from conveyor.backends.base import ScheduleState, WorkerInfo
 from conveyor.job import JobInfo, Progress, State
@@ -210,29 +211,8 @@ def _iso(dt: datetime | None) -> str:
 
 
 def job_json(info: JobInfo) -> dict[str, Any]:
-    def iso(dt: datetime | None) -> str | None:
-        return None if dt is None else dt.isoformat()
-
-    return {
-        "id": info.id,
-        "task": info.task,
-        "args": list(info.args),
-        "kwargs": info.kwargs,
-        "queue": info.queue,
-        "priority": info.priority,
-        "state": info.state.value,
-        "attempts": info.attempts,
-        "progress": None if info.progress is None else info.progress.to_json(),
-        "result": info.result,
-        "error": None if info.error is None else info.error.to_json(),
-        "created_at": iso(info.created_at),
-        "eta": iso(info.eta),
-        "started_at": iso(info.started_at),
-        "finished_at": iso(info.finished_at),
-        "worker": info.worker,
-        "key": info.key,
-        "meta": info.meta,
-    }
+    """The HTTP API's shape of a job (conveyor.wire), with its meta as well."""
+    return wire.job_json(info) | {"meta": wire.plain(info.meta)}
 
 
 # -- queues, workers, schedules --------------------------------------------------------------

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor import wire
 from conveyor.errors import InvalidArgument
 from conveyor.inspection import Page
 from conveyor.job import Job, JobInfo, State
@@ -68,14 +69,14 @@ def job_or_404(app: WebApp, job_id: str) -> JobInfo:
 def list_jobs(request: Request) -> Response:
     known_params(request, "state", "task", "queue", "limit", "cursor")
     page = list_page(the_app(request), request.query_params)
-    items = [shapes.job_json(info) for info in page.items]
+    items = [wire.job_json(info) for info in page.items]
     return JSONResponse({"items": items, "next_cursor": page.next_cursor})
 
 
 def get_job(request: Request) -> Response:
     known_params(request)
     info = job_or_404(the_app(request), request.path_params["id"])
-    return JSONResponse(shapes.job_json(info))
+    return JSONResponse(wire.job_json(info))
 
 
 _REFUSED = {
@@ -98,13 +99,13 @@ def change_job(app: WebApp, job_id: str, action: Literal["cancel", "retry"]) -> 
 def cancel_job(request: Request) -> Response:
     known_params(request)
     info = change_job(the_app(request), request.path_params["id"], "cancel")
-    return JSONResponse(shapes.job_json(info))
+    return JSONResponse(wire.job_json(info))
 
 
 def retry_job(request: Request) -> Response:
     known_params(request)
     info = change_job(the_app(request), request.path_params["id"], "retry")
-    return JSONResponse(shapes.job_json(info))
+    return JSONResponse(wire.job_json(info))
 
 
 def retry_failed(app: WebApp) -> int:
@@ -192,7 +193,7 @@ async def enqueue(request: Request) -> Response:
 
     def enqueue_now() -> dict[str, Any]:
         job = submit(app, task, args, kwargs, options)
-        return shapes.job_json(job.info())
+        return wire.job_json(job.info())
 
     return JSONResponse(await run_in_threadpool(enqueue_now), status_code=202)
 

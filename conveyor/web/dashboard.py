@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from conveyor import wire
 from conveyor.job import JobInfo, State, to_datetime
 from conveyor.web import shapes
 from conveyor.web.api import change_job, job_or_404, list_page, retry_failed, the_app
@@ -88,7 +89,7 @@ def duration(info: JobInfo) -> str:
 
 def pretty(value: Any) -> str:
     """JSON on one line when it is short, indented when it is not."""
-    plain = shapes.plain(value)
+    plain = wire.plain(value)
     line = json.dumps(plain, ensure_ascii=False)
     return line if len(line) <= 100 else json.dumps(plain, indent=2, ensure_ascii=False)
 
