@@ -42,6 +42,7 @@ from typing import IO, Any
 
 import httpx
 
+from bench.flower_report import TITLE, markdown, versions
 from bench.measures import percentile
 from bench.procs import ROOT, _rss_kib
 from bench.redis_server import RedisServer, free_port
@@ -302,63 +303,6 @@ def measure_conveyor(url: str, tasks: int, requests: int, workdir: Path) -> dict
     finally:
         server.stop()
     return out
-
-
-# -- the report ------------------------------------------------------------------------------
-
-TITLE = "The dashboard beside Flower 2.2"
-
-
-def versions(redis_version: str) -> dict[str, str]:
-    from importlib.metadata import version
-
-    names = ("celery", "flower", "conveyor", "uvicorn")
-    return {name: version(name) for name in names} | {"redis-server": redis_version}
-
-
-def ms(s: dict[str, float]) -> str:
-    return f"{s['p50']:.1f} ({s['p95']:.1f}), n={s['n']:.0f}"
-
-
-def markdown(flower: dict[str, Any], conv: dict[str, Any], tasks: int, vers: dict[str, str]) -> str:
-    rows = [
-        ("tasks run / jobs written, then finished, s", f"{flower['run_seconds']:.0f}",
-         f"{conv['run_seconds']:.0f} (written straight into the store, then a worker)"),
-        ("listed after the run", f"{flower['listed']:,}", f"{conv['listed']:,}"),
-        ("tasks page, p50 (p95) ms", f"`/tasks` (empty shell): {ms(flower['page'])}",
-         f"`/` (rows, counts, chart): {ms(conv['page'])}"),
-        ("the page's rows, p50 (p95) ms", f"`/tasks/datatable` (15 rows): {ms(flower['data'])}",
-         "in the page above"),
-        ("JSON list of 50, p50 (p95) ms", f"`/api/tasks?limit=50`: {ms(flower['api'])}",
-         f"`/api/jobs?limit=50`: {ms(conv['api'])}"),
-        ("RSS before the tasks, MiB", f"{flower['rss_before']:.1f}", f"{conv['rss_before']:.1f}"),
-        ("RSS after the tasks, MiB", f"{flower['rss_after_tasks']:.1f}",
-         f"{conv['rss_after_tasks']:.1f}"),
-        ("RSS after the requests, MiB", f"{flower['rss_after_requests']:.1f}",
-         f"{conv['rss_after_requests']:.1f}"),
-        ("SIGTERM to exit, s", f"{flower['stop_seconds']:.1f} (writes its state)",
-         f"{conv['stop_seconds']:.1f}"),
-        ("restarted: listed (RSS MiB, start s)",
-         f"{flower['restart_listed']:,} ({flower['restart_rss']:.1f}, "
-         f"{flower['restart_start_seconds']:.1f})",
-         f"{conv['restart_listed']:,} ({conv['restart_rss']:.1f}, "
-         f"{conv['restart_start_seconds']:.1f})"),
-        ("restarted with `--persistent=True`: listed (RSS MiB, start s)",
-         f"{flower['persistent_listed']:,} ({flower['persistent_rss']:.1f}, "
-         f"{flower['persistent_start_seconds']:.1f})", "(no such option: the store is durable)"),
-    ]  # fmt: skip
-    lines = [
-        f"{tasks:,} finished tasks each, on one redis-server. "
-        + ", ".join(f"{k} {v}" for k, v in vers.items())
-        + ". Flower: `celery flower --persistent=True` (restarted once without it), started "
-        "before the tasks, a Celery worker with `-E`, 8 threads, the Redis result backend. "
-        "conveyor: `app.asgi()` under uvicorn, one process.",
-        "",
-        f"| | Flower {vers['flower']} | conveyor {vers['conveyor']} |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
