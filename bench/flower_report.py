@@ -53,24 +53,26 @@ def table(flower: dict[str, Any], conv: dict[str, Any]) -> list[tuple[str, str, 
 def shows(flower: dict[str, Any], conv: dict[str, Any], tasks: int) -> str:
     """The paragraph under the table, from this run's numbers."""
     docker = (
-        f"longer than the {DOCKER_STOP_SECONDS} s `docker stop` waits before it kills, which "
-        "would lose the state"
+        f"longer than the {DOCKER_STOP_SECONDS} s `docker stop` waits before it kills: the "
+        "state would not be written"
         if flower["stop_seconds"] > DOCKER_STOP_SECONDS
         else f"within the {DOCKER_STOP_SECONDS} s `docker stop` waits"
     )
     return (
         f"Flower holds every task it saw in its own memory: its RSS went from "
         f"{flower['rss_before']:.0f} to {flower['rss_after_tasks']:.0f} MiB over {tasks:,} "
-        f"tasks, while conveyor's web process stayed at {conv['rss_after_requests']:.0f} MiB "
-        f"(it reads the store on each request). Flower's tasks page is a shell; the table then "
+        f"tasks; conveyor's web process went from {conv['rss_before']:.0f} to "
+        f"{conv['rss_after_requests']:.0f} MiB (it reads the store on each request). "
+        "Flower's tasks page is a shell; the table then "
         f"asks `/tasks/datatable`, which filters and sorts all {flower['listed']:,} tasks in "
         f"Python on every request (p50 {flower['data']['p50']:.0f} ms for 15 rows), and "
         f"`/api/tasks?limit=50` takes {flower['api']['p50']:.0f} ms; conveyor renders its "
         f"whole first page, rows, counts and chart, in {conv['page']['p50']:.0f} ms and "
         f"answers `/api/jobs?limit=50` in {conv['api']['p50']:.0f} ms (p50s). Restarted, "
         f"Flower lists {flower['restart_listed']:,} tasks: it knows only the events it saw "
-        f"while it ran (a task that finished while it was down never shows, nor one no worker "
-        f"has received). With `--persistent=True` it pickles its state on SIGTERM "
+        f"while it ran (a task that finished while it was down never shows, nor, unless the "
+        f"senders turn on `task_send_sent_event`, one that no worker has received yet). "
+        "With `--persistent=True` it pickles its state on SIGTERM "
         f"({flower['stop_seconds']:.0f} s here, {docker}) and reads it back: "
         f"{flower['persistent_listed']:,} tasks, {flower['persistent_rss']:.0f} MiB. conveyor "
         f"lists all {conv['restart_listed']:,} jobs as soon as it answers. Caveats: wall-clock "
