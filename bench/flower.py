@@ -191,7 +191,8 @@ def run_celery(url: str, base: str, tasks: int, workdir: Path) -> float:
     try:
         for start in range(0, tasks, CHUNK):
             group(noop.s() for _ in range(min(CHUNK, tasks - start))).apply_async()
-            print(f"\r  celery: {start + CHUNK:,} sent", end="", file=sys.stderr, flush=True)
+            sent = min(tasks, start + CHUNK)
+            print(f"\r  celery: {sent:,} sent", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
 
         def remaining() -> int:
