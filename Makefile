@@ -45,7 +45,8 @@ BENCH_STAMP := $(BENCH_ENV)/.installed
 BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate pgqueuer \
 	httpx 'flower>=2.2,<2.3'
 
-$(BENCH_STAMP): pyproject.toml
+# The Makefile too: a peer added to BENCH_PEERS reaches an environment made before it.
+$(BENCH_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(BENCH_ENV)
 	$(BENCH_ENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis,postgres,web]' $(BENCH_PEERS)

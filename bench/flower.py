@@ -28,6 +28,7 @@ Writes its own section of bench/RESULTS.md, leaving the rest of the file as it i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shlex
 import signal
@@ -312,6 +313,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=100, help="per path, at most")
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("flower") is None or importlib.util.find_spec("celery") is None:
+        parser.error("needs Celery and Flower: run it with `make bench-flower` (bench/.env)")
     command = shlex.join(["python", "-m", "bench.flower", *argv])
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="conveyor-flower-") as tmp:
         base_url = server.url.rsplit("/", 1)[0]
