@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest dist bench bench-like bench-pg clean venv313
+.PHONY: demo test lint typecheck layers pytest dist bench bench-like bench-pg bench-flower clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +42,14 @@ dist: $(STAMP)
 # The bench's own environment: conveyor from this checkout and the peers from PyPI.
 BENCH_ENV ?= bench/.env
 BENCH_STAMP := $(BENCH_ENV)/.installed
-BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate pgqueuer
+BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate pgqueuer \
+	httpx 'flower>=2.2,<2.3'
 
-$(BENCH_STAMP): pyproject.toml
+# The Makefile too: a peer added to BENCH_PEERS reaches an environment made before it.
+$(BENCH_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(BENCH_ENV)
 	$(BENCH_ENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis,postgres]' $(BENCH_PEERS)
+	$(BENCH_ENV)/bin/python -m pip install --quiet -e '.[redis,postgres,web]' $(BENCH_PEERS)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -64,6 +66,11 @@ bench-like: $(BENCH_STAMP)
 bench-pg: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(conveyor|procrastinate|pgqueuer|psycopg) '
 	$(BENCH_ENV)/bin/python -m bench.pg
+
+# The dashboard beside Flower 2.2: 100,000 finished tasks each, on one throwaway redis-server.
+bench-flower: $(BENCH_STAMP)
+	$(BENCH_ENV)/bin/python -m pip list 2>/dev/null | grep -iE '^(conveyor|celery|flower|redis|uvicorn) '
+	$(BENCH_ENV)/bin/python -m bench.flower
 
 clean:
 	rm -rf $(VENV) .venv313 .mypy_cache .pytest_cache .ruff_cache dist

@@ -308,15 +308,18 @@ def instructions_markdown(counts: dict[str, float], n: int) -> str:
 # -- RESULTS.md ------------------------------------------------------------------------------
 
 
-def write_section(kind: str, text: str, command: str) -> None:
+def write_section(
+    kind: str, text: str, command: str, *, title: str | None = None, make: str = "bench-like"
+) -> None:
+    """Replaces the section ``kind`` of bench/RESULTS.md (or adds it); nothing else changes."""
     begin, end = f"<!-- {kind}: begin -->", f"<!-- {kind}: end -->"
     path = HERE / "RESULTS.md"
     current = path.read_text() if path.exists() else "# Benchmark results\n"
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load = os.getloadavg()[0]
     section = (
-        f"{begin}\n## {TITLES[kind]}\n\n"
-        f"Command: `{command}` (in the bench's environment, `make bench-like`)  \n"
+        f"{begin}\n## {title or TITLES[kind]}\n\n"
+        f"Command: `{command}` (in the bench's environment, `make {make}`)  \n"
         f"Run: {when}; load average at the end {load:.1f}.\n\n{text}\n{end}"
     )
     if begin in current:

@@ -3,12 +3,15 @@ is its own command; this only keeps it from rotting)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.servers import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +55,29 @@ def test_the_like_for_like_run_reports_overhead_against_the_yardstick() -> None:
     assert "| conveyor/sqlite-normal" in done.stdout
     for body in ("no-op body", "one pipelined Redis round trip"):
         assert body in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_flower_bench_finds_every_conveyor_job_again_after_the_dashboard_restarts(
+    fresh_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    from bench.flower import measure_conveyor
+
+    url = fresh_redis_server.url.rsplit("/", 1)[0] + "/1"
+    result = measure_conveyor(url, 200, 5, tmp_path)
+    assert result["listed"] == result["restart_listed"] == 200
+    assert result["page"]["n"] >= 5 and result["api"]["n"] >= 5
+    assert result["rss_before"] > 0 and result["restart_rss"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_the_flower_bench_sees_flower_forget_its_tasks_on_a_restart_without_persistence(
+    fresh_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("flower") is None or importlib.util.find_spec("celery") is None:
+        pytest.skip("Flower and Celery are not installed here; the bench's environment has them")
+    from bench.flower import measure_flower
+
+    result = measure_flower(fresh_redis_server.url, 200, 5, tmp_path)
+    assert result["listed"] == result["persistent_listed"] == 200
+    assert result["restart_listed"] == 0
