@@ -94,7 +94,9 @@ def main(argv: list[str]) -> int:
     out.print(f"raw numbers: {path}")
     complete = not (args.quick or args.only or args.target or args.system)
     if complete and not args.no_results:
-        (HERE / "RESULTS.md").write_text(report.markdown(results, info, command, sizes))
+        md = HERE / "RESULTS.md"
+        kept = report.marked_sections(md.read_text()) if md.exists() else ""
+        md.write_text(report.markdown(results, info, command, sizes).rstrip("\n") + kept)
         out.print(f"written: {HERE / 'RESULTS.md'}")
         try:
             out.print(f"written: {plot.write(results, HERE / 'results.png')}")

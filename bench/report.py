@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sqlite3
 import statistics
 import sys
@@ -318,3 +319,12 @@ def write_json(
 def console() -> Console:
     # Wide enough for one column per target even when stdout is not a terminal.
     return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+
+
+#: a section another bench writes into RESULTS.md (bench.like, bench.flower): kept as it is
+MARKED = re.compile(r"<!-- ([\w-]+): begin -->.*?<!-- \1: end -->", re.DOTALL)
+
+
+def marked_sections(current: str) -> str:
+    """The sections of the other benches in ``current``, to follow the new main report."""
+    return "".join(f"\n\n{m.group(0)}" for m in MARKED.finditer(current)) + "\n"

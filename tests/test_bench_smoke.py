@@ -81,3 +81,16 @@ def test_the_flower_bench_sees_flower_forget_its_tasks_on_a_restart_without_pers
     result = measure_flower(fresh_redis_server.url, 200, 5, tmp_path)
     assert result["listed"] == result["persistent_listed"] == 200
     assert result["restart_listed"] == 0
+
+
+def test_the_main_report_keeps_the_sections_other_benches_wrote() -> None:
+    from bench import report
+
+    current = (
+        "# Benchmark results\n\nold table\n\n<!-- like-for-like: begin -->\n## Like\nrows\n"
+        "<!-- like-for-like: end -->\n\n<!-- flower: begin -->\nflower rows\n<!-- flower: end -->\n"
+    )
+    kept = report.marked_sections(current)
+    assert "old table" not in kept
+    assert kept.count("begin -->") == 2 and "rows\n<!-- like-for-like: end -->" in kept
+    assert "flower rows" in kept
