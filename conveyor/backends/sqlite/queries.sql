@@ -198,11 +198,11 @@ SELECT (SELECT count(*) FROM (
             WHERE state = 'queued' AND held IS NOT NULL LIMIT :upto));
 
 -- name: queue_counts
--- queue_counts reads indexes, not the whole table: all jobs per queue from
--- {ns}_jobs_by_queue (the index alone); queued ones from {ns}_jobs_ready and
--- {ns}_jobs_held; running ones (few) and those of the rare states through their indexes;
--- succeeded is the rest (inspection.py adds up).
-SELECT queue, 'all', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue GROUP BY queue
+-- queue_counts reads no succeeded job: all jobs per queue from {ns}_queue_sizes (sizes.sql,
+-- one row per queue); queued ones from {ns}_jobs_ready and {ns}_jobs_held; running ones
+-- (few) and those of the rare states through their indexes; succeeded is the rest
+-- (inspection.py adds up). One statement: one snapshot, so the parts agree.
+SELECT queue, 'all', n FROM {ns}_queue_sizes WHERE n > 0
 UNION ALL
 SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
 WHERE state = 'queued' AND held IS NULL GROUP BY queue
