@@ -17,12 +17,13 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor.backends.base import Backend
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.finishing import Finishing, done_items
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
-from conveyor.backends.sqlite.ledger import Ledger
+from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
 from conveyor.backends.sqlite.rows import dumps, from_row, progress_json, to_row
 from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
@@ -171,12 +172,16 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         limit: int,
         lease_seconds: float,
         now: float,
+        finished: Sequence[Change] = (),
     ) -> list[Claim]:
-        """The claim itself, inside the caller's write transaction."""
+        """The claim itself, inside the caller's write transaction; its feed row holds the
+        changes ``finished`` just before it in the transaction too."""
         t = self._store_time()  # under the write lock: once per transaction
         gate = limits_sql.Gate(conn, self._sql, t, lease_seconds)  # limits count by it too
-        gate.unpark_due()
-        rows = self._ready(conn, queues, limit, now)
+        rows, due = self._look(conn, queues, limit, now, t)
+        if due:  # parked jobs come back first, then the ready index is read again
+            gate.unpark_due()
+            rows = self._ready(conn, queues, limit, now)
         if any('"limits"' in row[3] for row in rows):
             ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         else:
@@ -187,6 +192,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if gate.parked and len(ids) < limit:
             self._wake.ready.notify()
         if not ids:
+            feed.put(conn, self._sql, finished)
             return []
         params = {
             "ids": dumps(ids),
@@ -197,7 +203,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         rows = conn.execute(self._sql["claim"], params).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         records = sorted(map(from_row, rows), key=lambda r: order[r.id])
-        self._ledger.claimed(conn, records)
+        self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
@@ -216,15 +222,15 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         self._local.since = self._wake.snapshot(self._wake.ready)
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._ledger.finished(conn, done_items(items, done), now=now)
+            changes = self._ledger.finished(conn, done_items(items, done), now=now)
             plain = self._ledger.plain  # no workflow step, no limit slot in this batch
             flowed = bool(items) and not plain and self._flows_after(conn, items, done, now=now)
             woken = not plain and self._release_slots(conn, items, done)
-            claims = (
-                self._claim(conn, worker_id, queues, limit, lease_seconds, now)
-                if limit > 0 and queues
-                else []
-            )
+            if limit > 0 and queues:  # one feed row for the finishes and the claims
+                claims = self._claim(conn, worker_id, queues, limit, lease_seconds, now, changes)
+            else:
+                claims = []
+                feed.put(conn, self._sql, changes)
         if any(done):
             self._notify_finished(items, done, flowed=flowed or woken)
         elif claims:
@@ -238,7 +244,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         limit: int,
         now: float,
     ) -> list[limits_sql.Row]:
-        """The jobs to claim, best first (id, priority, ready_at, meta): the top of each
+        """The jobs to claim, best first (id, priority, ready_at, meta, 0): the top of each
         queue's index, merged here, plus scheduled jobs whose time has come (a short range
         of their own index)."""
         params: dict[str, Any] = {"now": now, "limit": limit}
@@ -251,6 +257,31 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:limit]
+
+    def _look(
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        limit: int,
+        now: float,
+        t: float,
+    ) -> tuple[list[limits_sql.Row], bool]:
+        """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
+        back (a limit's wake time passed by the store's time ``t``). One statement for a
+        worker on one queue (ready_first), one more per other queue."""
+        first, *others = dict.fromkeys(queues)
+        params = {"queue": first, "queues": dumps(list(queues)), "now": now, "t": t}
+        params["limit"] = limit
+        rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
+        due = bool(rows) and rows[-1][4] == 1
+        if due:
+            rows.pop()
+        for queue in others:
+            params["queue"] = queue
+            rows += conn.execute(self._sql["ready_queued"], params).fetchall()
+        if len(rows) > 1:
+            rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return rows[:limit], due
 
     def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
         """Whether held jobs may come back now (a limit's wake time passed). The earliest

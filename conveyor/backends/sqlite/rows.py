@@ -14,6 +14,8 @@ COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
 PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
 
 _EMPTY_META = "{}"
+#: State(value) goes through Enum's metaclass call: a dict lookup is several times cheaper
+_STATES = {state.value: state for state in State}
 
 
 #: json.dumps(value, separators=...) builds an encoder per call: this one is built once
@@ -98,7 +100,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         payload,
         queue,
         priority,
-        State(state),
+        _STATES[state],
         key,
         unique_key,
         attempts,
