@@ -33,6 +33,9 @@ from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
 
+#: a wake-up snapshot that no wait outlasts: wait_for_jobs returns at once
+_AT_ONCE = (-1, -1)
+
 
 class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
     scheme = "sqlite"
@@ -147,14 +150,15 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         lease_seconds: float,
         now: float,
     ) -> list[Claim]:
-        # Taken before reading, so that wait_for_jobs after an empty claim wakes for any
-        # commit that the read could have missed.
-        self._local.since = self._wake.snapshot(self._wake.ready)
         if limit <= 0 or not queues:
+            self._local.since = _AT_ONCE
             return []
         # After an empty claim, look without the write lock first: idle workers polling an
         # empty queue then never queue up behind writers. A busy worker goes straight in.
         if getattr(self._local, "idle", False):
+            # Taken before reading, so that wait_for_jobs after an empty claim wakes for
+            # any commit that the read could have missed.
+            self._local.since = self._wake.snapshot(self._wake.ready)
             conn = self._db.get()
             if not self._ready(conn, queues, limit, now) and not self._wake_due(conn, now):
                 return []
@@ -182,6 +186,10 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if due:  # parked jobs come back first, then the ready index is read again
             gate.unpark_due()
             rows = self._ready(conn, queues, limit, now)
+        # For wait_for_jobs after a short claim: taken under the write lock, so no other
+        # process can have committed since the read. After a full one, a wait ends at once
+        # (more may be ready), and the busy path reads no data_version at all.
+        self._local.since = self._wake.snapshot(self._wake.ready) if len(rows) < limit else _AT_ONCE
         if any('"limits"' in row[3] for row in rows):
             ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         else:
@@ -194,15 +202,15 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if not ids:
             feed.put(conn, self._sql, finished)
             return []
-        params = {
-            "ids": dumps(ids),
-            "worker": worker_id,
-            "started_at": t,
-            "lease_expires_at": t + lease_seconds,
-        }
-        rows = conn.execute(self._sql["claim"], params).fetchall()
-        order = {job_id: i for i, job_id in enumerate(ids)}
-        records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        params = {"worker": worker_id, "started_at": t, "lease_expires_at": t + lease_seconds}
+        if len(ids) == 1:  # no JSON, and no temporary table for an IN list
+            params["id"] = ids[0]
+            records = list(map(from_row, conn.execute(self._sql["claim_one"], params)))
+        else:
+            params["ids"] = dumps(ids)
+            rows = conn.execute(self._sql["claim"], params).fetchall()
+            order = {job_id: i for i, job_id in enumerate(ids)}
+            records = sorted(map(from_row, rows), key=lambda r: order[r.id])
         self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
@@ -219,7 +227,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         now: float,
     ) -> tuple[list[bool], list[Claim]]:
         # One write transaction instead of two: half the commits (and the gate) per batch.
-        self._local.since = self._wake.snapshot(self._wake.ready)
+        self._local.since = _AT_ONCE  # unless the claim below comes back short
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
             changes = self._ledger.finished(conn, done_items(items, done), now=now)
@@ -267,19 +275,17 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         t: float,
     ) -> tuple[list[limits_sql.Row], bool]:
         """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
-        back (a limit's wake time passed by the store's time ``t``). One statement for a
-        worker on one queue (ready_first), one more per other queue."""
-        first, *others = dict.fromkeys(queues)
-        params = {"queue": first, "queues": dumps(list(queues)), "now": now, "t": t}
-        params["limit"] = limit
+        back (a limit's wake time passed by the store's time ``t``): one statement for a
+        worker on one queue (ready_first)."""
+        if len(queues) > 1 and len(set(queues)) > 1:
+            gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
+            return self._ready(conn, queues, limit, now), gate_due is not None
+        params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
         rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
-        due = bool(rows) and rows[-1][4] == 1
+        due = bool(rows) and rows[-1][4] == 1  # UNION ALL keeps the parts' order: it is last
         if due:
             rows.pop()
-        for queue in others:
-            params["queue"] = queue
-            rows += conn.execute(self._sql["ready_queued"], params).fetchall()
-        if len(rows) > 1:
+        if len(rows) > 1 and rows[-1][4] == 2:  # scheduled jobs came: merge them in
             rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:limit], due
 

@@ -50,10 +50,10 @@ CREATE TABLE IF NOT EXISTS {ns}_limit_wake (
 CREATE INDEX IF NOT EXISTS {ns}_limit_wake_at ON {ns}_limit_wake (at);
 
 -- name: ready_first
--- A claim's first look, one statement for three (the claim of a worker on one queue needs no
--- other): ready_queued for :queue, ready_scheduled, and whether a ref with parked jobs is due
--- back ({ns}_limit_wake_at: the last column says which part a row is from, 1 for that one).
--- Each part is a subquery so that its ORDER BY and LIMIT, and its index, stay its own.
+-- The first look of a claim on one queue, one statement for three: ready_queued and
+-- ready_scheduled for :queue, and whether a ref with parked jobs is due back
+-- ({ns}_limit_wake_at). The last column says which part a row is from: 0, 2 (scheduled) and
+-- 1. Each part is a subquery so that its ORDER BY and LIMIT, and its index, stay its own.
 SELECT * FROM (
     SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs
     WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
@@ -62,10 +62,9 @@ SELECT * FROM (
     LIMIT :limit)
 UNION ALL
 SELECT * FROM (
-    SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+    SELECT id, priority, ready_at, meta, 2 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
     WHERE state = 'scheduled' AND ready_at <= :now
-      AND (expires_at IS NULL OR expires_at > :now)
-      AND queue IN (SELECT value FROM json_each(:queues))
+      AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue
     ORDER BY priority DESC, ready_at, id
     LIMIT :limit)
 UNION ALL

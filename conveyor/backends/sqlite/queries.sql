@@ -29,6 +29,14 @@ SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :wor
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
 RETURNING {columns};
 
+-- name: claim_one
+-- claim for one job: no JSON to parse, and no temporary table for an IN list
+UPDATE {ns}_jobs
+SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
+    started_at = :started_at, lease_expires_at = :lease_expires_at
+WHERE id = :id AND (state = 'queued' OR state = 'scheduled')
+RETURNING {columns};
+
 -- name: extend_lease
 UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at
 WHERE id = :id AND token = :token AND state = 'running'
