@@ -25,7 +25,7 @@ from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
-from conveyor.backends.sqlite.rows import dumps, from_row, progress_json, to_row
+from conveyor.backends.sqlite.rows import dumps, dumps_flat, from_row, progress_json, to_row
 from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
 from conveyor.backends.sqlite.upkeep import Upkeep
 from conveyor.backends.sqlite.wakeups import Wakeups
@@ -207,7 +207,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
             params["id"] = ids[0]
             records = list(map(from_row, conn.execute(self._sql["claim_one"], params)))
         else:
-            params["ids"] = dumps(ids)
+            params["ids"] = dumps_flat(ids)
             rows = conn.execute(self._sql["claim"], params).fetchall()
             order = {job_id: i for i, job_id in enumerate(ids)}
             records = sorted(map(from_row, rows), key=lambda r: order[r.id])

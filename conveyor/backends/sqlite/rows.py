@@ -26,6 +26,11 @@ def dumps(value: Any) -> str:
     return _ENCODE(value)
 
 
+#: for the lists of ids and feed changes the backend builds itself, which hold only strings:
+#: no check for cycles (a dict per list for each call), as none can occur in them
+dumps_flat = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
+
 def error_json(error: ErrorInfo | None) -> str | None:
     return None if error is None else dumps(error.to_json())
 
