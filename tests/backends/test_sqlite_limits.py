@@ -19,7 +19,7 @@ def test_a_file_from_before_limits_gets_the_held_column_and_keeps_its_jobs(
     # back to the old layout: no held column, the old ready index
     conn = sqlite3.connect(tmp_path / "old.db")
     conn.executescript(
-        "DROP INDEX conveyor_jobs_ready; DROP INDEX conveyor_jobs_held;"
+        "DROP INDEX conveyor_jobs_to_claim; DROP INDEX conveyor_jobs_held;"
         "ALTER TABLE conveyor_jobs DROP COLUMN held;"
         "CREATE INDEX conveyor_jobs_queued ON conveyor_jobs (queue, priority DESC, ready_at, id)"
         " WHERE state = 'queued';"
@@ -34,4 +34,5 @@ def test_a_file_from_before_limits_gets_the_held_column_and_keeps_its_jobs(
     conn = sqlite3.connect(tmp_path / "old.db")
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     conn.close()
-    assert "conveyor_jobs_ready" in indexes and "conveyor_jobs_queued" not in indexes
+    assert "conveyor_jobs_to_claim" in indexes and "conveyor_jobs_queued" not in indexes
+    assert "conveyor_jobs_ready" not in indexes

@@ -17,20 +17,24 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from conveyor.backends.base import Backend
+from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
 from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.finishing import Finishing, done_items
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
-from conveyor.backends.sqlite.ledger import Ledger
+from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
-from conveyor.backends.sqlite.rows import dumps, from_row, progress_json, to_row
+from conveyor.backends.sqlite.rows import dumps, dumps_flat, from_row, progress_json, to_row
 from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
 from conveyor.backends.sqlite.upkeep import Upkeep
 from conveyor.backends.sqlite.wakeups import Wakeups
 from conveyor.errors import ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
 from conveyor.limits import LimitInfo, LimitSpec
+
+#: a wake-up snapshot that no wait outlasts: wait_for_jobs returns at once
+_AT_ONCE = (-1, -1)
 
 
 class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
@@ -146,14 +150,15 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         lease_seconds: float,
         now: float,
     ) -> list[Claim]:
-        # Taken before reading, so that wait_for_jobs after an empty claim wakes for any
-        # commit that the read could have missed.
-        self._local.since = self._wake.snapshot(self._wake.ready)
         if limit <= 0 or not queues:
+            self._local.since = _AT_ONCE
             return []
         # After an empty claim, look without the write lock first: idle workers polling an
         # empty queue then never queue up behind writers. A busy worker goes straight in.
         if getattr(self._local, "idle", False):
+            # Taken before reading, so that wait_for_jobs after an empty claim wakes for
+            # any commit that the read could have missed.
+            self._local.since = self._wake.snapshot(self._wake.ready)
             conn = self._db.get()
             if not self._ready(conn, queues, limit, now) and not self._wake_due(conn, now):
                 return []
@@ -171,12 +176,20 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         limit: int,
         lease_seconds: float,
         now: float,
+        finished: Sequence[Change] = (),
     ) -> list[Claim]:
-        """The claim itself, inside the caller's write transaction."""
+        """The claim itself, inside the caller's write transaction; its feed row holds the
+        changes ``finished`` just before it in the transaction too."""
         t = self._store_time()  # under the write lock: once per transaction
         gate = limits_sql.Gate(conn, self._sql, t, lease_seconds)  # limits count by it too
-        gate.unpark_due()
-        rows = self._ready(conn, queues, limit, now)
+        rows, due = self._look(conn, queues, limit, now, t)
+        if due:  # parked jobs come back first, then the ready index is read again
+            gate.unpark_due()
+            rows = self._ready(conn, queues, limit, now)
+        # For wait_for_jobs after a short claim: taken under the write lock, so no other
+        # process can have committed since the read. After a full one, a wait ends at once
+        # (more may be ready), and the busy path reads no data_version at all.
+        self._local.since = self._wake.snapshot(self._wake.ready) if len(rows) < limit else _AT_ONCE
         if any('"limits"' in row[3] for row in rows):
             ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         else:
@@ -187,17 +200,18 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if gate.parked and len(ids) < limit:
             self._wake.ready.notify()
         if not ids:
+            feed.put(conn, self._sql, finished)
             return []
-        params = {
-            "ids": dumps(ids),
-            "worker": worker_id,
-            "started_at": t,
-            "lease_expires_at": t + lease_seconds,
-        }
-        rows = conn.execute(self._sql["claim"], params).fetchall()
-        order = {job_id: i for i, job_id in enumerate(ids)}
-        records = sorted(map(from_row, rows), key=lambda r: order[r.id])
-        self._ledger.claimed(conn, records)
+        params = {"worker": worker_id, "started_at": t, "lease_expires_at": t + lease_seconds}
+        if len(ids) == 1:  # no JSON, and no temporary table for an IN list
+            params["id"] = ids[0]
+            records = list(map(from_row, conn.execute(self._sql["claim_one"], params)))
+        else:
+            params["ids"] = dumps_flat(ids)
+            rows = conn.execute(self._sql["claim"], params).fetchall()
+            order = {job_id: i for i, job_id in enumerate(ids)}
+            records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+        self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
@@ -213,18 +227,18 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         now: float,
     ) -> tuple[list[bool], list[Claim]]:
         # One write transaction instead of two: half the commits (and the gate) per batch.
-        self._local.since = self._wake.snapshot(self._wake.ready)
+        self._local.since = _AT_ONCE  # unless the claim below comes back short
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now) if items else []
-            self._ledger.finished(conn, done_items(items, done), now=now)
+            changes = self._ledger.finished(conn, done_items(items, done), now=now)
             plain = self._ledger.plain  # no workflow step, no limit slot in this batch
             flowed = bool(items) and not plain and self._flows_after(conn, items, done, now=now)
             woken = not plain and self._release_slots(conn, items, done)
-            claims = (
-                self._claim(conn, worker_id, queues, limit, lease_seconds, now)
-                if limit > 0 and queues
-                else []
-            )
+            if limit > 0 and queues:  # one feed row for the finishes and the claims
+                claims = self._claim(conn, worker_id, queues, limit, lease_seconds, now, changes)
+            else:
+                claims = []
+                feed.put(conn, self._sql, changes)
         if any(done):
             self._notify_finished(items, done, flowed=flowed or woken)
         elif claims:
@@ -238,7 +252,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         limit: int,
         now: float,
     ) -> list[limits_sql.Row]:
-        """The jobs to claim, best first (id, priority, ready_at, meta): the top of each
+        """The jobs to claim, best first (id, priority, ready_at, meta, 0): the top of each
         queue's index, merged here, plus scheduled jobs whose time has come (a short range
         of their own index)."""
         params: dict[str, Any] = {"now": now, "limit": limit}
@@ -251,6 +265,29 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         rows += conn.execute(self._sql["ready_scheduled"], params).fetchall()
         rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:limit]
+
+    def _look(
+        self,
+        conn: sqlite3.Connection,
+        queues: Sequence[str],
+        limit: int,
+        now: float,
+        t: float,
+    ) -> tuple[list[limits_sql.Row], bool]:
+        """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
+        back (a limit's wake time passed by the store's time ``t``): one statement for a
+        worker on one queue (ready_first)."""
+        if len(queues) > 1 and len(set(queues)) > 1:
+            gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
+            return self._ready(conn, queues, limit, now), gate_due is not None
+        params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
+        rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
+        due = bool(rows) and rows[-1][4] == 1  # UNION ALL keeps the parts' order: it is last
+        if due:
+            rows.pop()
+        if len(rows) > 1 and rows[-1][4] == 2:  # scheduled jobs came: merge them in
+            rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return rows[:limit], due
 
     def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
         """Whether held jobs may come back now (a limit's wake time passed). The earliest

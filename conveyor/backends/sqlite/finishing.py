@@ -48,7 +48,7 @@ class Finishing:
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         with self._db.write() as conn:
             done = self._finish_batch(conn, items, now=now)
-            self._ledger.finished(conn, done_items(items, done), now=now)
+            feed.put(conn, self._sql, self._ledger.finished(conn, done_items(items, done), now=now))
             plain = self._ledger.plain  # no workflow step, no limit slot in this batch
             flowed = not plain and self._flows_after(conn, items, done, now=now)
             woken = not plain and self._release_slots(conn, items, done)

@@ -19,7 +19,7 @@ from conveyor.job import JobRecord, State
 
 #: above every job id, so that the first page of list_jobs is a range scan too
 _TOP_CURSOR = "\U0010ffff"
-#: the states with an index of their own for listing (schema.sql: {ns}_jobs_by_state)
+#: the states with an index of their own for listing (schema.sql: {ns}_jobs_in_state)
 _LISTED = frozenset({State.SCHEDULED, State.FAILED, State.CANCELLED, State.EXPIRED})
 #: up to this many queued jobs, a listing of them sorts the claim index's entries; beyond,
 #: queued jobs are dense enough among the newest that walking the table finds them at once
@@ -83,7 +83,7 @@ class Inspection:
         for queue, state, n in self._db.get().execute(self._sql["queue_counts"]):
             if state == "all":
                 totals[queue] = n
-            else:
+            elif n:
                 counts.setdefault(queue, {})[State(state)] = n
         for queue, total in totals.items():
             succeeded = total - sum(counts.get(queue, {}).values())

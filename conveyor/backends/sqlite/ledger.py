@@ -23,6 +23,8 @@ from conveyor.job import JobRecord, Outcome, State
 #: finished by another process) are forgotten all at once when this many pile up
 REMEMBERED = 100_000
 
+#: a change for the feed: job id, task, state
+Change = tuple[str, str, str]
 #: (task, kind, label) of a counter
 _Key = tuple[str, str, str]
 #: the run-time buckets' bounds and labels (inspection.bucket_of, without a repr per finish)
@@ -40,21 +42,32 @@ class Ledger:
         #: finish needs no workflow step and frees no limit slot (the caller may skip both)
         self.plain = False
 
-    def claimed(self, conn: sqlite3.Connection, records: Sequence[JobRecord]) -> None:
-        """The feed row of a claim (the records as the claim left them)."""
+    def claimed(
+        self,
+        conn: sqlite3.Connection,
+        records: Sequence[JobRecord],
+        before: Sequence[Change] = (),
+    ) -> None:
+        """The feed row of a claim (the records as the claim left them), after the changes
+        ``before`` it in the same transaction (a finish's): one row for both."""
         if len(self._claims) > REMEMBERED:
             self._claims.clear()
+        changes = list(before)
         for r in records:
-            plain = "flow" not in r.meta and "limits" not in r.meta
+            meta = r.meta
+            plain = not meta or ("flow" not in meta and "limits" not in meta)
             self._claims[r.id] = (r.task, r.token, r.started_at or 0.0, plain)
-        feed.put(conn, self._sql, [(r.id, r.task, _RUNNING) for r in records])
+            changes.append((r.id, r.task, _RUNNING))
+        feed.put(conn, self._sql, changes)
 
     def finished(
         self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]], *, now: float
-    ) -> None:
-        """The feed row and the counters of the attempts this transaction just finished
-        (``now`` is their finished_at)."""
-        changes: list[tuple[str, str, str]] = []
+    ) -> list[Change]:
+        """The counters of the attempts this transaction just finished (``now`` is their
+        finished_at), and their feed changes, which the caller writes (feed.put), alone or
+        with a claim's (``claimed``). Attempts this object did not claim get their feed row
+        here, read from the jobs table."""
+        changes: list[Change] = []
         counts: dict[_Key, list[float]] = {}  # key -> [n, total run time]
         others: list[tuple[str, int, Outcome]] = []
         plain = True
@@ -76,7 +89,6 @@ class Ledger:
             elif not state.is_final:
                 _add(counts, (task, "retries", ""), 0.0)
         self.plain = plain and not others
-        feed.put(conn, self._sql, changes)
         if counts:
             rows = [(*key, int(n), total) for key, (n, total) in counts.items()]
             conn.executemany(self._sql["count_add"], rows)
@@ -86,6 +98,7 @@ class Ledger:
             if retried:
                 conn.execute(self._sql["count_retries"], {"ids": dumps(retried)})
             self.count_ended(conn, others)
+        return changes
 
     def count_ended(
         self, conn: sqlite3.Connection, finished: Sequence[tuple[str, int, Outcome]]

@@ -28,7 +28,8 @@ WAKE_BATCH = 20
 PARK_BATCH = 1000
 SEP = "\x1f"
 
-Row = tuple[str, int, float, str]
+#: a ready job: id, priority, ready_at, meta, and 0 (see limits.sql ready_first)
+Row = tuple[str, int, float, str, int]
 
 
 def ref_of(name: str, key: str) -> str:
@@ -191,7 +192,7 @@ def admit(
     parked = 0
     while True:
         parked_now = 0
-        for job_id, _priority, _ready_at, meta in rows:
+        for job_id, _priority, _ready_at, meta, _ in rows:
             if job_id in chosen:
                 continue
             refs = refs_in(meta)

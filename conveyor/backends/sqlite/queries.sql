@@ -29,6 +29,14 @@ SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :wor
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
 RETURNING {columns};
 
+-- name: claim_one
+-- claim for one job: no JSON to parse, and no temporary table for an IN list
+UPDATE {ns}_jobs
+SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
+    started_at = :started_at, lease_expires_at = :lease_expires_at
+WHERE id = :id AND (state = 'queued' OR state = 'scheduled')
+RETURNING {columns};
+
 -- name: extend_lease
 UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at
 WHERE id = :id AND token = :token AND state = 'running'
@@ -135,8 +143,8 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_by_state
--- index: {ns}_jobs_by_state (a state no successful job passes through; its WHERE repeated)
-SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
+-- index: {ns}_jobs_in_state (a state no successful job passes through; its WHERE repeated)
+SELECT {columns} FROM {ns}_jobs INDEXED BY {ns}_jobs_in_state
 WHERE state = :state AND (state < 'queued' OR state = 'scheduled') AND id < :cursor
   AND (:task IS NULL OR task = :task)
   AND (:queue IS NULL OR queue = :queue)
@@ -173,11 +181,11 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_queued
--- indexes: {ns}_jobs_ready and {ns}_jobs_held (queued jobs a limit holds back), their ids
+-- indexes: {ns}_jobs_to_claim and {ns}_jobs_held (queued jobs a limit holds back), their ids
 -- sorted here: used while few jobs are queued (count_queued)
 SELECT {columns} FROM {ns}_jobs
 WHERE id IN (
-    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
     WHERE state = 'queued' AND held IS NULL AND id < :cursor
     UNION ALL
     SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_held
@@ -189,32 +197,36 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: count_queued
--- indexes: {ns}_jobs_ready, {ns}_jobs_held; counts no further than :upto in each
+-- indexes: {ns}_jobs_to_claim, {ns}_jobs_held; counts no further than :upto in each
 SELECT (SELECT count(*) FROM (
-            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
             WHERE state = 'queued' AND held IS NULL LIMIT :upto))
      + (SELECT count(*) FROM (
             SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_held
             WHERE state = 'queued' AND held IS NOT NULL LIMIT :upto));
 
 -- name: queue_counts
--- queue_counts reads indexes, not the whole table: all jobs per queue from
--- {ns}_jobs_by_queue (the index alone); queued ones from {ns}_jobs_ready and
--- {ns}_jobs_held; running ones (few) and those of the rare states through their indexes;
--- succeeded is the rest (inspection.py adds up).
-SELECT queue, 'all', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_queue GROUP BY queue
+-- queue_counts reads no succeeded job: all jobs per queue from {ns}_queue_sizes (sizes.sql,
+-- one row per queue); queued ones from {ns}_jobs_to_claim and {ns}_jobs_held; running ones
+-- (few) through their index; each rare state of each queue by a range of
+-- {ns}_jobs_in_state read alone (no GROUP BY: it would sort every entry); succeeded is the
+-- rest (inspection.py adds up, leaving out the states counted 0). One statement: one snapshot, so the parts agree.
+SELECT queue, 'all', n FROM {ns}_queue_sizes WHERE n > 0
 UNION ALL
-SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_ready
+SELECT queue, 'queued', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
 WHERE state = 'queued' AND held IS NULL GROUP BY queue
 UNION ALL
-SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+SELECT queue, 'queued', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
 WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue
 UNION ALL
 SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_running
 WHERE state = 'running' GROUP BY queue
 UNION ALL
-SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_by_state
-WHERE state < 'queued' OR state = 'scheduled' GROUP BY queue, state;
+SELECT q.queue, r.column1, (
+    SELECT count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_in_state
+    WHERE state = r.column1 AND (state < 'queued' OR state = 'scheduled') AND queue = q.queue)
+FROM {ns}_queue_sizes AS q, (VALUES ('cancelled'), ('expired'), ('failed'), ('scheduled')) AS r
+WHERE q.n > 0;
 
 -- name: purge_queue
 DELETE FROM {ns}_jobs WHERE queue = :queue AND state IN ('scheduled', 'queued');
@@ -316,17 +328,17 @@ ON CONFLICT DO UPDATE SET n = n + excluded.n;
 SELECT task, kind, label, n, total FROM {ns}_counters;
 
 -- name: next_queued_queue
--- index: {ns}_jobs_ready (a skip scan: one search per queue)
+-- index: {ns}_jobs_to_claim (a skip scan: one search per queue)
 SELECT min(queue) FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue > :after;
 
 -- name: next_priority
--- index: {ns}_jobs_ready (one search per priority present in the queue)
+-- index: {ns}_jobs_to_claim (one search per priority present in the queue)
 SELECT max(priority) FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority < :below;
 
 -- name: oldest_ready
--- index: {ns}_jobs_ready (the first entry of one priority)
+-- index: {ns}_jobs_to_claim (the first entry of one priority)
 SELECT min(ready_at) FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority = :priority;
 

@@ -47,7 +47,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS {ns}_jobs_unique_key
     ON {ns}_jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state IN ('scheduled', 'queued', 'running');
 
--- Claiming, one queue at a time, is served by {ns}_jobs_ready (limits.sql): an ordered
+-- Claiming, one queue at a time, is served by {ns}_jobs_to_claim (limits.sql): an ordered
 -- range scan that stops after LIMIT rows. Scheduled jobs have an index of their own, by
 -- time, so that many jobs waiting for a later time are never walked past by a claim.
 CREATE INDEX IF NOT EXISTS {ns}_jobs_scheduled
@@ -132,8 +132,12 @@ CREATE INDEX IF NOT EXISTS {ns}_jobs_by_queue ON {ns}_jobs (queue, id);
 -- "state < 'queued' OR state = 'scheduled'" names scheduled, failed, cancelled and expired.
 -- Not "state IN (...)": every UPDATE of state evaluates a partial index's WHERE, and an IN
 -- list costs SQLite a temporary table each time (the claim/finish path doubled in cost).
-CREATE INDEX IF NOT EXISTS {ns}_jobs_by_state
-    ON {ns}_jobs (state, id) WHERE state < 'queued' OR state = 'scheduled';
+-- The queue last: pages by state stay ranges by id, and queue_counts counts these states by
+-- queue from the index alone, without a look-up in the table per job (files made before had
+-- {ns}_jobs_by_state, on (state, id)).
+CREATE INDEX IF NOT EXISTS {ns}_jobs_in_state
+    ON {ns}_jobs (state, id, queue) WHERE state < 'queued' OR state = 'scheduled';
+DROP INDEX IF EXISTS {ns}_jobs_by_state;
 
 -- The change feed (app.events, SSE), written inside the transaction that makes the change,
 -- so the feed and the jobs never disagree. A row is either one event (job_id, task, state,

@@ -24,7 +24,7 @@ from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 #: the version of the tables this conveyor writes, kept in the file's PRAGMA user_version:
 #: raise it with every change an older conveyor could not read
-SCHEMA_VERSION = 2  # 2: the change feed in rows per statement (feed.py)
+SCHEMA_VERSION = 3  # 2: the change feed in rows per statement (feed.py); 3: queue sizes
 
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -173,8 +173,8 @@ def _initialise(options: Options, namespace: str) -> None:
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{schema_sql(namespace)}\n{stamp}\nCOMMIT;")
             # A file made by an older conveyor gets the columns it lacks (the held column
-            # first), then the limits' tables and indexes.
-            upgrade(conn, namespace)
+            # first) and the queue sizes, then the limits' tables and indexes.
+            upgrade(conn, namespace, sizes=_expand(_sql_file("sizes.sql"), namespace))
             conn.executescript(f"BEGIN IMMEDIATE;\n{limits_schema_sql(namespace)}\nCOMMIT;")
         except sqlite3.OperationalError as exc:
             # A read-only file that already holds the tables can still be read (conveyor
