@@ -174,9 +174,9 @@ done AS (
         worker = CASE WHEN v.final THEN j.worker END,  -- who ran a finished job stays shown
         lease_expires_at = NULL
     FROM unnest(
-        %(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[], %(finals)s::boolean[],
-        %(results)s::bytea[], %(errors)s::jsonb[], %(ready_ats)s::double precision[],
-        %(failures)s::integer[]
+        %(ids)b::text[], %(tokens)b::bigint[], %(states)b::text[], %(finals)b::boolean[],
+        %(results)b::bytea[], %(errors)b::jsonb[], %(ready_ats)b::double precision[],
+        %(failures)b::integer[]
     ) AS v(id, token, state, final, result, error, ready_at, failure)
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
       AND (%(flows)s OR NOT (v.final AND j.meta ? 'flow'))
@@ -202,7 +202,7 @@ done AS (
 ), deferred AS (
     -- Workflow jobs made final are left to a transaction that decides their successors too.
     SELECT j.id FROM {ns}_jobs AS j
-    JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[], %(finals)s::boolean[])
+    JOIN unnest(%(ids)b::text[], %(tokens)b::bigint[], %(finals)b::boolean[])
         AS v(id, token, final) ON j.id = v.id
     WHERE NOT %(flows)s AND v.final AND j.token = v.token AND j.state = 'running'
       AND j.meta ? 'flow'
