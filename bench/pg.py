@@ -12,7 +12,8 @@ Every measurement starts on a fresh database of the same server:
 - end to end, 1 and 2 worker processes: jobs/s from the moment the prepared workers are told
   to start until every job of a backlog enqueued beforehand is done;
 - pickup: an idle worker, a job enqueued every 20 ms that notes the time it started; p50 and
-  p99 of start minus enqueue time (one machine, one clock).
+  p99 of start minus the time the enqueue was called (one machine, one clock), and the p50
+  from the enqueue's return (it has committed by then: the time from the commit lies between).
 
 Configuration: conveyor's thread pool; Procrastinate's worker (async tasks, LISTEN/NOTIFY,
 finished jobs kept as it does by default); pgqueuer's QueueManager (async entrypoints, psycopg
@@ -40,7 +41,10 @@ import psycopg
 from bench.postgres_server import PostgresServer
 
 BATCH = 1000
-STAMPS = "CREATE TABLE IF NOT EXISTS bench_pickup (latency double precision NOT NULL)"
+STAMPS = (
+    "CREATE TABLE IF NOT EXISTS bench_pickup "
+    "(enqueued_at double precision NOT NULL, started_at double precision NOT NULL)"
+)
 
 
 def database_url(url: str, name: str) -> str:
@@ -62,11 +66,11 @@ _stamp_conn: psycopg.Connection[Any] | None = None
 
 def note_pickup(url: str, enqueued_at: float) -> None:
     """The body of every system's stamp task: how long the job waited to start."""
-    latency = time.time() - enqueued_at
+    started_at = time.time()
     global _stamp_conn
     if _stamp_conn is None:
         _stamp_conn = psycopg.connect(url, autocommit=True)
-    _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s)", [latency])
+    _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s, %s)", [enqueued_at, started_at])
 
 
 def scalar(url: str, query: str) -> Any:
@@ -100,7 +104,7 @@ class System:
     def enqueue_bulk(self, n: int) -> None:
         raise NotImplementedError
 
-    def enqueue_stamp(self) -> None:
+    def enqueue_stamp(self, at: float) -> None:
         raise NotImplementedError
 
     def pending(self) -> bool:
@@ -167,8 +171,8 @@ class Conveyor(System):
     def enqueue_bulk(self, n: int) -> None:
         self.app.enqueue_many((self.noop.s() for _ in range(n)), batch_size=BATCH)
 
-    def enqueue_stamp(self) -> None:
-        self.stamp.delay(time.time())
+    def enqueue_stamp(self, at: float) -> None:
+        self.stamp.delay(at)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         app = self._app()
@@ -224,8 +228,8 @@ class Procrastinate(System):
         for start in range(0, n, BATCH):
             self.noop.batch_defer(*({} for _ in range(min(BATCH, n - start))))
 
-    def enqueue_stamp(self) -> None:
-        self.stamp.defer(enqueued_at=time.time())
+    def enqueue_stamp(self, at: float) -> None:
+        self.stamp.defer(enqueued_at=at)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         app = self._app(sync=False)
@@ -274,8 +278,8 @@ class PgQueuer(System):
             k = min(BATCH, n - start)
             self.queries.enqueue(["bench.noop"] * k, [None] * k, [0] * k)
 
-    def enqueue_stamp(self) -> None:
-        self.queries.enqueue("bench.stamp", json.dumps(time.time()).encode(), 0)
+    def enqueue_stamp(self, at: float) -> None:
+        self.queries.enqueue("bench.stamp", json.dumps(at).encode(), 0)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         from pgqueuer import PsycopgDriver, Queries, QueueManager
@@ -396,13 +400,18 @@ def measure_throughput(
         workers.stop()
 
 
-def measure_pickup(system: System, name: str, concurrency: int, samples: int) -> list[float]:
+def measure_pickup(system: System, name: str, concurrency: int, samples: int) -> dict[str, float]:
+    """From the enqueue call, and from its return (by then the enqueue has committed: the
+    time from the commit lies between the two)."""
     workers = Workers(name, system.url, concurrency, 1)
+    returned: dict[float, float] = {}
     try:
         workers.go()
         time.sleep(2.0)  # the worker is idle, listening
         for _ in range(samples):
-            system.enqueue_stamp()
+            at = time.time()
+            system.enqueue_stamp(at)
+            returned[at] = time.time()
             time.sleep(0.02)
         deadline = time.monotonic() + 60
         while scalar(system.url, "SELECT count(*) FROM bench_pickup") < samples:
@@ -412,7 +421,14 @@ def measure_pickup(system: System, name: str, concurrency: int, samples: int) ->
     finally:
         workers.stop()
     with psycopg.connect(system.url) as conn:
-        return sorted(r[0] * 1000 for r in conn.execute("SELECT latency FROM bench_pickup"))
+        rows = conn.execute("SELECT enqueued_at, started_at FROM bench_pickup").fetchall()
+    called = sorted((started - at) * 1000 for at, started in rows)
+    after = sorted((started - returned[at]) * 1000 for at, started in rows)
+    return {
+        "pickup p50, ms": statistics.median(called),
+        "pickup p99, ms": called[min(len(called) - 1, int(len(called) * 0.99))],
+        "pickup p50 after the enqueue returned, ms": statistics.median(after),
+    }
 
 
 STEPS = ("enqueue", "e2e1", "e2e2", "pickup")
@@ -428,7 +444,7 @@ def measure_step(
         if step == "enqueue":
             return measure_enqueue(system, args.single, args.bulk)
         if step == "pickup":
-            return percentiles(measure_pickup(system, name, args.concurrency, args.samples))
+            return measure_pickup(system, name, args.concurrency, args.samples)
         processes = 1 if step == "e2e1" else 2
         key = f"end to end, {processes} process{'es' if processes > 1 else ''}, jobs/s"
         return {key: measure_throughput(system, name, args.concurrency, processes, args.jobs)}
@@ -457,13 +473,6 @@ def run_all(
     return {
         name: {key: statistics.median(values) for key, values in by_key.items()}
         for name, by_key in found.items()
-    }
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    return {
-        "pickup p50, ms": statistics.median(ms),
-        "pickup p99, ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
     }
 
 
