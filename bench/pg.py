@@ -1,8 +1,9 @@
-"""``python -m bench.pg [--quick] [--concurrency N] [--system NAME]``: conveyor, Procrastinate
-and pgqueuer side by side on one throwaway PostgreSQL server (``bench/postgres_server.py``),
-in one run, at equal concurrency, with the same task bodies as the Redis rows (a no-op, and
-one that notes when it started). Run it in the bench's environment, where the peers come from
-PyPI: ``bench/.env/bin/python -m bench.pg``.
+"""``python -m bench.pg [--quick] [--concurrency N] [--system NAME] [--step STEP] [--reps N]``:
+conveyor, Procrastinate and pgqueuer side by side on one throwaway PostgreSQL server
+(``bench/postgres_server.py``), in one run, at equal concurrency, with the same task bodies as
+the Redis rows (a no-op, and one that notes when it started). With ``--reps N`` the systems
+take turns step by step, N times, and the table shows the medians. Run it in the bench's
+environment, where the peers come from PyPI: ``bench/.env/bin/python -m bench.pg``.
 
 Every measurement starts on a fresh database of the same server:
 
@@ -11,7 +12,8 @@ Every measurement starts on a fresh database of the same server:
 - end to end, 1 and 2 worker processes: jobs/s from the moment the prepared workers are told
   to start until every job of a backlog enqueued beforehand is done;
 - pickup: an idle worker, a job enqueued every 20 ms that notes the time it started; p50 and
-  p99 of start minus enqueue time (one machine, one clock).
+  p99 of start minus the time the enqueue was called (one machine, one clock), and the p50
+  from the enqueue's return (it has committed by then: the time from the commit lies between).
 
 Configuration: conveyor's thread pool; Procrastinate's worker (async tasks, LISTEN/NOTIFY,
 finished jobs kept as it does by default); pgqueuer's QueueManager (async entrypoints, psycopg
@@ -39,7 +41,10 @@ import psycopg
 from bench.postgres_server import PostgresServer
 
 BATCH = 1000
-STAMPS = "CREATE TABLE IF NOT EXISTS bench_pickup (latency double precision NOT NULL)"
+STAMPS = (
+    "CREATE TABLE IF NOT EXISTS bench_pickup "
+    "(enqueued_at double precision NOT NULL, started_at double precision NOT NULL)"
+)
 
 
 def database_url(url: str, name: str) -> str:
@@ -61,11 +66,11 @@ _stamp_conn: psycopg.Connection[Any] | None = None
 
 def note_pickup(url: str, enqueued_at: float) -> None:
     """The body of every system's stamp task: how long the job waited to start."""
-    latency = time.time() - enqueued_at
+    started_at = time.time()
     global _stamp_conn
     if _stamp_conn is None:
         _stamp_conn = psycopg.connect(url, autocommit=True)
-    _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s)", [latency])
+    _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s, %s)", [enqueued_at, started_at])
 
 
 def scalar(url: str, query: str) -> Any:
@@ -83,6 +88,7 @@ class System:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._watch: psycopg.Connection[Any] | None = None
 
     def version(self) -> str:
         raise NotImplementedError
@@ -98,11 +104,23 @@ class System:
     def enqueue_bulk(self, n: int) -> None:
         raise NotImplementedError
 
-    def enqueue_stamp(self) -> None:
+    def enqueue_stamp(self, at: float) -> None:
         raise NotImplementedError
 
-    def pending(self) -> int:
-        return int(scalar(self.url, self.pending_sql))
+    def pending(self) -> bool:
+        """Whether jobs are left: asked every 20 ms while the workers run, on one connection,
+        through the system's own indexes, so that watching costs the server little (a
+        connection per look, or a count over the table, took more of its time than a
+        worker did)."""
+        if self._watch is None:
+            self._watch = psycopg.connect(self.url, autocommit=True)
+        row = self._watch.execute(self.pending_sql).fetchone()
+        return row is not None and bool(row[0])
+
+    def close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         """In the worker process: prepare, and return the function that runs until SIGTERM."""
@@ -137,7 +155,12 @@ class Conveyor(System):
         self.app = self._app()
         self.noop = self.app.registry.get("bench.noop")
         self.stamp = self.app.registry.get("bench.stamp")
-        self.pending_sql = "SELECT count(*) FROM bench_jobs WHERE state <> 'succeeded'"
+        # the claim's and the lease recovery's partial indexes (a bench job never waits
+        # for a time or a limit)
+        self.pending_sql = (
+            "SELECT EXISTS (SELECT FROM bench_jobs WHERE state = 'queued' AND parked IS NULL)"
+            " OR EXISTS (SELECT FROM bench_jobs WHERE state = 'running')"
+        )
 
     def close(self) -> None:
         self.app.close()
@@ -148,8 +171,8 @@ class Conveyor(System):
     def enqueue_bulk(self, n: int) -> None:
         self.app.enqueue_many((self.noop.s() for _ in range(n)), batch_size=BATCH)
 
-    def enqueue_stamp(self) -> None:
-        self.stamp.delay(time.time())
+    def enqueue_stamp(self, at: float) -> None:
+        self.stamp.delay(at)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         app = self._app()
@@ -160,7 +183,7 @@ class Conveyor(System):
 
 class Procrastinate(System):
     name = "procrastinate"
-    pending_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+    pending_sql = "SELECT EXISTS (SELECT FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -205,8 +228,8 @@ class Procrastinate(System):
         for start in range(0, n, BATCH):
             self.noop.batch_defer(*({} for _ in range(min(BATCH, n - start))))
 
-    def enqueue_stamp(self) -> None:
-        self.stamp.defer(enqueued_at=time.time())
+    def enqueue_stamp(self, at: float) -> None:
+        self.stamp.defer(enqueued_at=at)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         app = self._app(sync=False)
@@ -223,7 +246,7 @@ class Procrastinate(System):
 
 class PgQueuer(System):
     name = "pgqueuer"
-    pending_sql = "SELECT count(*) FROM pgqueuer"
+    pending_sql = "SELECT EXISTS (SELECT FROM pgqueuer)"
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -255,8 +278,8 @@ class PgQueuer(System):
             k = min(BATCH, n - start)
             self.queries.enqueue(["bench.noop"] * k, [None] * k, [0] * k)
 
-    def enqueue_stamp(self) -> None:
-        self.queries.enqueue("bench.stamp", json.dumps(time.time()).encode(), 0)
+    def enqueue_stamp(self, at: float) -> None:
+        self.queries.enqueue("bench.stamp", json.dumps(at).encode(), 0)
 
     def worker(self, concurrency: int) -> Callable[[], None]:
         from pgqueuer import PsycopgDriver, Queries, QueueManager
@@ -368,7 +391,7 @@ def measure_throughput(
         started = time.perf_counter()
         workers.go()
         deadline = time.monotonic() + 600
-        while system.pending() > 0:
+        while system.pending():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: jobs left after 600 s")
             time.sleep(0.02)
@@ -377,13 +400,18 @@ def measure_throughput(
         workers.stop()
 
 
-def measure_pickup(system: System, name: str, concurrency: int, samples: int) -> list[float]:
+def measure_pickup(system: System, name: str, concurrency: int, samples: int) -> dict[str, float]:
+    """From the enqueue call, and from its return (by then the enqueue has committed: the
+    time from the commit lies between the two)."""
     workers = Workers(name, system.url, concurrency, 1)
+    returned: dict[float, float] = {}
     try:
         workers.go()
         time.sleep(2.0)  # the worker is idle, listening
         for _ in range(samples):
-            system.enqueue_stamp()
+            at = time.time()
+            system.enqueue_stamp(at)
+            returned[at] = time.time()
             time.sleep(0.02)
         deadline = time.monotonic() + 60
         while scalar(system.url, "SELECT count(*) FROM bench_pickup") < samples:
@@ -393,58 +421,58 @@ def measure_pickup(system: System, name: str, concurrency: int, samples: int) ->
     finally:
         workers.stop()
     with psycopg.connect(system.url) as conn:
-        return sorted(r[0] * 1000 for r in conn.execute("SELECT latency FROM bench_pickup"))
-
-
-def run_system(
-    name: str, admin_url: str, args: argparse.Namespace, out: Callable[[str], None]
-) -> dict[str, float]:
-    found: dict[str, float] = {}
-
-    def on_fresh(step: str) -> System:
-        system = SYSTEMS[name](fresh_database(admin_url, f"bench_{name}_{step}"))
-        system.open()
-        return system
-
-    steps: list[tuple[str, Callable[[System], dict[str, float]]]] = [
-        ("enqueue", lambda s: measure_enqueue(s, args.single, args.bulk)),
-        (
-            "e2e1",
-            lambda s: {
-                "end to end, 1 process, jobs/s": measure_throughput(
-                    s, name, args.concurrency, 1, args.jobs
-                )
-            },
-        ),
-        (
-            "e2e2",
-            lambda s: {
-                "end to end, 2 processes, jobs/s": measure_throughput(
-                    s, name, args.concurrency, 2, args.jobs
-                )
-            },
-        ),
-        ("pickup", lambda s: percentiles(measure_pickup(s, name, args.concurrency, args.samples))),
-    ]
-    for step, measure in steps:
-        system = on_fresh(step)
-        try:
-            numbers = measure(system)
-        except Exception as exc:  # a peer that cannot do a step: say so, go on
-            out(f"  {name} {step}: {type(exc).__name__}: {exc}")
-            numbers = {}
-        finally:
-            system.close()
-        found.update(numbers)
-        for key, value in numbers.items():
-            out(f"  {name:<14} {key:<34} {value:>10,.2f}")
-    return found
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
+        rows = conn.execute("SELECT enqueued_at, started_at FROM bench_pickup").fetchall()
+    called = sorted((started - at) * 1000 for at, started in rows)
+    after = sorted((started - returned[at]) * 1000 for at, started in rows)
     return {
-        "pickup p50, ms": statistics.median(ms),
-        "pickup p99, ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))],
+        "pickup p50, ms": statistics.median(called),
+        "pickup p99, ms": called[min(len(called) - 1, int(len(called) * 0.99))],
+        "pickup p50 after the enqueue returned, ms": statistics.median(after),
+    }
+
+
+STEPS = ("enqueue", "e2e1", "e2e2", "pickup")
+
+
+def measure_step(
+    name: str, step: str, admin_url: str, args: argparse.Namespace
+) -> dict[str, float]:
+    """One step of one system, on a fresh database."""
+    system = SYSTEMS[name](fresh_database(admin_url, f"bench_{name}_{step}"))
+    system.open()
+    try:
+        if step == "enqueue":
+            return measure_enqueue(system, args.single, args.bulk)
+        if step == "pickup":
+            return measure_pickup(system, name, args.concurrency, args.samples)
+        processes = 1 if step == "e2e1" else 2
+        key = f"end to end, {processes} process{'es' if processes > 1 else ''}, jobs/s"
+        return {key: measure_throughput(system, name, args.concurrency, processes, args.jobs)}
+    finally:
+        system.close_watch()
+        system.close()
+
+
+def run_all(
+    names: list[str], admin_url: str, args: argparse.Namespace, out: Callable[[str], None]
+) -> dict[str, dict[str, float]]:
+    """Every step of every system, ``--reps`` times, the systems interleaved step by step
+    (so that each comparison is made under the same load); the median of the reps."""
+    found: dict[str, dict[str, list[float]]] = {name: {} for name in names}
+    for rep in range(args.reps):
+        for step in args.step or STEPS:
+            for name in names:
+                try:
+                    numbers = measure_step(name, step, admin_url, args)
+                except Exception as exc:  # a peer that cannot do a step: say so, go on
+                    out(f"  {name} {step}: {type(exc).__name__}: {exc}")
+                    continue
+                for key, value in numbers.items():
+                    found[name].setdefault(key, []).append(value)
+                    out(f"  rep {rep + 1} {name:<14} {key:<34} {value:>10,.2f}")
+    return {
+        name: {key: statistics.median(values) for key, values in by_key.items()}
+        for name, by_key in found.items()
     }
 
 
@@ -468,29 +496,32 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="small numbers, a smoke run")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--system", action="append", choices=sorted(SYSTEMS))
+    parser.add_argument("--step", action="append", choices=STEPS, help="default: all")
+    parser.add_argument("--reps", type=int, default=1, help="the median of this many runs")
+    parser.add_argument("--jobs", type=int, help="the end-to-end backlog")
+    parser.add_argument("--samples", type=int, help="the pickups measured")
     args = parser.parse_args(argv)
-    args.single, args.bulk, args.jobs, args.samples = (
+    args.single, args.bulk, jobs, samples = (
         (200, 2000, 2000, 30) if args.quick else (2000, 50_000, 20_000, 200)
     )
-    names = args.system or list(SYSTEMS)
+    args.jobs = args.jobs or jobs
+    args.samples = args.samples or samples
     lock = threading.Lock()
 
     def out(line: str) -> None:
         with lock:
             print(line, flush=True)
 
+    versions: dict[str, str] = {}
+    for name in args.system or list(SYSTEMS):
+        try:
+            versions[name] = SYSTEMS[name]("").version()
+        except ImportError as exc:
+            out(f"skipping {name}: {exc}")
     with PostgresServer() as server:
         out(f"PostgreSQL {server.version} on {server.url} (fsync off), "
             f"concurrency {args.concurrency}")  # fmt: skip
-        versions: dict[str, str] = {}
-        results: dict[str, dict[str, float]] = {}
-        for name in names:
-            try:
-                versions[name] = SYSTEMS[name]("").version()
-            except ImportError as exc:
-                out(f"skipping {name}: {exc}")
-                continue
-            results[name] = run_system(name, server.url, args, out)
+        results = run_all(list(versions), server.url, args, out)
     print()
     print(table(results, versions))
     return 0

@@ -4,6 +4,7 @@ index and never past their LIMIT, the table's storage settings, and the layout v
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -149,6 +150,28 @@ def test_the_claim_is_served_by_the_queued_index_and_never_takes_more_than_its_l
     assert len(backend.claim("w", ["default", "busy"], 10, lease_seconds=LEASE, now=NOW)) == 10
     counts = backend.queue_counts().values()
     assert sum(by_state.get(State.RUNNING, 0) for by_state in counts) == 10
+
+
+def test_the_generic_plan_of_a_prepared_finish_and_claim_never_scans_the_jobs_table(
+    postgres_server: PostgresServer, backend: PostgresBackend, ns: str
+) -> None:
+    # PostgreSQL may keep a generic plan for a prepared statement, planned without the
+    # parameters' values: it must probe the indexes as the custom plan does.
+    backend.enqueue([make_record(queue="busy") for _ in range(5000)])
+    numbered: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${numbered.setdefault(match.group(1), len(numbered) + 1)}"
+
+    text = re.sub(r"%\((\w+)\)[sb]", number, backend._sql["finish_and_claim"])
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"ANALYZE {ns}_jobs")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE fc AS {text}")
+        nulls = ", ".join("NULL" for _ in numbered)
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN EXECUTE fc({nulls})"))
+    assert "$1" in text and f"{ns}_jobs_queued" in plan
+    assert f"Seq Scan on {ns}_jobs " not in plan, plan
 
 
 def test_the_jobs_table_is_set_for_a_queues_churn(

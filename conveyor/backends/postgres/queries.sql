@@ -90,6 +90,11 @@ UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until
 -- claim more than LIMIT jobs (as Oban learned). SKIP LOCKED lets concurrent claims pass by
 -- each other's rows instead of waiting; the outer LIMIT keeps the best of the candidates.
 --
+-- The picked ids reach the UPDATE as an array, "id = ANY(ARRAY(...))": one primary-key probe
+-- each, whatever the planner guesses of their number. Joined to the CTE instead, the generic
+-- plan that PostgreSQL may keep for a prepared finish_and_claim (it guesses a tenth of the
+-- queued jobs for LIMIT n) hashed a scan of the whole table.
+--
 -- Once any limit is stored, this claims nothing and says so ("limited"): the claim then goes
 -- through limits.py, which checks every job's limits under their locks.
 clock AS MATERIALIZED (
@@ -127,7 +132,7 @@ clock AS MATERIALIZED (
     SET state = 'running', attempts = j.attempts + 1, token = j.token + 1,
         worker = %(worker)s, started_at = clock.t,
         lease_expires_at = clock.t + %(lease_seconds)s
-    FROM picked, clock WHERE j.id = picked.id
+    FROM clock WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING {j_columns}
 ), claim_events AS (
     -- The change feed's rows (layout_2.sql: its trigger leaves claims to this).
@@ -174,9 +179,9 @@ done AS (
         worker = CASE WHEN v.final THEN j.worker END,  -- who ran a finished job stays shown
         lease_expires_at = NULL
     FROM unnest(
-        %(ids)s::text[], %(tokens)s::bigint[], %(states)s::text[], %(finals)s::boolean[],
-        %(results)s::bytea[], %(errors)s::jsonb[], %(ready_ats)s::double precision[],
-        %(failures)s::integer[]
+        %(ids)b::text[], %(tokens)b::bigint[], %(states)b::text[], %(finals)b::boolean[],
+        %(results)b::bytea[], %(errors)b::jsonb[], %(ready_ats)b::double precision[],
+        %(failures)b::integer[]
     ) AS v(id, token, state, final, result, error, ready_at, failure)
     WHERE j.id = v.id AND j.token = v.token AND j.state = 'running'
       AND (%(flows)s OR NOT (v.final AND j.meta ? 'flow'))
@@ -202,7 +207,7 @@ done AS (
 ), deferred AS (
     -- Workflow jobs made final are left to a transaction that decides their successors too.
     SELECT j.id FROM {ns}_jobs AS j
-    JOIN unnest(%(ids)s::text[], %(tokens)s::bigint[], %(finals)s::boolean[])
+    JOIN unnest(%(ids)b::text[], %(tokens)b::bigint[], %(finals)b::boolean[])
         AS v(id, token, final) ON j.id = v.id
     WHERE NOT %(flows)s AND v.final AND j.token = v.token AND j.state = 'running'
       AND j.meta ? 'flow'
