@@ -130,23 +130,66 @@ def test_enqueue_while_the_server_is_down_raises_backend_unavailable_in_bounded_
         backend.close()
 
 
-def test_scripts_are_loaded_again_after_a_restart(fresh_redis_server: RedisServer, ns: str) -> None:
+def test_the_scripts_are_loaded_again_after_a_restart_or_a_flush(
+    fresh_redis_server: RedisServer, ns: str
+) -> None:
     backend = RedisBackend(fresh_redis_server.url, namespace=ns)
     raw = redis.Redis.from_url(fresh_redis_server.url)
     try:
         job = backend.enqueue([make_record()])[0]
+        library = backend._connection.scripts.library.name
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
         fresh_redis_server.restart()
-        shas = [script.sha for script in backend._connection.scripts.values()]
-        assert not any(raw.script_exists(*shas))  # NOSCRIPT awaits the next call
+        # persisted with the data; a server that lost them, or was flushed, has none
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
+        raw.function_flush()  # "function not found" awaits the next call
 
         (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
         assert claim.record.id == job.id
         assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
         stored = backend.get(job.id)
         assert stored is not None and stored.state is State.SUCCEEDED
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
     finally:
         raw.close()
         backend.close()
+
+
+def test_a_server_without_functions_runs_the_same_jobs_with_scripts(
+    server_of_its_own: StartServer, ns: str
+) -> None:
+    # Redis 6 has no FCALL; a user may be refused FUNCTION LOAD: both fall back to EVALSHA
+    server = server_of_its_own()
+    raw = redis.Redis.from_url(server.url)
+    raw.acl_setuser(
+        "scripts", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-function", "-fcall"],
+    )  # fmt: skip
+    url = server.url.replace("redis://", "redis://scripts:pw@")
+    backend = RedisBackend(url, namespace=ns)
+    try:
+        job = backend.enqueue([make_record()])[0]
+        assert not backend._connection.scripts.functions
+        (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+        assert claim.record.id == job.id
+        assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+        stored = backend.get(job.id)
+        assert stored is not None and stored.state is State.SUCCEEDED
+        shas = [script.sha for script in backend._connection.scripts.scripts.values()]
+        assert sum(raw.script_exists(*shas)) == 3  # enqueue, claim, finish
+        assert raw.function_list() == []
+    finally:
+        raw.close()
+        backend.close()
+
+
+def test_a_script_error_is_raised_and_does_not_leave_the_functions(
+    backend: RedisBackend,
+) -> None:
+    with pytest.raises(redis.ResponseError):
+        backend._connection.run("enqueue", b"not msgpack")
+    assert backend._connection.scripts.functions
+    assert backend.enqueue([make_record()])
 
 
 def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
@@ -174,7 +217,7 @@ def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
     finally:
         raw.close()
         backend.close()
-    scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_config|resetstat")
+    scripts = ("cmdstat_fcall", "cmdstat_function|load", "cmdstat_config|resetstat")
     calls = {k: v["calls"] for k, v in stats.items() if k not in scripts}
     # per job: ZADD and HSET to enqueue, HMGET and HSET to claim, HMGET and HSET to finish;
     # the indexes take each batch in one command

@@ -1,4 +1,5 @@
--- Shared by every script: each .lua file is loaded with this one in front of it.
+-- Shared by every script: each .lua file is loaded with this one in front of it (see
+-- scripts.py: one function library, or a script per file where the server has no functions).
 -- KEYS[1] is the namespace prefix, e.g. "{conveyor}:". Every key a script touches starts with
 -- it, so all of them carry one hash tag and live in one Redis Cluster slot.
 -- PUBLISH, set in front of this file by connection.py, is 'PUBLISH' on one server and
@@ -10,7 +11,18 @@
 -- stored id, lexical), the work indexes (ready, sched, running, purge, expiring), a
 -- lexical `state:<s>` index only for the states no successful job passes through, and the
 -- lexical `bytask:<task>` and `byqueue:<queue>`, written once per job (enqueue and purge).
-local P = KEYS[1]
+--
+-- Everything below is made once, when the library is loaded; a call starts with begin(),
+-- which gives it the prefix P, its arguments ARGV and fresh per-call state. The state's
+-- meaning is told where it is used.
+local P, ARGV
+local changed, woken, events, deltas, stat_n, stat_sum
+local queues_seen, new_ready, new_listed, limit_specs, limit_uses
+local function begin(keys, args)
+  P, ARGV = keys[1], args
+  changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
+  queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
+end
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
 local FINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
@@ -26,11 +38,11 @@ local FIELDS = {'id', 'task', 'payload', 'queue', 'state', 'created_at', 'ready_
 -- 2^42 ms is the year 2109: priority bands never overlap and ready_at keeps 1/16 ms.
 local BAND = 4398046511104
 
-local changed = {} -- ids of jobs that changed, published once at the end
+-- changed: ids of jobs that changed, published once at the end
 -- Workflow hooks, filled in by workflow.lua (loaded after this file): final(id, to, now,
 -- result, err, meta) when a job whose meta has a flow became final; purged(id, meta).
 local flow = {}
-local woken = {} -- queues where a job became queued or scheduled: their waiters look again
+-- woken: queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
 local function num(x) return string.format('%.17g', x) end
@@ -55,7 +67,6 @@ end
 -- task ('' when unknown: read here), state, progress JSON ('' for none). notify() writes
 -- them all as one entry of the capped stream `events` (one XADD per script), its id
 -- <last event id>-0 from the counter `event_id`: the entry holds the events up to that id.
-local events = {}
 local function event(id, task, state, progress)
   events[#events + 1] = id
   events[#events + 1] = task or redis.call('HGET', jkey(id), 'task') or ''
@@ -68,7 +79,6 @@ end
 -- of this file by connection.py), 'retries', 'error' with label the error type, or 'sum'
 -- (a float). Added up here and written by notify(): one HINCRBY per distinct field.
 local SEP = '\31'
-local stat_n, stat_sum = {}, {}
 local function stat(field, n) stat_n[field] = (stat_n[field] or 0) + n end
 local function bucket(seconds)
   for i, upper in ipairs(BUCKETS) do
@@ -94,7 +104,6 @@ local function count_end(task, to, started_at, now, err)
 end
 
 -- Count changes add up here and are written once, by notify(): batches touch few fields.
-local deltas = {}
 local function count(queue, state, delta)
   local field = state .. '|' .. queue
   deltas[field] = (deltas[field] or 0) + delta
@@ -132,8 +141,6 @@ local function unplace(id, state, queue)
   if LISTED[state] then redis.call('ZREM', P .. 'state:' .. state, id) end
   count(queue, state, -1)
 end
-
-local queues_seen = {}
 
 -- Put a job into the indexes of its state. f: its priority, ready_at, lease_expires_at,
 -- purge_at and expires_at when the caller has them, else they are read.
@@ -221,10 +228,8 @@ local function delete_job(id)
 end
 
 -- New queued jobs join their ready set in one ZADD per queue, at notify().
-local new_ready = {}
 -- New jobs join the listing indexes `bytask:<task>` and `byqueue:<queue>` (lexical, for
 -- list.lua), in one ZADD per task and per queue, at notify().
-local new_listed = {}
 local function listed(key, id)
   local batch = new_listed[key]
   if not batch then batch = {}; new_listed[key] = batch end
@@ -274,7 +279,7 @@ local function store(rec)
   return id, true
 end
 
--- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).
+-- LIMITING: limiting.lua is put here by scripts.py (claims and finishes call it).
 
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
 -- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
