@@ -58,10 +58,9 @@ from conveyor.backends.redis.codec import (
     outcome_args,
     pack_records,
 )
-from conveyor.backends.redis.connection import RETRYABLE, Connection, safe_url
+from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
 from conveyor.backends.redis.feed import Feed
 from conveyor.backends.redis.listener import Listener
-from conveyor.backends.redis.scripts import Client
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State

@@ -15,13 +15,18 @@
 -- Everything below is made once, when the library is loaded; a call starts with begin(),
 -- which gives it the prefix P, its arguments ARGV and fresh per-call state. The state's
 -- meaning is told where it is used.
-local P, ARGV
-local changed, woken, events, deltas, stat_n, stat_sum
-local queues_seen, new_ready, new_listed, limit_specs, limit_uses
+local P, ARGV, time_reply
+local changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
+local queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
+-- A table the last call left empty serves again: most calls fill few of them, and a new
+-- table costs an allocation and the collector's time.
+local function fresh(t) if next(t) == nil then return t end return {} end
 local function begin(keys, args)
-  P, ARGV = keys[1], args
-  changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
-  queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
+  P, ARGV, time_reply = keys[1], args, nil
+  changed, woken, events, deltas = fresh(changed), fresh(woken), fresh(events), fresh(deltas)
+  stat_n, stat_sum, queues_seen = fresh(stat_n), fresh(stat_sum), fresh(queues_seen)
+  new_ready, new_listed = fresh(new_ready), fresh(new_listed)
+  limit_specs, limit_uses = fresh(limit_specs), fresh(limit_uses)
 end
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
@@ -46,6 +51,15 @@ local flow = {}
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
 local function num(x) return string.format('%.17g', x) end
+-- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
+-- costs the server several times more.
+local function int(x) return string.format('%d', x) end
+-- The server's TIME, read once per call: the leases a script stamps and its change-feed
+-- entry share it.
+local function server_time()
+  if not time_reply then time_reply = redis.call('TIME') end
+  return time_reply
+end
 local function jkey(id) return P .. 'job:' .. id end
 -- A field that is set: '' stands for none in the fields the hot paths clear (worker,
 -- lease_expires_at, error, cancel_requested), which saves them an HDEL.
@@ -119,7 +133,7 @@ end
 -- caller's value (a test's movable clock, read again by every retry of the call).
 local function store_time(arg)
   if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
+  local t = server_time()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
@@ -233,7 +247,7 @@ end
 local function listed(key, id)
   local batch = new_listed[key]
   if not batch then batch = {}; new_listed[key] = batch end
-  batch[#batch + 1] = 0
+  batch[#batch + 1] = '0'
   batch[#batch + 1] = id
 end
 
@@ -251,7 +265,7 @@ local function store(rec)
     if other and ACTIVE[redis.call('HGET', jkey(other), 'state')] then return other, false end
   end
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if redis.call('ZADD', P .. 'all', 'NX', 0, id) == 0 then return id, false end
+  if redis.call('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
   event(id, rec[3], state)
   listed(P .. 'bytask:' .. rec[3], id)
   listed(P .. 'byqueue:' .. queue, id)
@@ -350,14 +364,14 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local n = #taken
   local out = {}
   if n == 0 then return out end
-  local last = redis.call('INCRBY', P .. 'token', n)
+  local last = redis.call('INCRBY', P .. 'token', int(n))
   local by_queue, leases = {}, {}
   for i, t in ipairs(taken) do
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
     local attempts = tonumber(f[6] or '0') + 1
-    redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
-      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts)
+    redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
     f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q
@@ -426,7 +440,7 @@ local function finish_jobs(now_s, first)
         local failures = tonumber(f[6] or '0')
         if ARGV[i + 7] == '1' then failures = failures + 1 end
         redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
-          'lease_expires_at', '', 'error', err, 'failures', failures)
+          'lease_expires_at', '', 'error', err, 'failures', int(failures))
         place(id, to, queue, {f[7], ready_at, false, false, f[8]})
         stat(f[10] .. SEP .. 'retries' .. SEP, 1)
       end
@@ -449,17 +463,17 @@ local function notify()
   end
   for key, flat in pairs(new_listed) do zadd_many(key, flat) end
   for field, delta in pairs(deltas) do
-    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
+    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
       redis.call('HDEL', P .. 'counts', field)
     end
   end
   if #events > 0 then
-    local last = redis.call('INCRBY', P .. 'event_id', #events / 4)
-    local t = redis.call('TIME')
+    local last = redis.call('INCRBY', P .. 'event_id', int(#events / 4))
+    local t = server_time()
     redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
       'at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'e', cjson.encode(events))
   end
-  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, n) end
+  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
     redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end

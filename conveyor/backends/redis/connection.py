@@ -32,10 +32,12 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from conveyor.backends.redis.scripts import Client, Scripts
+from conveyor.backends.redis.held import HeldConnections
+from conveyor.backends.redis.scripts import Execute, Scripts
 from conveyor.errors import BackendUnavailable, ConfigurationError
 
 T = TypeVar("T")
+Client = redis.Redis | RedisCluster
 
 _PLAIN = {"valkey": "redis", "valkeys": "rediss"}
 _CLUSTER = {
@@ -117,6 +119,10 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def _unchosen(*command: Any) -> Any:
+    raise AssertionError("a script ran before the client was chosen")
+
+
 def _pools(client: Client) -> list[Any]:
     """The connection pools of a client: one, or one per Cluster node it knows."""
     if isinstance(client, RedisCluster):
@@ -153,11 +159,15 @@ class Connection:
         self._scripts = Scripts("PUBLISH", functions=True)
         # made now (it connects only when used) so that a bad URL fails at construction
         self._plain: redis.Redis | None = None
+        self._held: HeldConnections | None = None
         if self._target.cluster is not True:
             try:
                 self._plain = redis.Redis.from_url(self._target.url, **self._options)
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
+            self._held = HeldConnections(self._plain.connection_pool)
+        # how the scripts' commands go: set with the client (see ``_choose``)
+        self._execute: Execute = self._held.execute if self._held else _unchosen
 
     @property
     def client(self) -> Client:
@@ -201,6 +211,8 @@ class Connection:
             if self._plain is not None:
                 self._plain.close()
                 self._plain = None
+                self._held = None  # it never held one: nothing ran before the choice
+            self._execute = client.execute_command
         else:
             assert self._plain is not None
             client = self._plain
@@ -298,7 +310,7 @@ class Connection:
 
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
-        return self.call(lambda client: self._scripts(client, name, self.prefix, args))
+        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, args))
 
     @property
     def socket_timeout(self) -> float:
@@ -323,12 +335,16 @@ class Connection:
                     sock = conn._sock
                     if sock is not None:
                         sock.settimeout(timeout)
+        if self._held is not None:
+            self._held.set_timeouts(timeout, connect)
 
     def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
         """``run`` with arguments made anew for every attempt."""
-        return self.call(lambda client: self._scripts(client, name, self.prefix, tuple(build())))
+        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, tuple(build())))
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()

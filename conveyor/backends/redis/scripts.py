@@ -21,19 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 #: change-feed entries kept in the capped stream `events` (about: XADD MAXLEN ~)
 EVENTS_KEPT = 10_000
-
-Client = redis.Redis | RedisCluster
 
 SCRIPTS = [
     *("enqueue", "claim", "heartbeat", "progress", "finish", "finish_claim", "release"),
@@ -45,20 +42,8 @@ SCRIPTS = [
 ]
 
 
-def execute(client: Client, *command: Any) -> Any:
-    """One command and its raw reply. On one server it goes straight through a pooled
-    connection: redis-py's own path adds a retry wrapper (``Connection.call`` is the retry
-    policy) and timing hooks that cost a tenth of a round trip; the connection still
-    disconnects on any error while reading, so none is handed back mid-reply."""
-    if isinstance(client, RedisCluster):
-        return client.execute_command(*command)  # type: ignore[no-untyped-call]
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_command(*command)  # type: ignore[no-untyped-call]
-        return conn.read_response()
-    finally:
-        pool.release(conn)
+#: runs one command and returns its raw reply (``HeldConnections.execute`` on one server)
+Execute = Callable[..., Any]
 
 
 class LuaScript:
@@ -73,11 +58,11 @@ class LuaScript:
         self.body = body
         self.sha = hashlib.sha1(body.encode()).hexdigest()
 
-    def __call__(self, client: Client, prefix: str, args: tuple[Any, ...]) -> Any:
+    def __call__(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
         try:
-            return execute(client, "EVALSHA", self.sha, 1, prefix, *args)
+            return execute("EVALSHA", self.sha, 1, prefix, *args)
         except NoScriptError:
-            return execute(client, "EVAL", self.body, 1, prefix, *args)
+            return execute("EVAL", self.body, 1, prefix, *args)
 
 
 class Library:
@@ -93,21 +78,21 @@ class Library:
         self.code = f"#!lua name={self.name}\n" + code.replace("'@_", f"'{self.name}_")
         self.functions = {name: f"{self.name}_{name}" for name in bodies}
 
-    def __call__(self, client: redis.Redis, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
         command = ("FCALL", self.functions[name], 1, prefix, *args)
         try:
-            return execute(client, *command)
+            return execute(*command)
         except ResponseError as exc:
             _check_supported(exc)
             if "function not found" not in str(exc).lower():
                 raise
         try:
             # REPLACE: another client may have loaded it meanwhile; a load is idempotent
-            execute(client, "FUNCTION", "LOAD", "REPLACE", self.code)
+            execute("FUNCTION", "LOAD", "REPLACE", self.code)
         except ResponseError as exc:
             _check_supported(exc)
             raise
-        return execute(client, *command)
+        return execute(*command)
 
 
 def _check_supported(exc: ResponseError) -> None:
@@ -141,13 +126,13 @@ class Scripts:
         self.library = Library(prelude, bodies)
         self.functions = functions
 
-    def __call__(self, client: Client, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
-        if self.functions and not isinstance(client, RedisCluster):
+    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+        if self.functions:
             try:
-                return self.library(client, name, prefix, args)
+                return self.library(execute, name, prefix, args)
             except Unsupported:
                 self.functions = False
-        return self.scripts[name](client, prefix, args)
+        return self.scripts[name](execute, prefix, args)
 
 
 def _sources(publish: str) -> tuple[str, dict[str, str]]:
