@@ -258,7 +258,8 @@ def run_instructions(
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is not installed")
     out: dict[str, float] = {}
-    for target in targets(list(INSTRUCTION_TARGETS), queue_url):
+    wanted = [t for t in INSTRUCTION_TARGETS if not args.target or any(w in t for w in args.target)]
+    for target in targets(wanted, queue_url):
         n = args.instruction_jobs
         outfile = workdir / f"callgrind-{target.system}-{os.urandom(3).hex()}.out"
         prefix = (

@@ -54,6 +54,11 @@ local function num(x) return string.format('%.17g', x) end
 -- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
 -- costs the server several times more.
 local function int(x) return string.format('%d', x) end
+-- A job's score in `running`: its lease's expiry rounded down to the second. A sorted set of
+-- up to 128 members is a listpack, which compares scores by parsing them back with strtod
+-- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
+-- per claim. recover.lua reads the exact expiry from the job.
+local function lease_score(lease) return int(math.floor(tonumber(lease))) end
 -- The server's TIME, read once per call: the leases a script stamps and its change-feed
 -- entry share it.
 local function server_time()
@@ -176,7 +181,7 @@ local function place(id, state, queue, f)
     end
     woken[queue] = true
   elseif state == 'running' then
-    if has(f[3]) then redis.call('ZADD', P .. 'running', f[3], id) end
+    if has(f[3]) then redis.call('ZADD', P .. 'running', lease_score(f[3]), id) end
   elseif has(f[4]) then
     redis.call('ZADD', P .. 'purge', f[4], id)
   end
@@ -365,7 +370,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local out = {}
   if n == 0 then return out end
   local last = redis.call('INCRBY', P .. 'token', int(n))
-  local by_queue, leases = {}, {}
+  local by_queue, leases, score = {}, {}, lease_score(lease)
   for i, t in ipairs(taken) do
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
@@ -381,7 +386,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
-    leases[#leases + 1] = lease
+    leases[#leases + 1] = score
     leases[#leases + 1] = id
     changed[#changed + 1] = id
     event(id, f[1], 'running')
