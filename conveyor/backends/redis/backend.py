@@ -3,14 +3,15 @@ Valkey server, or on a Redis Cluster, which a ``redis://`` URL detects at the fi
 ``redis+cluster://`` (or ``?cluster=true``) names a Cluster, ``?cluster=false`` one server.
 
 Every compound operation is one Lua script (the ``.lua`` files beside this module, each
-loaded behind ``common.lua``) run with EVALSHA (see ``connection.py``). Every key of a
+behind ``common.lua``), run with FCALL as a function of one library, or with EVALSHA (see
+``scripts.py``). Every key of a
 namespace starts with ``{namespace}:``, one hash tag, so a namespace lives in one Cluster slot
 and the scripts may touch any of its keys.
 
 Layout, under the prefix: ``job:<id>`` a hash per job; ``all`` every stored id (lexical,
 for listing, and to tell a retried enqueue); ``ready:<queue>`` a sorted set scored by priority
 then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``running`` by
-lease expiry; ``purge`` final jobs by purge time; ``expiring`` jobs with an expiry time (left
+lease expiry (rounded down to the second); ``purge`` final jobs by purge time; ``expiring`` jobs with an expiry time (left
 lazily: sweep checks each against its job); ``state:<state>`` ids (lexical) of the states no
 successful job passes through (scheduled, failed, cancelled, expired), so that listing them
 does not walk every job, and ``bytask:<task>``, ``byqueue:<queue>`` (lexical) for listing
