@@ -308,6 +308,11 @@ class Connection:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    def execute(self, *command: Any) -> Any:
+        """One command, once (no retry), as the scripts send theirs: on one server over this
+        thread's held connection. Call it after a script, which chooses the client."""
+        return self._execute(*command)
+
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
         return self.call(lambda _: self._scripts(self._execute, name, self.prefix, args))
