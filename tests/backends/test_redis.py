@@ -22,7 +22,14 @@ from conveyor.backends.base import SweepResult
 from conveyor.backends.redis import RedisBackend
 from conveyor.errors import BackendUnavailable
 from conveyor.job import ErrorInfo, Outcome, State
-from tests.backends.helpers import LEASE, NOW, make_record, make_worker
+from tests.backends.helpers import (
+    LEASE,
+    NOW,
+    StoreClock,
+    make_record,
+    make_worker,
+    recover_at,
+)
 from tests.backends.racing import claim_in_processes
 from tests.servers import RedisServer, redis_binary
 
@@ -190,6 +197,50 @@ def test_a_script_error_is_raised_and_does_not_leave_the_functions(
         backend._connection.run("enqueue", b"not msgpack")
     assert backend._connection.scripts.functions
     assert backend.enqueue([make_record()])
+
+
+def test_a_lease_within_its_last_second_is_not_recovered_before_it_expires(
+    redis_server: RedisServer, ns: str
+) -> None:
+    # `running` is scored by whole seconds (a listpack compares integers without strtod):
+    # recover finds the lease by its rounded score, but only its own expiry ends it
+    backend = RedisBackend(redis_server.url, namespace=ns, clock=StoreClock(NOW + 0.25))
+    try:
+        job = backend.enqueue([make_record()])[0]
+        (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+        assert claim.record.lease_expires_at == NOW + 0.25 + LEASE
+        assert recover_at(backend, NOW + LEASE + 0.2, max_crashes=3) == []
+        stored = backend.get(job.id)
+        assert stored is not None and stored.state is State.RUNNING
+        recovered = recover_at(backend, NOW + 0.25 + LEASE + 0.01, max_crashes=3)
+        assert [(r.id, r.state) for r in recovered] == [(job.id, State.QUEUED)]
+    finally:
+        backend.close()
+
+
+def test_closing_the_backend_closes_the_connections_its_threads_hold(
+    redis_server: RedisServer, ns: str
+) -> None:
+    backend = RedisBackend(redis_server.url, namespace=ns)
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        raw.client_setname("observer")
+        before = len(raw.client_list())
+        threads = [threading.Thread(target=backend.queue_counts) for _ in range(3)]
+        threads += [threading.Thread(target=backend.sweep, kwargs={"now": NOW}) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(raw.client_list()) > before  # three held, one pooled at least
+        backend.close()
+        deadline = time.monotonic() + 5
+        while len(raw.client_list()) > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(raw.client_list()) == before
+    finally:
+        raw.close()
+        backend.close()
 
 
 def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
