@@ -137,6 +137,14 @@ def test_enqueue_while_the_server_is_down_raises_backend_unavailable_in_bounded_
         backend.close()
 
 
+def assert_claimed_and_finished(backend: RedisBackend, job_id: str) -> None:
+    (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+    assert claim.record.id == job_id
+    assert backend.finish(job_id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+    stored = backend.get(job_id)
+    assert stored is not None and stored.state is State.SUCCEEDED
+
+
 def test_the_scripts_are_loaded_again_after_a_restart_or_a_flush(
     fresh_redis_server: RedisServer, ns: str
 ) -> None:
@@ -151,11 +159,7 @@ def test_the_scripts_are_loaded_again_after_a_restart_or_a_flush(
         assert [entry[1] for entry in raw.function_list()] == [library.encode()]
         raw.function_flush()  # "function not found" awaits the next call
 
-        (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
-        assert claim.record.id == job.id
-        assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
-        stored = backend.get(job.id)
-        assert stored is not None and stored.state is State.SUCCEEDED
+        assert_claimed_and_finished(backend, job.id)
         assert [entry[1] for entry in raw.function_list()] == [library.encode()]
     finally:
         raw.close()
@@ -177,11 +181,7 @@ def test_a_server_without_functions_runs_the_same_jobs_with_scripts(
     try:
         job = backend.enqueue([make_record()])[0]
         assert not backend._connection.scripts.functions
-        (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
-        assert claim.record.id == job.id
-        assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
-        stored = backend.get(job.id)
-        assert stored is not None and stored.state is State.SUCCEEDED
+        assert_claimed_and_finished(backend, job.id)
         shas = [script.sha for script in backend._connection.scripts.scripts.values()]
         assert sum(raw.script_exists(*shas)) == 3  # enqueue, claim, finish
         assert raw.function_list() == []
