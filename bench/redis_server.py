@@ -22,8 +22,9 @@ def free_port() -> int:
 class RedisServer:
     """``with RedisServer() as server: server.url``"""
 
-    def __init__(self, executable: str = "redis-server") -> None:
+    def __init__(self, executable: str = "redis-server", *, prefix: tuple[str, ...] = ()) -> None:
         self.executable = shutil.which(executable) or executable
+        self.prefix = prefix  # e.g. valgrind and its options (bench/delay_cost.py)
         self.port = 0
         self.url = ""
         self.version = ""
@@ -35,7 +36,7 @@ class RedisServer:
         self.port = free_port()
         log = Path(self._dir.name) / "redis.log"
         self._proc = subprocess.Popen(
-            [self.executable, "--bind", "127.0.0.1", "--port", str(self.port),
+            [*self.prefix, self.executable, "--bind", "127.0.0.1", "--port", str(self.port),
              "--dir", self._dir.name, "--save", "", "--appendonly", "no",
              "--logfile", str(log), "--protected-mode", "yes"],
             stdout=subprocess.DEVNULL,
@@ -51,11 +52,16 @@ class RedisServer:
                 self.version = str(client.info("server")["redis_version"])
                 break
             except redis.ConnectionError as exc:
-                if self._proc.poll() is not None or time.monotonic() > deadline:
+                late = time.monotonic() > deadline + (50 if self.prefix else 0)
+                if self._proc.poll() is not None or late:
                     self.stop()
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
                 time.sleep(0.05)
         client.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else 0
 
     def stop(self) -> None:
         if self._proc is not None:

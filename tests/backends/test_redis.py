@@ -22,7 +22,14 @@ from conveyor.backends.base import SweepResult
 from conveyor.backends.redis import RedisBackend
 from conveyor.errors import BackendUnavailable
 from conveyor.job import ErrorInfo, Outcome, State
-from tests.backends.helpers import LEASE, NOW, make_record, make_worker
+from tests.backends.helpers import (
+    LEASE,
+    NOW,
+    StoreClock,
+    make_record,
+    make_worker,
+    recover_at,
+)
 from tests.backends.racing import claim_in_processes
 from tests.servers import RedisServer, redis_binary
 
@@ -130,20 +137,107 @@ def test_enqueue_while_the_server_is_down_raises_backend_unavailable_in_bounded_
         backend.close()
 
 
-def test_scripts_are_loaded_again_after_a_restart(fresh_redis_server: RedisServer, ns: str) -> None:
+def assert_claimed_and_finished(backend: RedisBackend, job_id: str) -> None:
+    (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
+    assert claim.record.id == job_id
+    assert backend.finish(job_id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+    stored = backend.get(job_id)
+    assert stored is not None and stored.state is State.SUCCEEDED
+
+
+def test_the_scripts_are_loaded_again_after_a_restart_or_a_flush(
+    fresh_redis_server: RedisServer, ns: str
+) -> None:
     backend = RedisBackend(fresh_redis_server.url, namespace=ns)
     raw = redis.Redis.from_url(fresh_redis_server.url)
     try:
         job = backend.enqueue([make_record()])[0]
+        library = backend._connection.scripts.library.name
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
         fresh_redis_server.restart()
-        shas = [script.sha for script in backend._connection.scripts.values()]
-        assert not any(raw.script_exists(*shas))  # NOSCRIPT awaits the next call
+        # persisted with the data; a server that lost them, or was flushed, has none
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
+        raw.function_flush()  # "function not found" awaits the next call
 
+        assert_claimed_and_finished(backend, job.id)
+        assert [entry[1] for entry in raw.function_list()] == [library.encode()]
+    finally:
+        raw.close()
+        backend.close()
+
+
+def test_a_server_without_functions_runs_the_same_jobs_with_scripts(
+    server_of_its_own: StartServer, ns: str
+) -> None:
+    # Redis 6 has no FCALL; a user may be refused FUNCTION LOAD: both fall back to EVALSHA
+    server = server_of_its_own()
+    raw = redis.Redis.from_url(server.url)
+    raw.acl_setuser(
+        "scripts", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+        commands=["+@all", "-function", "-fcall"],
+    )  # fmt: skip
+    url = server.url.replace("redis://", "redis://scripts:pw@")
+    backend = RedisBackend(url, namespace=ns)
+    try:
+        job = backend.enqueue([make_record()])[0]
+        assert not backend._connection.scripts.functions
+        assert_claimed_and_finished(backend, job.id)
+        shas = [script.sha for script in backend._connection.scripts.scripts.values()]
+        assert sum(raw.script_exists(*shas)) == 3  # enqueue, claim, finish
+        assert raw.function_list() == []
+    finally:
+        raw.close()
+        backend.close()
+
+
+def test_a_script_error_is_raised_and_does_not_leave_the_functions(
+    backend: RedisBackend,
+) -> None:
+    with pytest.raises(redis.ResponseError):
+        backend._connection.run("enqueue", b"not msgpack")
+    assert backend._connection.scripts.functions
+    assert backend.enqueue([make_record()])
+
+
+def test_a_lease_within_its_last_second_is_not_recovered_before_it_expires(
+    redis_server: RedisServer, ns: str
+) -> None:
+    # `running` is scored by whole seconds (a listpack compares integers without strtod):
+    # recover finds the lease by its rounded score, but only its own expiry ends it
+    backend = RedisBackend(redis_server.url, namespace=ns, clock=StoreClock(NOW + 0.25))
+    try:
+        job = backend.enqueue([make_record()])[0]
         (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)
-        assert claim.record.id == job.id
-        assert backend.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)
+        assert claim.record.lease_expires_at == NOW + 0.25 + LEASE
+        assert recover_at(backend, NOW + LEASE + 0.2, max_crashes=3) == []
         stored = backend.get(job.id)
-        assert stored is not None and stored.state is State.SUCCEEDED
+        assert stored is not None and stored.state is State.RUNNING
+        recovered = recover_at(backend, NOW + 0.25 + LEASE + 0.01, max_crashes=3)
+        assert [(r.id, r.state) for r in recovered] == [(job.id, State.QUEUED)]
+    finally:
+        backend.close()
+
+
+def test_closing_the_backend_closes_the_connections_its_threads_hold(
+    redis_server: RedisServer, ns: str
+) -> None:
+    backend = RedisBackend(redis_server.url, namespace=ns)
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        raw.client_setname("observer")
+        before = len(raw.client_list())
+        threads = [threading.Thread(target=backend.queue_counts) for _ in range(3)]
+        threads += [threading.Thread(target=backend.sweep, kwargs={"now": NOW}) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(raw.client_list()) > before  # three held, one pooled at least
+        backend.close()
+        deadline = time.monotonic() + 5
+        while len(raw.client_list()) > before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(raw.client_list()) == before
     finally:
         raw.close()
         backend.close()
@@ -174,7 +268,7 @@ def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
     finally:
         raw.close()
         backend.close()
-    scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_config|resetstat")
+    scripts = ("cmdstat_fcall", "cmdstat_function|load", "cmdstat_config|resetstat")
     calls = {k: v["calls"] for k, v in stats.items() if k not in scripts}
     # per job: ZADD and HSET to enqueue, HMGET and HSET to claim, HMGET and HSET to finish;
     # the indexes take each batch in one command

@@ -253,7 +253,8 @@ def test_a_namespace_whose_slot_moves_to_another_node_keeps_working(
         # MOVED is followed, and the new owner gets the script by EVAL, routed by KEYS[1]
         (claim,) = backend_on_cluster.claim("w1", ["default"], 5, lease_seconds=LEASE, now=NOW)
         assert claim.record.id == job.id
-        assert new_owner.script_exists(backend_on_cluster._connection.scripts["claim"].sha)
+        scripts = backend_on_cluster._connection.scripts.scripts  # a Cluster runs scripts
+        assert new_owner.script_exists(scripts["claim"].sha)
     finally:
         new_owner.close()
     assert backend_on_cluster.finish(job.id, claim.token, Outcome.succeeded(b"1"), now=NOW)

@@ -1,4 +1,5 @@
--- Shared by every script: each .lua file is loaded with this one in front of it.
+-- Shared by every script: each .lua file is loaded with this one in front of it (see
+-- scripts.py: one function library, or a script per file where the server has no functions).
 -- KEYS[1] is the namespace prefix, e.g. "{conveyor}:". Every key a script touches starts with
 -- it, so all of them carry one hash tag and live in one Redis Cluster slot.
 -- PUBLISH, set in front of this file by connection.py, is 'PUBLISH' on one server and
@@ -10,7 +11,23 @@
 -- stored id, lexical), the work indexes (ready, sched, running, purge, expiring), a
 -- lexical `state:<s>` index only for the states no successful job passes through, and the
 -- lexical `bytask:<task>` and `byqueue:<queue>`, written once per job (enqueue and purge).
-local P = KEYS[1]
+--
+-- Everything below is made once, when the library is loaded; a call starts with begin(),
+-- which gives it the prefix P, its arguments ARGV and fresh per-call state. The state's
+-- meaning is told where it is used.
+local P, ARGV, time_reply
+local changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
+local queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
+-- A table the last call left empty serves again: most calls fill few of them, and a new
+-- table costs an allocation and the collector's time.
+local function fresh(t) if next(t) == nil then return t end return {} end
+local function begin(keys, args)
+  P, ARGV, time_reply = keys[1], args, nil
+  changed, woken, events, deltas = fresh(changed), fresh(woken), fresh(events), fresh(deltas)
+  stat_n, stat_sum, queues_seen = fresh(stat_n), fresh(stat_sum), fresh(queues_seen)
+  new_ready, new_listed = fresh(new_ready), fresh(new_listed)
+  limit_specs, limit_uses = fresh(limit_specs), fresh(limit_uses)
+end
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
 local FINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
@@ -26,14 +43,28 @@ local FIELDS = {'id', 'task', 'payload', 'queue', 'state', 'created_at', 'ready_
 -- 2^42 ms is the year 2109: priority bands never overlap and ready_at keeps 1/16 ms.
 local BAND = 4398046511104
 
-local changed = {} -- ids of jobs that changed, published once at the end
+-- changed: ids of jobs that changed, published once at the end
 -- Workflow hooks, filled in by workflow.lua (loaded after this file): final(id, to, now,
 -- result, err, meta) when a job whose meta has a flow became final; purged(id, meta).
 local flow = {}
-local woken = {} -- queues where a job became queued or scheduled: their waiters look again
+-- woken: queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
 local function num(x) return string.format('%.17g', x) end
+-- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
+-- costs the server several times more.
+local function int(x) return string.format('%d', x) end
+-- A job's score in `running`: its lease's expiry rounded down to the second. A sorted set of
+-- up to 128 members is a listpack, which compares scores by parsing them back with strtod
+-- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
+-- per claim. recover.lua reads the exact expiry from the job.
+local function lease_score(lease) return int(math.floor(tonumber(lease))) end
+-- The server's TIME, read once per call: the leases a script stamps and its change-feed
+-- entry share it.
+local function server_time()
+  if not time_reply then time_reply = redis.call('TIME') end
+  return time_reply
+end
 local function jkey(id) return P .. 'job:' .. id end
 -- A field that is set: '' stands for none in the fields the hot paths clear (worker,
 -- lease_expires_at, error, cancel_requested), which saves them an HDEL.
@@ -55,7 +86,6 @@ end
 -- task ('' when unknown: read here), state, progress JSON ('' for none). notify() writes
 -- them all as one entry of the capped stream `events` (one XADD per script), its id
 -- <last event id>-0 from the counter `event_id`: the entry holds the events up to that id.
-local events = {}
 local function event(id, task, state, progress)
   events[#events + 1] = id
   events[#events + 1] = task or redis.call('HGET', jkey(id), 'task') or ''
@@ -68,7 +98,6 @@ end
 -- of this file by connection.py), 'retries', 'error' with label the error type, or 'sum'
 -- (a float). Added up here and written by notify(): one HINCRBY per distinct field.
 local SEP = '\31'
-local stat_n, stat_sum = {}, {}
 local function stat(field, n) stat_n[field] = (stat_n[field] or 0) + n end
 local function bucket(seconds)
   for i, upper in ipairs(BUCKETS) do
@@ -94,7 +123,6 @@ local function count_end(task, to, started_at, now, err)
 end
 
 -- Count changes add up here and are written once, by notify(): batches touch few fields.
-local deltas = {}
 local function count(queue, state, delta)
   local field = state .. '|' .. queue
   deltas[field] = (deltas[field] or 0) + delta
@@ -110,7 +138,7 @@ end
 -- caller's value (a test's movable clock, read again by every retry of the call).
 local function store_time(arg)
   if arg ~= '' then return tonumber(arg) end
-  local t = redis.call('TIME')
+  local t = server_time()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
@@ -133,8 +161,6 @@ local function unplace(id, state, queue)
   count(queue, state, -1)
 end
 
-local queues_seen = {}
-
 -- Put a job into the indexes of its state. f: its priority, ready_at, lease_expires_at,
 -- purge_at and expires_at when the caller has them, else they are read.
 local function place(id, state, queue, f)
@@ -155,7 +181,7 @@ local function place(id, state, queue, f)
     end
     woken[queue] = true
   elseif state == 'running' then
-    if has(f[3]) then redis.call('ZADD', P .. 'running', f[3], id) end
+    if has(f[3]) then redis.call('ZADD', P .. 'running', lease_score(f[3]), id) end
   elseif has(f[4]) then
     redis.call('ZADD', P .. 'purge', f[4], id)
   end
@@ -221,14 +247,12 @@ local function delete_job(id)
 end
 
 -- New queued jobs join their ready set in one ZADD per queue, at notify().
-local new_ready = {}
 -- New jobs join the listing indexes `bytask:<task>` and `byqueue:<queue>` (lexical, for
 -- list.lua), in one ZADD per task and per queue, at notify().
-local new_listed = {}
 local function listed(key, id)
   local batch = new_listed[key]
   if not batch then batch = {}; new_listed[key] = batch end
-  batch[#batch + 1] = 0
+  batch[#batch + 1] = '0'
   batch[#batch + 1] = id
 end
 
@@ -246,7 +270,7 @@ local function store(rec)
     if other and ACTIVE[redis.call('HGET', jkey(other), 'state')] then return other, false end
   end
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if redis.call('ZADD', P .. 'all', 'NX', 0, id) == 0 then return id, false end
+  if redis.call('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
   event(id, rec[3], state)
   listed(P .. 'bytask:' .. rec[3], id)
   listed(P .. 'byqueue:' .. queue, id)
@@ -274,7 +298,7 @@ local function store(rec)
   return id, true
 end
 
--- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).
+-- LIMITING: limiting.lua is put here by scripts.py (claims and finishes call it).
 
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
 -- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
@@ -345,14 +369,14 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local n = #taken
   local out = {}
   if n == 0 then return out end
-  local last = redis.call('INCRBY', P .. 'token', n)
-  local by_queue, leases = {}, {}
+  local last = redis.call('INCRBY', P .. 'token', int(n))
+  local by_queue, leases, score = {}, {}, lease_score(lease)
   for i, t in ipairs(taken) do
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
     local attempts = tonumber(f[6] or '0') + 1
-    redis.call('HSET', jkey(id), 'state', 'running', 'token', token, 'worker', worker,
-      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts)
+    redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
     f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q
@@ -362,7 +386,7 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
-    leases[#leases + 1] = lease
+    leases[#leases + 1] = score
     leases[#leases + 1] = id
     changed[#changed + 1] = id
     event(id, f[1], 'running')
@@ -421,7 +445,7 @@ local function finish_jobs(now_s, first)
         local failures = tonumber(f[6] or '0')
         if ARGV[i + 7] == '1' then failures = failures + 1 end
         redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
-          'lease_expires_at', '', 'error', err, 'failures', failures)
+          'lease_expires_at', '', 'error', err, 'failures', int(failures))
         place(id, to, queue, {f[7], ready_at, false, false, f[8]})
         stat(f[10] .. SEP .. 'retries' .. SEP, 1)
       end
@@ -444,17 +468,17 @@ local function notify()
   end
   for key, flat in pairs(new_listed) do zadd_many(key, flat) end
   for field, delta in pairs(deltas) do
-    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, delta) <= 0 then
+    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
       redis.call('HDEL', P .. 'counts', field)
     end
   end
   if #events > 0 then
-    local last = redis.call('INCRBY', P .. 'event_id', #events / 4)
-    local t = redis.call('TIME')
+    local last = redis.call('INCRBY', P .. 'event_id', int(#events / 4))
+    local t = server_time()
     redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
       'at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'e', cjson.encode(events))
   end
-  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, n) end
+  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
     redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end

@@ -1,5 +1,5 @@
-"""Reaching Redis: one server or a Redis Cluster; the Lua scripts; and the one retry policy
-every round trip goes through.
+"""Reaching Redis: one server or a Redis Cluster, and the one retry policy every round trip
+goes through (the Lua scripts: ``scripts.py``).
 
 A plain ``redis://`` (``rediss://``, ``valkey://``, ``valkeys://``) URL asks the server at the
 first call whether it is a Cluster node (``INFO cluster``, once per backend) and takes the
@@ -14,12 +14,9 @@ that owns the namespace's slot and follows MOVED there.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import threading
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,14 +27,14 @@ from redis.exceptions import (
     AskError,
     ClusterError,
     MovedError,
-    NoScriptError,
     RedisClusterException,
     TryAgainError,
 )
 from redis.retry import Retry
 
+from conveyor.backends.redis.held import HeldConnections
+from conveyor.backends.redis.scripts import Execute, Scripts
 from conveyor.errors import BackendUnavailable, ConfigurationError
-from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
 T = TypeVar("T")
 Client = redis.Redis | RedisCluster
@@ -60,17 +57,6 @@ RETRYABLE = (
     TryAgainError,
     RedisClusterException,
 )
-SCRIPTS = [
-    *("enqueue", "claim", "heartbeat", "progress", "finish", "finish_claim", "release"),
-    *("recover", "sweep"),
-    *("list", "cancel", "retry", "purge_queue", "record_due", "schedules", "probe"),
-    *("enqueue_workflow", "get_workflow"),
-    *("set_limit", "list_limits"),
-    "stats",
-]
-
-#: entries of the capped event stream kept (each holds the events of one script, at least one)
-EVENTS_KEPT = 10_000
 
 
 class Target(NamedTuple):
@@ -133,39 +119,8 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-class LuaScript:
-    """One script, ``common.lua`` in front of its own file. EVALSHA first; on NOSCRIPT (a
-    restarted server, a new primary after a failover, a slot moved to another node) EVAL,
-    which redis-py routes by KEYS[1] like EVALSHA, and which caches the script on exactly the
-    node that runs it: no SCRIPT LOAD on every primary, so a node that is down elsewhere in
-    the Cluster never stands in the way."""
-
-    def __init__(self, name: str, body: str) -> None:
-        self.name = name
-        self.body = body
-        self.sha = hashlib.sha1(body.encode()).hexdigest()
-
-    def __call__(self, client: Client, prefix: str, args: tuple[Any, ...]) -> Any:
-        try:
-            return execute(client, "EVALSHA", self.sha, 1, prefix, *args)
-        except NoScriptError:
-            return execute(client, "EVAL", self.body, 1, prefix, *args)
-
-
-def execute(client: Client, *command: Any) -> Any:
-    """One command and its raw reply. On one server it goes straight through a pooled
-    connection: redis-py's own path adds a retry wrapper (``Connection.call`` is the retry
-    policy) and timing hooks that cost a tenth of a round trip; the connection still
-    disconnects on any error while reading, so none is handed back mid-reply."""
-    if isinstance(client, RedisCluster):
-        return client.execute_command(*command)  # type: ignore[no-untyped-call]
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_command(*command)  # type: ignore[no-untyped-call]
-        return conn.read_response()
-    finally:
-        pool.release(conn)
+def _unchosen(*command: Any) -> Any:
+    raise AssertionError("a script ran before the client was chosen")
 
 
 def _pools(client: Client) -> list[Any]:
@@ -174,25 +129,6 @@ def _pools(client: Client) -> list[Any]:
         nodes = client.get_nodes()  # type: ignore[no-untyped-call]
         return [n.redis_connection.connection_pool for n in nodes if n.redis_connection]
     return [client.connection_pool]
-
-
-def load_scripts(publish: str) -> dict[str, LuaScript]:
-    folder = resources.files(__package__)
-    bounds = [b for b in RUNTIME_BUCKETS if not math.isinf(b)]
-    head = (
-        f"local PUBLISH = '{publish}'\n"
-        f"local BUCKETS = {{{', '.join(repr(b) for b in bounds)}}}\n"
-        f"local BUCKET_LABELS = {{{', '.join(repr(bucket_label(b)) for b in bounds)}}}\n"
-        f"local EVENTS_KEPT = {EVENTS_KEPT}\n"
-    )
-    common = head + (folder / "common.lua").read_text().replace(
-        "-- LIMITING: limiting.lua is put here by connection.py (claims and finishes call it).",
-        (folder / "limiting.lua").read_text(),
-    )
-    common += (folder / "workflow.lua").read_text()  # workflows: the finish paths call it
-    return {
-        name: LuaScript(name, common + (folder / f"{name}.lua").read_text()) for name in SCRIPTS
-    }
 
 
 class Connection:
@@ -219,14 +155,19 @@ class Connection:
         }
         self._lock = threading.Lock()
         self._client: Client | None = None
-        self._scripts: dict[str, LuaScript] = {}
+        # replaced when the client turns out to be a Cluster's (see ``_choose``)
+        self._scripts = Scripts("PUBLISH", functions=True)
         # made now (it connects only when used) so that a bad URL fails at construction
         self._plain: redis.Redis | None = None
+        self._held: HeldConnections | None = None
         if self._target.cluster is not True:
             try:
                 self._plain = redis.Redis.from_url(self._target.url, **self._options)
             except ValueError as exc:
                 raise ConfigurationError(f"bad Redis URL {safe_url(url)!r}: {exc}") from exc
+            self._held = HeldConnections(self._plain.connection_pool)
+        # how the scripts' commands go: set with the client (see ``_choose``)
+        self._execute: Execute = self._held.execute if self._held else _unchosen
 
     @property
     def client(self) -> Client:
@@ -251,7 +192,7 @@ class Connection:
         return isinstance(self.client, RedisCluster)
 
     @property
-    def scripts(self) -> dict[str, LuaScript]:
+    def scripts(self) -> Scripts:
         """The scripts, which publish as the client's kind of server needs."""
         self.client  # noqa: B018 - chooses the client, which chooses the scripts
         return self._scripts
@@ -270,10 +211,13 @@ class Connection:
             if self._plain is not None:
                 self._plain.close()
                 self._plain = None
+                self._held = None  # it never held one: nothing ran before the choice
+            self._execute = client.execute_command
         else:
             assert self._plain is not None
             client = self._plain
-        self._scripts = load_scripts("SPUBLISH" if self._is_cluster else "PUBLISH")
+        if self._is_cluster:
+            self._scripts = Scripts("SPUBLISH", functions=False)
         return client
 
     def _asks_cluster(self, plain: redis.Redis) -> bool:
@@ -364,9 +308,14 @@ class Connection:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    def execute(self, *command: Any) -> Any:
+        """One command, once (no retry), as the scripts send theirs: on one server over this
+        thread's held connection. Call it after a script, which chooses the client."""
+        return self._execute(*command)
+
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
-        return self.call(lambda client: self._scripts[name](client, self.prefix, args))
+        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, args))
 
     @property
     def socket_timeout(self) -> float:
@@ -391,12 +340,16 @@ class Connection:
                     sock = conn._sock
                     if sock is not None:
                         sock.settimeout(timeout)
+        if self._held is not None:
+            self._held.set_timeouts(timeout, connect)
 
     def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
         """``run`` with arguments made anew for every attempt."""
-        return self.call(lambda client: self._scripts[name](client, self.prefix, tuple(build())))
+        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, tuple(build())))
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
         with self._lock:
             if self._client is not None:
                 self._client.close()

@@ -3,6 +3,7 @@
 local L = tonumber(ARGV[1])
 local t = store_time(ARGV[5])
 local lease = num(t + L)
+local score = lease_score(lease)
 -- the store-wide heartbeat record: a gap since the last heartbeat from anyone is a stall
 local quiet_after = redis.call('HGET', P .. 'beats', 'quiet_after')
 if quiet_after and t > tonumber(quiet_after) then
@@ -21,7 +22,7 @@ for i = 6, #ARGV, 2 do
     lost[#lost + 1] = token
   else
     redis.call('HSET', jkey(id), 'lease_expires_at', lease)
-    redis.call('ZADD', P .. 'running', lease, id)
+    redis.call('ZADD', P .. 'running', score, id)
     if f[3] == '1' then
       cancel[#cancel + 1] = id
       cancel[#cancel + 1] = token

@@ -23,7 +23,7 @@ local function limit_refs_of(meta)
 end
 
 -- One claim's view of the limits: specs and uses read once, then counted on.
-local limit_specs, limit_uses = {}, {}
+-- (limit_specs, limit_uses: declared in common.lua, fresh for each call)
 
 local function limit_spec(ref)
   local name = string.match(ref, '^(.-)\31')

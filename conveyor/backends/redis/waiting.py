@@ -49,7 +49,8 @@ class Waiting:
             # well within the socket timeout, which a worker with a short lease lowers
             block = min(remaining, MAX_BLOCK_SECONDS, self._connection.socket_timeout / 2)
             try:
-                if self._connection.client.blpop([wake], block) is not None:
+                # the probe chose the client; the held connection skips the pool's checks
+                if self._connection.execute("BLPOP", wake, block) is not None:
                     return
             except RETRYABLE:
                 return  # the caller looks again; a restarted server lost the registration

@@ -1,0 +1,128 @@
+"""``python -m bench.delay_cost``: CPU instructions per ``delay()``, conveyor against Huey,
+under ``valgrind --tool=callgrind``: a count that machine noise cannot move, for the enqueue
+path as ``bench.like --instructions`` is for the worker. Both sides of the round trip are
+counted, apart: the client's process, and the ``redis-server`` (which shares the machine's
+cores with the clients and runs every script).
+
+Each target runs in a process of its own, on a server of its own: it opens its store and
+warms up (imports, the connection, the scripts loaded), then instrumentation is switched on
+in both processes for exactly ``--jobs`` single enqueues, and off again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.core import Target
+from bench.procs import ROOT
+from bench.redis_server import RedisServer
+from bench.systems import load
+
+TARGETS = ("conveyor/redis", "huey/redis")
+WARMUP = 200
+
+
+def find(name: str, redis_url: str) -> Target:
+    [target] = [t for t in load(name.split("/", 1)[0]).targets() if t.name == name]
+    target.redis_url = redis_url
+    return target
+
+
+def child(name: str, redis_url: str, jobs: int) -> int:
+    """In the measured process: warm up, then ``jobs`` enqueues between two handshakes."""
+    target = find(name, redis_url)
+    with tempfile.TemporaryDirectory(prefix="conveyor-delay-cost-") as workdir:
+        target.fresh(Path(workdir))
+        for _ in range(WARMUP):
+            target.enqueue_one()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for _ in range(jobs):
+            target.enqueue_one()
+        print("done", flush=True)
+        sys.stdin.readline()
+        target.close()
+    return 0
+
+
+def callgrind(outfile: Path) -> tuple[str, ...]:
+    return (
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
+    )  # fmt: skip
+
+
+def totals(outfile: Path) -> int:
+    total = 0
+    for path in outfile.parent.glob(outfile.name + "*"):
+        match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
+        if match:
+            total += int(match[1])
+    return total
+
+
+def toggle(state: str, pids: list[int]) -> None:
+    for pid in pids:
+        subprocess.run(
+            ["callgrind_control", "-i", state, str(pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def count(name: str, jobs: int, workdir: Path) -> tuple[float, float]:
+    """Instructions per delay(): the client's, the server's."""
+    tag = f"{name.replace('/', '-')}-{os.urandom(3).hex()}"
+    client_out, server_out = workdir / f"client-{tag}.out", workdir / f"server-{tag}.out"
+    with RedisServer(prefix=callgrind(server_out)) as server:
+        proc = subprocess.Popen(
+            [*callgrind(client_out), sys.executable, "-m", "bench.delay_cost", "--child", name,
+             server.url, str(jobs)],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        pids = [proc.pid, server.pid]
+        for expected, state in (("ready", "on"), ("done", "off")):
+            line = proc.stdout.readline().decode().strip()
+            if line != expected:
+                proc.kill()
+                raise RuntimeError(f"{name}: expected {expected!r}, got {line!r}")
+            toggle(state, pids)
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        proc.stdin.close()
+        proc.wait(120)
+    return totals(client_out) / jobs, totals(server_out) / jobs
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--child"]:
+        return child(argv[1], argv[2], int(argv[3]))
+    parser = argparse.ArgumentParser(prog="python -m bench.delay_cost", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=2000, help="delay() calls counted")
+    parser.add_argument("--target", action="append", help="only targets whose name has this")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind (with callgrind_control) is not installed")
+    names = [n for n in TARGETS if not args.target or any(t in n for t in args.target)]
+    print(f"instructions per delay(), {args.jobs:,} calls: client, server, total", flush=True)
+    with tempfile.TemporaryDirectory(prefix="conveyor-delay-cost-") as workdir:
+        for name in names:
+            client, server = count(name, args.jobs, Path(workdir))
+            print(f"{name:16} {client:10,.0f} {server:10,.0f} {client + server:10,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
