@@ -129,9 +129,9 @@ class JobExecutor:
     def prepare(self, claim: Claim) -> JobRun:
         record = claim.record
         run = JobRun(claim)
-        try:
-            run.task = self.registry.get(record.task)
-        except TaskNotFound as exc:
+        run.task = self.registry.find(record.task)
+        if run.task is None:
+            exc = TaskNotFound(record.task)
             run.early = Outcome.failed(error_info(exc, with_traceback=False))
             return run
         try:

@@ -189,7 +189,10 @@ class ThreadPool:
         if abandoned:
             log.warning("job %s: its abandoned thread ended; the result is discarded", run.id)
             return False
-        self._finish(run, outcome)
+        try:  # self._finish(run, outcome), inlined on the hot path
+            self._complete(run, outcome)
+        except Exception:
+            log.exception("completing job %s failed", run.id)
         return True
 
     def _finish(self, run: JobRun, outcome: object | None) -> None:
