@@ -69,9 +69,7 @@ def progress(percent: float, message: str | None = None, **data: Any) -> None:
         ctx._sink(float(percent), message, data)
 
 
-def enter(ctx: JobContext) -> contextvars.Token[JobContext | None]:
-    return _current.set(ctx)
-
-
-def leave(token: contextvars.Token[JobContext | None]) -> None:
-    _current.reset(token)
+#: make a context current (returns the token to ``leave`` with), and restore the previous one:
+#: the context variable's own methods, as the worker calls them for every job
+enter = _current.set
+leave = _current.reset

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor import context
@@ -57,11 +58,14 @@ class ShutdownInterrupt(Interrupt):
     reason = "shutdown"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class JobRun:
     """One claimed job on its way through a pool."""
 
     claim: Claim
+    #: the claim: job id and fencing token. Everything the worker keeps about a run is keyed
+    #: by it, never by the job id alone.
+    key: tuple[str, int] = field(init=False)
     task: Task[Any, Any] | None = None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -81,22 +85,22 @@ class JobRun:
     #: the soft time limit fired (it asks the task to clean up; it does not stop the run)
     soft_fired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: an interrupt was raised into the run's thread: it may still be pending when the
+    #: task ends, and must be cleared before the thread takes its next job
+    raised: bool = False
     thread_id: int | None = None
     aio_task: asyncio.Task[Any] | None = None
 
+    def __post_init__(self) -> None:
+        self.key = (self.claim.record.id, self.claim.token)
+
     @property
     def id(self) -> str:
-        return self.claim.record.id
+        return self.key[0]
 
     @property
     def token(self) -> int:
-        return self.claim.token
-
-    @property
-    def key(self) -> tuple[str, int]:
-        """The claim: job id and fencing token. Everything the worker keeps about a run is
-        keyed by it, never by the job id alone."""
-        return (self.claim.record.id, self.claim.token)
+        return self.key[1]
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
@@ -119,14 +123,15 @@ class JobExecutor:
         self.serializer = serializer
         self._set_progress = set_progress
         self._clock = clock
-        self._none = serializer.dumps(None)  # most tasks return None: encode it once
+        # Most tasks return None: its outcome is made once (an Outcome is immutable).
+        self._none = Outcome.succeeded(serializer.dumps(None))
 
     def prepare(self, claim: Claim) -> JobRun:
         record = claim.record
         run = JobRun(claim)
-        try:
-            run.task = self.registry.get(record.task)
-        except TaskNotFound as exc:
+        run.task = self.registry.find(record.task)
+        if run.task is None:
+            exc = TaskNotFound(record.task)
             run.early = Outcome.failed(error_info(exc, with_traceback=False))
             return run
         try:
@@ -135,20 +140,21 @@ class JobExecutor:
             message = f"the job's arguments cannot be decoded: {exc}"
             run.early = Outcome.failed(ErrorInfo("SerializationError", message))
             return run
-
-        def sink(percent: float, message: str | None, data: dict[str, Any]) -> None:
-            self._set_progress(record.id, claim.token, Progress(percent, message, data))
-
         run.ctx = context.JobContext(
-            id=record.id,
-            task=record.task,
-            attempt=record.attempts,
-            queue=record.queue,
-            meta=dict(record.meta),
-            token=claim.token,
-            _sink=sink,
+            record.id,
+            record.task,
+            record.attempts,
+            record.queue,
+            dict(record.meta) if record.meta else {},
+            claim.token,
+            partial(self._progress, record.id, claim.token),
         )
         return run
+
+    def _progress(
+        self, job_id: str, token: int, percent: float, message: str | None, data: dict[str, Any]
+    ) -> None:
+        self._set_progress(job_id, token, Progress(percent, message, data))
 
     def _decode(
         self, payload: bytes, meta: dict[str, Any]
@@ -165,7 +171,7 @@ class JobExecutor:
 
     def succeeded(self, run: JobRun, value: Any) -> Outcome:
         if value is None:
-            return Outcome.succeeded(self._none)
+            return self._none
         try:
             return Outcome.succeeded(self.serializer.dumps(value))
         except SerializationError as exc:
@@ -245,17 +251,16 @@ class JobExecutor:
     def call_sync(self, run: JobRun) -> Outcome | None:
         """Run a prepared job in this thread (async tasks get an event loop of their own)."""
         assert run.task is not None and run.ctx is not None
+        task = run.task
         run.began_at = time.monotonic()
         token = context.enter(run.ctx)
         try:
             try:
-                with self.around(run.ctx):
-                    if run.task.is_async:
-                        import asyncio  # only for async tasks: the thread pool need not load it
-
-                        value = asyncio.run(run.task.fn(*run.args, **run.kwargs))
-                    else:
-                        value = run.task.fn(*run.args, **run.kwargs)
+                if task.is_async or self.registry.around_job:
+                    with self.around(run.ctx):
+                        value = self._call(task, run)
+                else:  # the common case, without entering a context manager per job
+                    value = task.fn(*run.args, **run.kwargs)
             except Interrupt as exc:
                 return self.interrupted(run, exc)
             except BaseException as exc:
@@ -269,6 +274,14 @@ class JobExecutor:
             return self.interrupted(run, exc)
         finally:
             context.leave(token)
+
+    @staticmethod
+    def _call(task: Task[Any, Any], run: JobRun) -> Any:
+        if task.is_async:
+            import asyncio  # only for async tasks: the thread pool need not load it
+
+            return asyncio.run(task.fn(*run.args, **run.kwargs))
+        return task.fn(*run.args, **run.kwargs)
 
     async def call_async(self, run: JobRun) -> Outcome | None:
         """Run a prepared async job on the running loop; sync tasks go to a thread."""

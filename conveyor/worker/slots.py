@@ -28,7 +28,9 @@ STUCK_SECONDS = 0.1
 class Slots:
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        self.cond = threading.Condition()
+        # Held directly (a C-level ``with``), and by ``cond`` for waiting on it.
+        self._lock = threading.RLock()
+        self.cond = threading.Condition(self._lock)
         # Claimed and not yet finished (the leases to renew), and of those, the ones handed to
         # the pool and not yet ended. A slot frees when its run ends, before the outcome is
         # written, so the next claim overlaps the write instead of waiting for it.
@@ -36,6 +38,9 @@ class Slots:
         self.in_pool: set[Key] = set()
         self._latest: dict[str, JobRun] = {}  # job id -> its newest claim held
         self._reserved = 0
+        # Threads waiting on ``cond``: a change wakes them only when there are some (the
+        # counter, like every notify, is under the lock), not once per job for nobody.
+        self._waiting = 0
         # How long a task runs (a moving average); it starts high, so nothing is claimed
         # ahead before the worker has seen its jobs are short.
         self.run_seconds = 1.0
@@ -56,8 +61,10 @@ class Slots:
 
     def reserve(self) -> int:
         """Reserve room for a claim; returns how many jobs it may take (maybe 0)."""
-        with self.cond:
-            capacity = self.concurrency + self.prefetch()
+        with self._lock:
+            capacity = self.concurrency
+            if self.run_seconds < PREFETCH_BELOW_SECONDS:  # self.prefetch(), inlined
+                capacity += capacity
             free = min(
                 capacity - len(self.in_pool) - self._reserved,
                 2 * capacity - len(self.active) - self._reserved,
@@ -68,56 +75,80 @@ class Slots:
             return free
 
     def unreserve(self, n: int) -> None:
-        with self.cond:
+        with self._lock:
             self._reserved -= n
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake the waiters, if any (the caller holds the lock)."""
+        if self._waiting:
             self.cond.notify_all()
 
-    def admit(self, run: JobRun, *, to_pool: bool) -> JobRun | None:
-        """Hold a new claim; returns an older claim of the same job still held, which is lost
-        for sure (the store gave the job a new token), for the caller to stop."""
-        with self.cond:
-            key = run.key
-            self.active[key] = run
-            if to_pool:
-                self.in_pool.add(key)
-            older = self._latest.get(run.id)
-            self._latest[run.id] = run
-        return older if older is not None and older.key in self.active else None
+    def _wait(self, timeout: float) -> None:
+        """Wait on the condition (the caller holds the lock)."""
+        self._waiting += 1
+        try:
+            self.cond.wait(timeout)
+        finally:
+            self._waiting -= 1
+
+    def admit(self, runs: list[JobRun]) -> list[tuple[JobRun, JobRun]]:
+        """Hold new claims (those without an early outcome go to the pool); returns each
+        older claim of the same job still held, which is lost for sure (the store gave the
+        job a new token), with the new run, for the caller to stop."""
+        lost = []
+        with self._lock:
+            active, in_pool, latest = self.active, self.in_pool, self._latest
+            for run in runs:
+                key = run.key
+                active[key] = run
+                if run.early is None:
+                    in_pool.add(key)
+                older = latest.get(key[0])
+                latest[key[0]] = run
+                if older is not None and older.key in active:
+                    lost.append((run, older))
+        return lost
 
     def wait_for_room(self) -> bool:
         """Wait a little for a slot to free; True when jobs claimed ahead are waiting (the
         caller then checks whether they are stuck behind slow runs)."""
-        with self.cond:
+        with self._lock:
             waiting = len(self.in_pool) > self.concurrency
-            self.cond.wait(STUCK_SECONDS if waiting else 0.5)
+            self._wait(STUCK_SECONDS if waiting else 0.5)
             return waiting
 
     # -- runs ending -----------------------------------------------------------------------
 
-    def ended(self, run: JobRun) -> None:
-        """A pool is done with the run (its outcome may still have to be written)."""
+    def ended(self, run: JobRun, *, wake: bool = True) -> None:
+        """A pool is done with the run (its outcome may still have to be written). ``wake``
+        False: no need to wake the fetcher for the freed slot (the finisher claims for it
+        in the call that writes the outcome)."""
         if run.began_at:
             took = time.monotonic() - run.began_at
             self.run_seconds += (took - self.run_seconds) * 0.05
-        with self.cond:
+        with self._lock:
             self.in_pool.discard(run.key)
-            self.cond.notify_all()
+            if wake:
+                self._notify()
 
-    def forget(self, run: JobRun) -> None:
-        """The run is over for this worker: finished, handed back or lost."""
-        key = run.key
-        with self.cond:
-            self.active.pop(key, None)
-            self.in_pool.discard(key)
-            if self._latest.get(run.id) is run:
-                del self._latest[run.id]
-            self.cond.notify_all()
+    def forget(self, *runs: JobRun) -> None:
+        """The runs are over for this worker: finished, handed back or lost."""
+        with self._lock:
+            active, in_pool, latest = self.active, self.in_pool, self._latest
+            for run in runs:
+                key = run.key
+                active.pop(key, None)
+                in_pool.discard(key)
+                if latest.get(key[0]) is run:
+                    del latest[key[0]]
+            self._notify()
 
     def stuck(self) -> bool:
         """Every slot is busy with a run older than STUCK_SECONDS: jobs claimed ahead should
         go back to the queue (and claiming ahead stops for now)."""
         now = time.monotonic()
-        with self.cond:
+        with self._lock:
             running = [r for r in self.active.values() if r.key in self.in_pool and r.began_at]
             if len(running) < self.concurrency:
                 return False
@@ -130,30 +161,30 @@ class Slots:
 
     def leases(self) -> list[tuple[str, int, float]]:
         """Each claim held, with when it was sent (for the local deadline)."""
-        with self.cond:
+        with self._lock:
             return [(run.id, run.token, run.sent_at) for run in self.active.values()]
 
     def ids(self) -> list[str]:
-        with self.cond:
+        with self._lock:
             return list(dict.fromkeys(job_id for job_id, _ in self.active))
 
     def running(self, key: Key) -> JobRun | None:
         """The run of this claim if a pool slot is busy with it (not if it only awaits its
         write)."""
-        with self.cond:
+        with self._lock:
             return self.active.get(key) if key in self.in_pool else None
 
     def snapshot(self) -> list[JobRun]:
-        with self.cond:
+        with self._lock:
             return list(self.active.values())
 
     def wait_idle(self, timeout: float, hurry: threading.Event | None = None) -> bool:
         """Wait until nothing is held; False on timeout or when ``hurry`` is set."""
         deadline = time.monotonic() + timeout
-        with self.cond:
+        with self._lock:
             while self.active:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (hurry is not None and hurry.is_set()):
                     return False
-                self.cond.wait(min(remaining, 0.1))
+                self._wait(min(remaining, 0.1))
         return True

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from conveyor.backends.base import Backend, WorkerInfo
-from conveyor.job import Claim, JobRecord, Outcome
+from conveyor.job import Claim, JobRecord, Outcome, State
 from conveyor.registry import Registry
 from conveyor.schedule import PeriodicSpec
 from conveyor.serialization import Serializer
@@ -251,19 +251,21 @@ class Worker:
                 self._leases.hand_back((claim.record.id, claim.token), started=False)
             self._slots.unreserve(reserved)
             return
-        for claim in claims:
-            run = self.executor.prepare(claim)
+        prepare = self.executor.prepare
+        runs = [prepare(claim) for claim in claims]
+        for run in runs:
             run.sent_at = sent
-            older = self._slots.admit(run, to_pool=run.early is None)
-            if older is not None:
-                # This worker claimed the job again (it was frozen past its lease): the old
-                # claim is lost for sure; its run stops before the new one starts.
-                log.warning("job %s: claimed again; stopping the run of its lost claim", run.id)
-                self.pool.interrupt(older, "lease")
+        for run, older in self._slots.admit(runs):
+            # This worker claimed the job again (it was frozen past its lease): the old
+            # claim is lost for sure; its run stops before the new one starts.
+            log.warning("job %s: claimed again; stopping the run of its lost claim", run.id)
+            self.pool.interrupt(older, "lease")
+        submit = self.pool.submit
+        for run in runs:
             if run.early is not None:
                 self._complete(run, run.early)
             else:
-                self.pool.submit(run)
+                submit(run)
         self._slots.unreserve(reserved)
 
     def _return_claimed_ahead(self) -> None:
@@ -280,10 +282,13 @@ class Worker:
 
     def _complete(self, run: JobRun, outcome: object | None) -> None:
         """Called by the pool when a run is over."""
-        self._slots.ended(run)
         if isinstance(outcome, Outcome):
+            # The finisher claims for the freed slot when it writes the outcome: the fetcher
+            # sleeps on (once per job it would wake only to claim a job or two).
+            self._slots.ended(run, wake=False)
             self._finished.put((run, outcome))
             return
+        self._slots.ended(run)
         if run.interrupted == "shutdown":
             self.backend.release(run.id, run.token, started=True, now=self._clock())
         elif run.hand_back:
@@ -333,14 +338,18 @@ class Worker:
         else:
             log.error("could not finish %d job(s); their leases will run out", len(items))
             accepted, claims, free, sent = [False] * len(items), [], 0, 0.0
+        logged = joblog.log.isEnabledFor(logging.INFO)
+        failed = 0
         for (run, outcome), ok in zip(batch, accepted, strict=True):
-            joblog.attempt_ended(run, outcome, ok)
+            if logged:
+                joblog.attempt_ended(run, outcome, ok)
             if not ok:
                 log.warning("job %s: outcome refused (lease lost to another worker)", run.id)
-            elif outcome.state.value == "failed":
-                self.failed += 1
-            self.processed += 1
-            self._slots.forget(run)
+            elif outcome.state is State.FAILED:
+                failed += 1
+        self.failed += failed
+        self.processed += len(batch)
+        self._slots.forget(*[run for run, _ in batch])
         self._dispatch(claims, free, sent)
 
     # -- heartbeat hooks -------------------------------------------------------------------

@@ -102,6 +102,7 @@ class ThreadPool:
                 run.ctx.mark_cancelled()
             if not run.started or run.thread_id is None:
                 return reason != "soft"  # _run sees ``interrupted`` before it starts
+            run.raised = True
             raise_in_thread(run.thread_id, INTERRUPTS[reason])
         if reason in ABANDON_REASONS and self._watchdog is not None:
             self._watchdog.at(self._grace, lambda: self._abandon(run))
@@ -158,7 +159,10 @@ class ThreadPool:
                 return True
             run.started = True
             run.thread_id = threading.get_ident()
-        self._arm_limits(run)
+        assert run.task is not None  # a run in a pool has its task
+        options = run.task.options
+        if options.soft_timeout is not None or options.timeout is not None:
+            self._arm_limits(run)
         outcome: object | None
         try:
             outcome = self._executor.call_sync(run)
@@ -167,14 +171,16 @@ class ThreadPool:
         except SoftTimeLimitExceeded as exc:  # delivered after the task had returned
             outcome = self._executor.raised(run, exc)
         # Close the window in which an interrupt can still be raised into this thread: the
-        # interrupter only raises while ``done`` is false, under the same lock.
+        # interrupter only raises while ``done`` is false, under the same lock, and marks the
+        # run ``raised`` first; one still pending is cleared (most runs had none).
         while True:
             try:
                 with run.lock:
                     abandoned = run in self._abandoned
                     self._abandoned.discard(run)
                     run.done = True
-                    raise_in_thread(threading.get_ident(), None)
+                    if run.raised:
+                        raise_in_thread(threading.get_ident(), None)
                 break
             except Interrupt as exc:
                 outcome = self._executor.interrupted(run, exc)
@@ -183,7 +189,10 @@ class ThreadPool:
         if abandoned:
             log.warning("job %s: its abandoned thread ended; the result is discarded", run.id)
             return False
-        self._finish(run, outcome)
+        try:  # self._finish(run, outcome), inlined on the hot path
+            self._complete(run, outcome)
+        except Exception:
+            log.exception("completing job %s failed", run.id)
         return True
 
     def _finish(self, run: JobRun, outcome: object | None) -> None:
