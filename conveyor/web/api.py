@@ -145,8 +145,8 @@ def parse_enqueue(body: Any) -> tuple[str, tuple[Any, ...], dict[str, Any], Call
     task = body.get("task")
     if not isinstance(task, str) or not task.strip():
         raise bad_request("task must be the registered name of a task")
-    args = body.get("args") or []
-    kwargs = body.get("kwargs") or {}
+    args = body.get("args", [])
+    kwargs = body.get("kwargs", {})
     if not isinstance(args, list):
         raise bad_request("args must be a JSON array")
     if not isinstance(kwargs, dict):
