@@ -112,9 +112,9 @@ def test_enqueue_refuses_malformed_bodies_with_400(client: TestClient) -> None:
         b'{"task": ""}',
         b'{"task": "add", "args": {"x": 1}}',
         b'{"task": "add", "kwargs": [1]}',
-        b'{"task": "add", "args": false}',  # falsy is not absent
-        b'{"task": "add", "kwargs": []}',
-        b'{"task": "add", "args": null}',
+        b'{"task": "add", "args": false, "kwargs": {"x": 1, "y": 2}}',  # falsy is not absent
+        b'{"task": "add", "args": [1, 2], "kwargs": []}',
+        b'{"task": "add", "args": null, "kwargs": {"x": 1, "y": 2}}',
         b'{"task": "add", "args": [1, 2], "priority": 101}',
         b'{"task": "add", "args": [1, 2], "priority": true}',
         b'{"task": "add", "args": [1, 2], "countdown": -1}',
