@@ -56,6 +56,10 @@ class JsonSerializer:
             separators=(",", ":"), allow_nan=False, check_circular=False
         ).encode
         self._decode_tagged = json.JSONDecoder(object_hook=_untag).decode
+        plain = json.JSONDecoder()
+        # raw_decode skips json.loads's encoding detection and whitespace regexes: our own
+        # payloads have no whitespace around them; anything else takes the full decode
+        self._decode_raw, self._decode_plain = plain.raw_decode, plain.decode
 
     def dumps(self, value: Any) -> bytes:
         try:
@@ -81,9 +85,16 @@ class JsonSerializer:
         try:
             if type(data) is not bytes:
                 data = bytes(data)
-            if _MARKER_BYTES not in data:
-                return json.loads(data)
-            return self._decode_tagged(data.decode())
+            text = data.decode()
+            if _MARKER_BYTES in data:
+                return self._decode_tagged(text)
+            try:
+                value, end = self._decode_raw(text)
+                if end == len(text):
+                    return value
+            except ValueError:
+                pass
+            return self._decode_plain(text)
         except (ValueError, TypeError, RecursionError) as e:  # incl. JSON and Unicode errors
             raise SerializationError(f"corrupt payload: not conveyor JSON ({e})") from None
 
