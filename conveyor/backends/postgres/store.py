@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
+from psycopg.abc import PQGen
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
@@ -33,6 +34,9 @@ T = TypeVar("T")
 NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 #: how long an operation keeps trying while the server is away, before BackendUnavailable
 RETRY_SECONDS = 15.0
+#: how long one wait for the server may last, unless a worker bounds it to a share of its
+#: lease (``Database.set_call_timeout``): past it the server is taken as frozen or cut off
+WAIT_SECONDS = 120.0
 POOL_MAX_SIZE = 16
 
 
@@ -138,6 +142,23 @@ def queries(namespace: str) -> Mapping[str, str]:
     return out
 
 
+def socket_options(wait_seconds: float | None) -> dict[str, Any]:
+    """libpq's options for a connection whose waits are bounded to ``wait_seconds``: a
+    connect that gives up as soon (libpq counts whole seconds, 2 at least), TCP keepalives so
+    that an idle connection to a vanished host is noticed (not after the system's two hours),
+    and ``tcp_user_timeout`` so that data the peer never acknowledges (a cable pulled, a link
+    down) breaks the connection within the bound rather than after minutes of retransmits."""
+    bound = WAIT_SECONDS if wait_seconds is None else wait_seconds
+    return {
+        "connect_timeout": max(2, math.ceil(min(bound, 10.0))),
+        "keepalives": 1,
+        "keepalives_idle": max(1, min(int(bound / 2), 30)),
+        "keepalives_interval": 1 if bound < 10 else 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1000, int(bound * 1000)),
+    }
+
+
 def is_disconnect(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     """A lost or refused connection, worth another try; not an error in the statement."""
     if isinstance(exc, PoolTimeout):
@@ -145,6 +166,36 @@ def is_disconnect(exc: BaseException, conn: psycopg.Connection[Any] | None) -> b
     if not isinstance(exc, psycopg.OperationalError):
         return False
     return conn is None or conn.broken or conn.closed
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A connection none of whose waits for the server lasts past ``wait_seconds``.
+
+    psycopg waits for the server's reply in Python, with no read timeout of its own, and a
+    frozen server (SIGSTOP, a VM paused) or a black-holed network still acknowledges TCP
+    segments in the kernel, so neither keepalives nor ``tcp_user_timeout`` notice; a
+    ``statement_timeout`` is the server's and a frozen server runs nothing. So the bound is
+    the client's: a wait that passes it closes the connection, whose state in the middle of
+    the protocol is unknown, and raises OperationalError, which ``Database.run`` takes as a
+    lost connection (the pool drops it). The server may still run what it had been sent:
+    every operation is safe to run again (see ``Database``).
+    """
+
+    wait_seconds: float | None = None  # None: as psycopg does, without end
+
+    def wait(self, gen: PQGen[T], interval: float = 0.1, timeout: float | None = None) -> T:
+        bound = self.wait_seconds
+        if bound is None or timeout is not None:
+            # the caller's own timeout: LISTEN's wait for notifications, which may be long
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout as exc:  # Connection.wait's, since psycopg 3.3.6
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"no reply from the server within {bound:g} s: it is frozen, overloaded or "
+                "cut off; the connection was closed"
+            ) from exc
 
 
 class Database:
@@ -156,17 +207,25 @@ class Database:
     id already stored, and writes about a running job are fenced by its token.
     """
 
-    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        wait_seconds: float | None = WAIT_SECONDS,
+    ) -> None:
         self.options = parse_url(url)
         self.url = self.options.conninfo
         self.retry_seconds = retry_seconds
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        #: the bound of every wait for the server (BoundedConnection); None: none
+        self.wait_seconds = wait_seconds
+        self._pool: ConnectionPool[BoundedConnection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._abandoned: list[object] = []
-        self._socket_options: dict[str, Any] = {}  # a forked child's inherited pools: never touched
+        self._abandoned: list[object] = []  # a forked child's inherited pools: never touched
+        self._socket_options = socket_options(wait_seconds)
 
-    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+    def pool(self) -> ConnectionPool[BoundedConnection]:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pool is not None:
@@ -178,6 +237,7 @@ class Database:
                 if self._pool is None:
                     self._pool = ConnectionPool(
                         self.url,
+                        connection_class=BoundedConnection,
                         kwargs={
                             "autocommit": True,
                             "prepare_threshold": 5 if self.options.prepared else None,
@@ -193,33 +253,34 @@ class Database:
 
     def set_call_timeout(self, seconds: float) -> None:
         """Bound every call (its retries included) to about ``seconds``: the retry budget,
-        and on each connection the kernel's ``tcp_user_timeout`` with keepalives, so that a
-        call into a cut network fails instead of hanging on a socket that never answers."""
+        each wait for the server (BoundedConnection), and on each connection the kernel's
+        ``tcp_user_timeout`` with keepalives, so that a call into a frozen server or a cut
+        network fails instead of hanging on a socket that never answers."""
         self.retry_seconds = seconds
-        self._socket_options = {
-            "tcp_user_timeout": max(1000, int(seconds * 1000)),
-            "keepalives": 1,
-            "keepalives_idle": max(1, int(seconds / 2)),
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
-        }
+        self.wait_seconds = seconds
+        self._socket_options = socket_options(seconds)
         with self._lock:
             if self._pool is not None:  # connections made from now on; idle ones renew
                 if isinstance(self._pool.kwargs, dict):
                     self._pool.kwargs.update(self._socket_options)
                 self._pool.timeout = seconds
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A connection of its own, outside the pool (the listener's)."""
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=5, **kwargs)
+    def connect(self, **kwargs: Any) -> BoundedConnection:
+        """A connection of its own, outside the pool (the listener's), bounded as the pool's."""
+        conn = BoundedConnection.connect(
+            self.url, autocommit=True, **{**self._socket_options, **kwargs}
+        )
+        conn.wait_seconds = self.wait_seconds
+        return conn
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         while True:
-            conn: psycopg.Connection[Any] | None = None
+            conn: BoundedConnection | None = None
             try:
                 with self.pool().connection() as conn:
+                    conn.wait_seconds = self.wait_seconds
                     return fn(conn)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 if not is_disconnect(exc, conn):
@@ -239,6 +300,7 @@ class Database:
         """Run ``fn`` once if a connection is at hand within a second; False if not."""
         try:
             with self.pool().connection(timeout=1.0) as conn:
+                conn.wait_seconds = self.wait_seconds
                 fn(conn)
         except (psycopg.Error, PoolTimeout):
             return False
