@@ -10,14 +10,17 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import conveyor
 from conveyor.backends import Backend, open_backend
-from conveyor.job import State
+from conveyor.backends.postgres import PostgresBackend
+from conveyor.job import Claim, State
 from tests.backends.helpers import make_record, make_worker
 from tests.netns import NetnsLink, create_or_skip
 from tests.proxy import BlackHoleProxy
@@ -153,7 +156,12 @@ def assert_no_call_hangs_past_the_bound(backend: Backend, cut: Callable[[], None
     """Every call a worker makes fails within its lease once ``cut`` stops the store from
     answering, the bound a worker sets being a third of its lease."""
     backend.set_call_timeout(LEASE / 3)
-    assert backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=time.time()) == []
+
+    def claim(_: object = None) -> list[Claim]:
+        return backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=time.time())
+
+    with ThreadPoolExecutor(4) as threads:  # several idle connections in the pool
+        assert list(threads.map(claim, range(8))) == [[]] * 8
     cut()
     for call in calls_a_worker_makes(backend):
         began = time.monotonic()
@@ -193,3 +201,29 @@ def test_no_call_to_a_frozen_server_hangs_past_the_bound_a_worker_sets(
     finally:
         fresh_server.signal(signal.SIGCONT)
         backend.close()
+
+
+def test_a_postgres_worker_stopped_inside_a_transaction_holds_no_lock_past_its_bound(
+    postgres_server: PostgresServer, namespace: str
+) -> None:
+    """A worker frozen (or cut off) between two statements of a transaction, after taking
+    the store-wide heartbeat record's lock as every heartbeat does: the server ends its
+    session, so the other workers' heartbeats are not held up behind it."""
+    bound = 3.0
+    frozen = open_backend(postgres_server.url, namespace=namespace)
+    other = open_backend(postgres_server.url, namespace=namespace)
+    assert isinstance(frozen, PostgresBackend)
+    for backend in (frozen, other):
+        backend.set_call_timeout(bound)
+    try:
+        with frozen._db.pool().connection() as conn:
+            conn.execute("BEGIN")
+            conn.execute(f"SELECT 1 FROM {namespace}_beats FOR UPDATE")
+            began = time.monotonic()
+            other.heartbeat(make_worker(), [], lease_seconds=3 * bound, now=time.time())
+            assert time.monotonic() - began < bound
+            with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+                conn.execute("SELECT 1")  # the server ended the session meanwhile
+    finally:
+        frozen.close()
+        other.close()

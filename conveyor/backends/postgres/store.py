@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 from psycopg.abc import PQGen
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
@@ -142,49 +143,65 @@ def queries(namespace: str) -> Mapping[str, str]:
     return out
 
 
-def socket_options(wait_seconds: float | None) -> dict[str, Any]:
+def socket_options(wait_seconds: float | None, given: Collection[str]) -> dict[str, Any]:
     """libpq's options for a connection whose waits are bounded to ``wait_seconds``: a
     connect that gives up as soon (libpq counts whole seconds, 2 at least), TCP keepalives so
     that an idle connection to a vanished host is noticed (not after the system's two hours),
     and ``tcp_user_timeout`` so that data the peer never acknowledges (a cable pulled, a link
-    down) breaks the connection within the bound rather than after minutes of retransmits."""
+    down) breaks the connection within the bound rather than after minutes of retransmits.
+    Those ``given`` in the URL are the user's, and left as they are."""
     bound = WAIT_SECONDS if wait_seconds is None else wait_seconds
-    return {
+    ours = {
         "connect_timeout": max(2, math.ceil(min(bound, 10.0))),
         "keepalives": 1,
         "keepalives_idle": max(1, min(int(bound / 2), 30)),
-        "keepalives_interval": 1 if bound < 10 else 5,
+        "keepalives_interval": max(1, min(int(bound / 6), 5)),
         "keepalives_count": 3,
         "tcp_user_timeout": max(1000, int(bound * 1000)),
     }
+    return {name: value for name, value in ours.items() if name not in given}
 
 
 def is_disconnect(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     """A lost or refused connection, worth another try; not an error in the statement."""
-    if isinstance(exc, PoolTimeout):
-        return True
+    if isinstance(exc, PoolTimeout | psycopg.errors.IdleInTransactionSessionTimeout):
+        return True  # the latter: the server ended a session it took for a frozen worker's
     if not isinstance(exc, psycopg.OperationalError):
         return False
     return conn is None or conn.broken or conn.closed
 
 
+class WaitBound:
+    """How long one wait for the server may last (None: without end), shared by a
+    ``Database`` and its connections, so that a new bound reaches the idle ones too."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+
+class NoReply(psycopg.OperationalError):
+    """The server did not answer within the bound: frozen, overloaded or cut off."""
+
+
 class BoundedConnection(psycopg.Connection[Any]):
-    """A connection none of whose waits for the server lasts past ``wait_seconds``.
+    """A connection none of whose waits for the server lasts past its ``bound``.
 
     psycopg waits for the server's reply in Python, with no read timeout of its own, and a
     frozen server (SIGSTOP, a VM paused) or a black-holed network still acknowledges TCP
     segments in the kernel, so neither keepalives nor ``tcp_user_timeout`` notice; a
     ``statement_timeout`` is the server's and a frozen server runs nothing. So the bound is
     the client's: a wait that passes it closes the connection, whose state in the middle of
-    the protocol is unknown, and raises OperationalError, which ``Database.run`` takes as a
-    lost connection (the pool drops it). The server may still run what it had been sent:
+    the protocol is unknown, and raises NoReply, which ``Database.run`` takes as a lost
+    connection (the pool drops it). The server may still run what it had been sent:
     every operation is safe to run again (see ``Database``).
     """
 
-    wait_seconds: float | None = None  # None: as psycopg does, without end
+    bound = WaitBound(None)  # set by Database when it makes the connection
 
     def wait(self, gen: PQGen[T], interval: float = 0.1, timeout: float | None = None) -> T:
-        bound = self.wait_seconds
+        bound = self.bound.seconds
         if bound is None or timeout is not None:
             # the caller's own timeout: LISTEN's wait for notifications, which may be long
             return super().wait(gen, interval, timeout)
@@ -192,7 +209,7 @@ class BoundedConnection(psycopg.Connection[Any]):
             return super().wait(gen, interval, bound)
         except psycopg.errors._WaitTimeout as exc:  # Connection.wait's, since psycopg 3.3.6
             self.pgconn.finish()
-            raise psycopg.OperationalError(
+            raise NoReply(
                 f"no reply from the server within {bound:g} s: it is frozen, overloaded or "
                 "cut off; the connection was closed"
             ) from exc
@@ -218,12 +235,13 @@ class Database:
         self.url = self.options.conninfo
         self.retry_seconds = retry_seconds
         #: the bound of every wait for the server (BoundedConnection); None: none
-        self.wait_seconds = wait_seconds
+        self.wait_bound = WaitBound(wait_seconds)
         self._pool: ConnectionPool[BoundedConnection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._abandoned: list[object] = []  # a forked child's inherited pools: never touched
-        self._socket_options = socket_options(wait_seconds)
+        self._given = frozenset(conninfo_to_dict(self.url))  # libpq's options in the URL
+        self._socket_options = socket_options(wait_seconds, self._given)
 
     def pool(self) -> ConnectionPool[BoundedConnection]:
         if self._pid != os.getpid():
@@ -238,6 +256,7 @@ class Database:
                     self._pool = ConnectionPool(
                         self.url,
                         connection_class=BoundedConnection,
+                        configure=self._bind,
                         kwargs={
                             "autocommit": True,
                             "prepare_threshold": 5 if self.options.prepared else None,
@@ -257,21 +276,33 @@ class Database:
         ``tcp_user_timeout`` with keepalives, so that a call into a frozen server or a cut
         network fails instead of hanging on a socket that never answers."""
         self.retry_seconds = seconds
-        self.wait_seconds = seconds
-        self._socket_options = socket_options(seconds)
+        self.wait_bound.seconds = seconds
+        self._socket_options = socket_options(seconds, self._given)
+        if "options" not in self._given and self.options.prepared:
+            # A worker frozen or cut off in the middle of a transaction would keep its row
+            # locks (the store-wide heartbeat record's among them, which every worker's
+            # heartbeat takes) until the server heard of it: hours, behind a black hole. Its
+            # own transactions never idle for long (microseconds between round trips), so the
+            # server may end one idle for half the bound: a false alarm costs one retry.
+            # Not behind PgBouncer (``prepared=off``), which refuses a startup ``options``.
+            ms = max(500, int(seconds * 500))
+            self._socket_options["options"] = f"-c idle_in_transaction_session_timeout={ms}"
         with self._lock:
-            if self._pool is not None:  # connections made from now on; idle ones renew
-                if isinstance(self._pool.kwargs, dict):
-                    self._pool.kwargs.update(self._socket_options)
-                self._pool.timeout = seconds
+            old, self._pool = self._pool, None
+        if old is not None and self._pid == os.getpid():
+            # its connections (opening the store made one) lack the options: new ones have them
+            old.close()
 
     def connect(self, **kwargs: Any) -> BoundedConnection:
         """A connection of its own, outside the pool (the listener's), bounded as the pool's."""
         conn = BoundedConnection.connect(
             self.url, autocommit=True, **{**self._socket_options, **kwargs}
         )
-        conn.wait_seconds = self.wait_seconds
+        self._bind(conn)
         return conn
+
+    def _bind(self, conn: BoundedConnection) -> None:
+        conn.bound = self.wait_bound
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
@@ -280,13 +311,18 @@ class Database:
             conn: BoundedConnection | None = None
             try:
                 with self.pool().connection() as conn:
-                    conn.wait_seconds = self.wait_seconds
                     return fn(conn)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except (
+                psycopg.OperationalError,
+                psycopg.errors.IdleInTransactionSessionTimeout,
+                PoolTimeout,
+            ) as exc:
                 if not is_disconnect(exc, conn):
                     raise
-                if self._pool is not None:
-                    self._pool.check()  # drop the other connections the restart broke
+                if self._pool is not None and not isinstance(exc, NoReply):
+                    # drop the other connections a restart broke (quick: they fail at once);
+                    # not after NoReply, where each idle one would wait out the bound
+                    self._pool.check()
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(
                         f"PostgreSQL at {safe_url(self.url)} did not answer for "
@@ -300,7 +336,6 @@ class Database:
         """Run ``fn`` once if a connection is at hand within a second; False if not."""
         try:
             with self.pool().connection(timeout=1.0) as conn:
-                conn.wait_seconds = self.wait_seconds
                 fn(conn)
         except (psycopg.Error, PoolTimeout):
             return False
