@@ -473,6 +473,17 @@ class PostgresServer(ServerProcess):
         if sig == signal.SIGCONT:
             os.kill(self.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL to the whole server, as when its machine dies: the postmaster is stopped
+        first (it starts no process meanwhile), then every process it started is killed, then
+        itself; none lingers on its shared memory, so ``start`` may follow at once."""
+        if self.running:
+            os.kill(self.pid, signal.SIGSTOP)
+            for child in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        super().kill()
+
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
