@@ -14,7 +14,6 @@ that owns the namespace's slot and follows MOVED there.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import threading
@@ -247,10 +246,7 @@ class Connection:
             if self._client is None:
                 client = self._choose()
                 if self.on_connect is not None:
-                    # a plain client on a Cluster node that does not own the namespace: no
-                    # keyed call gets through, each says why (``call``), so nothing to check
-                    with contextlib.suppress(AskError):
-                        self.on_connect(client)
+                    self.on_connect(client)
                 self._client = client
             return self._client
 

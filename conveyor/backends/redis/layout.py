@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import AskError
+
 from conveyor.backends.redis.connection import Client, Connection, safe_url
 from conveyor.errors import ConfigurationError
 
@@ -114,10 +116,14 @@ def _apply(client: Client, prefix: str, version: int, where: str) -> int:
     return version
 
 
-def check(client: Client, prefix: str, where: str) -> int:
-    """Make the namespace's keys ready for this conveyor, or refuse them in one line; returns
-    the version found (0: a new store)."""
-    before, now = _read(client, prefix, where)
+def check(client: Client, prefix: str, where: str) -> None:
+    """Make the namespace's keys ready for this conveyor, or refuse them in one line."""
+    try:
+        _, now = _read(client, prefix, where)
+    except AskError:
+        # a plain client on a Cluster node that does not own the namespace: no keyed call
+        # gets through, each says why (``Connection.call``), so there is nothing to check
+        return
     _refuse_newer(now, prefix, where)
     pending = [step for step in STEPS if step.version > now]
     if any(not step.safe for step in pending):
@@ -126,7 +132,6 @@ def check(client: Client, prefix: str, where: str) -> int:
             f"this conveyor needs {LAYOUT_VERSION}: run `conveyor migrate` first"
         )
     _apply(client, prefix, now, where)
-    return before
 
 
 def migrate(client: Client, prefix: str, where: str) -> tuple[int, int]:
