@@ -113,7 +113,9 @@ def test_a_worker_cut_off_from_its_store_stops_its_jobs_in_time_and_serves_again
         assert [r.how for r in stopped] == ["stop", "stop"]
         # stopped at the worker's local deadline, well before the leases could run out
         assert all(r.end - cut_at < LEASE for r in stopped), stopped
-        assert all(j.state is State.SUCCEEDED for j in jobs)
+        assert all(j.state is State.SUCCEEDED for j in jobs), [
+            (r.state, r.crashes, r.error) for j in jobs if (r := app.backend.get(j.id))
+        ]
         assert {r.pid for r in runs if r.how == "end"} == {other.pid}
 
         partition.heal()
@@ -173,8 +175,9 @@ def assert_no_call_hangs_past_the_bound(backend: Backend, cut: Callable[[], None
 def assert_serves_again(backend: Backend) -> None:
     """Once the store answers again, so does the backend, without being opened anew."""
     [record] = backend.enqueue([make_record(at=time.time())])
-    claimed = backend.claim("w", ["default"], 10, lease_seconds=LEASE, now=time.time())
-    assert record.id in {c.record.id for c in claimed}
+    # Not a claim: statements sent while cut off may still arrive and run (a claim among
+    # them would take the job), as bytes a real network held back would.
+    assert backend.get(record.id) is not None
 
 
 def test_no_call_to_a_cut_off_store_hangs_past_the_bound_a_worker_sets(
@@ -213,15 +216,15 @@ def test_a_postgres_worker_stopped_inside_a_transaction_holds_no_lock_past_its_b
     frozen = open_backend(postgres_server.url, namespace=namespace)
     other = open_backend(postgres_server.url, namespace=namespace)
     assert isinstance(frozen, PostgresBackend)
-    for backend in (frozen, other):
-        backend.set_call_timeout(bound)
+    frozen.set_call_timeout(bound)
+    other.set_call_timeout(3 * bound)  # it may wait for the lock longer than the frozen one
     try:
         with frozen._db.pool().connection() as conn:
             conn.execute("BEGIN")
             conn.execute(f"SELECT 1 FROM {namespace}_beats FOR UPDATE")
             began = time.monotonic()
             other.heartbeat(make_worker(), [], lease_seconds=3 * bound, now=time.time())
-            assert time.monotonic() - began < bound
+            assert time.monotonic() - began < 2 * bound  # not 3 * bound, then unavailable
             with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
                 conn.execute("SELECT 1")  # the server ended the session meanwhile
     finally:

@@ -282,10 +282,11 @@ class Database:
             # A worker frozen or cut off in the middle of a transaction would keep its row
             # locks (the store-wide heartbeat record's among them, which every worker's
             # heartbeat takes) until the server heard of it: hours, behind a black hole. Its
-            # own transactions never idle for long (microseconds between round trips), so the
-            # server may end one idle for half the bound: a false alarm costs one retry.
+            # own transactions never idle for long (microseconds between round trips, but a
+            # loaded machine may pause a thread for a good part of a second: 0.5 s killed
+            # live ones), so the server may end one idle for as long as the bound.
             # Not behind PgBouncer (``prepared=off``), which refuses a startup ``options``.
-            ms = max(500, int(seconds * 500))
+            ms = max(1000, int(seconds * 1000))
             self._socket_options["options"] = f"-c idle_in_transaction_session_timeout={ms}"
         with self._lock:
             old, self._pool = self._pool, None
