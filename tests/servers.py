@@ -473,6 +473,10 @@ class PostgresServer(ServerProcess):
         if sig == signal.SIGCONT:
             os.kill(self.pid, sig)
 
+    def stop(self, timeout: float = 10.0) -> None:
+        self.signal(signal.SIGCONT)  # a server left frozen (a test that failed) can shut down
+        super().stop(timeout)
+
     def kill(self) -> None:
         """SIGKILL to the whole server, as when its machine dies: the postmaster is stopped
         first (it starts no process meanwhile), then every process it started is killed, then
