@@ -9,6 +9,7 @@ answer" check (see ``RedisServer``). ``RedisClusterServers`` forms a Redis Clust
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -382,8 +383,13 @@ class PostgresServer(ServerProcess):
     name = "postgres"
     start_timeout = 60.0
 
-    def __init__(self, bindir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, bindir: Path, *, port: int | None = None, also_listen: tuple[str, str] | None = None
+    ) -> None:
+        """``also_listen``: (an address of this host, a client address) for a server that also
+        listens on another interface and lets that client in (a network namespace's)."""
         self.user = "postgres" if os.geteuid() == 0 else None
+        self.also_listen = also_listen
         root = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
         if self.user is not None:
             shutil.chown(root, self.user, self.user)
@@ -399,6 +405,9 @@ class PostgresServer(ServerProcess):
             timeout=120,
             **self.popen_options(),
         )  # fmt: skip
+        if also_listen is not None:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {also_listen[1]}/32 trust\n")
 
     @property
     def url(self) -> str:
@@ -412,12 +421,15 @@ class PostgresServer(ServerProcess):
             self.binary,
             "-D", str(self.data),
             "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"listen_addresses={','.join(self.listen_addresses())}",
             "-c", f"unix_socket_directories={self.directory}",
             "-c", "fsync=off",  # a test server: a crash of the machine may lose it whole
             "-c", "full_page_writes=off",
             "-c", "max_connections=300",
         ]  # fmt: skip
+
+    def listen_addresses(self) -> list[str]:
+        return ["127.0.0.1"] + ([self.also_listen[0]] if self.also_listen else [])
 
     def answers(self) -> bool:
         import psycopg  # the tests' client; only the PostgreSQL tests get here
@@ -428,6 +440,53 @@ class PostgresServer(ServerProcess):
         except psycopg.OperationalError:
             return False
         return True
+
+    def children(self) -> list[int]:
+        """The PIDs of the processes the postmaster started: a backend per connection, the
+        checkpointer, the WAL writer, autovacuum... (read from /proc: their parent is ours)."""
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == self.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    def signal(self, sig: int) -> None:
+        """SIGSTOP freezes the whole server, SIGCONT thaws it: a stalled store is the
+        postmaster and every process it started, not one backend (stopping only the backend
+        of one connection would stall that connection alone). The postmaster stops first, so
+        it starts no process meanwhile, and resumes last. Other signals go to the postmaster,
+        which passes on what it should."""
+        if not self.running:
+            return
+        if sig not in (signal.SIGSTOP, signal.SIGCONT):
+            os.kill(self.pid, sig)
+            return
+        if sig == signal.SIGSTOP:
+            os.kill(self.pid, sig)
+        for child in self.children():
+            with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                os.kill(child, sig)
+        if sig == signal.SIGCONT:
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.signal(signal.SIGCONT)  # a server left frozen (a test that failed) can shut down
+        super().stop(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole server, as when its machine dies: the postmaster is stopped
+        first (it starts no process meanwhile), then every process it started is killed, then
+        itself; none lingers on its shared memory, so ``start`` may follow at once."""
+        if self.running:
+            os.kill(self.pid, signal.SIGSTOP)
+            for child in self.children():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+        super().kill()
 
     def remove(self) -> None:
         self.stop()

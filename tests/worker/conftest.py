@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
+from tests.servers import PostgresServer, RedisServer
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres"])
@@ -32,3 +33,17 @@ def client(durable: tuple[str, str]) -> Iterator[conveyor.App]:
     app.registry = fault_app.app.registry  # the same task names the workers know
     yield app
     app.close()
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def server(request: pytest.FixtureRequest) -> RedisServer | PostgresServer:
+    """The session's server of each networked kind; tests keep apart by namespace."""
+    found: RedisServer | PostgresServer = request.getfixturevalue(f"{request.param}_server")
+    return found
+
+
+@pytest.fixture(params=["redis", "postgres"])
+def fresh_server(request: pytest.FixtureRequest) -> RedisServer | PostgresServer:
+    """A server of each networked kind of the test's own, for tests that freeze or kill it."""
+    found: RedisServer | PostgresServer = request.getfixturevalue(f"fresh_{request.param}_server")
+    return found

@@ -20,7 +20,7 @@ from conveyor.backends import open_backend
 from conveyor.job import Claim, State
 from conveyor.task import CallOptions
 from tests.backends.helpers import make_record
-from tests.servers import RedisServer
+from tests.servers import PostgresServer, RedisServer
 from tests.worker.procs import WorkerProcess, client_for, wait_for
 from tests.worker.spans import Freeze, overlaps, read_runs
 
@@ -84,19 +84,19 @@ def test_a_claim_that_waited_for_the_sqlite_write_lock_is_stamped_when_granted(
         backend.close()
 
 
-def test_a_claim_sent_to_a_frozen_redis_server_is_stamped_when_it_runs(
-    fresh_redis_server: RedisServer, namespace: str
+def test_a_claim_sent_to_a_frozen_server_is_stamped_when_it_runs(
+    fresh_server: RedisServer | PostgresServer, namespace: str
 ) -> None:
-    backend = open_backend(fresh_redis_server.url, namespace=namespace)
+    backend = open_backend(fresh_server.url, namespace=namespace)
     try:
         backend.enqueue([make_record(at=time.time())])
-        fresh_redis_server.signal(signal.SIGSTOP)
+        fresh_server.signal(signal.SIGSTOP)  # PostgreSQL: the postmaster and its backends
         try:
             thread, claims = claim_in_thread(backend)
             time.sleep(LEASE + 1)
             resumed = time.time()
         finally:
-            fresh_redis_server.signal(signal.SIGCONT)
+            fresh_server.signal(signal.SIGCONT)
         thread.join(30)
         [claim] = claims
         record = backend.get(claim.record.id)
@@ -146,17 +146,19 @@ def test_workers_ride_out_a_sqlite_write_lock_held_past_their_leases(tmp_path: P
              workers=2, jobs=60)  # fmt: skip
 
 
-def test_workers_ride_out_a_frozen_redis_server(
-    fresh_redis_server: RedisServer, tmp_path: Path, namespace: str
+def test_workers_ride_out_a_frozen_server(
+    fresh_server: RedisServer | PostgresServer, tmp_path: Path, namespace: str
 ) -> None:
     def freeze_the_server() -> None:
-        fresh_redis_server.signal(signal.SIGSTOP)
+        fresh_server.signal(signal.SIGSTOP)
         try:
-            time.sleep(LEASE * 1.5)  # workers finishing and claiming wait on it meanwhile
+            # workers finishing and claiming wait on it meanwhile, and give up their calls
+            # after a third of their lease
+            time.sleep(LEASE * 1.5)
         finally:
-            fresh_redis_server.signal(signal.SIGCONT)
+            fresh_server.signal(signal.SIGCONT)
 
-    ride_out(fresh_redis_server.url, namespace, tmp_path / "spans.log", freeze_the_server,
+    ride_out(fresh_server.url, namespace, tmp_path / "spans.log", freeze_the_server,
              workers=3, jobs=150)  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """A bounded soak: three worker processes with two-second leases work through a few thousand
 ``fault.span`` jobs while the test kills (SIGKILL), freezes (SIGSTOP, then SIGCONT) and stops
-(SIGTERM) workers at random, and on Redis (append-only file, fsync always) kills the server
-and starts it again. Judged from the span log and the store: nothing lost, no stale outcome,
-no two runs of one job overlapping (outside a frozen worker's first moments after SIGCONT),
-and the jobs of a killed worker back in the queue within the lease plus two seconds.
+(SIGTERM) workers at random, and on Redis (append-only file, fsync always) and PostgreSQL
+kills the server and starts it again, or freezes it whole for up to two leases (a stall).
+Judged from the span log and the store: nothing lost, no stale outcome, no two runs of one
+job overlapping (outside a frozen worker's first moments after SIGCONT), and the jobs of a
+killed worker back in the queue within the lease plus two seconds.
 
 ``CONVEYOR_SOAK_SECONDS`` sets how long the chaos lasts (default 60 per backend);
 ``CONVEYOR_SOAK_SEED`` replays a run (the seed is printed).
@@ -24,7 +25,7 @@ import pytest
 
 import conveyor
 from conveyor.job import State
-from tests.servers import RedisServer
+from tests.servers import PostgresServer, RedisServer
 from tests.worker.procs import WorkerProcess, client_for, wait_for
 from tests.worker.spans import Freeze, overlaps, read_runs
 
@@ -42,14 +43,17 @@ RECOVERY_BOUND = LEASE + 2.0
 MAX_CRASHES = {"FAULT_MAX_CRASHES": "100"}
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+Server = RedisServer | PostgresServer
+
+
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(
     request: pytest.FixtureRequest, tmp_path: Path, namespace: str
-) -> Iterator[tuple[str, str, RedisServer | None]]:
+) -> Iterator[tuple[str, str, Server | None]]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/jobs.db", "conveyor", None
     else:
-        server: RedisServer = request.getfixturevalue("fresh_redis_server")
+        server: Server = request.getfixturevalue(f"fresh_{request.param}_server")
         yield server.url, namespace, server
 
 
@@ -114,6 +118,15 @@ class Chaos:
             (logs / f"worker-{worker.pid}.log").write_text(worker.stderr)
 
 
+def stall(server: Server, seconds: float) -> None:
+    """The whole server frozen (on PostgreSQL the postmaster and every backend)."""
+    server.signal(signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        server.signal(signal.SIGCONT)
+
+
 def running_on(app: conveyor.App, pid: int) -> dict[str, int]:
     """The jobs the store has running on the worker process ``pid``, with their tokens."""
     return {
@@ -125,7 +138,7 @@ def running_on(app: conveyor.App, pid: int) -> dict[str, int]:
 
 @pytest.mark.timeout(SOAK_SECONDS + 420)
 def test_a_soak_of_kills_freezes_and_restarts_loses_nothing_and_never_runs_a_job_twice_at_once(
-    store: tuple[str, str, RedisServer | None], tmp_path: Path
+    store: tuple[str, str, Server | None], tmp_path: Path
 ) -> None:
     url, namespace, server = store
     seed = int(os.environ.get("CONVEYOR_SOAK_SEED", str(random.randrange(2**32))))
@@ -162,8 +175,8 @@ def test_a_soak_of_kills_freezes_and_restarts_loses_nothing_and_never_runs_a_job
         while time.monotonic() < ends:
             time.sleep(rng.uniform(1.0, 3.0))
             worker = rng.choice(chaos.workers)
-            action = rng.choice(["kill", "freeze", "terminate", "server"])
-            if action == "server" and server is None:
+            action = rng.choice(["kill", "freeze", "terminate", "server", "stall"])
+            if action in ("server", "stall") and server is None:
                 action = "freeze"
             chaos.actions.append(action)
             if action == "kill":
@@ -172,6 +185,9 @@ def test_a_soak_of_kills_freezes_and_restarts_loses_nothing_and_never_runs_a_job
                 chaos.freeze(worker)
             elif action == "terminate":
                 chaos.terminate(worker)
+            elif action == "stall":
+                assert server is not None
+                stall(server, rng.uniform(0.5, 2 * LEASE))
             else:
                 assert server is not None
                 server.kill()

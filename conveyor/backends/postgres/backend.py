@@ -72,7 +72,7 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
 
     @classmethod
     def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
-        db = Database(url)
+        db = Database(url, wait_seconds=None)  # a step may build an index on a large table
         try:
             return migrate(db, check_namespace(namespace), safe_url(url))
         finally:

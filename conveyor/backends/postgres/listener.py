@@ -117,7 +117,8 @@ class Listener:
                     target=self._run, name="conveyor-pg-listen", daemon=True
                 )
                 self._thread.start()
-        self._listening.wait(timeout)
+        bound = self._db.wait_bound.seconds  # a worker's share of its lease: no longer
+        self._listening.wait(timeout if bound is None else min(timeout, bound))
 
     def _run(self) -> None:
         delay = 0.05

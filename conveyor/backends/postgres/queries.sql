@@ -66,14 +66,23 @@ SELECT state FROM {ns}_jobs WHERE id = %(id)s;
 SELECT coalesce(%(store_time)s::double precision,
                 extract(epoch FROM clock_timestamp())::double precision);
 
--- name: beats_lock
-SELECT quiet_after, stall_until FROM {ns}_beats FOR UPDATE;
+-- name: beat
+-- A heartbeat's mark on the store-wide record (bookkeeping.note_heartbeat, the rule written
+-- in SQL), read and written by this one statement, its own transaction: the row's lock is
+-- held across no round trip, so a worker frozen or cut off in the middle of its heartbeat
+-- holds up no other worker's (a lock held between two statements would stay until the
+-- server heard of the client: hours behind a black hole). Returns the store's time.
+UPDATE {ns}_beats SET
+    stall_until = CASE WHEN quiet_after IS NOT NULL AND c.t > quiet_after
+                       THEN greatest(coalesce(stall_until, c.t), c.t + %(grace_seconds)s)
+                       ELSE stall_until END,
+    quiet_after = c.t + %(quiet_seconds)s
+FROM (SELECT coalesce(%(store_time)s::double precision,
+                      extract(epoch FROM clock_timestamp())::double precision) AS t) AS c
+RETURNING c.t;
 
 -- name: beats
 SELECT quiet_after, stall_until FROM {ns}_beats;
-
--- name: beats_put
-UPDATE {ns}_beats SET quiet_after = %(quiet_after)s, stall_until = %(stall_until)s;
 
 -- part: claim
 -- The lease starts at the store's time (clock), read by the statement itself. A claim sends

@@ -14,13 +14,15 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
+from psycopg.abc import PQGen
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
@@ -33,6 +35,9 @@ T = TypeVar("T")
 NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 #: how long an operation keeps trying while the server is away, before BackendUnavailable
 RETRY_SECONDS = 15.0
+#: how long one wait for the server may last, unless a worker bounds it to a share of its
+#: lease (``Database.set_call_timeout``): past it the server is taken as frozen or cut off
+WAIT_SECONDS = 120.0
 POOL_MAX_SIZE = 16
 
 
@@ -138,13 +143,76 @@ def queries(namespace: str) -> Mapping[str, str]:
     return out
 
 
+def socket_options(wait_seconds: float | None, given: Collection[str]) -> dict[str, Any]:
+    """libpq's options for a connection whose waits are bounded to ``wait_seconds``: a
+    connect that gives up as soon (libpq counts whole seconds, 2 at least), TCP keepalives so
+    that an idle connection to a vanished host is noticed (not after the system's two hours),
+    and ``tcp_user_timeout`` so that data the peer never acknowledges (a cable pulled, a link
+    down) breaks the connection within the bound rather than after minutes of retransmits.
+    Those ``given`` in the URL are the user's, and left as they are."""
+    bound = WAIT_SECONDS if wait_seconds is None else wait_seconds
+    ours = {
+        "connect_timeout": max(2, math.ceil(min(bound, 10.0))),
+        "keepalives": 1,
+        "keepalives_idle": max(1, min(int(bound / 2), 30)),
+        "keepalives_interval": max(1, min(int(bound / 6), 5)),
+        "keepalives_count": 3,
+        "tcp_user_timeout": max(1000, int(bound * 1000)),
+    }
+    return {name: value for name, value in ours.items() if name not in given}
+
+
 def is_disconnect(exc: BaseException, conn: psycopg.Connection[Any] | None) -> bool:
     """A lost or refused connection, worth another try; not an error in the statement."""
-    if isinstance(exc, PoolTimeout):
-        return True
+    if isinstance(exc, PoolTimeout | psycopg.errors.IdleInTransactionSessionTimeout):
+        return True  # the latter: the server ended a session it took for a frozen worker's
     if not isinstance(exc, psycopg.OperationalError):
         return False
     return conn is None or conn.broken or conn.closed
+
+
+class WaitBound:
+    """How long one wait for the server may last (None: without end), shared by a
+    ``Database`` and its connections, so that a new bound reaches the idle ones too."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+
+class NoReply(psycopg.OperationalError):
+    """The server did not answer within the bound: frozen, overloaded or cut off."""
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A connection none of whose waits for the server lasts past its ``bound``.
+
+    psycopg waits for the server's reply in Python, with no read timeout of its own, and a
+    frozen server (SIGSTOP, a VM paused) or a black-holed network still acknowledges TCP
+    segments in the kernel, so neither keepalives nor ``tcp_user_timeout`` notice; a
+    ``statement_timeout`` is the server's and a frozen server runs nothing. So the bound is
+    the client's: a wait that passes it closes the connection, whose state in the middle of
+    the protocol is unknown, and raises NoReply, which ``Database.run`` takes as a lost
+    connection (the pool drops it). The server may still run what it had been sent:
+    every operation is safe to run again (see ``Database``).
+    """
+
+    bound = WaitBound(None)  # set by Database when it makes the connection
+
+    def wait(self, gen: PQGen[T], interval: float = 0.1, timeout: float | None = None) -> T:
+        bound = self.bound.seconds
+        if bound is None or timeout is not None:
+            # the caller's own timeout: LISTEN's wait for notifications, which may be long
+            return super().wait(gen, interval, timeout)
+        try:
+            return super().wait(gen, interval, bound)
+        except psycopg.errors._WaitTimeout as exc:  # Connection.wait's, since psycopg 3.3.6
+            self.pgconn.finish()
+            raise NoReply(
+                f"no reply from the server within {bound:g} s: it is frozen, overloaded or "
+                "cut off; the connection was closed"
+            ) from exc
 
 
 class Database:
@@ -156,17 +224,26 @@ class Database:
     id already stored, and writes about a running job are fenced by its token.
     """
 
-    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry_seconds: float = RETRY_SECONDS,
+        wait_seconds: float | None = WAIT_SECONDS,
+    ) -> None:
         self.options = parse_url(url)
         self.url = self.options.conninfo
         self.retry_seconds = retry_seconds
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        #: the bound of every wait for the server (BoundedConnection); None: none
+        self.wait_bound = WaitBound(wait_seconds)
+        self._pool: ConnectionPool[BoundedConnection] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._abandoned: list[object] = []
-        self._socket_options: dict[str, Any] = {}  # a forked child's inherited pools: never touched
+        self._abandoned: list[object] = []  # a forked child's inherited pools: never touched
+        self._given = frozenset(conninfo_to_dict(self.url))  # libpq's options in the URL
+        self._socket_options = socket_options(wait_seconds, self._given)
 
-    def pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+    def pool(self) -> ConnectionPool[BoundedConnection]:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pool is not None:
@@ -178,6 +255,8 @@ class Database:
                 if self._pool is None:
                     self._pool = ConnectionPool(
                         self.url,
+                        connection_class=BoundedConnection,
+                        configure=self._bind,
                         kwargs={
                             "autocommit": True,
                             "prepare_threshold": 5 if self.options.prepared else None,
@@ -193,39 +272,58 @@ class Database:
 
     def set_call_timeout(self, seconds: float) -> None:
         """Bound every call (its retries included) to about ``seconds``: the retry budget,
-        and on each connection the kernel's ``tcp_user_timeout`` with keepalives, so that a
-        call into a cut network fails instead of hanging on a socket that never answers."""
+        each wait for the server (BoundedConnection), and on each connection the kernel's
+        ``tcp_user_timeout`` with keepalives, so that a call into a frozen server or a cut
+        network fails instead of hanging on a socket that never answers."""
         self.retry_seconds = seconds
-        self._socket_options = {
-            "tcp_user_timeout": max(1000, int(seconds * 1000)),
-            "keepalives": 1,
-            "keepalives_idle": max(1, int(seconds / 2)),
-            "keepalives_interval": 1,
-            "keepalives_count": 3,
-        }
+        self.wait_bound.seconds = seconds
+        self._socket_options = socket_options(seconds, self._given)
+        if "options" not in self._given and self.options.prepared:
+            # A worker frozen or cut off in the middle of a transaction would keep its row
+            # locks (the store-wide heartbeat record's among them, which every worker's
+            # heartbeat takes) until the server heard of it: hours, behind a black hole. Its
+            # own transactions never idle for long (microseconds between round trips, but a
+            # loaded machine may pause a thread for a good part of a second: 0.5 s killed
+            # live ones), so the server may end one idle for as long as the bound.
+            # Not behind PgBouncer (``prepared=off``), which refuses a startup ``options``.
+            ms = max(1000, int(seconds * 1000))
+            self._socket_options["options"] = f"-c idle_in_transaction_session_timeout={ms}"
         with self._lock:
-            if self._pool is not None:  # connections made from now on; idle ones renew
-                if isinstance(self._pool.kwargs, dict):
-                    self._pool.kwargs.update(self._socket_options)
-                self._pool.timeout = seconds
+            old, self._pool = self._pool, None
+        if old is not None and self._pid == os.getpid():
+            # its connections (opening the store made one) lack the options: new ones have them
+            old.close()
 
-    def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A connection of its own, outside the pool (the listener's)."""
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=5, **kwargs)
+    def connect(self, **kwargs: Any) -> BoundedConnection:
+        """A connection of its own, outside the pool (the listener's), bounded as the pool's."""
+        conn = BoundedConnection.connect(
+            self.url, autocommit=True, **{**self._socket_options, **kwargs}
+        )
+        self._bind(conn)
+        return conn
+
+    def _bind(self, conn: BoundedConnection) -> None:
+        conn.bound = self.wait_bound
 
     def run(self, fn: Callable[[psycopg.Connection[Any]], T]) -> T:
         deadline = time.monotonic() + self.retry_seconds
         delay = 0.05
         while True:
-            conn: psycopg.Connection[Any] | None = None
+            conn: BoundedConnection | None = None
             try:
                 with self.pool().connection() as conn:
                     return fn(conn)
-            except (psycopg.OperationalError, PoolTimeout) as exc:
+            except (
+                psycopg.OperationalError,
+                psycopg.errors.IdleInTransactionSessionTimeout,
+                PoolTimeout,
+            ) as exc:
                 if not is_disconnect(exc, conn):
                     raise
-                if self._pool is not None:
-                    self._pool.check()  # drop the other connections the restart broke
+                if self._pool is not None and not isinstance(exc, NoReply):
+                    # drop the other connections a restart broke (quick: they fail at once);
+                    # not after NoReply, where each idle one would wait out the bound
+                    self._pool.check()
                 if time.monotonic() + delay > deadline:
                     raise BackendUnavailable(
                         f"PostgreSQL at {safe_url(self.url)} did not answer for "

@@ -16,9 +16,9 @@ from conveyor.backends.base import (
     SweepResult,
     WorkerInfo,
     in_stall,
-    note_heartbeat,
     worker_lost_error,
 )
+from conveyor.backends.bookkeeping import STALL_GRACE_LEASES, STALL_SHARE
 from conveyor.backends.postgres import limits
 from conveyor.backends.postgres.flows import Flows
 from conveyor.backends.postgres.rows import worker_params
@@ -57,23 +57,21 @@ class Upkeep:
         worker.last_seen = now
         ids = [job_id for job_id, _ in leases]
         tokens = [token for _, token in leases]
+        beat_params = {
+            **self._clock_params(),
+            "quiet_seconds": STALL_SHARE * lease_seconds,
+            "grace_seconds": STALL_GRACE_LEASES * lease_seconds,
+        }
 
         def write(conn: Conn) -> list[tuple[Any, ...]]:
-            with conn.transaction():
-                # The record's lock first, then the clock: t is read once the lock is held.
-                with conn.pipeline():
-                    beats = conn.execute(self._sql["beats_lock"])
-                    clock = conn.execute(self._sql["store_time"], self._clock_params())
-                quiet_after, stall_until = beats.fetchone() or (None, None)
-                t = float(clock.fetchone()[0])  # type: ignore[index]
-                quiet, stall = note_heartbeat(quiet_after, stall_until, t, lease_seconds)
-                params = {"ids": ids, "tokens": tokens, "lease_expires_at": t + lease_seconds}
-                with conn.pipeline():
-                    conn.execute(
-                        self._sql["beats_put"], {"quiet_after": quiet, "stall_until": stall}
-                    )
-                    extended = conn.execute(self._sql["extend_leases"], params)
-                    conn.execute(self._sql["put_worker"], worker_params(worker))
+            # The store-wide record first, in a statement of its own (see "beat"); then the
+            # leases, from the store's time it read.
+            row = conn.execute(self._sql["beat"], beat_params).fetchone()
+            t = float(row[0])  # type: ignore[index]
+            params = {"ids": ids, "tokens": tokens, "lease_expires_at": t + lease_seconds}
+            with conn.pipeline():  # one round trip
+                extended = conn.execute(self._sql["extend_leases"], params)
+                conn.execute(self._sql["put_worker"], worker_params(worker))
             return extended.fetchall()
 
         rows = self._db.run(write)

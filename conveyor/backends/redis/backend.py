@@ -52,6 +52,7 @@ from conveyor.backends.base import (
     WorkerInfo,
     worker_lost_error,
 )
+from conveyor.backends.redis import layout
 from conveyor.backends.redis.codec import (
     decode_claims,
     decode_fields,
@@ -92,12 +93,23 @@ class RedisBackend(Feed, Waiting, Backend):
                 "Redis Cluster hash tag {namespace}"
             )
         self._prefix = f"{{{namespace}}}:"
-        self._connection = Connection(url, self._prefix, retry_seconds=retry_seconds)
+        self._connection = Connection(
+            url,
+            self._prefix,
+            retry_seconds=retry_seconds,
+            on_connect=lambda client: layout.check(client, self._prefix, safe_url(url)),
+        )
         self._call = self._connection.call
         self._run = self._connection.run
         self._listener = Listener(self._connection)
         self._local = threading.local()
         self._persistence_checked = False
+
+    @classmethod
+    def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
+        checked = cls(url, namespace=namespace)  # the namespace's checks; it connects nowhere
+        checked.close()
+        return layout.migrate_store(url, checked._prefix)
 
     @property
     def retry_seconds(self) -> float:

@@ -139,10 +139,19 @@ class Connection:
     made, and a plain ``redis://`` URL first asks the server whether it is a Cluster node.
     """
 
-    def __init__(self, url: str, prefix: str, *, retry_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        retry_seconds: float = 5.0,
+        on_connect: Callable[[Client], object] | None = None,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.retry_seconds = retry_seconds
+        #: run once with the client before any call uses it (the layout check: layout.py)
+        self.on_connect = on_connect
         self._target = parse_url(url)
         self._is_cluster = self._target.cluster  # None until the server is asked
         self._options: dict[str, Any] = {
@@ -176,7 +185,10 @@ class Connection:
             return client
         with self._lock:
             if self._client is None:
-                self._client = self._choose()
+                client = self._choose()
+                if self.on_connect is not None:
+                    self.on_connect(client)
+                self._client = client
             return self._client
 
     @property
