@@ -457,9 +457,9 @@ def test_get_serializer_names_the_choices_for_an_unknown_name() -> None:
         get_serializer("yaml")
 
 
-def test_importing_conveyor_loads_neither_decimal_nor_zoneinfo() -> None:
+def test_importing_conveyor_loads_neither_decimal_zoneinfo_nor_pickle() -> None:
     # Each costs a worker's RSS whether or not a job carries one (issue 15): the serializer
     # finds their types in sys.modules once a value of theirs exists.
-    code = "import sys, conveyor; print(sorted({'decimal', 'zoneinfo'} & set(sys.modules)))"
+    code = "import sys, conveyor; print(sorted({'decimal', 'pickle', 'zoneinfo'} & {*sys.modules}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
