@@ -4,7 +4,6 @@ Rich, stopping gracefully on SIGTERM or SIGINT with exit status 0."""
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 import queue
 import signal
@@ -72,15 +71,35 @@ def cap_malloc_arenas(arenas: int = 2) -> bool:
 TEXT_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-class _Handoff(logging.handlers.QueueHandler):
+class _Handoff(logging.Handler):
     """Hands each record, unformatted, to a thread of its own that formats and writes it.
 
     Why: a worker logs every job from its finisher thread, and a write to the terminal
     releases the GIL; getting it back behind busy pool threads can cost milliseconds, which
-    halved a busy worker's jobs/s. Putting a record on a queue costs a microsecond."""
+    halved a busy worker's jobs/s. Putting a record on a queue costs a microsecond. (Not
+    logging.handlers' QueueHandler: that module imports pickle, ~0.5 MB of a worker's RSS.)"""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # formatted by the writing thread; conveyor's log args are immutable
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        # formatted by the writing thread; conveyor's log args are immutable
+        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name="conveyor-log", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+
+    def _write(self) -> None:
+        while (record := self._records.get()) is not None:
+            self._handler.handle(record)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writing thread."""
+        if self._writer.is_alive():
+            self._records.put(None)
+            self._writer.join()
+        super().close()
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
@@ -90,9 +109,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     # Plain lines, not Rich's: a busy worker logs thousands of jobs a second, and laying out
     # each record as a Rich table cost more than running the job.
     handler.setFormatter(JsonFormatter() if log_format == "json" else TEXT_FORMAT)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    writer = logging.handlers.QueueListener(records, handler)
-    handoff = _Handoff(records)
+    handoff = _Handoff(handler)
     handoff.set_name(HANDLER_NAME)
     # conveyor's own loggers only: the user's logging setup, if any, stays as it is.
     logger = logging.getLogger("conveyor")
@@ -100,8 +117,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logger.addHandler(handoff)
     logger.setLevel(level.upper())
     logger.propagate = False
-    writer.start()
-    click.get_current_context().call_on_close(writer.stop)
+    click.get_current_context().call_on_close(handoff.close)
 
 
 @click.command(short_help="Run a worker until SIGTERM or SIGINT.")
