@@ -1,5 +1,5 @@
-"""``conveyor worker`` and ``conveyor scheduler``: the long-running processes, logging through
-Rich, stopping gracefully on SIGTERM or SIGINT with exit status 0."""
+"""``conveyor worker`` and ``conveyor scheduler``: the long-running processes, logging plain
+lines (or JSON), stopping gracefully on SIGTERM or SIGINT with exit status 0."""
 
 from __future__ import annotations
 
