@@ -17,11 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from conveyor.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
     from croniter import croniter
 
 #: how many due times ``Cron`` looks at to find its nominal period
@@ -178,6 +179,9 @@ class Every:
 
 
 def _zone(tz: str) -> ZoneInfo:
+    # zoneinfo (and the sysconfig it loads) only for an app with a periodic task: ~0.4 MB
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:

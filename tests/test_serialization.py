@@ -9,6 +9,8 @@ import dataclasses
 import enum
 import json
 import math
+import subprocess
+import sys
 import threading
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
@@ -453,3 +455,11 @@ def test_get_serializer_knows_json_and_pickle() -> None:
 def test_get_serializer_names_the_choices_for_an_unknown_name() -> None:
     with pytest.raises(ConfigurationError, match=r"serializer='yaml' is unknown: use 'json'"):
         get_serializer("yaml")
+
+
+def test_importing_conveyor_loads_neither_decimal_zoneinfo_nor_pickle() -> None:
+    # Each costs a worker's RSS whether or not a job carries one (issue 15): the serializer
+    # finds their types in sys.modules once a value of theirs exists.
+    code = "import sys, conveyor; print(sorted({'decimal', 'pickle', 'zoneinfo'} & {*sys.modules}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,10 +1,10 @@
-"""``conveyor worker`` and ``conveyor scheduler``: the long-running processes, logging through
-Rich, stopping gracefully on SIGTERM or SIGINT with exit status 0."""
+"""``conveyor worker`` and ``conveyor scheduler``: the long-running processes, logging plain
+lines (or JSON), stopping gracefully on SIGTERM or SIGINT with exit status 0."""
 
 from __future__ import annotations
 
 import logging
-import logging.handlers
+import os
 import queue
 import signal
 import sys
@@ -42,18 +42,64 @@ logformat_option = click.option(
 )
 
 
+#: glibc's mallopt() parameter for the most malloc arenas (malloc.h)
+_M_ARENA_MAX = -8
+
+
+def cap_malloc_arenas(arenas: int = 2) -> bool:
+    """At most ``arenas`` glibc malloc arenas in this process, unless ``MALLOC_ARENA_MAX`` says
+    otherwise; True if capped. Called by the worker command only, never on import: a library
+    does not change its host process's allocator.
+
+    Why: glibc gives threads that malloc at the same time arenas of their own, up to eight per
+    core, each holding freed memory of its own; with 8 job threads that was ~1.1 MB of a
+    worker's RSS. What it costs: little. Python objects come from pymalloc under the GIL; what
+    still calls malloc without the GIL (SQLite, libpq, OpenSSL) shares two arenas' locks. See
+    docs/workers.md."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        os.confstr("CS_GNU_LIBC_VERSION")  # glibc only: musl and macOS have no such arenas
+        import ctypes  # loaded by the thread pool anyway
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ValueError, OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
+
+
 TEXT_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
-class _Handoff(logging.handlers.QueueHandler):
+class _Handoff(logging.Handler):
     """Hands each record, unformatted, to a thread of its own that formats and writes it.
 
     Why: a worker logs every job from its finisher thread, and a write to the terminal
     releases the GIL; getting it back behind busy pool threads can cost milliseconds, which
-    halved a busy worker's jobs/s. Putting a record on a queue costs a microsecond."""
+    halved a busy worker's jobs/s. Putting a record on a queue costs a microsecond. (Not
+    logging.handlers' QueueHandler: that module imports pickle, ~0.5 MB of a worker's RSS.)"""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record  # formatted by the writing thread; conveyor's log args are immutable
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self._handler = handler
+        # formatted by the writing thread; conveyor's log args are immutable
+        self._records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write, name="conveyor-log", daemon=True)
+        self._writer.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._records.put(record)
+
+    def _write(self) -> None:
+        while (record := self._records.get()) is not None:
+            self._handler.handle(record)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writing thread."""
+        if self._writer.is_alive():
+            self._records.put(None)
+            self._writer.join()
+        super().close()
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
@@ -63,9 +109,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     # Plain lines, not Rich's: a busy worker logs thousands of jobs a second, and laying out
     # each record as a Rich table cost more than running the job.
     handler.setFormatter(JsonFormatter() if log_format == "json" else TEXT_FORMAT)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    writer = logging.handlers.QueueListener(records, handler)
-    handoff = _Handoff(records)
+    handoff = _Handoff(handler)
     handoff.set_name(HANDLER_NAME)
     # conveyor's own loggers only: the user's logging setup, if any, stays as it is.
     logger = logging.getLogger("conveyor")
@@ -73,8 +117,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logger.addHandler(handoff)
     logger.setLevel(level.upper())
     logger.propagate = False
-    writer.start()
-    click.get_current_context().call_on_close(writer.stop)
+    click.get_current_context().call_on_close(handoff.close)
 
 
 @click.command(short_help="Run a worker until SIGTERM or SIGINT.")
@@ -134,6 +177,7 @@ def worker(
 ) -> None:
     """Run a worker until SIGTERM or SIGINT; running jobs finish first (a second signal hands
     them back at once). It logs one line per finished attempt and per retry scheduled."""
+    cap_malloc_arenas()  # before the app's imports and the pool's threads allocate
     names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
     if django_backend is not None:
         from conveyor.integrations.django.running import worker_app

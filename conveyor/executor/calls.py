@@ -5,13 +5,17 @@ it, and how calls, values and exceptions are pickled (``__main__``'s functions b
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
-import pickle
 import sys
 import types
 from collections.abc import Callable
 from typing import Any
+
+# pickle is imported by the functions that use it, not here: every worker imports this
+# module (it serves app.executor()'s jobs), and pickle is ~0.4 MB of RSS a worker whose apps
+# never use the executor does not need (issue 15).
 
 #: the internal task's name; its jobs carry ``pickle((fn, args, kwargs))``
 EXECUTOR_TASK = "conveyor.executor"
@@ -37,7 +41,7 @@ def run_pickled(call: bytes) -> bytes:
     carrying its pickled self as ``conveyor_result``, which the worker keeps with the failed
     job so the submitter's future raises the original."""
     try:
-        fn, args, kwargs = pickle.loads(call)
+        fn, args, kwargs = loads(call)
         return dumps(fn(*args, **kwargs))
     except BaseException as exc:
         # Unpicklable: the future gets a JobFailed with the same type and message instead.
@@ -55,34 +59,50 @@ def main_attribute(module: str, qualname: str) -> Any:
     return obj
 
 
-class _MainByName(pickle.Pickler):
-    """Pickles functions and classes of ``__main__`` by the name the main module has when it
-    was run with ``python -m``, so another process (whose ``__main__`` is something else, a
-    ``conveyor worker`` say) finds them; as spawn's ``__mp_main__`` does for multiprocessing."""
+@functools.cache
+def _main_by_name() -> type[Any]:
+    import pickle
 
-    def __init__(self, file: io.BytesIO, main_name: str) -> None:
-        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._main_name = main_name
+    class MainByName(pickle.Pickler):
+        """Pickles functions and classes of ``__main__`` by the name the main module has when
+        it was run with ``python -m``, so another process (whose ``__main__`` is something
+        else, a ``conveyor worker`` say) finds them; as spawn's ``__mp_main__`` does for
+        multiprocessing."""
 
-    def reducer_override(self, obj: Any) -> Any:
-        if (
-            isinstance(obj, type | types.FunctionType)
-            and getattr(obj, "__module__", None) == "__main__"
-        ):
-            return main_attribute, (self._main_name, obj.__qualname__)
-        return NotImplemented
+        def __init__(self, file: io.BytesIO, main_name: str) -> None:
+            super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._main_name = main_name
+
+        def reducer_override(self, obj: Any) -> Any:
+            if (
+                isinstance(obj, type | types.FunctionType)
+                and getattr(obj, "__module__", None) == "__main__"
+            ):
+                return main_attribute, (self._main_name, obj.__qualname__)
+            return NotImplemented
+
+    return MainByName
 
 
 def dumps(value: Any) -> bytes:
-    """Pickle a call or a value; see ``_MainByName``."""
+    """Pickle a call or a value; see ``_main_by_name``."""
+    import pickle
+
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     main_name = getattr(spec, "name", None)
     if not main_name or main_name == "__main__":
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
-    _MainByName(buffer, main_name).dump(value)
+    _main_by_name()(buffer, main_name).dump(value)
     return buffer.getvalue()
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle what ``dumps`` wrote."""
+    import pickle
+
+    return pickle.loads(data)
 
 
 def call_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:

@@ -4,7 +4,6 @@ in the backend and settles each future (running, result, the original exception,
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Iterable
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 
 from conveyor.backends.base import Backend
 from conveyor.errors import JobNotFound
-from conveyor.executor.calls import RemoteTraceback
+from conveyor.executor.calls import RemoteTraceback, loads
 from conveyor.job import Job, JobRecord, State, raise_for_outcome
 from conveyor.task import CallOptions, Signature
 
@@ -221,11 +220,11 @@ class Collector:
         """The call's value, or raise its exception (the original, unpickled, with the
         worker's traceback as its cause) or the job's JobError."""
         if record.state is State.SUCCEEDED:
-            return pickle.loads(self._app.decode_result(record))
+            return loads(self._app.decode_result(record))
         carried = None
         if record.state is State.FAILED and record.result is not None:
             try:
-                carried = pickle.loads(self._app.decode_result(record))
+                carried = loads(self._app.decode_result(record))
             except Exception:
                 carried = None
         if isinstance(carried, BaseException):

@@ -14,7 +14,6 @@ the marker does not occur in the bytes.
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -105,6 +104,11 @@ class PickleSerializer:
 
     name = "pickle"
 
+    def __init__(self) -> None:
+        import pickle  # here, not at the top: a JSON app's workers never load it
+
+        self._pickle = pickle
+
     def dumps(self, value: Any) -> bytes:
         try:
             return self._dump(value)
@@ -113,13 +117,13 @@ class PickleSerializer:
 
     def _dump(self, value: Any) -> bytes:
         try:
-            return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            return self._pickle.dumps(value, protocol=self._pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # TypeError, PicklingError, AttributeError, RecursionError
             raise _PathError(f"cannot pickle it ({type(e).__name__}: {e})") from None
 
     def loads(self, data: bytes) -> Any:
         try:
-            return pickle.loads(data)
+            return self._pickle.loads(data)
         except Exception as e:
             raise SerializationError(
                 f"corrupt payload: cannot unpickle ({type(e).__name__}: {e})"
