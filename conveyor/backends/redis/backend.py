@@ -56,7 +56,7 @@ from conveyor.backends.redis.codec import (
     decode_claims,
     decode_fields,
     decode_record,
-    outcome_args,
+    pack_outcomes,
     pack_records,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
@@ -226,7 +226,7 @@ class RedisBackend(Feed, Waiting, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         if not items:
             return []
-        return [bool(r) for r in self._run("finish", repr(now), *outcome_args(items))]
+        return [bool(r) for r in self._run("finish", repr(now), pack_outcomes(items))]
 
     def finish_and_claim(
         self,
@@ -244,7 +244,7 @@ class RedisBackend(Feed, Waiting, Backend):
         if not items and limit <= 0:
             return [], []
         head = [repr(now), worker_id, max(limit, 0), repr(float(lease_seconds))]
-        tail = [len(queues), *queues, *outcome_args(items)]
+        tail = [len(queues), *queues, pack_outcomes(items)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
         records = decode_claims(flat, worker_id, started, started + lease_seconds)

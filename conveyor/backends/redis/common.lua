@@ -400,14 +400,15 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   return out
 end
 
--- End attempts: ARGV from `first` on holds, per job, id, token, state, has_result, result,
--- error, ready_at, counts_failure ('' stands for none); `now_s` is the caller's now. Returns
--- 1 per job finished, 0 per job fenced.
-local function finish_jobs(now_s, first)
+-- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding, per job, id,
+-- token, state, has_result, result, error, ready_at, counts_failure ('' stands for none);
+-- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
+local function finish_jobs(now_s, packed)
   local now = tonumber(now_s)
   local out, gone, purges = {}, {}, {}
-  for i = first, #ARGV, 8 do
-    local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
+  local o = cmsgpack.unpack(packed)
+  for i = 1, #o, 8 do
+    local id, token, to, err = o[i], o[i + 1], o[i + 2], o[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
       'failures', 'priority', 'expires_at', 'meta', 'task', 'started_at')
@@ -422,10 +423,10 @@ local function finish_jobs(now_s, first)
       -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
       if FINAL[to] then
         local purge_at = num(now + tonumber(f[4] or '86400'))
-        if ARGV[i + 3] == '1' then
+        if o[i + 3] == '1' then
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'cancel_requested', '', 'error', err,
-            'result', ARGV[i + 4])
+            'result', o[i + 4])
         else
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'cancel_requested', '', 'error', err)
@@ -437,13 +438,13 @@ local function finish_jobs(now_s, first)
         count_end(f[10], to, f[11], now, err)
         free_unique(id, f[5])
         if f[9] and string.find(f[9], '"flow"', 1, true) then
-          flow.final(id, to, now, ARGV[i + 3] == '1' and ARGV[i + 4] or nil,
+          flow.final(id, to, now, o[i + 3] == '1' and o[i + 4] or nil,
             err ~= '' and err or nil, f[9])
         end
       else
-        local ready_at = ARGV[i + 6] ~= '' and ARGV[i + 6] or now_s
+        local ready_at = o[i + 6] ~= '' and o[i + 6] or now_s
         local failures = tonumber(f[6] or '0')
-        if ARGV[i + 7] == '1' then failures = failures + 1 end
+        if o[i + 7] == '1' then failures = failures + 1 end
         redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
         place(id, to, queue, {f[7], ready_at, false, false, f[8]})
