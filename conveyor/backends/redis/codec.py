@@ -223,6 +223,7 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
 
 
 #: values per claimed job in claim.lua's reply: id, queue, token, then its CLAIMED fields
+#: (common.lua; priority, attempts, failures and crashes as integers)
 CLAIM_STRIDE = 18
 
 
@@ -231,38 +232,28 @@ def decode_claims(
 ) -> list[JobRecord]:
     """The records of claimed jobs from claim.lua's flat reply; what the claim itself set
     (state, worker, the store's start and lease times) is filled in here rather than sent
-    back per job."""
+    back per job. A worker decodes one record per job it runs: the record is built with its
+    fields in order (JobRecord's), without keywords, and the fields a claimed job rarely has
+    are decoded only when present."""
     records = []
-    for i in range(0, len(flat), CLAIM_STRIDE):
-        (
-            job_id, queue, token, task, payload, priority, key, unique_key, attempts,
-            failures, crashes, created_at, ready_at, expires_at, result_ttl, error,
-            progress, meta,
-        ) = flat[i : i + CLAIM_STRIDE]  # fmt: skip
-        records.append(
+    add = records.append
+    running = State.RUNNING
+    it = iter(flat)
+    for (
+        job_id, queue, token, task, payload, priority, key, unique_key, attempts, failures,
+        crashes, created_at, ready_at, expires_at, result_ttl, error, progress, meta,
+    ) in zip(*[it] * CLAIM_STRIDE, strict=True):  # fmt: skip
+        add(
             JobRecord(
-                id=job_id.decode(),
-                task=task.decode(),
-                payload=payload or b"",
-                queue=queue.decode(),
-                priority=int(priority) if priority else 0,
-                state=State.RUNNING,
-                key=None if key is None else key.decode(),
-                unique_key=None if unique_key is None else unique_key.decode(),
-                attempts=attempts,
-                failures=int(failures) if failures else 0,
-                crashes=int(crashes) if crashes else 0,
-                created_at=float(created_at) if created_at else 0.0,
-                ready_at=float(ready_at) if ready_at else 0.0,
-                expires_at=_opt_float(expires_at),
-                started_at=started,
-                result_ttl=float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL,
-                error=_error(error),
-                progress=_progress(progress),
-                worker=worker,
-                token=token,
-                lease_expires_at=lease,
-                meta=json.loads(meta) if meta else {},
+                job_id.decode(), task.decode(), payload or b"", queue.decode(), priority,
+                running, None if key is None else key.decode(),
+                None if unique_key is None else unique_key.decode(), attempts, failures,
+                crashes, float(created_at) if created_at else 0.0,
+                float(ready_at) if ready_at else 0.0,
+                float(expires_at) if expires_at else None, started, None, None,
+                float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
+                _error(error) if error else None, _progress(progress) if progress else None,
+                worker, token, lease, False, json.loads(meta) if meta else {},
             )
-        )
+        )  # fmt: skip
     return records

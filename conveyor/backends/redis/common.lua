@@ -301,9 +301,10 @@ end
 -- LIMITING: limiting.lua is put here by scripts.py (claims and finishes call it).
 
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
--- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
--- (attempts already counted): codec.py decodes them by position, and fills in what the claim
--- itself set.
+-- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per
+-- claimed job: id, queue, token, then the CLAIMED fields (attempts already counted;
+-- priority, attempts, failures and crashes as integers): codec.py decodes them by position,
+-- and fills in what the claim itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
 local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
@@ -378,6 +379,8 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
       'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
     f[6] = attempts
+    -- whole numbers go back as integers: the client reads them without parsing
+    f[3], f[7], f[8] = tonumber(f[3] or '0'), tonumber(f[7] or '0'), tonumber(f[8] or '0')
     out[#out + 1] = id
     out[#out + 1] = q
     out[#out + 1] = token
