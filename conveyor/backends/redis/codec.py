@@ -235,7 +235,7 @@ def decode_claims(
     back per job. A worker decodes one record per job it runs: the record is built with its
     fields in order (JobRecord's), without keywords, and the fields a claimed job rarely has
     are decoded only when present."""
-    records = []
+    records: list[JobRecord] = []
     add = records.append
     running = State.RUNNING
     it = iter(flat)
