@@ -197,8 +197,7 @@ class RedisBackend(Feed, Waiting, Backend):
         head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
         t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
         started = float(t)
-        records = decode_claims(flat, worker_id, started, started + lease_seconds)
-        return [Claim(record, record.token) for record in records]
+        return decode_claims(flat, worker_id, started, started + lease_seconds)
 
     def heartbeat(
         self,
@@ -247,8 +246,9 @@ class RedisBackend(Feed, Waiting, Backend):
         tail = [len(queues), *queues, pack_outcomes(items)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
-        records = decode_claims(flat, worker_id, started, started + lease_seconds)
-        return [bool(r) for r in done], [Claim(record, record.token) for record in records]
+        return list(map(bool, done)), decode_claims(
+            flat, worker_id, started, started + lease_seconds
+        )
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.job import ErrorInfo, JobRecord, Outcome, Progress, State
+from conveyor.job import Claim, ErrorInfo, JobRecord, Outcome, Progress, State
 
 #: a stored record's fields, in the order a packed record carries them (see common.lua):
 #: those a new job may set first, so that it sends only the first NEW_FIELDS
@@ -136,18 +136,21 @@ def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
     """Outcomes as finish_jobs (common.lua) reads them: one msgpack array of strings, per
     job its id, token, state, has_result, result, error, ready_at and counts_failure ('' for
     none). One argument for a whole batch: the client packs a command's arguments one by one,
-    at a cost per argument far above that of a few bytes more in one. An outcome shared by
-    many jobs (a task returning None) is packed once per batch."""
+    at a cost per argument far above that of a few bytes more in one. Consecutive jobs with
+    the same outcome (a task returning None) share its packing."""
     parts = [_STR32(0xDD, 8 * len(items))]
     add = parts.append
-    packed: dict[int, bytes] = {}
+    last: Outcome | None = None
+    tail = b""
     for job_id, token, outcome in items:
-        add(_str(job_id.encode()))
-        add(_str(b"%d" % token))
-        tail = packed.get(id(outcome))
-        if tail is None:
-            tail = packed[id(outcome)] = _outcome(outcome)
-        add(tail)
+        if outcome is not last:
+            last, tail = outcome, _outcome(outcome)
+        packed = job_id.encode()
+        digits = b"%d" % token  # under 32 digits: a fixstr
+        if len(packed) < 32:
+            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, tail)))
+        else:
+            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, tail)))
     return b"".join(parts)
 
 
@@ -227,33 +230,30 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
 CLAIM_STRIDE = 18
 
 
-def decode_claims(
-    flat: Sequence[Any], worker: str, started: float, lease: float
-) -> list[JobRecord]:
-    """The records of claimed jobs from claim.lua's flat reply; what the claim itself set
-    (state, worker, the store's start and lease times) is filled in here rather than sent
-    back per job. A worker decodes one record per job it runs: the record is built with its
-    fields in order (JobRecord's), without keywords, and the fields a claimed job rarely has
-    are decoded only when present."""
-    records: list[JobRecord] = []
-    add = records.append
+def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float) -> list[Claim]:
+    """The claims from claim.lua's flat reply; what the claim itself set (state, worker, the
+    store's start and lease times) is filled in here rather than sent back per job. A worker
+    decodes one record per job it runs: the record is built with its fields in order
+    (JobRecord's), without keywords, and the fields a claimed job rarely has are decoded
+    only when present."""
+    claims: list[Claim] = []
+    add = claims.append
     running = State.RUNNING
     it = iter(flat)
     for (
         job_id, queue, token, task, payload, priority, key, unique_key, attempts, failures,
         crashes, created_at, ready_at, expires_at, result_ttl, error, progress, meta,
     ) in zip(*[it] * CLAIM_STRIDE, strict=True):  # fmt: skip
-        add(
-            JobRecord(
-                job_id.decode(), task.decode(), payload or b"", queue.decode(), priority,
-                running, None if key is None else key.decode(),
-                None if unique_key is None else unique_key.decode(), attempts, failures,
-                crashes, float(created_at) if created_at else 0.0,
-                float(ready_at) if ready_at else 0.0,
-                float(expires_at) if expires_at else None, started, None, None,
-                float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
-                _error(error) if error else None, _progress(progress) if progress else None,
-                worker, token, lease, False, json.loads(meta) if meta else {},
-            )
+        record = JobRecord(
+            job_id.decode(), task.decode(), payload or b"", queue.decode(), priority,
+            running, None if key is None else key.decode(),
+            None if unique_key is None else unique_key.decode(), attempts, failures,
+            crashes, float(created_at) if created_at else 0.0,
+            float(ready_at) if ready_at else 0.0,
+            float(expires_at) if expires_at else None, started, None, None,
+            float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
+            _error(error) if error else None, _progress(progress) if progress else None,
+            worker, token, lease, False, json.loads(meta) if meta else {},
         )  # fmt: skip
-    return records
+        add(Claim(record, token))
+    return claims
