@@ -239,19 +239,26 @@ def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float
     claims: list[Claim] = []
     add = claims.append
     running = State.RUNNING
+    # Jobs enqueued together share their creation time, and most were ready at it: each
+    # distinct time is parsed once (a float from 17 digits costs more than the lookup).
+    times: dict[bytes | None, float] = {None: 0.0, b"": 0.0}
     it = iter(flat)
     for (
         job_id, queue, token, task, payload, priority, key, unique_key, attempts, failures,
         crashes, created_at, ready_at, expires_at, result_ttl, error, progress, meta,
     ) in zip(*[it] * CLAIM_STRIDE, strict=True):  # fmt: skip
+        created = times.get(created_at)
+        if created is None:
+            created = times[created_at] = float(created_at)
+        ready = times.get(ready_at)
+        if ready is None:
+            ready = times[ready_at] = float(ready_at)
         record = JobRecord(
             job_id.decode(), task.decode(), payload or b"", queue.decode(), priority,
             running, None if key is None else key.decode(),
             None if unique_key is None else unique_key.decode(), attempts, failures,
-            crashes, float(created_at) if created_at else 0.0,
-            float(ready_at) if ready_at else 0.0,
-            float(expires_at) if expires_at else None, started, None, None,
-            float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
+            crashes, created, ready, float(expires_at) if expires_at else None, started,
+            None, None, float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
             _error(error) if error else None, _progress(progress) if progress else None,
             worker, token, lease, False, json.loads(meta) if meta else {},
         )  # fmt: skip
