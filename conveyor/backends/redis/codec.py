@@ -225,17 +225,17 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
     )
 
 
-#: values per claimed job in claim.lua's reply: id, queue, token, then its CLAIMED fields
-#: (common.lua; priority, attempts, failures and crashes as integers)
-CLAIM_STRIDE = 18
+#: values per claimed job in claim.lua's reply (common.lua claim_jobs): id, queue, token,
+#: task, payload, attempts, created_at, ready_at, and its rare fields (nil when none is set)
+CLAIM_STRIDE = 9
 
 
 def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float) -> list[Claim]:
     """The claims from claim.lua's flat reply; what the claim itself set (state, worker, the
     store's start and lease times) is filled in here rather than sent back per job. A worker
     decodes one record per job it runs: the record is built with its fields in order
-    (JobRecord's), without keywords, and the fields a claimed job rarely has are decoded
-    only when present."""
+    (JobRecord's), without keywords, and the fields most jobs leave unset come back (and are
+    decoded) only for a job that sets one of them."""
     claims: list[Claim] = []
     add = claims.append
     running = State.RUNNING
@@ -243,10 +243,9 @@ def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float
     # distinct time is parsed once (a float from 17 digits costs more than the lookup).
     times: dict[bytes | None, float] = {None: 0.0, b"": 0.0}
     it = iter(flat)
-    for (
-        job_id, queue, token, task, payload, priority, key, unique_key, attempts, failures,
-        crashes, created_at, ready_at, expires_at, result_ttl, error, progress, meta,
-    ) in zip(*[it] * CLAIM_STRIDE, strict=True):  # fmt: skip
+    for job_id, queue, token, task, payload, attempts, created_at, ready_at, rare in zip(
+        *[it] * CLAIM_STRIDE, strict=True
+    ):
         created = times.get(created_at)
         if created is None:
             created = times[created_at] = float(created_at)
@@ -254,13 +253,36 @@ def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float
         if ready is None:
             ready = times[ready_at] = float(ready_at)
         record = JobRecord(
-            job_id.decode(), task.decode(), payload or b"", queue.decode(), priority,
-            running, None if key is None else key.decode(),
-            None if unique_key is None else unique_key.decode(), attempts, failures,
-            crashes, created, ready, float(expires_at) if expires_at else None, started,
-            None, None, float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL, None,
-            _error(error) if error else None, _progress(progress) if progress else None,
-            worker, token, lease, False, json.loads(meta) if meta else {},
+            job_id.decode(), task.decode(), payload or b"", queue.decode(), 0, running, None,
+            None, attempts, 0, 0, created, ready, None, started, None, None,
+            DEFAULT_RESULT_TTL, None, None, None, worker, token, lease, False, {},
         )  # fmt: skip
+        if rare is not None:
+            _set_rare(record, *rare)
         add(Claim(record, token))
     return claims
+
+
+def _set_rare(
+    record: JobRecord,
+    priority: int,
+    key: bytes | None,
+    unique_key: bytes | None,
+    failures: int,
+    crashes: int,
+    expires_at: bytes | None,
+    result_ttl: bytes | None,
+    error: bytes | None,
+    progress: bytes | None,
+    meta: bytes | None,
+) -> None:
+    record.priority, record.failures, record.crashes = priority, failures, crashes
+    record.key = None if key is None else key.decode()
+    record.unique_key = None if unique_key is None else unique_key.decode()
+    record.expires_at = _opt_float(expires_at)
+    if result_ttl:
+        record.result_ttl = float(result_ttl)
+    record.error = _error(error)
+    record.progress = _progress(progress)
+    if meta:
+        record.meta = json.loads(meta)

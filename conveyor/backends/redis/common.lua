@@ -302,11 +302,22 @@ end
 
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
 -- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per
--- claimed job: id, queue, token, then the CLAIMED fields (attempts already counted;
--- priority, attempts, failures and crashes as integers): codec.py decodes them by position,
--- and fills in what the claim itself set.
+-- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
+-- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
+-- what the claim itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
+-- The CLAIMED fields most jobs leave unset, or false when all are: priority, key,
+-- unique_key, failures, crashes, expires_at, result_ttl, error ('' for none), progress, meta
+-- (whole numbers as integers, which the client reads without parsing).
+local RARE = {3, 4, 5, 7, 8, 11, 12, 14, 15}
+local function rare(f)
+  local any = has(f[13])
+  for _, j in ipairs(RARE) do any = any or f[j] end
+  if not any then return false end
+  return {tonumber(f[3] or '0'), f[4], f[5], tonumber(f[7] or '0'), tonumber(f[8] or '0'),
+    f[11], f[12], f[13], f[14], f[15]}
+end
 local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
   local lt = tonumber(started_s) -- limits count by the store's time, as leases do
@@ -378,13 +389,15 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     local attempts = tonumber(f[6] or '0') + 1
     redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
       'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
-    f[6] = attempts
-    -- whole numbers go back as integers: the client reads them without parsing
-    f[3], f[7], f[8] = tonumber(f[3] or '0'), tonumber(f[7] or '0'), tonumber(f[8] or '0')
     out[#out + 1] = id
     out[#out + 1] = q
     out[#out + 1] = token
-    for j = 1, #CLAIMED do out[#out + 1] = f[j] end
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = attempts
+    out[#out + 1] = f[9]
+    out[#out + 1] = f[10]
+    out[#out + 1] = rare(f)
     if t[4] then limit_record(id, token, t[4], started_s, lt) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
