@@ -67,6 +67,29 @@ def test_a_stored_record_reads_back_field_for_field(backend: Backend) -> None:
     assert stored(backend, record.id) == record
 
 
+def test_a_claimed_record_is_the_stored_record_field_for_field(backend: Backend) -> None:
+    fields = {"queue": "q", "key": "k", "unique_key": "u", "result_ttl": 10.0}
+    full = make_record(
+        **fields,
+        priority=-3,
+        at=NOW - 10,
+        ready_at=NOW - 5,
+        expires_at=NOW + 60,
+        error=ErrorInfo("E", "earlier", None),
+        progress=Progress(5.0, "step", {"n": 1}),
+        meta={"chain": ["a", "b"], "n": 2},
+        payload=b"\x00\xffbytes",
+        failures=2,
+        crashes=1,
+    )
+    plain = make_record(queue="q", at=NOW - 1, payload=b"")
+    backend.enqueue([full, plain])
+    claims = backend.claim("w1", ["q"], 2, lease_seconds=LEASE, now=NOW)
+    assert [c.record.id for c in claims] == [plain.id, full.id]
+    for claim in claims:
+        assert claim.record == stored(backend, claim.record.id)
+
+
 def test_get_of_an_unknown_job_returns_none(backend: Backend) -> None:
     assert backend.get("nope") is None
 

@@ -57,7 +57,7 @@ from conveyor.backends.redis.codec import (
     decode_claims,
     decode_fields,
     decode_record,
-    outcome_args,
+    pack_outcomes,
     pack_records,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
@@ -209,8 +209,7 @@ class RedisBackend(Feed, Waiting, Backend):
         head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
         t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
         started = float(t)
-        records = decode_claims(flat, worker_id, started, started + lease_seconds)
-        return [Claim(record, record.token) for record in records]
+        return decode_claims(flat, worker_id, started, started + lease_seconds)
 
     def heartbeat(
         self,
@@ -238,7 +237,7 @@ class RedisBackend(Feed, Waiting, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         if not items:
             return []
-        return [bool(r) for r in self._run("finish", repr(now), *outcome_args(items))]
+        return [bool(r) for r in self._run("finish", repr(now), pack_outcomes(items))]
 
     def finish_and_claim(
         self,
@@ -256,11 +255,12 @@ class RedisBackend(Feed, Waiting, Backend):
         if not items and limit <= 0:
             return [], []
         head = [repr(now), worker_id, max(limit, 0), repr(float(lease_seconds))]
-        tail = [len(queues), *queues, *outcome_args(items)]
+        tail = [len(queues), *queues, pack_outcomes(items)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
-        records = decode_claims(flat, worker_id, started, started + lease_seconds)
-        return [bool(r) for r in done], [Claim(record, record.token) for record in records]
+        return list(map(bool, done)), decode_claims(
+            flat, worker_id, started, started + lease_seconds
+        )
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
         reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))

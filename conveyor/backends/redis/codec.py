@@ -19,7 +19,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from conveyor.job import ErrorInfo, JobRecord, Outcome, Progress, State
+from conveyor.job import Claim, ErrorInfo, JobRecord, Outcome, Progress, State
 
 #: a stored record's fields, in the order a packed record carries them (see common.lua):
 #: those a new job may set first, so that it sends only the first NEW_FIELDS
@@ -127,21 +127,43 @@ def _is_new(r: JobRecord) -> bool:
     )  # fmt: skip
 
 
-def outcome_args(items: Sequence[tuple[str, int, Outcome]]) -> list[Any]:
-    """Outcomes as finish_jobs (common.lua) reads them: eight arguments per job."""
-    args: list[Any] = []
+_EMPTY = _str(b"")
+_FLAGS = {False: _str(b"0"), True: _str(b"1")}
+_OUTCOME_STATES = {state: _str(state.value.encode()) for state in State}
+
+
+def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
+    """Outcomes as finish_jobs (common.lua) reads them: one msgpack array of strings, per
+    job its id, token, state, has_result, result, error, ready_at and counts_failure ('' for
+    none). One argument for a whole batch: the client packs a command's arguments one by one,
+    at a cost per argument far above that of a few bytes more in one. Consecutive jobs with
+    the same outcome (a task returning None) share its packing."""
+    parts = [_STR32(0xDD, 8 * len(items))]
+    add = parts.append
+    last: Outcome | None = None
+    tail = b""
     for job_id, token, outcome in items:
-        args += [
-            job_id,
-            str(token),
-            outcome.state.value,
-            "0" if outcome.result is None else "1",
-            b"" if outcome.result is None else outcome.result,
-            "" if outcome.error is None else encode_error(outcome.error),
-            "" if outcome.ready_at is None else repr(float(outcome.ready_at)),
-            "1" if outcome.counts_failure else "0",
-        ]
-    return args
+        if outcome is not last:
+            last, tail = outcome, _outcome(outcome)
+        packed = job_id.encode()
+        digits = b"%d" % token  # under 32 digits: a fixstr
+        if len(packed) < 32:
+            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, tail)))
+        else:
+            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, tail)))
+    return b"".join(parts)
+
+
+def _outcome(outcome: Outcome) -> bytes:
+    result, error, ready_at = outcome.result, outcome.error, outcome.ready_at
+    return b"".join((
+        _OUTCOME_STATES[outcome.state],
+        _FLAGS[result is not None],
+        _EMPTY if result is None else _str(result),
+        _EMPTY if error is None else _str(encode_error(error).encode()),
+        _EMPTY if ready_at is None else _str(repr(float(ready_at)).encode()),
+        _FLAGS[bool(outcome.counts_failure)],
+    ))  # fmt: skip
 
 
 def encode_error(error: ErrorInfo) -> str:
@@ -203,47 +225,64 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
     )
 
 
-#: values per claimed job in claim.lua's reply: id, queue, token, then its CLAIMED fields
-CLAIM_STRIDE = 18
+#: values per claimed job in claim.lua's reply (common.lua claim_jobs): id, queue, token,
+#: task, payload, attempts, created_at, ready_at, and its rare fields (nil when none is set)
+CLAIM_STRIDE = 9
 
 
-def decode_claims(
-    flat: Sequence[Any], worker: str, started: float, lease: float
-) -> list[JobRecord]:
-    """The records of claimed jobs from claim.lua's flat reply; what the claim itself set
-    (state, worker, the store's start and lease times) is filled in here rather than sent
-    back per job."""
-    records = []
-    for i in range(0, len(flat), CLAIM_STRIDE):
-        (
-            job_id, queue, token, task, payload, priority, key, unique_key, attempts,
-            failures, crashes, created_at, ready_at, expires_at, result_ttl, error,
-            progress, meta,
-        ) = flat[i : i + CLAIM_STRIDE]  # fmt: skip
-        records.append(
-            JobRecord(
-                id=job_id.decode(),
-                task=task.decode(),
-                payload=payload or b"",
-                queue=queue.decode(),
-                priority=int(priority) if priority else 0,
-                state=State.RUNNING,
-                key=None if key is None else key.decode(),
-                unique_key=None if unique_key is None else unique_key.decode(),
-                attempts=attempts,
-                failures=int(failures) if failures else 0,
-                crashes=int(crashes) if crashes else 0,
-                created_at=float(created_at) if created_at else 0.0,
-                ready_at=float(ready_at) if ready_at else 0.0,
-                expires_at=_opt_float(expires_at),
-                started_at=started,
-                result_ttl=float(result_ttl) if result_ttl else DEFAULT_RESULT_TTL,
-                error=_error(error),
-                progress=_progress(progress),
-                worker=worker,
-                token=token,
-                lease_expires_at=lease,
-                meta=json.loads(meta) if meta else {},
-            )
-        )
-    return records
+def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float) -> list[Claim]:
+    """The claims from claim.lua's flat reply; what the claim itself set (state, worker, the
+    store's start and lease times) is filled in here rather than sent back per job. A worker
+    decodes one record per job it runs: the record is built with its fields in order
+    (JobRecord's), without keywords, and the fields most jobs leave unset come back (and are
+    decoded) only for a job that sets one of them."""
+    claims: list[Claim] = []
+    add = claims.append
+    running = State.RUNNING
+    # Jobs enqueued together share their creation time, and most were ready at it: each
+    # distinct time is parsed once (a float from 17 digits costs more than the lookup).
+    times: dict[bytes | None, float] = {None: 0.0, b"": 0.0}
+    it = iter(flat)
+    for job_id, queue, token, task, payload, attempts, created_at, ready_at, rare in zip(
+        *[it] * CLAIM_STRIDE, strict=True
+    ):
+        created = times.get(created_at)
+        if created is None:
+            created = times[created_at] = float(created_at)
+        ready = times.get(ready_at)
+        if ready is None:
+            ready = times[ready_at] = float(ready_at)
+        record = JobRecord(
+            job_id.decode(), task.decode(), payload or b"", queue.decode(), 0, running, None,
+            None, attempts, 0, 0, created, ready, None, started, None, None,
+            DEFAULT_RESULT_TTL, None, None, None, worker, token, lease, False, {},
+        )  # fmt: skip
+        if rare is not None:
+            _set_rare(record, *rare)
+        add(Claim(record, token))
+    return claims
+
+
+def _set_rare(
+    record: JobRecord,
+    priority: int,
+    key: bytes | None,
+    unique_key: bytes | None,
+    failures: int,
+    crashes: int,
+    expires_at: bytes | None,
+    result_ttl: bytes | None,
+    error: bytes | None,
+    progress: bytes | None,
+    meta: bytes | None,
+) -> None:
+    record.priority, record.failures, record.crashes = priority, failures, crashes
+    record.key = None if key is None else key.decode()
+    record.unique_key = None if unique_key is None else unique_key.decode()
+    record.expires_at = _opt_float(expires_at)
+    if result_ttl:
+        record.result_ttl = float(result_ttl)
+    record.error = _error(error)
+    record.progress = _progress(progress)
+    if meta:
+        record.meta = json.loads(meta)

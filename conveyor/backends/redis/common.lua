@@ -301,11 +301,23 @@ end
 -- LIMITING: limiting.lua is put here by scripts.py (claims and finishes call it).
 
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
--- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per claimed job: id, queue, token, then the CLAIMED fields
--- (attempts already counted): codec.py decodes them by position, and fills in what the claim
--- itself set.
+-- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per
+-- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
+-- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
+-- what the claim itself set.
 local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
   'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
+-- The CLAIMED fields most jobs leave unset, or false when all are: priority, key,
+-- unique_key, failures, crashes, expires_at, result_ttl, error ('' for none), progress, meta
+-- (whole numbers as integers, which the client reads without parsing).
+local RARE = {3, 4, 5, 7, 8, 11, 12, 14, 15}
+local function rare(f)
+  local any = has(f[13])
+  for _, j in ipairs(RARE) do any = any or f[j] end
+  if not any then return false end
+  return {tonumber(f[3] or '0'), f[4], f[5], tonumber(f[7] or '0'), tonumber(f[8] or '0'),
+    f[11], f[12], f[13], f[14], f[15]}
+end
 local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local now = tonumber(now_s)
   local lt = tonumber(started_s) -- limits count by the store's time, as leases do
@@ -377,11 +389,15 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
     local attempts = tonumber(f[6] or '0') + 1
     redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
       'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
-    f[6] = attempts
     out[#out + 1] = id
     out[#out + 1] = q
     out[#out + 1] = token
-    for j = 1, #CLAIMED do out[#out + 1] = f[j] end
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = attempts
+    out[#out + 1] = f[9]
+    out[#out + 1] = f[10]
+    out[#out + 1] = rare(f)
     if t[4] then limit_record(id, token, t[4], started_s, lt) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
@@ -400,14 +416,15 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   return out
 end
 
--- End attempts: ARGV from `first` on holds, per job, id, token, state, has_result, result,
--- error, ready_at, counts_failure ('' stands for none); `now_s` is the caller's now. Returns
--- 1 per job finished, 0 per job fenced.
-local function finish_jobs(now_s, first)
+-- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding, per job, id,
+-- token, state, has_result, result, error, ready_at, counts_failure ('' stands for none);
+-- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
+local function finish_jobs(now_s, packed)
   local now = tonumber(now_s)
   local out, gone, purges = {}, {}, {}
-  for i = first, #ARGV, 8 do
-    local id, token, to, err = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 5]
+  local o = cmsgpack.unpack(packed)
+  for i = 1, #o, 8 do
+    local id, token, to, err = o[i], o[i + 1], o[i + 2], o[i + 5]
     local k = jkey(id)
     local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
       'failures', 'priority', 'expires_at', 'meta', 'task', 'started_at')
@@ -422,10 +439,10 @@ local function finish_jobs(now_s, first)
       -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
       if FINAL[to] then
         local purge_at = num(now + tonumber(f[4] or '86400'))
-        if ARGV[i + 3] == '1' then
+        if o[i + 3] == '1' then
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'cancel_requested', '', 'error', err,
-            'result', ARGV[i + 4])
+            'result', o[i + 4])
         else
           redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'cancel_requested', '', 'error', err)
@@ -437,13 +454,13 @@ local function finish_jobs(now_s, first)
         count_end(f[10], to, f[11], now, err)
         free_unique(id, f[5])
         if f[9] and string.find(f[9], '"flow"', 1, true) then
-          flow.final(id, to, now, ARGV[i + 3] == '1' and ARGV[i + 4] or nil,
+          flow.final(id, to, now, o[i + 3] == '1' and o[i + 4] or nil,
             err ~= '' and err or nil, f[9])
         end
       else
-        local ready_at = ARGV[i + 6] ~= '' and ARGV[i + 6] or now_s
+        local ready_at = o[i + 6] ~= '' and o[i + 6] or now_s
         local failures = tonumber(f[6] or '0')
-        if ARGV[i + 7] == '1' then failures = failures + 1 end
+        if o[i + 7] == '1' then failures = failures + 1 end
         redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
         place(id, to, queue, {f[7], ready_at, false, false, f[8]})

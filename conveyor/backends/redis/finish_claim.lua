@@ -1,11 +1,11 @@
 -- A busy worker's outcomes and its next claim in one step. ARGV: now, worker, limit,
--- lease_seconds, clock ('' for TIME), the number n of queues, n queues, then per job what
--- finish_jobs reads. Returns {finish_jobs' reply, claim_jobs' reply, the store's time that
--- stamped the claims}.
+-- lease_seconds, clock ('' for TIME), the number n of queues, n queues, then the outcomes
+-- packed as finish_jobs reads them. Returns {finish_jobs' reply, claim_jobs' reply, the
+-- store's time that stamped the claims}.
 local n = tonumber(ARGV[6])
 local queues = {}
 for i = 7, 6 + n do queues[#queues + 1] = ARGV[i] end
-local done = finish_jobs(ARGV[1], 7 + n)
+local done = finish_jobs(ARGV[1], ARGV[7 + n])
 local limit = tonumber(ARGV[3])
 local claimed = {}
 local t = ''
