@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from conveyor.cli.context import CliState, UserError, pass_state
-from conveyor.cli.worker import configure_logging, loglevel_option
+from conveyor.cli.worker import cap_malloc_arenas, configure_logging, loglevel_option
 
 log = logging.getLogger("conveyor.cli")
 
@@ -113,6 +113,7 @@ def run(
 ) -> None:
     """Run a worker (with the periodic scheduler) and serve the dashboard, in one process,
     until SIGTERM or SIGINT: the whole system for a small app."""
+    cap_malloc_arenas()  # a worker's process, as `conveyor worker`'s is
     app = cli.app(needs_tasks="run")
     token = checked_token(host, token, app.settings.token)
     names = None if queues is None else [q.strip() for q in queues.split(",") if q.strip()]
