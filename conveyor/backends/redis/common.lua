@@ -459,6 +459,30 @@ local function finish_jobs(now_s, first)
   return out
 end
 
+-- The change feed's entry for the events of one script: `json` the flat list of `n` events
+-- (see event()), its id <last event id>-0 from the counter `event_id`.
+local function write_events(json, n)
+  local last = redis.call('INCRBY', P .. 'event_id', int(n))
+  local t = server_time()
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
+    'at', t[1] .. '.' .. string.sub('00000' .. t[2], -6), 'e', json)
+end
+
+-- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every
+-- waiter of the queue gets one push, and waits again only after looking (probe.lua).
+local function wake(queue)
+  local set = P .. 'waiters:' .. queue
+  local waiters = redis.call('SMEMBERS', set)
+  if #waiters > 0 then
+    for _, waiter in ipairs(waiters) do
+      local list = P .. 'wake:' .. waiter
+      redis.call('LPUSH', list, '1')
+      redis.call('PEXPIRE', list, 60000) -- a waiter that died leaves nothing for long
+    end
+    redis.call('DEL', set)
+  end
+end
+
 -- The end of every script that changes jobs: write the new ready jobs and the counts, then
 -- wake who listens.
 local function notify()
@@ -472,31 +496,13 @@ local function notify()
       redis.call('HDEL', P .. 'counts', field)
     end
   end
-  if #events > 0 then
-    local last = redis.call('INCRBY', P .. 'event_id', int(#events / 4))
-    local t = server_time()
-    redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
-      'at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'e', cjson.encode(events))
-  end
+  if #events > 0 then write_events(cjson.encode(events), #events / 4) end
   for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
     redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end
   if #changed > 0 then redis.call(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
-  -- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every
-  -- waiter of the queue gets one push, and waits again only after looking (probe.lua).
-  for queue in pairs(woken) do
-    local set = P .. 'waiters:' .. queue
-    local waiters = redis.call('SMEMBERS', set)
-    if #waiters > 0 then
-      for _, waiter in ipairs(waiters) do
-        local list = P .. 'wake:' .. waiter
-        redis.call('LPUSH', list, '1')
-        redis.call('PEXPIRE', list, 60000) -- a waiter that died leaves nothing for long
-      end
-      redis.call('DEL', set)
-    end
-  end
+  for queue in pairs(woken) do wake(queue) end
 end
 
 -- script body follows
