@@ -41,6 +41,7 @@ ODD = [
     {"priority": -3, "payload": b"\x00\xff\r\nbytes", "queue": "q \u00e9"},
     {"id": 'an "odd" id\\ \u00e9', "task": 'tests."quoted"\\task \u00e9'},
     {"at": NOW + 0.1, "priority": 2**10},
+    {"ready_at": NOW - 5},  # due before it was made: queued, created_at sent apart
 ]
 
 

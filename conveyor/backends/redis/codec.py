@@ -133,9 +133,11 @@ def one_args(r: JobRecord) -> list[Any] | None:
     ):  # fmt: skip
         return None
     ready_at = float(r.ready_at)
+    # created_at is sent as '' when it is ready_at, as for every job not delayed
+    created_at = "" if r.created_at == ready_at else repr(float(r.created_at))
     args: list[Any] = [
         r.id, r.task, r.queue, repr(ready_at * 1000 - r.priority * BAND), r.payload,
-        repr(float(r.created_at)), repr(ready_at), _event(r.id, r.task),
+        created_at, repr(ready_at), _event(r.id, r.task),
     ]  # fmt: skip
     if r.result_ttl != DEFAULT_RESULT_TTL:
         args += ("result_ttl", repr(float(r.result_ttl)))

@@ -460,11 +460,13 @@ local function finish_jobs(now_s, first)
 end
 
 -- The change feed's entry for the events of one script: `json` the flat list of `n` events
--- (see event()), its id <last event id>-0 from the counter `event_id`.
+-- (see event(), `n` as text), its id <last event id>-0 from the counter `event_id`.
+-- (Numbers as text: Lua prints a number with a slow '%.14g', redis.call with '%.17g'.)
+local KEPT = EVENTS_KEPT .. ''
 local function write_events(json, n)
-  local last = redis.call('INCRBY', P .. 'event_id', int(n))
+  local last = redis.call('INCRBY', P .. 'event_id', n)
   local t = server_time()
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', KEPT, string.format('%d-0', last),
     'at', t[1] .. '.' .. string.sub('00000' .. t[2], -6), 'e', json)
 end
 
@@ -496,7 +498,7 @@ local function notify()
       redis.call('HDEL', P .. 'counts', field)
     end
   end
-  if #events > 0 then write_events(cjson.encode(events), #events / 4) end
+  if #events > 0 then write_events(cjson.encode(events), int(#events / 4)) end
   for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
     redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
