@@ -9,17 +9,17 @@
 if #ARGV > 1 then
   local id, task, queue = ARGV[1], ARGV[2], ARGV[3]
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if redis.call('ZADD', P .. 'all', 'NX', '0', id) == 0 then
-    return {redis.call('HGETALL', jkey(id))}
+  if rcall('ZADD', P .. 'all', 'NX', '0', id) == 0 then
+    return {rcall('HGETALL', jkey(id))}
   end
   local ready_at = ARGV[7]
   local created_at = ARGV[6] ~= '' and ARGV[6] or ready_at
-  redis.call('HSET', jkey(id), 'id', id, 'task', task, 'payload', ARGV[5], 'queue', queue,
-    'state', 'queued', 'created_at', created_at, 'ready_at', ready_at, unpack(ARGV, 9))
-  redis.call('ZADD', P .. 'ready:' .. queue, ARGV[4], id)
-  redis.call('ZADD', P .. 'bytask:' .. task, '0', id)
-  redis.call('ZADD', P .. 'byqueue:' .. queue, '0', id)
-  redis.call('HINCRBY', P .. 'counts', 'queued|' .. queue, '1')
+  rcall('HSET', jkey(id), 'id', id, 'task', task, 'payload', ARGV[5], 'queue', queue,
+    'state', 'queued', 'created_at', created_at, 'ready_at', ready_at, unpk(ARGV, 9))
+  rcall('ZADD', P .. 'ready:' .. queue, ARGV[4], id)
+  rcall('ZADD', P .. 'bytask:' .. task, '0', id)
+  rcall('ZADD', P .. 'byqueue:' .. queue, '0', id)
+  rcall('HINCRBY', P .. 'counts', 'queued|' .. queue, '1')
   write_events(ARGV[8], '1')
   wake(queue)
   return {1}
