@@ -6,7 +6,8 @@ cores with the clients and runs every script).
 
 Each target runs in a process of its own, on a server of its own: it opens its store and
 warms up (imports, the connection, the scripts loaded), then instrumentation is switched on
-in both processes for exactly ``--jobs`` single enqueues, and off again.
+in both processes for exactly ``--jobs`` single enqueues, and off again. ``--keep DIR`` keeps
+callgrind's files, for where the instructions go (``callgrind_annotate --inclusive=yes``).
 """
 
 from __future__ import annotations
@@ -112,14 +113,22 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.delay_cost", description=__doc__)
     parser.add_argument("--jobs", type=int, default=2000, help="delay() calls counted")
     parser.add_argument("--target", action="append", help="only targets whose name has this")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep callgrind's files here, to read with callgrind_annotate --inclusive=yes",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is not installed")
     names = [n for n in TARGETS if not args.target or any(t in n for t in args.target)]
     print(f"instructions per delay(), {args.jobs:,} calls: client, server, total", flush=True)
     with tempfile.TemporaryDirectory(prefix="conveyor-delay-cost-") as workdir:
+        where = Path(workdir) if args.keep is None else args.keep
+        where.mkdir(parents=True, exist_ok=True)
         for name in names:
-            client, server = count(name, args.jobs, Path(workdir))
+            client, server = count(name, args.jobs, where)
             print(f"{name:16} {client:10,.0f} {server:10,.0f} {client + server:10,.0f}", flush=True)
     return 0
 

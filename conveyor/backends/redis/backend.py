@@ -57,6 +57,7 @@ from conveyor.backends.redis.codec import (
     decode_claims,
     decode_fields,
     decode_record,
+    one_args,
     pack_outcomes,
     pack_records,
 )
@@ -164,7 +165,8 @@ class RedisBackend(Feed, Waiting, Backend):
     def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
         if not records:
             return []
-        replies = self._run("enqueue", pack_records(records))
+        one = one_args(records[0]) if len(records) == 1 else None
+        replies = self._run("enqueue", *one) if one else self._run("enqueue", pack_records(records))
         # the contract lets the inputs come back as they are: no copy per job
         return [
             record if reply == 1 else decode_record(reply)

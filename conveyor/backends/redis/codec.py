@@ -117,6 +117,49 @@ def pack_records(records: Sequence[JobRecord]) -> bytes:
     return b"".join(parts)
 
 
+#: a ready score's priority band (common.lua BAND)
+BAND = 4398046511104
+_events: dict[str, str] = {}
+
+
+def one_args(r: JobRecord) -> list[Any] | None:
+    """The arguments of enqueue.lua's one-job form, or None when the job needs the general
+    one (it holds a key or unique key, an expiry, is not queued or ran before). The ready
+    score is computed here as common.lua's ready_score computes it (the same doubles, so the
+    same order), and the change-feed entry is written here as cjson would."""
+    if (
+        r.state is not State.QUEUED or r.key is not None or r.unique_key is not None
+        or r.expires_at is not None or not _is_new(r)
+    ):  # fmt: skip
+        return None
+    ready_at = float(r.ready_at)
+    # created_at is sent as '' when it is ready_at, as for every job not delayed
+    created_at = "" if r.created_at == ready_at else repr(float(r.created_at))
+    args: list[Any] = [
+        r.id, r.task, r.queue, repr(ready_at * 1000 - r.priority * BAND), r.payload,
+        created_at, repr(ready_at), _event(r.id, r.task),
+    ]  # fmt: skip
+    if r.result_ttl != DEFAULT_RESULT_TTL:
+        args += ("result_ttl", repr(float(r.result_ttl)))
+    if r.priority:
+        args += ("priority", str(int(r.priority)))
+    if r.meta:
+        args += ("meta", json.dumps(r.meta))
+    return args
+
+
+def _event(job_id: str, task: str) -> str:
+    """The JSON of a new job's event: id, task, 'queued', no progress."""
+    if job_id.isalnum() and job_id.isascii():  # as the ids conveyor makes: nothing to escape
+        head = _events.get(task)
+        if head is None:
+            head = "," + json.dumps([task, "queued", ""])[1:]
+            if len(_events) < 1024:
+                _events[task] = head
+        return '["' + job_id + '"' + head
+    return json.dumps([job_id, task, "queued", ""])
+
+
 def _is_new(r: JobRecord) -> bool:
     """Nothing set past the first NEW_FIELDS: the record of a job never run."""
     return not (

@@ -20,8 +20,16 @@ local changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
 local queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
 -- A table the last call left empty serves again: most calls fill few of them, and a new
 -- table costs an allocation and the collector's time.
-local function fresh(t) if next(t) == nil then return t end return {} end
+-- Globals the hot paths use, read once: in a library every read of a global goes through the
+-- sandbox's lookup (some 700 server instructions each, measured), and a library keeps these
+-- between calls (not read at load, where the sandbox hides them; a script reads them on each
+-- call, as it runs this file each time).
+local rcall, nxt, fmt, strsub, unpk
+local function fresh(t) if nxt(t) == nil then return t end return {} end
 local function begin(keys, args)
+  if not rcall then
+    rcall, nxt, fmt, strsub, unpk = redis.call, next, string.format, string.sub, unpack
+  end
   P, ARGV, time_reply = keys[1], args, nil
   changed, woken, events, deltas = fresh(changed), fresh(woken), fresh(events), fresh(deltas)
   stat_n, stat_sum, queues_seen = fresh(stat_n), fresh(stat_sum), fresh(queues_seen)
@@ -50,10 +58,10 @@ local flow = {}
 -- woken: queues where a job became queued or scheduled: their waiters look again
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
-local function num(x) return string.format('%.17g', x) end
+local function num(x) return fmt('%.17g', x) end
 -- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
 -- costs the server several times more.
-local function int(x) return string.format('%d', x) end
+local function int(x) return fmt('%d', x) end
 -- A job's score in `running`: its lease's expiry rounded down to the second. A sorted set of
 -- up to 128 members is a listpack, which compares scores by parsing them back with strtod
 -- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
@@ -62,7 +70,7 @@ local function lease_score(lease) return int(math.floor(tonumber(lease))) end
 -- The server's TIME, read once per call: the leases a script stamps and its change-feed
 -- entry share it.
 local function server_time()
-  if not time_reply then time_reply = redis.call('TIME') end
+  if not time_reply then time_reply = rcall('TIME') end
   return time_reply
 end
 local function jkey(id) return P .. 'job:' .. id end
@@ -262,15 +270,15 @@ local function store(rec)
   -- rec[1] is the count; field i of FIELDS is rec[i + 1]
   local id, queue, state, key, unique_key = rec[2], rec[5], rec[6], rec[12], rec[13]
   if key then
-    local other = redis.call('HGET', P .. 'keys', key)
-    if other and redis.call('EXISTS', jkey(other)) == 1 then return other, false end
+    local other = rcall('HGET', P .. 'keys', key)
+    if other and rcall('EXISTS', jkey(other)) == 1 then return other, false end
   end
   if unique_key then
-    local other = redis.call('HGET', P .. 'unique', unique_key)
-    if other and ACTIVE[redis.call('HGET', jkey(other), 'state')] then return other, false end
+    local other = rcall('HGET', P .. 'unique', unique_key)
+    if other and ACTIVE[rcall('HGET', jkey(other), 'state')] then return other, false end
   end
   -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if redis.call('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
+  if rcall('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
   event(id, rec[3], state)
   listed(P .. 'bytask:' .. rec[3], id)
   listed(P .. 'byqueue:' .. queue, id)
@@ -282,15 +290,15 @@ local function store(rec)
       flat[#flat + 1] = value
     end
   end
-  redis.call('HSET', jkey(id), unpack(flat))
-  if key then redis.call('HSET', P .. 'keys', key, id) end
-  if unique_key and ACTIVE[state] then redis.call('HSET', P .. 'unique', unique_key, id) end
+  rcall('HSET', jkey(id), unpk(flat))
+  if key then rcall('HSET', P .. 'keys', key, id) end
+  if unique_key and ACTIVE[state] then rcall('HSET', P .. 'unique', unique_key, id) end
   if state == 'queued' then
     local batch = new_ready[queue]
     if not batch then batch = {}; new_ready[queue] = batch end
     batch[#batch + 1] = ready_score(rec[10], rec[8])
     batch[#batch + 1] = id
-    if has(rec[11]) then redis.call('ZADD', P .. 'expiring', rec[11], id) end
+    if has(rec[11]) then rcall('ZADD', P .. 'expiring', rec[11], id) end
     woken[queue] = true -- and counted at notify()
   else
     place(id, state, queue, {rec[10], rec[8], rec[26], rec[20], rec[11]})
@@ -476,6 +484,32 @@ local function finish_jobs(now_s, packed)
   return out
 end
 
+-- The change feed's entry for the events of one script: `json` the flat list of `n` events
+-- (see event(), `n` as text), its id <last event id>-0 from the counter `event_id`.
+-- (Numbers as text: Lua prints a number with a slow '%.14g', redis.call with '%.17g'.)
+local KEPT = EVENTS_KEPT .. ''
+local function write_events(json, n)
+  local last = rcall('INCRBY', P .. 'event_id', n)
+  local t = server_time()
+  rcall('XADD', P .. 'events', 'MAXLEN', '~', KEPT, fmt('%d-0', last),
+    'at', t[1] .. '.' .. strsub('00000' .. t[2], -6), 'e', json)
+end
+
+-- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every
+-- waiter of the queue gets one push, and waits again only after looking (probe.lua).
+local function wake(queue)
+  local set = P .. 'waiters:' .. queue
+  local waiters = rcall('SMEMBERS', set)
+  if #waiters > 0 then
+    for _, waiter in ipairs(waiters) do
+      local list = P .. 'wake:' .. waiter
+      rcall('LPUSH', list, '1')
+      rcall('PEXPIRE', list, '60000') -- a waiter that died leaves nothing for long
+    end
+    rcall('DEL', set)
+  end
+end
+
 -- The end of every script that changes jobs: write the new ready jobs and the counts, then
 -- wake who listens.
 local function notify()
@@ -485,35 +519,17 @@ local function notify()
   end
   for key, flat in pairs(new_listed) do zadd_many(key, flat) end
   for field, delta in pairs(deltas) do
-    if delta ~= 0 and redis.call('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
-      redis.call('HDEL', P .. 'counts', field)
+    if delta ~= 0 and rcall('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
+      rcall('HDEL', P .. 'counts', field)
     end
   end
-  if #events > 0 then
-    local last = redis.call('INCRBY', P .. 'event_id', int(#events / 4))
-    local t = server_time()
-    redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_KEPT, last .. '-0',
-      'at', t[1] .. '.' .. string.format('%06d', tonumber(t[2])), 'e', cjson.encode(events))
-  end
-  for field, n in pairs(stat_n) do redis.call('HINCRBY', P .. 'stats', field, int(n)) end
+  if #events > 0 then write_events(cjson.encode(events), int(#events / 4)) end
+  for field, n in pairs(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
-    redis.call('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
+    rcall('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end
-  if #changed > 0 then redis.call(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
-  -- Idle workers block on a wake list each (BLPOP), so the server wakes them directly: every
-  -- waiter of the queue gets one push, and waits again only after looking (probe.lua).
-  for queue in pairs(woken) do
-    local set = P .. 'waiters:' .. queue
-    local waiters = redis.call('SMEMBERS', set)
-    if #waiters > 0 then
-      for _, waiter in ipairs(waiters) do
-        local list = P .. 'wake:' .. waiter
-        redis.call('LPUSH', list, '1')
-        redis.call('PEXPIRE', list, 60000) -- a waiter that died leaves nothing for long
-      end
-      redis.call('DEL', set)
-    end
-  end
+  if #changed > 0 then rcall(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
+  for queue in pairs(woken) do wake(queue) end
 end
 
 -- script body follows

@@ -14,9 +14,24 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
+
+
+def _packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+    """hiredis's ``pack_command``, which packs a whole command in C (redis-py's own packing
+    walks the arguments in Python first: some 25k of a delay()'s 165k client instructions,
+    ``python -m bench.delay_cost``); None without hiredis (it comes with the redis extra)."""
+    try:
+        from hiredis import pack_command
+    except ImportError:  # pragma: no cover
+        return None
+    return pack_command
+
+
+_PACK = _packer()
 
 
 class HeldConnections:
@@ -32,7 +47,11 @@ class HeldConnections:
         conn = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
             conn = self._connect()
-        conn.send_command(*command)
+        pack = _PACK
+        if pack is None:  # pragma: no cover
+            conn.send_command(*command)
+        else:
+            conn.send_packed_command([pack(command)])
         return conn.read_response()
 
     def _connect(self) -> Any:
