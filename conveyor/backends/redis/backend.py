@@ -21,10 +21,10 @@ expired), so that listing them does not walk every job, and ``bytask:<task>``,
 the idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
 ``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
 ``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
-``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``); and the
-limits' keys (``limits``, ``slots:``, ``starts:``, ``held:``, ``limit_wake``,
-``limit_refs``: see ``limiting.lua``). Leases are stamped with the server's ``TIME``, read
-inside the script (one call per script).
+``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``), ``layout``
+(the layout's version: ``layout.py``); and the limits' keys (``limits``, ``slots:``,
+``starts:``, ``held:``, ``limit_wake``, ``limit_refs``: see ``limiting.lua``). Leases are
+stamped with the server's ``TIME``, read inside the script (one call per script).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
@@ -37,17 +37,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict
 from typing import Any
 
 import redis
 
 from conveyor.backends.base import (
     Backend,
-    DueResult,
     HeartbeatResult,
     RecoveredJob,
-    ScheduleState,
     SweepResult,
     WorkerInfo,
     worker_lost_error,
@@ -61,13 +58,13 @@ from conveyor.backends.redis.codec import (
     pack_outcomes,
     pack_records,
 )
-from conveyor.backends.redis.connection import RETRYABLE, Client, Connection, safe_url
+from conveyor.backends.redis.connection import RETRYABLE, Connection, safe_url
 from conveyor.backends.redis.feed import Feed
 from conveyor.backends.redis.listener import Listener
+from conveyor.backends.redis.records import Records, worker_json
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
-from conveyor.limits import LimitInfo, LimitSpec, LimitUse, limit_info
 
 log = logging.getLogger("conveyor.backends.redis")
 
@@ -76,7 +73,7 @@ BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
 
 
-class RedisBackend(Feed, Waiting, Backend):
+class RedisBackend(Feed, Waiting, Records, Backend):
     scheme = "redis"
 
     def __init__(
@@ -222,7 +219,7 @@ class RedisBackend(Feed, Waiting, Backend):
         now: float,
     ) -> HeartbeatResult:
         worker.last_seen = now
-        head: list[Any] = [repr(float(lease_seconds)), worker.id, _worker_json(worker), repr(now)]
+        head: list[Any] = [repr(float(lease_seconds)), worker.id, worker_json(worker), repr(now)]
         pairs: list[Any] = []
         for job_id, token in leases:
             pairs += [job_id, str(token)]
@@ -346,68 +343,6 @@ class RedisBackend(Feed, Waiting, Backend):
             if n < BATCH:
                 return total
 
-    # -- cluster-wide limits ----------------------------------------------------------------
-
-    def set_limit(self, spec: LimitSpec, *, now: float) -> None:
-        # None is left out: the scripts read a missing field as no limit (cjson's null is not nil)
-        raw = {k: v for k, v in spec.to_json().items() if v is not None}
-        self._run("set_limit", spec.name, json.dumps(raw))
-
-    def limits(self, *, now: float) -> list[LimitInfo]:
-        out = []
-        for name, raw, flat in self._run("list_limits", repr(now)):
-            spec = LimitSpec.from_json(name.decode(), json.loads(raw))
-            uses = [
-                LimitUse(flat[i].decode(), int(flat[i + 1]), int(flat[i + 2]))
-                for i in range(0, len(flat), 3)
-            ]
-            out.append(limit_info(spec, uses))
-        return sorted(out, key=lambda info: info.name)
-
-    # -- workers ---------------------------------------------------------------------------
-
-    def register_worker(self, worker: WorkerInfo) -> None:
-        def write(client: Client) -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(f"{self._prefix}workers", worker.id, _worker_json(worker))
-            pipe.zadd(f"{self._prefix}workers_seen", {worker.id: worker.last_seen})
-            pipe.execute()
-
-        self._call(write)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        def delete(client: Client) -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.hdel(f"{self._prefix}workers", worker_id)
-            pipe.zrem(f"{self._prefix}workers_seen", worker_id)
-            pipe.execute()
-
-        self._call(delete)
-
-    def list_workers(self) -> list[WorkerInfo]:
-        raw: Any = self._call(lambda c: c.hvals(f"{self._prefix}workers"))
-        return [WorkerInfo(**json.loads(value)) for value in raw]
-
-    # -- periodic jobs ---------------------------------------------------------------------
-
-    def record_due(
-        self, name: str, due: float, record: JobRecord, *, skip_if_active: bool, now: float
-    ) -> DueResult:
-        skip = "1" if skip_if_active else "0"
-        reply = self._run(
-            "record_due", name, repr(float(due)), skip, repr(now), pack_records([record])
-        )
-        return DueResult(reply.decode())
-
-    def schedules(self) -> list[ScheduleState]:
-        def num(value: bytes | None) -> float | None:
-            return None if not value else float(value)
-
-        return [
-            ScheduleState(name.decode(), num(due), job.decode() if job else None, num(at))
-            for name, due, job, at in self._run("schedules")
-        ]
-
     def ping(self) -> bool:
         try:
             return bool(self._connection.node().ping())
@@ -425,7 +360,3 @@ def _pairs(flat: Sequence[bytes]) -> frozenset[tuple[str, int]]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-def _worker_json(worker: WorkerInfo) -> str:
-    return json.dumps(asdict(worker))
