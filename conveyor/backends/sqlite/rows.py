@@ -12,6 +12,12 @@ from conveyor.job import ErrorInfo, JobRecord, Progress, State
 #: the jobs table's columns, quoted ("key" is an SQL keyword)
 COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
 PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
+#: the columns a claim returns: all but the four it sets to values known here (from_claimed)
+CLAIMED = ", ".join(
+    f'"{f.name}"'
+    for f in fields(JobRecord)
+    if f.name not in ("state", "worker", "started_at", "lease_expires_at")
+)
 
 _EMPTY_META = "{}"
 #: State(value) goes through Enum's metaclass call: a dict lookup is several times cheaper
@@ -71,13 +77,29 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
 
 
 def from_row(row: tuple[Any, ...]) -> JobRecord:
+    """The record of a row of all the columns (COLUMNS)."""
+    # state (5), started_at (14), worker (21) and lease_expires_at (23) are the columns
+    # that CLAIMED leaves out
+    claimed = row[:5] + row[6:14] + row[15:21] + row[22:23] + row[24:]
+    record = from_claimed(claimed, row[21], row[14], row[23])
+    record.state = _STATES[row[5]]
+    return record
+
+
+def from_claimed(
+    row: tuple[Any, ...],
+    worker: str | None,
+    started_at: float | None,
+    lease_expires_at: float | None,
+) -> JobRecord:
+    """The record of a job just claimed from its CLAIMED columns: every column a claim
+    returns costs a conversion (and a release of the GIL) per job claimed."""
     (
         job_id,
         task,
         payload,
         queue,
         priority,
-        state,
         key,
         unique_key,
         attempts,
@@ -86,16 +108,13 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         created_at,
         ready_at,
         expires_at,
-        started_at,
         finished_at,
         purge_at,
         result_ttl,
         result,
         error,
         progress,
-        worker,
         token,
-        lease_expires_at,
         cancel_requested,
         meta,
     ) = row
@@ -105,7 +124,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         payload,
         queue,
         priority,
-        _STATES[state],
+        State.RUNNING,
         key,
         unique_key,
         attempts,
