@@ -27,9 +27,9 @@ from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
 from conveyor.backends.sqlite.rows import (
     dumps,
-    dumps_flat,
     from_claimed,
     from_row,
+    json_strings,
     progress_json,
     to_row,
 )
@@ -215,7 +215,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
             params["id"] = ids[0]
             rows = conn.execute(self._sql["claim_one"], params).fetchall()
         else:
-            params["ids"] = dumps_flat(ids)
+            params["ids"] = json_strings(ids)
             order = {job_id: i for i, job_id in enumerate(ids)}
             rows = sorted(conn.execute(self._sql["claim"], params), key=lambda r: order[r[0]])
         records = [from_claimed(row, worker_id, t, expires) for row in rows]

@@ -85,12 +85,15 @@ class Finishing:
         savepoint had to wrap it to redo the batch one by one when any was refused, and the
         savepoint cost more than the statements it saved."""
         final = self._sql["finish_final"]
+        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
         done = []
         for job_id, token, outcome in items:
             state = outcome.state
             if state.is_final:
-                row = (job_id, token, state.value, outcome.result, error_json(outcome.error), now)
-                done.append(conn.execute(final, row).rowcount == 1)
+                # _value_: the plain str, without Enum's value property (a call in Python)
+                value: str = state._value_
+                row = (job_id, token, value, outcome.result, error_json(outcome.error), now)
+                done.append(cursor.execute(final, row).rowcount == 1)
             else:
                 done.append(self._retry(conn, job_id, token, outcome, now=now))
         return done

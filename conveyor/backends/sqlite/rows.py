@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import fields
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from conveyor.backends.base import ScheduleState, WorkerInfo
@@ -32,9 +34,16 @@ def dumps(value: Any) -> str:
     return _ENCODE(value)
 
 
-#: for the lists of ids and feed changes the backend builds itself, which hold only strings:
-#: no check for cycles (a dict per list for each call), as none can occur in them
-dumps_flat = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+def json_strings(items: Iterable[str]) -> str:
+    """A JSON list of strings, as ``dumps`` writes it: each string by the encoder's own C
+    function, with none of the encoder object that ``dumps`` sets up per call."""
+    return "[" + ",".join(map(encode_basestring_ascii, items)) + "]"
+
+
+def json_changes(changes: Iterable[tuple[str, str, str]]) -> str:
+    """A JSON list of (id, task, state) lists, as ``dumps`` writes it (see json_strings)."""
+    e = encode_basestring_ascii
+    return "[" + ",".join([f"[{e(a)},{e(b)},{e(c)}]" for a, b, c in changes]) + "]"
 
 
 def error_json(error: ErrorInfo | None) -> str | None:
