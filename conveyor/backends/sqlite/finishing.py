@@ -14,7 +14,10 @@ from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import error_json
-from conveyor.job import Outcome
+from conveyor.job import FINAL_STATES, Outcome
+
+#: the final states' values: State.is_final hashes the member by Enum.__hash__, in Python
+_FINAL = frozenset(state.value for state in FINAL_STATES)
 
 
 class Finishing:
@@ -63,7 +66,7 @@ class Finishing:
         a workflow step may have been queued, or a finish freed a limit that held jobs back
         (``flowed``)."""
         retried = any(
-            ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+            ok and o.state._value_ not in _FINAL for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
 
@@ -88,10 +91,9 @@ class Finishing:
         cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
         done = []
         for job_id, token, outcome in items:
-            state = outcome.state
-            if state.is_final:
-                # _value_: the plain str, without Enum's value property (a call in Python)
-                value: str = state._value_
+            # _value_: the plain str, without Enum's value property (a call in Python)
+            value: str = outcome.state._value_
+            if value in _FINAL:
                 row = (job_id, token, value, outcome.result, error_json(outcome.error), now)
                 done.append(cursor.execute(final, row).rowcount == 1)
             else:
