@@ -23,7 +23,7 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.sqlite import SQLiteBackend
 from conveyor.errors import ConfigurationError
-from conveyor.job import Outcome, State
+from conveyor.job import ErrorInfo, Outcome, Progress, State
 from tests.backends.helpers import LEASE, NOW, enqueue_one, make_record
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -253,3 +253,33 @@ def test_the_sql_files_ship_inside_the_package() -> None:
     package = resources.files("conveyor.backends.sqlite")
     assert package.joinpath("schema.sql").is_file()
     assert package.joinpath("queries.sql").is_file()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_claimed_record_is_the_stored_job_though_the_claim_returns_fewer_columns(
+    url: str, batch: int
+) -> None:
+    backend = SQLiteBackend(url)
+    for n in range(batch):
+        enqueue_one(
+            backend,
+            key=f"k{n}",
+            unique_key=f"u{n}",
+            expires_at=NOW + 600,
+            meta={"tag": n},
+            result_ttl=60.0,
+        )
+    first = backend.claim("w1", ["default"], batch, lease_seconds=LEASE, now=NOW)
+    error = ErrorInfo("Boom", "went wrong")
+    for claim in first:  # a progress and an error stay on the job when it is retried
+        assert backend.set_progress(claim.record.id, claim.token, Progress(50.0, "half"))
+        retry = Outcome.retry(NOW, error, now=NOW)
+        assert backend.finish(claim.record.id, claim.token, retry, now=NOW)
+    claims = backend.claim("w2", ["default"], batch, lease_seconds=LEASE, now=NOW + 1)
+    assert len(claims) == batch
+    for claim in claims:
+        stored = backend.get(claim.record.id)
+        assert stored is not None and claim.record == stored
+        assert (stored.state, stored.worker, stored.token) == (State.RUNNING, "w2", claim.token)
+        assert (stored.error, stored.progress) == (error, Progress(50.0, "half"))
+    backend.close()

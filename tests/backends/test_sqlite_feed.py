@@ -11,6 +11,7 @@ import pytest
 from conveyor.backends import open_backend
 from conveyor.backends.sqlite import SQLiteBackend
 from conveyor.backends.sqlite.feed import ROW_SPAN
+from conveyor.backends.sqlite.rows import dumps, json_changes, json_strings
 from conveyor.job import ErrorInfo, Outcome
 from tests.backends.helpers import LEASE, NOW, make_record
 
@@ -144,3 +145,11 @@ def test_the_ledger_says_when_a_finish_needs_no_workflow_step_and_frees_no_slot(
         assert not backend._ledger.plain  # claimed elsewhere: the store must be asked
     finally:
         other.close()
+
+
+@pytest.mark.parametrize("text", ["plain", 'a "quoted" \\ back', "é ü 中", "\u2028\n\t\x00", ""])
+def test_the_feeds_json_is_what_json_dumps_writes(text: str) -> None:
+    changes = [(text, "tests.add", "succeeded"), ("id2", text, "running")]
+    assert json_changes(changes) == dumps(changes)
+    assert json_strings([text, "id2"]) == dumps([text, "id2"])
+    assert json_changes([]) == dumps([]) and json_strings([]) == dumps([])

@@ -25,7 +25,14 @@ from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
-from conveyor.backends.sqlite.rows import dumps, dumps_flat, from_row, progress_json, to_row
+from conveyor.backends.sqlite.rows import (
+    dumps,
+    from_claimed,
+    from_row,
+    json_strings,
+    progress_json,
+    to_row,
+)
 from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
 from conveyor.backends.sqlite.upkeep import Upkeep
 from conveyor.backends.sqlite.wakeups import Wakeups
@@ -202,15 +209,16 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if not ids:
             feed.put(conn, self._sql, finished)
             return []
-        params = {"worker": worker_id, "started_at": t, "lease_expires_at": t + lease_seconds}
+        expires = t + lease_seconds
+        params = {"worker": worker_id, "started_at": t, "lease_expires_at": expires}
         if len(ids) == 1:  # no JSON, and no temporary table for an IN list
             params["id"] = ids[0]
-            records = list(map(from_row, conn.execute(self._sql["claim_one"], params)))
+            rows = conn.execute(self._sql["claim_one"], params).fetchall()
         else:
-            params["ids"] = dumps_flat(ids)
-            rows = conn.execute(self._sql["claim"], params).fetchall()
+            params["ids"] = json_strings(ids)
             order = {job_id: i for i, job_id in enumerate(ids)}
-            records = sorted(map(from_row, rows), key=lambda r: order[r.id])
+            rows = sorted(conn.execute(self._sql["claim"], params), key=lambda r: order[r[0]])
+        records = [from_claimed(row, worker_id, t, expires) for row in rows]
         self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from conveyor.backends.sqlite.rows import dumps_flat
+from conveyor.backends.sqlite.rows import json_changes, json_strings
 from conveyor.inspection import Event, make_event
 from conveyor.job import Progress
 
@@ -27,14 +27,14 @@ def put(
 ) -> None:
     """Changes known here, (job id, task, state) each, as one row per ROW_SPAN."""
     for start in range(0, len(changes), ROW_SPAN):
-        conn.execute(sql["feed_put"], {"batch": dumps_flat(changes[start : start + ROW_SPAN])})
+        conn.execute(sql["feed_put"], {"batch": json_changes(changes[start : start + ROW_SPAN])})
 
 
 def write(conn: sqlite3.Connection, sql: Mapping[str, str], ids: Sequence[str]) -> None:
     """The changes just made to the jobs ``ids``, read from them (their states now), one row
     per ROW_SPAN."""
     for start in range(0, len(ids), ROW_SPAN):
-        conn.execute(sql["feed_write"], {"ids": dumps_flat(list(ids[start : start + ROW_SPAN]))})
+        conn.execute(sql["feed_write"], {"ids": json_strings(ids[start : start + ROW_SPAN])})
 
 
 def position(after: int) -> dict[str, int]:

@@ -14,7 +14,10 @@ from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import error_json
-from conveyor.job import Outcome
+from conveyor.job import FINAL_STATES, Outcome
+
+#: the final states' values: State.is_final hashes the member by Enum.__hash__, in Python
+_FINAL = frozenset(state.value for state in FINAL_STATES)
 
 
 class Finishing:
@@ -63,7 +66,7 @@ class Finishing:
         a workflow step may have been queued, or a finish freed a limit that held jobs back
         (``flowed``)."""
         retried = any(
-            ok and not o.state.is_final for ok, (_, _, o) in zip(done, items, strict=True)
+            ok and o.state._value_ not in _FINAL for ok, (_, _, o) in zip(done, items, strict=True)
         )
         self._notify(ready=retried or flowed)
 
@@ -80,32 +83,24 @@ class Finishing:
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
     ) -> list[bool]:
-        """Final outcomes in one executemany (the common case: a batch of successes); when
-        one of them is fenced out, the batch is undone and each is tried on its own, so the
-        caller learns exactly which were refused."""
-        final = [item for item in items if item[2].state.is_final]
-        if len(final) < 2 or len(final) != len(items):
-            return [self._finish(conn, *item, now=now) for item in items]
-        rows = [
-            {
-                "id": job_id,
-                "token": token,
-                "state": outcome.state.value,
-                "error": error_json(outcome.error),
-                "result": outcome.result,
-                "now": now,
-            }
-            for job_id, token, outcome in final
-        ]
-        conn.execute("SAVEPOINT finish_batch")
-        if conn.executemany(self._sql["finish_final"], rows).rowcount == len(rows):
-            conn.execute("RELEASE finish_batch")
-            return [True] * len(rows)
-        conn.execute("ROLLBACK TO finish_batch")
-        conn.execute("RELEASE finish_batch")
-        return [self._finish(conn, *item, now=now) for item in items]
+        """One fenced UPDATE per finish, each telling by its rowcount whether the fence let
+        it through. Not one executemany for the batch: that tells only how many were, so a
+        savepoint had to wrap it to redo the batch one by one when any was refused, and the
+        savepoint cost more than the statements it saved."""
+        final = self._sql["finish_final"]
+        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
+        done = []
+        for job_id, token, outcome in items:
+            # _value_: the plain str, without Enum's value property (a call in Python)
+            value: str = outcome.state._value_
+            if value in _FINAL:
+                row = (job_id, token, value, outcome.result, error_json(outcome.error), now)
+                done.append(cursor.execute(final, row).rowcount == 1)
+            else:
+                done.append(self._retry(conn, job_id, token, outcome, now=now))
+        return done
 
-    def _finish(
+    def _retry(
         self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
     ) -> bool:
         params: dict[str, Any] = {
@@ -113,12 +108,9 @@ class Finishing:
             "token": token,
             "state": outcome.state.value,
             "error": error_json(outcome.error),
+            "ready_at": now if outcome.ready_at is None else outcome.ready_at,
+            "failure": int(outcome.counts_failure),
         }
-        if outcome.state.is_final:
-            params.update(result=outcome.result, now=now)
-            return conn.execute(self._sql["finish_final"], params).rowcount == 1
-        params["ready_at"] = now if outcome.ready_at is None else outcome.ready_at
-        params["failure"] = int(outcome.counts_failure)
         return conn.execute(self._sql["finish_retry"], params).rowcount == 1
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:

@@ -78,11 +78,14 @@ class Ledger:
                 continue
             task, _, started_at, plain_claim = claim
             plain = plain and plain_claim
-            state = outcome.state  # a StrEnum: JSON and SQLite take it as its value
-            changes.append((job_id, task, state))
+            state = outcome.state
+            # its value, a plain str: SQLite would adapt the StrEnum through a failed
+            # look-up of __conform__, and hashing it in a key runs Enum.__hash__ in Python
+            value: str = state._value_
+            changes.append((job_id, task, value))
             if state is State.SUCCEEDED or state is State.FAILED:
                 runtime = now - started_at  # as count_ended: finished_at - started_at
-                _add(counts, (task, state, _bucket(runtime)), runtime)
+                _add(counts, (task, value, _bucket(runtime)), runtime)
                 if state is State.FAILED:
                     error = "Error" if outcome.error is None else outcome.error.type
                     _add(counts, (task, "error", error), 0.0)

@@ -22,12 +22,14 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
 -- name: claim
--- :started_at is the store's time, read once the write lock is held.
+-- :started_at is the store's time, read once the write lock is held. {claimed}: every
+-- column but state, worker, started_at and lease_expires_at, set here to values the
+-- backend knows (rows.from_claimed).
 UPDATE {ns}_jobs
 SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
     started_at = :started_at, lease_expires_at = :lease_expires_at
 WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
-RETURNING {columns};
+RETURNING {claimed};
 
 -- name: claim_one
 -- claim for one job: no JSON to parse, and no temporary table for an IN list
@@ -35,7 +37,7 @@ UPDATE {ns}_jobs
 SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
     started_at = :started_at, lease_expires_at = :lease_expires_at
 WHERE id = :id AND (state = 'queued' OR state = 'scheduled')
-RETURNING {columns};
+RETURNING {claimed};
 
 -- name: extend_lease
 UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at
@@ -47,11 +49,13 @@ UPDATE {ns}_jobs SET progress = :progress
 WHERE id = :id AND token = :token AND state = 'running';
 
 -- name: finish_final
--- worker stays: which worker ran a finished job is still shown.
+-- worker stays: which worker ran a finished job is still shown. Parameters by position
+-- (id, token, state, result, error, now): binding by name costs a dictionary look-up per
+-- parameter, and this statement runs once per job.
 UPDATE {ns}_jobs
-SET state = :state, result = :result, error = :error, finished_at = :now,
-    purge_at = :now + result_ttl, lease_expires_at = NULL, cancel_requested = 0
-WHERE id = :id AND token = :token AND state = 'running';
+SET state = ?3, result = ?4, error = ?5, finished_at = ?6,
+    purge_at = ?6 + result_ttl, lease_expires_at = NULL, cancel_requested = 0
+WHERE id = ?1 AND token = ?2 AND state = 'running';
 
 -- name: finish_retry
 UPDATE {ns}_jobs

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import fields
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from conveyor.backends.base import ScheduleState, WorkerInfo
@@ -12,6 +14,12 @@ from conveyor.job import ErrorInfo, JobRecord, Progress, State
 #: the jobs table's columns, quoted ("key" is an SQL keyword)
 COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
 PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
+#: the columns a claim returns: all but the four it sets to values known here (from_claimed)
+CLAIMED = ", ".join(
+    f'"{f.name}"'
+    for f in fields(JobRecord)
+    if f.name not in ("state", "worker", "started_at", "lease_expires_at")
+)
 
 _EMPTY_META = "{}"
 #: State(value) goes through Enum's metaclass call: a dict lookup is several times cheaper
@@ -26,9 +34,16 @@ def dumps(value: Any) -> str:
     return _ENCODE(value)
 
 
-#: for the lists of ids and feed changes the backend builds itself, which hold only strings:
-#: no check for cycles (a dict per list for each call), as none can occur in them
-dumps_flat = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+def json_strings(items: Iterable[str]) -> str:
+    """A JSON list of strings, as ``dumps`` writes it: each string by the encoder's own C
+    function, with none of the encoder object that ``dumps`` sets up per call."""
+    return "[" + ",".join(map(encode_basestring_ascii, items)) + "]"
+
+
+def json_changes(changes: Iterable[tuple[str, str, str]]) -> str:
+    """A JSON list of (id, task, state) lists, as ``dumps`` writes it (see json_strings)."""
+    e = encode_basestring_ascii
+    return "[" + ",".join([f"[{e(a)},{e(b)},{e(c)}]" for a, b, c in changes]) + "]"
 
 
 def error_json(error: ErrorInfo | None) -> str | None:
@@ -71,13 +86,29 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
 
 
 def from_row(row: tuple[Any, ...]) -> JobRecord:
+    """The record of a row of all the columns (COLUMNS)."""
+    # state (5), started_at (14), worker (21) and lease_expires_at (23) are the columns
+    # that CLAIMED leaves out
+    claimed = row[:5] + row[6:14] + row[15:21] + row[22:23] + row[24:]
+    record = from_claimed(claimed, row[21], row[14], row[23])
+    record.state = _STATES[row[5]]
+    return record
+
+
+def from_claimed(
+    row: tuple[Any, ...],
+    worker: str | None,
+    started_at: float | None,
+    lease_expires_at: float | None,
+) -> JobRecord:
+    """The record of a job just claimed from its CLAIMED columns: every column a claim
+    returns costs a conversion (and a release of the GIL) per job claimed."""
     (
         job_id,
         task,
         payload,
         queue,
         priority,
-        state,
         key,
         unique_key,
         attempts,
@@ -86,16 +117,13 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         created_at,
         ready_at,
         expires_at,
-        started_at,
         finished_at,
         purge_at,
         result_ttl,
         result,
         error,
         progress,
-        worker,
         token,
-        lease_expires_at,
         cancel_requested,
         meta,
     ) = row
@@ -105,7 +133,7 @@ def from_row(row: tuple[Any, ...]) -> JobRecord:
         payload,
         queue,
         priority,
-        _STATES[state],
+        State.RUNNING,
         key,
         unique_key,
         attempts,
