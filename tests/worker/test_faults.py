@@ -75,11 +75,14 @@ def test_three_workers_run_hundreds_of_jobs_each_exactly_once(
 ) -> None:
     url, ns = durable
     out = tmp_path / "runs.txt"
-    jobs = client.enqueue_many(
-        conveyor.Signature("fault.record", (str(out), i)) for i in range(600)
-    )
     workers = [WorkerProcess(url, "4", namespace=ns) for _ in range(3)]
     try:
+        # all three serve before the jobs arrive: a fast worker started first could otherwise
+        # run the 600 before the others are up, and the sharing below would not be seen
+        wait_for(lambda: len(client.workers()) >= 3, timeout=60, what="3 live workers")
+        jobs = client.enqueue_many(
+            conveyor.Signature("fault.record", (str(out), i)) for i in range(600)
+        )
         wait_for(
             lambda: len(lines(out)) >= 600 and all(j.state.is_final for j in jobs[-5:]),
             timeout=120,
