@@ -83,8 +83,16 @@ class HeldConnection:
             conn.close()
 
     def reset(self) -> None:
-        """Connect again at the next call (with the database's new options)."""
-        with self._lock:
-            if self._pid == os.getpid():
-                self._drop()
+        """Connect again at the next call (with the database's new options). A claim in
+        flight is waited for only briefly (closing a backend must not wait out a frozen
+        server): past that its connection is only forgotten, and closed when collected."""
+        if self._pid != os.getpid():  # a forked child: the parent's socket is not ours
             self._conn = None
+            return
+        if not self._lock.acquire(timeout=5.0):
+            self._conn = None
+            return
+        try:
+            self._drop()
+        finally:
+            self._lock.release()
