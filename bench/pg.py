@@ -11,9 +11,14 @@ Every measurement starts on a fresh database of the same server:
 - enqueue bulk: jobs/s of the system's batch call, 1,000 at a time;
 - end to end, 1 and 2 worker processes: jobs/s from the moment the prepared workers are told
   to start until every job of a backlog enqueued beforehand is done;
-- pickup: an idle worker, a job enqueued every 20 ms that notes the time it started; p50 and
-  p99 of start minus the time the enqueue was called (one machine, one clock), and the p50
-  from the enqueue's return (it has committed by then: the time from the commit lies between).
+- pickup: an idle worker, a job enqueued every 20 ms that notes the time it started
+  (``time.time()``, the clock PostgreSQL's ``clock_timestamp()`` reads: one machine); p50 and
+  p99 of start minus the time the enqueue was called, and the p50s from the enqueue's commit
+  and from its return. The commit's time is the server's, stamped by a trigger on the
+  system's job table, the same for all three: deferred to the commit, it fires inside
+  COMMIT just before the commit itself (nothing of the enqueue's follows it but writing
+  the commit record and queuing the notifications), so the pickup from it is an upper
+  bound, microseconds above the truth.
 
 Configuration: conveyor's thread pool; Procrastinate's worker (async tasks, LISTEN/NOTIFY,
 finished jobs kept as it does by default); pgqueuer's QueueManager (async entrypoints, psycopg
@@ -61,6 +66,23 @@ def fresh_database(admin_url: str, name: str) -> str:
     return url
 
 
+def note_commits(url: str, table: str) -> None:
+    """Stamp each commit that inserts into ``table`` (see the module's docstring)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE bench_commits (n bigserial PRIMARY KEY, at double precision NOT NULL)"
+        )
+        conn.execute(
+            "CREATE FUNCTION bench_note_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO bench_commits (at) VALUES (extract(epoch FROM clock_timestamp())); "
+            "RETURN NULL; END $$"
+        )
+        conn.execute(
+            f"CREATE CONSTRAINT TRIGGER bench_note_commit AFTER INSERT ON {table} "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION bench_note_commit()"
+        )
+
+
 _stamp_conn: psycopg.Connection[Any] | None = None
 
 
@@ -85,6 +107,7 @@ def scalar(url: str, query: str) -> Any:
 class System:
     name = ""
     pending_sql = ""
+    jobs_table = ""  # where an enqueue inserts its job
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -129,6 +152,7 @@ class System:
 
 class Conveyor(System):
     name = "conveyor"
+    jobs_table = "bench_jobs"
 
     def version(self) -> str:
         import conveyor
@@ -153,6 +177,7 @@ class Conveyor(System):
 
     def open(self) -> None:
         self.app = self._app()
+        self.app.backend  # noqa: B018 - create the schema now
         self.noop = self.app.registry.get("bench.noop")
         self.stamp = self.app.registry.get("bench.stamp")
         # the claim's and the lease recovery's partial indexes (a bench job never waits
@@ -183,6 +208,7 @@ class Conveyor(System):
 
 class Procrastinate(System):
     name = "procrastinate"
+    jobs_table = "procrastinate_jobs"
     pending_sql = "SELECT EXISTS (SELECT FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
 
     def version(self) -> str:
@@ -246,6 +272,7 @@ class Procrastinate(System):
 
 class PgQueuer(System):
     name = "pgqueuer"
+    jobs_table = "pgqueuer"
     pending_sql = "SELECT EXISTS (SELECT FROM pgqueuer)"
 
     def version(self) -> str:
@@ -401,8 +428,8 @@ def measure_throughput(
 
 
 def measure_pickup(system: System, name: str, concurrency: int, samples: int) -> dict[str, float]:
-    """From the enqueue call, and from its return (by then the enqueue has committed: the
-    time from the commit lies between the two)."""
+    """From the enqueue call, from its commit (the server's stamp) and from its return."""
+    note_commits(system.url, system.jobs_table)
     workers = Workers(name, system.url, concurrency, 1)
     returned: dict[float, float] = {}
     try:
@@ -421,12 +448,21 @@ def measure_pickup(system: System, name: str, concurrency: int, samples: int) ->
     finally:
         workers.stop()
     with psycopg.connect(system.url) as conn:
-        rows = conn.execute("SELECT enqueued_at, started_at FROM bench_pickup").fetchall()
+        rows = conn.execute(
+            "SELECT enqueued_at, started_at FROM bench_pickup ORDER BY enqueued_at"
+        ).fetchall()
+        commits = [at for (at,) in conn.execute("SELECT at FROM bench_commits ORDER BY n")]
+    if len(commits) != len(rows):  # one enqueue at a time, one job each: the k-th commit
+        raise RuntimeError(f"{name}: {len(commits)} commits stamped for {len(rows)} jobs")
+    if any(not at <= c <= returned[at] for (at, _), c in zip(rows, commits, strict=True)):
+        raise RuntimeError(f"{name}: a commit stamped outside its enqueue call")
     called = sorted((started - at) * 1000 for at, started in rows)
+    committed = sorted((row[1] - at) * 1000 for row, at in zip(rows, commits, strict=True))
     after = sorted((started - returned[at]) * 1000 for at, started in rows)
     return {
         "pickup p50, ms": statistics.median(called),
         "pickup p99, ms": called[min(len(called) - 1, int(len(called) * 0.99))],
+        "pickup p50 from the commit, ms": statistics.median(committed),
         "pickup p50 after the enqueue returned, ms": statistics.median(after),
     }
 

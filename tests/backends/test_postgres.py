@@ -152,18 +152,20 @@ def test_the_claim_is_served_by_the_queued_index_and_never_takes_more_than_its_l
     assert sum(by_state.get(State.RUNNING, 0) for by_state in counts) == 10
 
 
-def test_the_generic_plan_of_a_prepared_finish_and_claim_never_scans_the_jobs_table(
-    postgres_server: PostgresServer, backend: PostgresBackend, ns: str
+@pytest.mark.parametrize("statement", ["finish_and_claim", "claim"])
+def test_the_generic_plan_of_a_prepared_claim_never_scans_the_jobs_table(
+    postgres_server: PostgresServer, backend: PostgresBackend, ns: str, statement: str
 ) -> None:
     # PostgreSQL may keep a generic plan for a prepared statement, planned without the
-    # parameters' values: it must probe the indexes as the custom plan does.
+    # parameters' values (the fetcher's claim always does: held.py): it must probe the
+    # indexes as the custom plan does.
     backend.enqueue([make_record(queue="busy") for _ in range(5000)])
     numbered: dict[str, int] = {}
 
     def number(match: re.Match[str]) -> str:
         return f"${numbered.setdefault(match.group(1), len(numbered) + 1)}"
 
-    text = re.sub(r"%\((\w+)\)[sb]", number, backend._sql["finish_and_claim"])
+    text = re.sub(r"%\((\w+)\)[sb]", number, backend._sql[statement])
     with psycopg.connect(postgres_server.url, autocommit=True) as conn:
         conn.execute(f"ANALYZE {ns}_jobs")
         conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -172,6 +174,19 @@ def test_the_generic_plan_of_a_prepared_finish_and_claim_never_scans_the_jobs_ta
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN EXECUTE fc({nulls})"))
     assert "$1" in text and f"{ns}_jobs_queued" in plan
     assert f"Seq Scan on {ns}_jobs " not in plan, plan
+
+
+def test_a_claim_outlives_the_loss_of_the_fetchers_own_connection(
+    postgres_server: PostgresServer, backend: PostgresBackend
+) -> None:
+    backend.enqueue([make_record() for _ in range(3)])
+    assert len(backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=NOW)) == 1
+    pid = backend._claimer.run(lambda c: c.info.backend_pid)
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert len(backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=NOW)) == 1
+    assert backend._claimer.run(lambda c: c.info.backend_pid) != pid  # connected again
+    assert len(backend.claim("w", ["default"], 1, lease_seconds=LEASE, now=NOW)) == 1
 
 
 def test_the_jobs_table_is_set_for_a_queues_churn(

@@ -22,6 +22,7 @@ from conveyor.backends.postgres import limits
 from conveyor.backends.postgres.admin import Admin
 from conveyor.backends.postgres.finishing import Finishing
 from conveyor.backends.postgres.flows import Flows
+from conveyor.backends.postgres.held import HeldConnection
 from conveyor.backends.postgres.inspection import Inspection
 from conveyor.backends.postgres.listener import Listener
 from conveyor.backends.postgres.periodic import Periodic
@@ -68,6 +69,7 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
         self._flows = Flows(self._sql)
         initialise(self._db, self.namespace, safe_url(url))
         self._listener = Listener(self._db, channel(self.namespace))
+        self._claimer = HeldConnection(self._db)  # the fetcher's claims: held.py says why
         self._local = threading.local()  # per thread: the wake-up snapshot of the last claim
 
     @classmethod
@@ -171,7 +173,7 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
         if limit <= 0 or not queues:
             return []
         params = self._claim_params(worker_id, queues, limit, lease_seconds, now)
-        rows = self._db.run(lambda c: c.execute(self._sql["claim"], params).fetchall())
+        rows = self._claimer.run(lambda c: c.execute(self._sql["claim"], params).fetchall())
         if rows and rows[0][0]:  # limits are stored: every claim checks them
             return self._claims(self._claim_limited(params))
         return self._claims([row[1:] for row in rows if row[1] is not None])
@@ -308,12 +310,14 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
 
     def set_call_timeout(self, seconds: float) -> None:
         self._db.set_call_timeout(seconds)
+        self._claimer.reset()
 
     def ping(self) -> bool:
         return self._db.try_once(lambda c: c.execute(self._sql["ping"]))
 
     def close(self) -> None:
         self._listener.stop()
+        self._claimer.reset()
         self._db.close()
 
 
