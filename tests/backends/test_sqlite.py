@@ -4,6 +4,7 @@ processes sharing one file (claims, schema creation, wake-ups)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import sqlite3
 import subprocess
@@ -283,3 +284,49 @@ def test_a_claimed_record_is_the_stored_job_though_the_claim_returns_fewer_colum
         assert (stored.state, stored.worker, stored.token) == (State.RUNNING, "w2", claim.token)
         assert (stored.error, stored.progress) == (error, Progress(50.0, "half"))
     backend.close()
+
+
+def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Connections.close() and the ending thread's drop of its slot can meet in _Slot.close:
+    # the gate's descriptor must be closed once, or the second close fails (EBADF) or, worse,
+    # closes whatever file got that number in between
+    from conveyor.backends.sqlite.connections import Connections, Options
+
+    def close_at_once(slot: object, start: threading.Barrier, errors: list[BaseException]) -> None:
+        start.wait()
+        try:
+            slot.close()  # type: ignore[attr-defined]
+        except BaseException as e:
+            errors.append(e)
+
+    real_close = os.close
+
+    def slow_close(fd: int) -> None:  # widens the window between reading the gate and closing
+        time.sleep(0.01)
+        real_close(fd)
+
+    for _ in range(5):
+        db = Connections(Options(str(tmp_path / "jobs.db")))
+        with db.write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        (slot,) = list(db._slots)
+        assert slot.gate is not None
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+        monkeypatch.setattr(os, "close", slow_close)
+        threads = [
+            threading.Thread(target=close_at_once, args=(slot, start, errors)) for _ in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        monkeypatch.setattr(os, "close", real_close)
+        assert errors == []
+        assert slot.gate is None and slot.conn is None
+        other = os.open(str(tmp_path / "other"), os.O_RDWR | os.O_CREAT)  # may take the number
+        slot.close()
+        os.fstat(other)  # still open: a late close did not take it
+        os.close(other)

@@ -36,24 +36,30 @@ class _Slot:
     """One thread's connections. They close when the thread ends (its thread-local slot is
     dropped), so threads that come and go do not leak file handles."""
 
-    __slots__ = ("__weakref__", "conn", "gate", "inherited", "watcher")
+    __slots__ = ("__weakref__", "_closing", "conn", "gate", "inherited", "watcher")
 
     def __init__(self) -> None:
+        self._closing = threading.Lock()
+        self.inherited = False
         self.conn: sqlite3.Connection | None = None
         self.watcher: sqlite3.Connection | None = None
         self.gate: int | None = None
-        self.inherited = False
 
     def close(self) -> None:
+        """Closes once, however many threads ask at the same time: ``Connections.close()``
+        and the ending thread's own drop of its slot can meet here, and a descriptor closed
+        twice may by then be another file's."""
         if self.inherited:
             return
-        for conn in (self.conn, self.watcher):
+        with self._closing:
+            conns, gate = (self.conn, self.watcher), self.gate
+            self.conn = self.watcher = None
+            self.gate = None
+        for conn in conns:
             if conn is not None:
                 conn.close()
-        if self.gate is not None:
-            os.close(self.gate)
-        self.conn = self.watcher = None
-        self.gate = None
+        if gate is not None:
+            os.close(gate)
 
     __del__ = close
 
