@@ -44,8 +44,8 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0) -> None:
 
 
 def process_exists(pid: int) -> bool:
-    try:
-        Path(f"/proc/{pid}/stat").read_text()
+    try:  # read once: a process reaped between two reads has no /proc entry the second time
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has stopped
+    return stat.split()[2] != "Z"  # a zombie has stopped
