@@ -15,7 +15,7 @@ from bench.core import Target
 from bench.measures import COVERED, FULL, MEASURES, QUICK, Context
 from bench.redis_server import RedisServer
 from bench.runner import run
-from bench.systems import SYSTEMS, load
+from bench.systems import POSTGRES, SYSTEMS, load
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,8 +37,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--system",
         action="append",
-        help=f"a system ({', '.join(SYSTEMS)}) or one target of it (conveyor/sqlite-normal); "
-        "repeatable; default all",
+        help=f"a system ({', '.join(s for s in SYSTEMS if s not in POSTGRES)}) or one target "
+        "of it (conveyor/sqlite-normal); repeatable; default all",
     )
     parser.add_argument("--out", type=Path, default=HERE / "out", help="directory for raw JSON")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary stores")
@@ -48,7 +48,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def select(systems: list[str] | None, texts: list[str] | None) -> list[Target]:
     """The targets asked for; a system whose package is missing is skipped with a note."""
-    wanted = systems or list(SYSTEMS)
+    wanted = systems or [s for s in SYSTEMS if s not in POSTGRES]
     targets: list[Target] = []
     for system in dict.fromkeys(w.split("/", 1)[0] for w in wanted):
         try:
@@ -57,7 +57,9 @@ def select(systems: list[str] | None, texts: list[str] | None) -> list[Target]:
             print(f"skipping {system}: {exc}", file=sys.stderr)
             continue
         for target in module.targets():
-            if system in wanted or target.name in wanted:
+            if target.needs_postgres:  # this bench starts no PostgreSQL
+                print(f"skipping {target.name}: python -m bench.like runs it", file=sys.stderr)
+            elif system in wanted or target.name in wanted:
                 targets.append(target)
     if texts:
         targets = [t for t in targets if any(s in t.name for s in texts)]

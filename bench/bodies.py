@@ -8,6 +8,7 @@ to a Redis server of its own (not the queue's store), an INCR and a GET in one p
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -43,3 +44,11 @@ def work() -> None:
     pipe.incr("bench:body")
     pipe.get("bench:body")
     pipe.execute()
+
+
+async def awork() -> None:
+    """The body in an ``async def`` task: the no-op inline (nothing blocks), the round trip on
+    a thread of the loop's executor (``asyncio.to_thread``), as an async task runs blocking
+    code (bench/pg.py's async tasks)."""
+    if _client is not None:
+        await asyncio.to_thread(work)

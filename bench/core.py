@@ -42,6 +42,10 @@ class Target(ABC):
     #: True for a target on the bench's own redis-server; the runner sets ``redis_url``
     needs_redis: bool = False
     redis_url: str = ""
+    #: True for a target on the bench's own PostgreSQL (bench.like only); the runner sets
+    #: ``postgres_url``, the server's admin URL
+    needs_postgres: bool = False
+    postgres_url: str = ""
     #: how the target is configured, for RESULTS.md
     config: str = ""
 
@@ -73,6 +77,15 @@ class Target(ABC):
     @abstractmethod
     def pending(self) -> int:
         """How many jobs are not final yet (queued, scheduled or running)."""
+
+    def taken(self, n: int) -> bool:
+        """Whether a worker has taken one of the ``n`` jobs enqueued (asked every millisecond
+        until it has)."""
+        return self.pending() < n
+
+    def finished(self) -> bool:
+        """Whether every job enqueued is final (asked every 20 ms while the workers run)."""
+        return self.pending() == 0
 
     def check_done(self, n: int) -> None:
         """Raise if the ``n`` jobs of a throughput run did not all succeed (a benchmark that

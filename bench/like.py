@@ -2,11 +2,18 @@
 body, and the yardstick of that body with no queue at all.
 
 Each system runs one worker process with 8 threads (RQ, which has no threads, runs its one
-job at a time and is marked so). Two bodies (bench/bodies.py): a no-op, and one pipelined
-round trip to a Redis server of its own, as real tasks do I/O. The **yardstick** runs each
-body on a bare ``ThreadPoolExecutor(8)`` (and a bare loop) in one process: no queue. For each
-system: its throughput, its share of the yardstick, and its **overhead per job**
+job at a time; Celery's prefork pool runs 8 processes; both are marked so). Procrastinate and
+pgqueuer, asyncio workers, run 8 tasks at once and the body on 8 threads (bench/systems/
+postgres.py says how). Two bodies (bench/bodies.py): a no-op, and one pipelined round trip to a
+Redis server of its own, as real tasks do I/O. The **yardstick** runs each body on a bare
+``ThreadPoolExecutor(8)`` (and a bare loop) in one process: no queue. For each system: its
+throughput, its share of the yardstick, and its **overhead per job**
 ``1/throughput − 1/yardstick`` in microseconds: what the queue adds on top of the work.
+
+A second table, not like for like, runs each system at its own best setting on this machine:
+two worker processes at the concurrency per process the main bench's sweep found best.
+The PostgreSQL rows run on one throwaway server (bench/postgres_server.py), started only
+when one of them is selected.
 
 ``--instructions`` instead counts the worker's CPU instructions per job under
 ``valgrind --tool=callgrind`` (instrumentation switched on at "go" and off once the last job
@@ -32,27 +39,83 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import bodies
 from bench.core import Target, Unsupported
+from bench.postgres_server import PostgresServer
 from bench.procs import Body, Workers
 from bench.redis_server import RedisServer
 from bench.systems import load
 
 HERE = Path(__file__).resolve().parent
 THREADS = 8
-#: (system, target name) measured like for like; RQ runs one job at a time (its only kind)
-TARGETS = (
-    ("conveyor", "conveyor/redis"),
-    ("conveyor", "conveyor/sqlite-normal"),
-    ("conveyor", "conveyor/sqlite-full"),
-    ("celery", "celery/redis-threads"),
-    ("dramatiq", "dramatiq/redis"),
-    ("huey", "huey/redis"),
-    ("huey", "huey/sqlite"),
-    ("rq", "rq/redis"),
-)
+LIKE, BEST = "like", "best"
+THREADED = f"1 process, {THREADS} threads"
+ASYNC = f"1 process, {THREADS} tasks at once (asyncio), the body on {THREADS} threads"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A target (from the ``bench.systems`` module ``module``) run as ``processes`` worker
+    processes of ``concurrency`` each, in the table ``table``, on at most ``jobs`` jobs (else
+    the target's ``throughput_jobs``; a few seconds a run keeps ``make bench-like`` short);
+    ``compared``: whether it counts in the lines under the table."""
+
+    module: str
+    target: str
+    setting: str
+    processes: int = 1
+    concurrency: int = THREADS
+    table: str = LIKE
+    jobs: int | None = None
+    compared: bool = True
+
+    @property
+    def key(self) -> str:
+        return self.target if self.table == LIKE else f"{self.target} ({BEST})"
+
+
+def like(module: str, target: str, setting: str = THREADED, **kw: Any) -> Row:
+    return Row(module, target, setting, **kw)
+
+
+def best(module: str, target: str, concurrency: int, unit: str = "threads", **kw: Any) -> Row:
+    setting = f"2 processes × {concurrency} {unit}"
+    return Row(module, target, setting, 2, concurrency, BEST, **kw)
+
+
+ROWS = (
+    like("conveyor", "conveyor/redis"),
+    like("conveyor", "conveyor/sqlite-normal"),
+    like("conveyor", "conveyor/sqlite-full"),
+    like("postgres", "conveyor/postgres", jobs=10_000),
+    like("celery", "celery/redis-threads", jobs=4000),
+    like("celery", "celery/redis-prefork",
+         f"† 1 worker, {THREADS} prefork processes (pool kind differs)", jobs=4000,
+         compared=False),
+    like("dramatiq", "dramatiq/redis", jobs=8000),
+    like("huey", "huey/redis", jobs=8000),
+    like("huey", "huey/sqlite"),
+    like("postgres", "procrastinate/postgres", ASYNC, jobs=1000),
+    like("postgres", "pgqueuer/postgres", ASYNC + " (`batch_size=4`)"),
+    like("rq", "rq/redis", "† 1 job at a time (RQ has no threads)", concurrency=1, jobs=1500,
+         compared=False),
+    # each at its own best: bench/RESULTS.md's "end to end, 2 worker processes" row (the
+    # concurrency its sweep chose), bench/PG_RESULTS.md for PostgreSQL (16 a process)
+    best("conveyor", "conveyor/redis", 32),
+    best("conveyor", "conveyor/sqlite-normal", 32),
+    best("postgres", "conveyor/postgres", 16, jobs=10_000),
+    best("celery", "celery/redis-prefork", 2, "prefork processes (Celery's default pool)"),
+    best("dramatiq", "dramatiq/redis", 32),
+    best("huey", "huey/redis", 32, jobs=10_000),
+    best("huey", "huey/sqlite", 8),
+    best("postgres", "procrastinate/postgres-async", 16, "tasks, `async def`", jobs=1000),
+    best("postgres", "pgqueuer/postgres-async", 16, "tasks, `async def`"),
+    best("rq", "rq/redis", 1, "job"),
+)  # fmt: skip
 INSTRUCTION_TARGETS = ("conveyor/redis", "conveyor/sqlite-normal", "dramatiq/redis", "huey/redis")
 YARDSTICK = "ThreadPoolExecutor(8)"
 LOOP = "bare loop"
@@ -62,24 +125,40 @@ TITLES = {
 }
 
 
-def targets(wanted: list[str] | None, redis_url: str) -> list[Target]:
-    out: list[Target] = []
-    for system, name in TARGETS:
-        if wanted and not any(w in name for w in wanted):
-            continue
-        try:
-            module = load(system)
-        except ImportError as exc:
-            print(f"skipping {system}: {exc}", file=sys.stderr)
-            continue
-        out += [t for t in module.targets() if t.name == name]
-    for target in out:
-        target.redis_url = redis_url
-    return out
+class Targets:
+    """The targets of the rows asked for, loaded once each; a system whose package is
+    missing is skipped with a note."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.by_name: dict[str, Target] = {}
+        for module, name in dict.fromkeys((row.module, row.target) for row in rows):
+            try:
+                found = [t for t in load(module).targets() if t.name == name]
+            except ImportError as exc:
+                print(f"skipping {name}: {exc}", file=sys.stderr)
+                continue
+            self.by_name.update((t.name, t) for t in found)
+        self.rows = [row for row in rows if row.target in self.by_name]
+
+    def serve(self, redis_url: str, postgres_url: str) -> None:
+        for target in self.by_name.values():
+            target.redis_url, target.postgres_url = redis_url, postgres_url
+
+    @property
+    def need_postgres(self) -> bool:
+        return any(t.needs_postgres for t in self.by_name.values())
+
+    def versions(self) -> dict[str, str]:
+        return {t.system: t.version for t in self.by_name.values()}
 
 
-def concurrency_of(target: Target) -> int:
-    return 1 if target.system == "rq" else THREADS
+def chosen(wanted: list[str] | None, tables: list[str] | None) -> list[Row]:
+    return [
+        row
+        for row in ROWS
+        if (not wanted or any(w in row.target for w in wanted))
+        and (not tables or row.table in tables)
+    ]
 
 
 def fill(target: Target, n: int) -> None:
@@ -90,11 +169,11 @@ def fill(target: Target, n: int) -> None:
             target.enqueue_one()
 
 
-def wait_until(target: Target, workers: Workers, done: Callable[[int], bool], poll: float) -> float:
+def wait_until(target: Target, workers: Workers, done: Callable[[], bool], poll: float) -> float:
     deadline = time.monotonic() + 600
     while True:
         seen = time.perf_counter()
-        if done(target.pending()):
+        if done():
             return seen
         if time.monotonic() > deadline:
             raise RuntimeError(f"{target.name}: jobs not done in time")
@@ -108,11 +187,13 @@ def throughput(
     body: Body,
     workdir: Path,
     *,
+    processes: int = 1,
+    concurrency: int = THREADS,
     prefix: tuple[str, ...] = (),
     on_go: Callable[[Workers], None] | None = None,
     on_done: Callable[[Workers], None] | None = None,
 ) -> float:
-    """N jobs of the body, pre-enqueued; one worker process; jobs per second from the first
+    """N jobs of the body, pre-enqueued; the worker processes; jobs per second from the first
     job taken until none is pending."""
     target.fresh(workdir)
     try:
@@ -120,8 +201,8 @@ def throughput(
         with Workers(
             target.system,
             target.worker_spec(),
-            processes=1,
-            concurrency=concurrency_of(target),
+            processes=processes,
+            concurrency=concurrency,
             logdir=workdir,
             body=body,
             prefix=prefix,
@@ -130,8 +211,8 @@ def throughput(
             if on_go is not None:
                 on_go(workers)
             workers.go()
-            start = wait_until(target, workers, lambda left: left < n, 0.001)
-            end = wait_until(target, workers, lambda left: left == 0, 0.02)
+            start = wait_until(target, workers, lambda: target.taken(n), 0.001)
+            end = wait_until(target, workers, target.finished, 0.02)
             if on_done is not None:
                 on_done(workers)
         target.check_done(n)
@@ -159,29 +240,26 @@ def yardstick(n: int, body: Body) -> dict[str, float]:
     return {YARDSTICK: pooled, LOOP: looped}
 
 
-def jobs_for(target: Target, n: int) -> int:
-    return min(n, target.throughput_jobs or n)
-
-
 # -- the like-for-like run ------------------------------------------------------------------
 
 
 def run_like(
-    args: argparse.Namespace, urls: tuple[str, str], workdir: Path
+    args: argparse.Namespace, targets: Targets, body_url: str, workdir: Path
 ) -> dict[str, dict[str, list[float]]]:
-    queue_url, body_url = urls
-    chosen = targets(args.target, queue_url)
     raw: dict[str, dict[str, list[float]]] = {b: {} for b in bodies.BODIES}
     for rep in range(1, args.reps + 1):
         for name in bodies.BODIES:
             body = (name, body_url)
             for label, value in yardstick(args.jobs, body).items():
                 raw[name].setdefault(label, []).append(value)
-            for target in chosen:
-                n = jobs_for(target, args.jobs)
-                rate = throughput(target, n, body, workdir)
-                raw[name].setdefault(target.name, []).append(rate)
-                print(f"rep {rep} {name:9} {target.name:24} {rate:10,.0f} jobs/s", flush=True)
+            for row in targets.rows:
+                target = targets.by_name[row.target]
+                n = min(args.jobs, row.jobs or target.throughput_jobs or args.jobs)
+                rate = throughput(
+                    target, n, body, workdir, processes=row.processes, concurrency=row.concurrency
+                )
+                raw[name].setdefault(row.key, []).append(rate)
+                print(f"rep {rep} {name:9} {row.key:36} {rate:10,.0f} jobs/s", flush=True)
     return raw
 
 
@@ -189,63 +267,105 @@ def overhead_us(rate: float, yard: float) -> float:
     return (1 / rate - 1 / yard) * 1e6
 
 
-def like_markdown(raw: dict[str, dict[str, list[float]]], versions: dict[str, str]) -> str:
+TABLE_HEAD = [
+    "| system | setting | jobs/s (median, min–max) | share of yardstick | overhead per job, µs |",
+    "|---|---|---|---|---|",
+]
+INTRO = f"""\
+Every row but the yardstick's runs one worker process on its store; the yardstick runs the
+body on a bare `{YARDSTICK}` in one process, no queue. Overhead per job = 1/throughput −
+1/yardstick. † marks a row whose pool differs (Celery's prefork: {THREADS} processes; RQ: no
+threads); it is left out of the comparison lines.
+
+PostgreSQL ({{postgres}}, fsync off, a fresh database per run, bench/postgres_server.py):
+Procrastinate and pgqueuer are asyncio workers. Like for like, they run {THREADS} tasks at once
+(Procrastinate `concurrency={THREADS}`; pgqueuer `max_concurrent_tasks={THREADS}`, `batch_size=
+{THREADS // 2}`, the most it accepts) and run the body, synchronous code as in every other
+row, on {THREADS} threads, the way each has users run such code: Procrastinate as a plain `def`
+task (it runs those on the loop's executor), pgqueuer as `await asyncio.to_thread(...)` in an
+async entrypoint (1.x refuses synchronous entrypoints and says to do that), through the
+{{driver}} driver (bench/pg.py's `PgQueuer.driver` says why not psycopg's); the loop's
+executor is given {THREADS} threads (by default it has min(32, CPUs + 4)). The round trip
+called inline in an `async def` task would block the loop, one job at a time; an asyncio
+Redis client would be another body than the yardstick's: neither is like for like. Their
+`async def` shape (the no-op inline, no thread) is in the own-best table.
+"""
+BEST_INTRO = """\
+**Not like for like.** Each system at the setting it does best on this machine (2 CPUs): two
+worker processes at the concurrency per process that the main bench's sweep chose for it
+(bench/RESULTS.md, "end to end, 2 worker processes"; PostgreSQL: 16, as in
+bench/PG_RESULTS.md); Celery with its default pool, prefork (2 × 2 there did 1,871 jobs/s,
+2 × 8 threads 2,001: the same within the noise); Procrastinate and pgqueuer with `async def`
+tasks (the no-op inline, the round trip on a thread). The yardstick is still one process of
+8 threads; a row can pass it."""
+
+
+def rows_markdown(
+    rows: dict[str, list[float]], yard: float, table: list[Row], versions: dict[str, str]
+) -> list[str]:
     lines = []
-    for name in bodies.BODIES:
-        rows = raw[name]
-        if YARDSTICK not in rows:
+    for row in table:
+        if row.key not in rows:
             continue
-        yard = statistics.median(rows[YARDSTICK])
-        title = {"noop": "no-op body", "roundtrip": "one pipelined Redis round trip"}[name]
-        lines += [
-            f"### Body: {title}",
-            "",
-            "| system | setting | jobs/s (median, min–max) | share of yardstick "
-            "| overhead per job, µs |",
-            "|---|---|---|---|---|",
-        ]
-        for label, values in rows.items():
-            med = statistics.median(values)
-            cell = f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
-            if label in (YARDSTICK, LOOP):
+        values = rows[row.key]
+        med = statistics.median(values)
+        cell = f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
+        version = versions.get(row.target.split("/", 1)[0], "")
+        lines.append(
+            f"| {row.target} {version} | {row.setting} | {cell} | {med / yard:.0%} "
+            f"| {overhead_us(med, yard):,.0f} |"
+        )
+    return lines
+
+
+def against_best_peer(rows: dict[str, list[float]], yard: float, table: list[Row]) -> list[str]:
+    """For each store, each conveyor row's overhead against the best peer's on that store."""
+    us = {
+        row.target: overhead_us(statistics.median(rows[row.key]), yard)
+        for row in table
+        if row.compared and row.key in rows
+    }
+    lines = []
+    for store in ("redis", "sqlite", "postgres"):
+        mine = [(k, v) for k, v in us.items() if k.startswith("conveyor/") and store in k]
+        theirs = {k: v for k, v in us.items() if not k.startswith("conveyor/") and store in k}
+        if mine and theirs:
+            peer = min(theirs, key=lambda k: theirs[k])
+            lines += [
+                f"- {label}: overhead {value:,.0f} µs per job against {peer}'s "
+                f"{theirs[peer]:,.0f} µs: {value / theirs[peer]:.2f} of the best peer's."
+                for label, value in mine
+            ]
+    return lines
+
+
+def like_markdown(
+    raw: dict[str, dict[str, list[float]]],
+    versions: dict[str, str],
+    postgres: str = "",
+    driver: str = "asyncpg",
+) -> str:
+    where = f"PostgreSQL {postgres}" if postgres else "not run"
+    lines = [INTRO.format(postgres=where, driver=driver)]
+    for table in (LIKE, BEST):
+        part = [row for row in ROWS if row.table == table]
+        if table == BEST and any(row.key in r for row in part for r in raw.values()):
+            lines += ["### Not like for like: each at its own best setting", "", BEST_INTRO, ""]
+        for name in bodies.BODIES:
+            rows = raw[name]
+            if YARDSTICK not in rows or not any(row.key in rows for row in part):
+                continue
+            yard = statistics.median(rows[YARDSTICK])
+            title = {"noop": "no-op body", "roundtrip": "one pipelined Redis round trip"}[name]
+            lines += [f"### Body: {title}" + (", own best settings" if table == BEST else "")]
+            lines += ["", *TABLE_HEAD]
+            for label in (YARDSTICK, LOOP):
+                values = rows[label]
+                cell = f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
                 threads = THREADS if label == YARDSTICK else 1
                 lines.append(f"| **{label}** (no queue) | {threads} thread(s) | {cell} | — | — |")
-                continue
-            system = label.split("/", 1)[0]
-            setting = (
-                "1 job at a time (RQ has no threads)"
-                if system == "rq"
-                else f"1 process, {THREADS} threads"
-            )
-            version = versions.get(system, "")
-            lines.append(
-                f"| {label} {version} | {setting} | {cell} | {med / yard:.0%} "
-                f"| {overhead_us(med, yard):,.0f} |"
-            )
-        peers = {
-            label: overhead_us(statistics.median(v), yard)
-            for label, v in rows.items()
-            if label not in (YARDSTICK, LOOP)
-            and not label.startswith("conveyor/")
-            and not label.startswith("rq/")
-        }
-        lines.append("")
-        for store in ("redis", "sqlite"):
-            mine = [
-                (label, overhead_us(statistics.median(v), yard))
-                for label, v in rows.items()
-                if label.startswith("conveyor/") and store in label
-            ]
-            theirs = {k: v for k, v in peers.items() if store in k}
-            if mine and theirs:
-                best_peer = min(theirs, key=lambda k: theirs[k])
-                for label, us in mine:
-                    lines.append(
-                        f"- {label}: overhead {us:,.0f} µs per job against {best_peer}'s "
-                        f"{theirs[best_peer]:,.0f} µs: {us / theirs[best_peer]:.2f} of the best "
-                        "peer's."
-                    )
-        lines.append("")
+            lines += rows_markdown(rows, yard, part, versions)
+            lines += ["", *against_best_peer(rows, yard, part), ""]
     return "\n".join(lines)
 
 
@@ -285,15 +405,18 @@ def counted(target: Target, n: int, body_url: str, workdir: Path) -> int:
     return total
 
 
+def instruction_rows(wanted: list[str] | None) -> list[Row]:
+    return [row for row in chosen(wanted, [LIKE]) if row.target in INSTRUCTION_TARGETS]
+
+
 def run_instructions(
-    args: argparse.Namespace, urls: tuple[str, str], workdir: Path
+    args: argparse.Namespace, targets: Targets, body_url: str, workdir: Path
 ) -> dict[str, float]:
-    queue_url, body_url = urls
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is not installed")
     out: dict[str, float] = {}
-    wanted = [t for t in INSTRUCTION_TARGETS if not args.target or any(w in t for w in args.target)]
-    for target in targets(wanted, queue_url):
+    for row in targets.rows:
+        target = targets.by_name[row.target]
         n = args.instruction_jobs
         # two runs, n and a fifth of n: their difference is what the jobs cost, without the
         # worker's start-up and shutdown, which the window of one run also holds
@@ -345,40 +468,38 @@ def write_section(
     path.write_text(current)
 
 
-def versions() -> dict[str, str]:
-    out = {}
-    for system, _ in TARGETS:
-        try:
-            module = load(system)
-        except ImportError:
-            continue
-        for target in module.targets():
-            out[system] = target.version
-            break
-    return out
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.like", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per run (peers: fewer)")
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions")
     parser.add_argument("--target", action="append", help="only targets whose name has this")
+    parser.add_argument(
+        "--table", action="append", choices=(LIKE, BEST), help="only this table (default both)"
+    )
     parser.add_argument("--instructions", action="store_true", help="count instructions")
     parser.add_argument("--instruction-jobs", type=int, default=2000)
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "bench.like", *argv])
+    rows = instruction_rows(args.target) if args.instructions else chosen(args.target, args.table)
+    targets = Targets(rows)
     with ExitStack() as stack:
         queue_server = stack.enter_context(RedisServer())
         body_server = stack.enter_context(RedisServer())
+        postgres, driver = "", ""
+        if targets.need_postgres:  # only then: it takes a few seconds and a few MB
+            from bench.pg import PgQueuer
+
+            postgres_server = stack.enter_context(PostgresServer())
+            postgres, driver = postgres_server.version, PgQueuer.driver()
+        targets.serve(queue_server.url, postgres_server.url if postgres else "")
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-like-")))
-        urls = (queue_server.url, body_server.url)
         if args.instructions:
-            counts = run_instructions(args, urls, workdir)
+            counts = run_instructions(args, targets, body_server.url, workdir)
             text = instructions_markdown(counts, args.instruction_jobs)
         else:
-            raw = run_like(args, urls, workdir)
-            text = like_markdown(raw, versions())
+            raw = run_like(args, targets, body_server.url, workdir)
+            text = like_markdown(raw, targets.versions(), postgres, driver)
     print(text)
     if not args.no_results:
         write_section("instructions" if args.instructions else "like-for-like", text, command)

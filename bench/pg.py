@@ -21,9 +21,10 @@ Every measurement starts on a fresh database of the same server:
   bound, microseconds above the truth.
 
 Configuration: conveyor's thread pool; Procrastinate's worker (async tasks, LISTEN/NOTIFY,
-finished jobs kept as it does by default); pgqueuer's QueueManager (async entrypoints, psycopg
-driver, ``max_concurrent_tasks`` = the concurrency and ``batch_size`` half of it, the most it
-accepts). Each at its defaults otherwise.
+finished jobs kept as it does by default); pgqueuer's QueueManager (async entrypoints, the
+asyncpg driver when installed, else psycopg's (``PgQueuer.driver``), ``max_concurrent_tasks``
+= the concurrency and ``batch_size`` half of it, the most it accepts). Each at its defaults
+otherwise.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 
+from bench import bodies
 from bench.postgres_server import PostgresServer
 
 BATCH = 1000
@@ -107,6 +110,10 @@ def scalar(url: str, query: str) -> Any:
 class System:
     name = ""
     pending_sql = ""
+    #: whether fewer than %(n)s jobs wait to be taken: each system's claim index counts them
+    taken_sql = ""
+    #: how many jobs succeeded, where the system keeps finished jobs ("" if it does not)
+    succeeded_sql = ""
     jobs_table = ""  # where an enqueue inserts its job
 
     def __init__(self, url: str) -> None:
@@ -135,24 +142,39 @@ class System:
         through the system's own indexes, so that watching costs the server little (a
         connection per look, or a count over the table, took more of its time than a
         worker did)."""
+        return bool(self._look(self.pending_sql))
+
+    def taken(self, n: int) -> bool:
+        """Whether a worker has taken one of the ``n`` jobs enqueued (asked every millisecond
+        until it has, through the claim's index)."""
+        return bool(self._look(self.taken_sql, {"n": n}))
+
+    def succeeded(self) -> int | None:
+        return int(self._look(self.succeeded_sql)) if self.succeeded_sql else None
+
+    def _look(self, query: str, params: dict[str, Any] | None = None) -> Any:
         if self._watch is None:
             self._watch = psycopg.connect(self.url, autocommit=True)
-        row = self._watch.execute(self.pending_sql).fetchone()
-        return row is not None and bool(row[0])
+        row = self._watch.execute(query, params).fetchone()
+        return None if row is None else row[0]
 
     def close_watch(self) -> None:
         if self._watch is not None:
             self._watch.close()
             self._watch = None
 
-    def worker(self, concurrency: int) -> Callable[[], None]:
-        """In the worker process: prepare, and return the function that runs until SIGTERM."""
+    def worker(self, concurrency: int, *, threaded: bool = False) -> Callable[[], None]:
+        """In the worker process: prepare, and return the function that runs until SIGTERM.
+        ``threaded``: the async peers run the no-op task as synchronous code on a thread, as
+        a user's synchronous task runs (bench/like.py); else as an ``async def`` task."""
         raise NotImplementedError
 
 
 class Conveyor(System):
     name = "conveyor"
     jobs_table = "bench_jobs"
+    taken_sql = "SELECT count(*) < %(n)s FROM bench_jobs WHERE state = 'queued' AND parked IS NULL"
+    succeeded_sql = "SELECT count(*) FROM bench_jobs WHERE state = 'succeeded'"
 
     def version(self) -> str:
         import conveyor
@@ -167,7 +189,7 @@ class Conveyor(System):
 
         @app.task(name="bench.noop")
         def noop() -> None:
-            return None
+            return bodies.work()
 
         @app.task(name="bench.stamp")
         def stamp(enqueued_at: float) -> None:
@@ -199,7 +221,7 @@ class Conveyor(System):
     def enqueue_stamp(self, at: float) -> None:
         self.stamp.delay(at)
 
-    def worker(self, concurrency: int) -> Callable[[], None]:
+    def worker(self, concurrency: int, *, threaded: bool = False) -> Callable[[], None]:
         app = self._app()
         app.backend  # noqa: B018 - connect now, not on the clock
         worker = app.worker(concurrency=concurrency, schedule=False)
@@ -210,13 +232,15 @@ class Procrastinate(System):
     name = "procrastinate"
     jobs_table = "procrastinate_jobs"
     pending_sql = "SELECT EXISTS (SELECT FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
+    taken_sql = "SELECT count(*) < %(n)s FROM procrastinate_jobs WHERE status = 'todo'"
+    succeeded_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
 
     def version(self) -> str:
         from importlib.metadata import version
 
         return version("procrastinate")
 
-    def _app(self, *, sync: bool) -> Any:
+    def _app(self, *, sync: bool, threaded: bool = False) -> Any:
         import procrastinate
 
         connector = (
@@ -227,9 +251,17 @@ class Procrastinate(System):
         app = procrastinate.App(connector=connector)
         url = self.url
 
-        @app.task(name="bench.noop")
-        async def noop() -> None:
-            return None
+        if threaded:  # a synchronous task: Procrastinate runs it on the loop's executor
+
+            @app.task(name="bench.noop")
+            def noop() -> None:
+                bodies.work()
+
+        else:
+
+            @app.task(name="bench.noop")
+            async def noop_async() -> None:
+                await bodies.awork()
 
         @app.task(name="bench.stamp")
         async def stamp(enqueued_at: float) -> None:
@@ -257,11 +289,12 @@ class Procrastinate(System):
     def enqueue_stamp(self, at: float) -> None:
         self.stamp.defer(enqueued_at=at)
 
-    def worker(self, concurrency: int) -> Callable[[], None]:
-        app = self._app(sync=False)
+    def worker(self, concurrency: int, *, threaded: bool = False) -> Callable[[], None]:
+        app = self._app(sync=False, threaded=threaded)
 
         def run() -> None:
             async def main() -> None:
+                threads_for_bodies(concurrency)
                 async with app.open_async():
                     await app.run_worker_async(concurrency=concurrency, wait=True)
 
@@ -274,6 +307,7 @@ class PgQueuer(System):
     name = "pgqueuer"
     jobs_table = "pgqueuer"
     pending_sql = "SELECT EXISTS (SELECT FROM pgqueuer)"
+    taken_sql = "SELECT count(*) < %(n)s FROM pgqueuer WHERE status = 'queued'"
 
     def version(self) -> str:
         from importlib.metadata import version
@@ -308,19 +342,43 @@ class PgQueuer(System):
     def enqueue_stamp(self, at: float) -> None:
         self.queries.enqueue("bench.stamp", json.dumps(at).encode(), 0)
 
-    def worker(self, concurrency: int) -> Callable[[], None]:
-        from pgqueuer import PsycopgDriver, Queries, QueueManager
+    @staticmethod
+    def driver() -> str:
+        """asyncpg, the driver of pgqueuer's README, when installed (``pgqueuer[asyncpg]``):
+        through psycopg's, whose one connection waits up to 1 s for a notification before a
+        query can run, a worker stalls a second whenever its jobs do not finish at once (an
+        ``await`` of any I/O; 11 jobs/s where asyncpg does 1,100, pgqueuer 1.6.0)."""
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError:
+            return "psycopg"
+        return "asyncpg"
+
+    def worker(self, concurrency: int, *, threaded: bool = False) -> Callable[[], None]:
+        from pgqueuer import Queries, QueueManager
 
         url = self.url
 
         def run() -> None:
             async def main() -> None:
-                conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-                manager = QueueManager(Queries(PsycopgDriver(conn)))
+                threads_for_bodies(concurrency)
+                if self.driver() == "asyncpg":
+                    import asyncpg
+                    from pgqueuer import AsyncpgDriver
+
+                    conn: Any = await asyncpg.connect(url)
+                    manager = QueueManager(Queries(AsyncpgDriver(conn)))
+                else:
+                    from pgqueuer import PsycopgDriver
+
+                    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                    manager = QueueManager(Queries(PsycopgDriver(conn)))
 
                 @manager.entrypoint("bench.noop")
                 async def noop(job: Any) -> None:
-                    return None
+                    # pgqueuer 1.x refuses synchronous entrypoints and tells its users to
+                    # wrap blocking code in asyncio.to_thread(): that is the threaded shape
+                    await (asyncio.to_thread(bodies.work) if threaded else bodies.awork())
 
                 @manager.entrypoint("bench.stamp")
                 async def stamp(job: Any) -> None:
@@ -337,6 +395,13 @@ class PgQueuer(System):
             asyncio.run(main())
 
         return run
+
+
+def threads_for_bodies(concurrency: int) -> None:
+    """The running loop's default executor, where the async peers run synchronous code
+    (``asyncio.to_thread``, Procrastinate's synchronous tasks): as many threads as jobs run at
+    once, as conveyor's pool has (the default executor has min(32, CPUs + 4))."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(concurrency))
 
 
 SYSTEMS: dict[str, type[System]] = {

@@ -37,3 +37,12 @@ def test_a_small_run_of_bench_pg_table_measures_both_settings() -> None:
     out = run("bench.pg_table", "--retained", "2000", "--churn", "2000", "--backlog", "1000")
     assert "bytes per finished job" in out
     assert "conveyor's settings" in out and "PostgreSQL defaults" in out
+
+
+@pytest.mark.timeout(300)
+def test_the_like_for_like_run_measures_conveyor_on_postgres_in_both_tables() -> None:
+    out = run("bench.like", "--jobs", "300", "--reps", "1", "--no-results",
+              "--target", "conveyor/postgres")  # fmt: skip
+    assert "| conveyor/postgres" in out
+    assert "1 process, 8 threads" in out and "2 processes × 16 threads" in out
+    assert "Not like for like" in out

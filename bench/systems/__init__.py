@@ -16,7 +16,14 @@ SYSTEMS = {
     "rq": "bench.systems.rq_peer",
     "redis-py": "bench.systems.redis_raw",  # the yardstick: Redis alone
     "sqlite3": "bench.systems.sqlite3_raw",  # the yardstick: SQLite alone
+    # bench.like only (the main bench starts no PostgreSQL; bench.pg compares them there):
+    # the targets of all three, and the peers' workers
+    "postgres": "bench.systems.postgres",
+    "procrastinate": "bench.systems.postgres",
+    "pgqueuer": "bench.systems.postgres",
 }
+#: the names above that bench.like alone runs
+POSTGRES = ("postgres", "procrastinate", "pgqueuer")
 #: the systems conveyor is compared with
 PEERS = ("celery", "dramatiq", "huey", "rq")
 
