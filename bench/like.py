@@ -276,19 +276,21 @@ Every row but the yardstick's runs one worker process on its store; the yardstic
 body on a bare `{YARDSTICK}` in one process, no queue. Overhead per job = 1/throughput −
 1/yardstick. † marks a row whose pool differs (Celery's prefork: {THREADS} processes; RQ: no
 threads); it is left out of the comparison lines.
-
-PostgreSQL ({{postgres}}, fsync off, a fresh database per run, bench/postgres_server.py):
-Procrastinate and pgqueuer are asyncio workers. Like for like, they run {THREADS} tasks at once
-(Procrastinate `concurrency={THREADS}`; pgqueuer `max_concurrent_tasks={THREADS}`, `batch_size=
-{THREADS // 2}`, the most it accepts) and run the body, synchronous code as in every other
-row, on {THREADS} threads, the way each has users run such code: Procrastinate as a plain `def`
-task (it runs those on the loop's executor), pgqueuer as `await asyncio.to_thread(...)` in an
-async entrypoint (1.x refuses synchronous entrypoints and says to do that), through the
-{{driver}} driver (bench/pg.py's `PgQueuer.driver` says why not psycopg's); the loop's
-executor is given {THREADS} threads (by default it has min(32, CPUs + 4)). The round trip
-called inline in an `async def` task would block the loop, one job at a time; an asyncio
-Redis client would be another body than the yardstick's: neither is like for like. Their
-`async def` shape (the no-op inline, no thread) is in the own-best table.
+"""
+POSTGRES_INTRO = f"""\
+The PostgreSQL rows ({{postgres}}; fsync off, a fresh database per run,
+bench/postgres_server.py): Procrastinate and pgqueuer are asyncio workers. Like for like,
+they run {THREADS} tasks at once (Procrastinate `concurrency={THREADS}`; pgqueuer
+`max_concurrent_tasks={THREADS}` with `batch_size={THREADS // 2}`, the most it accepts) and
+run the body, synchronous code as in every other row, on {THREADS} threads, the way each has
+its users run such code: Procrastinate as a plain `def` task (it runs those on the loop's
+executor), pgqueuer as `await asyncio.to_thread(...)` in an async entrypoint (1.x refuses
+synchronous entrypoints and says to do that), through the {{driver}} driver (bench/pg.py's
+`PgQueuer.driver` says why not psycopg's). The loop's executor is given {THREADS} threads (by
+default it has min(32, CPUs + 4)). The round trip called inline in an `async def` task would
+block the loop, one job at a time; an asyncio Redis client would be another body than the
+yardstick's: neither is like for like. Their `async def` shape (the no-op inline, no
+thread) is in the own-best table.
 """
 BEST_INTRO = """\
 **Not like for like.** Each system at the setting it does best on this machine (2 CPUs): two
@@ -345,8 +347,9 @@ def like_markdown(
     postgres: str = "",
     driver: str = "asyncpg",
 ) -> str:
-    where = f"PostgreSQL {postgres}" if postgres else "not run"
-    lines = [INTRO.format(postgres=where, driver=driver)]
+    lines = [INTRO]
+    if postgres:
+        lines.append(POSTGRES_INTRO.format(postgres=f"PostgreSQL {postgres}", driver=driver))
     for table in (LIKE, BEST):
         part = [row for row in ROWS if row.table == table]
         if table == BEST and any(row.key in r for row in part for r in raw.values()):
