@@ -42,7 +42,7 @@ dist: $(STAMP)
 # The bench's own environment: conveyor from this checkout and the peers from PyPI.
 BENCH_ENV ?= bench/.env
 BENCH_STAMP := $(BENCH_ENV)/.installed
-BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate pgqueuer \
+BENCH_PEERS := 'celery[redis]' 'dramatiq[redis]' huey rq matplotlib procrastinate 'pgqueuer[asyncpg]' \
 	httpx 'flower>=2.2,<2.3'
 
 # The Makefile too: a peer added to BENCH_PEERS reaches an environment made before it.
