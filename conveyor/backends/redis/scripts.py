@@ -80,14 +80,22 @@ class Library:
     """Every script as a function of one library, named after a hash of its code."""
 
     def __init__(self, prelude: str, bodies: dict[str, str]) -> None:
-        code = prelude + "".join(
+        self._prelude, self._bodies = prelude, bodies  # the scripts' own: held once
+        self.name = "conveyor_" + hashlib.sha1(self._code().encode()).hexdigest()[:16]
+        self.functions = {name: f"{self.name}_{name}" for name in bodies}
+
+    def _code(self) -> str:
+        return self._prelude + "".join(
             f"redis.register_function('@_{name}', function(keys, args)\n"
             f"begin(keys, args)\n{body}\nend)\n"
-            for name, body in bodies.items()
+            for name, body in self._bodies.items()
         )
-        self.name = "conveyor_" + hashlib.sha1(code.encode()).hexdigest()[:16]
-        self.code = f"#!lua name={self.name}\n" + code.replace("'@_", f"'{self.name}_")
-        self.functions = {name: f"{self.name}_{name}" for name in bodies}
+
+    @property
+    def code(self) -> str:
+        """The library's text, as FUNCTION LOAD sends it (made when loaded: a server loads it
+        once, and it would be a third copy of the scripts in every worker)."""
+        return f"#!lua name={self.name}\n" + self._code().replace("'@_", f"'{self.name}_")
 
     def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
         command = ("FCALL", self.functions[name], 1, prefix, *args)
