@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck layers pytest dist bench bench-like bench-pg bench-flower clean venv313
+.PHONY: demo test lint typecheck layers pytest dist bench bench-like bench-rss bench-pg bench-flower clean venv313
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ bench: $(BENCH_STAMP)
 bench-like: $(BENCH_STAMP)
 	$(BENCH_ENV)/bin/python -m bench.like
 	$(BENCH_ENV)/bin/python -m bench.like --instructions
+
+# A conveyor worker's RSS on Redis, 8 threads, after each body of bench.like (issue 15).
+bench-rss: $(BENCH_STAMP)
+	$(BENCH_ENV)/bin/python -m bench.worker_rss
 
 # PostgreSQL: conveyor, Procrastinate and pgqueuer on one throwaway server (bench/pg.py).
 bench-pg: $(BENCH_STAMP)

@@ -22,6 +22,21 @@ def test_importing_conveyor_imports_no_driver() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_a_worker_on_a_store_loads_neither_the_memory_backend_nor_the_executor(
+    tmp_path: Path,
+) -> None:
+    # each is loaded when used (an eager app, app.executor()): a worker's RSS (issue 15)
+    code = (
+        "import sys, conveyor; "
+        f"app = conveyor.App('sqlite:///{tmp_path / 'w.db'}'); "
+        "app.backend; app.worker(schedule=False); "
+        "print([m for m in ('conveyor.backends.memory', 'conveyor.executor.durable') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_settings_come_from_keywords_then_environment_then_defaults() -> None:
     env = {"CONVEYOR_URL": "redis://h:1/0", "CONVEYOR_TOKEN": "t"}
     assert Settings.load(environ={}).url == "sqlite:///conveyor.db"

@@ -58,6 +58,20 @@ def test_the_like_for_like_run_reports_overhead_against_the_yardstick() -> None:
 
 
 @pytest.mark.timeout(300)
+def test_the_worker_rss_run_reports_the_worker_memory_after_each_body() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker_rss", "--jobs", "200", "--reps", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for body in ("noop", "roundtrip"):
+        assert f"{body:9} worker RSS " in done.stdout
+
+
+@pytest.mark.timeout(300)
 def test_the_flower_bench_finds_every_conveyor_job_again_after_the_dashboard_restarts(
     fresh_redis_server: RedisServer, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import conveyor
 from bench.apps import NOOP, STAMP, make_app
 from bench.core import Target
 from bench.redis_server import flush
+from conveyor.worker.allocator import cap_malloc_arenas, trim_malloc
 
 NAMESPACE = "bench"
 
@@ -109,6 +110,11 @@ def targets() -> list[Target]:
 
 
 def prepare_worker(spec: dict[str, Any], concurrency: int) -> Callable[[], None]:
+    # the process is a worker as `conveyor worker` starts it: malloc arenas capped before the
+    # app loads, and what start-up freed handed back before the threads run
+    cap_malloc_arenas()
     app = make_app(spec["url"], spec.get("namespace"))
     app.backend  # noqa: B018 -- connect before "ready"
-    return app.worker(concurrency=concurrency, pool=spec["pool"], schedule=False).run
+    worker = app.worker(concurrency=concurrency, pool=spec["pool"], schedule=False)
+    trim_malloc()
+    return worker.run

@@ -17,10 +17,9 @@ from conveyor.app.inspection import Inspection
 from conveyor.app.limits import Limits
 from conveyor.app.workflows import Workflows
 from conveyor.backends import Backend, migrate_store, open_backend
-from conveyor.backends.memory import MemoryBackend
 from conveyor.config import Settings
 from conveyor.errors import ConfigurationError
-from conveyor.executor import EXECUTOR_QUEUE, EXECUTOR_TASK, DurableExecutor, run_pickled
+from conveyor.executor import EXECUTOR_QUEUE, EXECUTOR_TASK, run_pickled
 from conveyor.feed import EventFeed
 from conveyor.job import IdGenerator
 from conveyor.limits import LimitSpec, task_limit
@@ -32,6 +31,8 @@ from conveyor.worker.worker import Worker, WorkerSettings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from conveyor.executor.durable import DurableExecutor
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -92,6 +93,9 @@ class App(Workflows, Enqueueing, Limits, Inspection, Handles):
             with self._backend_lock:
                 if self._backend is None:
                     if self.settings.eager:
+                        # here: a worker, never eager, loads no memory backend (issue 15)
+                        from conveyor.backends.memory import MemoryBackend
+
                         self._backend = MemoryBackend(namespace=self.settings.namespace)
                     else:
                         backend = open_backend(self.settings.url, namespace=self.settings.namespace)
@@ -225,6 +229,8 @@ class App(Workflows, Enqueueing, Limits, Inspection, Handles):
     ) -> DurableExecutor:
         """A ``concurrent.futures.Executor`` whose submissions are durable jobs on ``queue``;
         with ``run_here`` an embedded worker of ``max_workers`` threads runs them here too."""
+
+        from conveyor.executor.durable import DurableExecutor
 
         def make_worker(concurrency: int) -> Worker:
             return self.worker(

@@ -13,7 +13,8 @@ from typing import Any
 import click
 
 from conveyor.cli.context import CliState, UserError, pass_state
-from conveyor.cli.worker import cap_malloc_arenas, configure_logging, loglevel_option
+from conveyor.cli.worker import configure_logging, loglevel_option
+from conveyor.worker.allocator import cap_malloc_arenas
 
 log = logging.getLogger("conveyor.cli")
 

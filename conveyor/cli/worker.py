@@ -4,7 +4,6 @@ lines (or JSON), stopping gracefully on SIGTERM or SIGINT with exit status 0."""
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import sys
@@ -15,6 +14,7 @@ from types import FrameType
 import click
 
 from conveyor.cli.context import HANDLER_NAME, CliState, UserError, pass_state
+from conveyor.worker.allocator import cap_malloc_arenas, trim_malloc
 from conveyor.worker.joblog import JsonFormatter
 from conveyor.worker.scheduler import Scheduler
 
@@ -40,32 +40,6 @@ logformat_option = click.option(
     show_default=True,
     help="text for a terminal; json: one object per line, for log collectors.",
 )
-
-
-#: glibc's mallopt() parameter for the most malloc arenas (malloc.h)
-_M_ARENA_MAX = -8
-
-
-def cap_malloc_arenas(arenas: int = 2) -> bool:
-    """At most ``arenas`` glibc malloc arenas in this process, unless ``MALLOC_ARENA_MAX`` says
-    otherwise; True if capped. Called by the worker command only, never on import: a library
-    does not change its host process's allocator.
-
-    Why: glibc gives threads that malloc at the same time arenas of their own, up to eight per
-    core, each holding freed memory of its own; with 8 job threads that was ~1.1 MB of a
-    worker's RSS. What it costs: little. Python objects come from pymalloc under the GIL; what
-    still calls malloc without the GIL (SQLite, libpq, OpenSSL) shares two arenas' locks. See
-    docs/workers.md."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        os.confstr("CS_GNU_LIBC_VERSION")  # glibc only: musl and macOS have no such arenas
-        import ctypes  # loaded by the thread pool anyway
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (ValueError, OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 TEXT_FORMAT = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -204,6 +178,7 @@ def worker(
     )
     tasks = app.registry.names()
     log.info("app %s: %d task(s): %s", app.settings.url, len(tasks), ", ".join(tasks) or "none")
+    trim_malloc()  # the app is loaded: what its imports freed goes back before the threads run
     w.run()
 
 

@@ -6,6 +6,8 @@ the store can run code on the workers, as with ``serializer="pickle"`` or
 ``ProcessPoolExecutor``'s pipes (docs/executor.md).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from conveyor.executor.calls import (
     EXECUTOR_QUEUE,
     EXECUTOR_TASK,
@@ -14,7 +16,9 @@ from conveyor.executor.calls import (
     dumps,
     run_pickled,
 )
-from conveyor.executor.durable import BrokenConveyorExecutor, DurableExecutor
+
+if TYPE_CHECKING:
+    from conveyor.executor.durable import BrokenConveyorExecutor, DurableExecutor
 
 __all__ = [
     "EXECUTOR_QUEUE",
@@ -26,3 +30,12 @@ __all__ = [
     "dumps",
     "run_pickled",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the Executor itself is loaded by app.executor(), not by every worker (issue 15)
+    if name in ("BrokenConveyorExecutor", "DurableExecutor"):
+        from conveyor.executor import durable
+
+        return getattr(durable, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,6 +53,23 @@ GLIBC = hasattr(os, "confstr") and "CS_GNU_LIBC_VERSION" in os.confstr_names
 
 @pytest.mark.skipif(not GLIBC, reason="malloc arenas are glibc's")
 def test_the_worker_caps_malloc_arenas_unless_malloc_arena_max_says_otherwise() -> None:
-    code = "from conveyor.cli.worker import cap_malloc_arenas; print(cap_malloc_arenas())"
+    code = "from conveyor.worker.allocator import cap_malloc_arenas; print(cap_malloc_arenas())"
     assert python(code) == "True"
     assert python(code, MALLOC_ARENA_MAX="4") == "False"
+
+
+@pytest.mark.skipif(not GLIBC, reason="malloc_trim is glibc's")
+def test_trimming_malloc_gives_back_the_pages_of_freed_memory() -> None:
+    code = (
+        "from conveyor.worker.allocator import trim_malloc\n"
+        "def rss():\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    return int(status.split('VmRSS:')[1].split()[0])\n"
+        # 20 MB of blocks malloc keeps in its heap, all freed but the last (which pins the
+        # heap's top, so free() alone cannot shrink it): their pages stay resident
+        "blocks = [bytes(4096) for _ in range(5000)]\n"
+        "del blocks[:-1]\n"
+        "before = rss()\n"
+        "print(trim_malloc(), before - rss() > 10_000)"
+    )
+    assert python(code) == "True True"
