@@ -79,31 +79,39 @@ def toggle(state: str, pids: list[int]) -> None:
         )
 
 
+def handshake(command: list[str], label: str, *, others: tuple[int, ...] = (), wait: float) -> None:
+    """Run a child under callgrind (``command``) that prints "ready", waits for a line, does
+    the counted work, prints "done" and waits again: instrumentation is on in between, in it
+    and in the ``others`` processes (by pid)."""
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    pids = [proc.pid, *others]
+    for expected, state in (("ready", "on"), ("done", "off")):
+        line = proc.stdout.readline().decode().strip()
+        if line != expected:
+            proc.kill()
+            raise RuntimeError(f"{label}: expected {expected!r}, got {line!r}")
+        toggle(state, pids)
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+    proc.stdin.close()
+    proc.wait(wait)
+
+
 def count(name: str, jobs: int, workdir: Path) -> tuple[float, float]:
     """Instructions per delay(): the client's, the server's."""
     tag = f"{name.replace('/', '-')}-{os.urandom(3).hex()}"
     client_out, server_out = workdir / f"client-{tag}.out", workdir / f"server-{tag}.out"
     with RedisServer(prefix=callgrind(server_out)) as server:
-        proc = subprocess.Popen(
-            [*callgrind(client_out), sys.executable, "-m", "bench.delay_cost", "--child", name,
-             server.url, str(jobs)],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdin is not None and proc.stdout is not None
-        pids = [proc.pid, server.pid]
-        for expected, state in (("ready", "on"), ("done", "off")):
-            line = proc.stdout.readline().decode().strip()
-            if line != expected:
-                proc.kill()
-                raise RuntimeError(f"{name}: expected {expected!r}, got {line!r}")
-            toggle(state, pids)
-            proc.stdin.write(b"go\n")
-            proc.stdin.flush()
-        proc.stdin.close()
-        proc.wait(120)
+        command = [*callgrind(client_out), sys.executable, "-m", "bench.delay_cost", "--child",
+                   name, server.url, str(jobs)]  # fmt: skip
+        handshake(command, name, others=(server.pid,), wait=120)
     return totals(client_out) / jobs, totals(server_out) / jobs
 
 

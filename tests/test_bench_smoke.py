@@ -108,3 +108,17 @@ def test_the_main_report_keeps_the_sections_other_benches_wrote() -> None:
     assert "old table" not in kept
     assert kept.count("begin -->") == 2 and "rows\n<!-- like-for-like: end -->" in kept
     assert "flower rows" in kept
+
+
+@pytest.mark.timeout(120)
+def test_the_store_cost_child_finishes_its_jobs_in_batches_between_the_handshakes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.store_cost", "--child", "4", "40"],
+        cwd=ROOT,
+        input="go\ngo\n",
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["ready", "done"]
