@@ -375,8 +375,10 @@ def like_markdown(
 # -- instructions per job -------------------------------------------------------------------
 
 
-def counted(target: Target, n: int, body_url: str, workdir: Path) -> int:
-    """The worker's instructions from "go" to its last job done, for ``n`` no-op jobs."""
+def counted(target: Target, n: int, body_url: str, workdir: Path, keep: Path | None = None) -> int:
+    """The worker's instructions from "go" to its last job done, for ``n`` no-op jobs; with
+    ``keep``, callgrind's files are copied there (``callgrind-<target>-<n>.out``), for
+    ``callgrind_annotate --inclusive=yes``."""
     outfile = workdir / f"callgrind-{target.system}-{os.urandom(3).hex()}.out"
     prefix = (
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -401,10 +403,14 @@ def counted(target: Target, n: int, body_url: str, workdir: Path) -> int:
         on_done=lambda w: toggle(w, "off"),
     )
     total = 0
-    for path in workdir.glob(outfile.name + "*"):
+    for i, path in enumerate(sorted(workdir.glob(outfile.name + "*"))):
         match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
         if match:
             total += int(match[1])
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            name = target.name.replace("/", "-") + f"-{n}" + (f".{i}" if i else "")
+            shutil.copy(path, keep / f"callgrind-{name}.out")
     return total
 
 
@@ -424,8 +430,9 @@ def run_instructions(
         # two runs, n and a fifth of n: their difference is what the jobs cost, without the
         # worker's start-up and shutdown, which the window of one run also holds
         small = max(1, n // 5)
-        whole = counted(target, n, body_url, workdir)
-        out[target.name] = (whole - counted(target, small, body_url, workdir)) / (n - small)
+        whole = counted(target, n, body_url, workdir, args.keep)
+        part = counted(target, small, body_url, workdir, args.keep)
+        out[target.name] = (whole - part) / (n - small)
         print(f"{target.name:24} {out[target.name]:12,.0f} instructions per job", flush=True)
     return out
 
@@ -481,6 +488,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--instructions", action="store_true", help="count instructions")
     parser.add_argument("--instruction-jobs", type=int, default=2000)
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep callgrind's output files in DIR"
+    )
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "bench.like", *argv])

@@ -12,10 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-ProgressSink = Callable[[float, "str | None", "dict[str, Any]"], None]
+#: where progress goes: (job id, fencing token, percent, message, data). It takes the id and
+#: token rather than closing over them, so one sink serves every job (no closure per job).
+ProgressSink = Callable[[str, int, float, "str | None", "dict[str, Any]"], None]
 
 
-def _ignore(percent: float, message: str | None, data: dict[str, Any]) -> None:
+def _ignore(
+    job_id: str, token: int, percent: float, message: str | None, data: dict[str, Any]
+) -> None:
     return None
 
 
@@ -66,7 +70,7 @@ def progress(percent: float, message: str | None = None, **data: Any) -> None:
     Outside a job it does nothing."""
     ctx = _current.get()
     if ctx is not None:
-        ctx._sink(float(percent), message, data)
+        ctx._sink(ctx.id, ctx.token, float(percent), message, data)
 
 
 #: make a context current (returns the token to ``leave`` with), and restore the previous one:

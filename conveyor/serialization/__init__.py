@@ -19,7 +19,6 @@ from typing import Any
 
 from conveyor.errors import ConfigurationError, SerializationError
 from conveyor.serialization.tags import (
-    _MARKER_BYTES,
     DEFAULT_SERIALIZER,
     MARKER,
     Serializer,
@@ -42,6 +41,11 @@ __all__ = [
 
 # --- the serializers --------------------------------------------------------------------
 
+#: the marker key as it appears in a tagged payload. Looked for in the decoded text, not the
+#: bytes: ``bytes in bytes`` first tries the needle as an int and formats a TypeError for it
+#: (about 2,000 instructions a call on CPython 3.11), ``str in str`` does not.
+_QUOTED_MARKER = f'"{MARKER}"'
+
 
 class JsonSerializer:
     """Tagged JSON: the default. Loading never runs code the payload chooses."""
@@ -56,9 +60,13 @@ class JsonSerializer:
         ).encode
         self._decode_tagged = json.JSONDecoder(object_hook=_untag).decode
         plain = json.JSONDecoder()
-        # raw_decode skips json.loads's encoding detection and whitespace regexes: our own
-        # payloads have no whitespace around them; anything else takes the full decode
-        self._decode_raw, self._decode_plain = plain.raw_decode, plain.decode
+        # The C scanner that raw_decode wraps, called directly (JSONDecoder.__init__ sets it;
+        # typeshed does not list it): no encoding detection, no whitespace regexes, no Python
+        # frame. Our own payloads have no whitespace around them; anything else takes the
+        # full decode.
+        scan: Callable[[str, int], tuple[Any, int]] = plain.scan_once  # type: ignore[attr-defined]
+        self._scan = scan
+        self._decode_plain = plain.decode
 
     def dumps(self, value: Any) -> bytes:
         try:
@@ -85,13 +93,13 @@ class JsonSerializer:
             if type(data) is not bytes:
                 data = bytes(data)
             text = data.decode()
-            if _MARKER_BYTES in data:
+            if _QUOTED_MARKER in text:
                 return self._decode_tagged(text)
             try:
-                value, end = self._decode_raw(text)
+                value, end = self._scan(text, 0)
                 if end == len(text):
                     return value
-            except ValueError:
+            except (StopIteration, ValueError):
                 pass
             return self._decode_plain(text)
         except (ValueError, TypeError, RecursionError) as e:  # incl. JSON and Unicode errors
@@ -186,6 +194,10 @@ def decode_call(serializer: Serializer, data: bytes) -> tuple[tuple[Any, ...], d
     value = serializer.loads(data)
     if type(value) is list and len(value) == 2:
         args, kwargs = value
-        if type(args) is list and type(kwargs) is dict and all(type(k) is str for k in kwargs):
+        if (
+            type(args) is list
+            and type(kwargs) is dict
+            and (not kwargs or all(type(k) is str for k in kwargs))
+        ):
             return tuple(args), kwargs
     raise SerializationError("corrupt payload: a job payload is [args, kwargs]")

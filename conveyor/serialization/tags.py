@@ -23,7 +23,6 @@ from conveyor.errors import SerializationError
 
 DEFAULT_SERIALIZER = "json"
 MARKER = "__conveyor__"
-_MARKER_BYTES = b'"' + MARKER.encode() + b'"'
 _HINT = (
     "use JSON types, datetime, date, UUID, Decimal, bytes, tuples or dataclasses; "
     'or App(serializer="pickle")'

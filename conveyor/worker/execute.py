@@ -13,7 +13,6 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor import context
@@ -58,49 +57,69 @@ class ShutdownInterrupt(Interrupt):
     reason = "shutdown"
 
 
-@dataclass(eq=False, slots=True)
+@dataclass(eq=False, slots=True, init=False)
 class JobRun:
-    """One claimed job on its way through a pool."""
+    """One claimed job on its way through a pool.
+
+    One is made per claimed job, so ``__init__`` is written out: it sets each field once
+    (a generated one takes every field as an argument with its default, and needs a
+    ``__post_init__`` for the key), and ``id`` and ``token``, read several times a job, are
+    fields rather than properties.
+    """
 
     claim: Claim
     #: the claim: job id and fencing token. Everything the worker keeps about a run is keyed
     #: by it, never by the job id alone.
-    key: tuple[str, int] = field(init=False)
-    task: Task[Any, Any] | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    ctx: context.JobContext | None = None
+    key: tuple[str, int]
+    id: str
+    token: int
+    task: Task[Any, Any] | None
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    ctx: context.JobContext | None
     #: set when decoding failed or the task is unknown: finish with it, run nothing
-    early: Outcome | None = None
-    started: bool = False
-    done: bool = False
+    early: Outcome | None
+    started: bool
+    done: bool
     #: when the task began to run (time.monotonic); 0 until then
-    began_at: float = 0.0
+    began_at: float
     #: the first reason it was interrupted for ("cancel", "timeout", "lease", "shutdown")
-    interrupted: str | None = None
+    interrupted: str | None
     #: when the claim was sent (time.monotonic): the worker's view of the lease starts here
-    sent_at: float = 0.0
+    sent_at: float
     #: stopped by this worker at its local deadline: handed back once the store answers
-    hand_back: bool = False
+    hand_back: bool
     #: the soft time limit fired (it asks the task to clean up; it does not stop the run)
-    soft_fired: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    soft_fired: bool
+    lock: threading.Lock = field(repr=False)
     #: an interrupt was raised into the run's thread: it may still be pending when the
     #: task ends, and must be cleared before the thread takes its next job
-    raised: bool = False
-    thread_id: int | None = None
-    aio_task: asyncio.Task[Any] | None = None
+    raised: bool
+    thread_id: int | None
+    aio_task: asyncio.Task[Any] | None
 
-    def __post_init__(self) -> None:
-        self.key = (self.claim.record.id, self.claim.token)
-
-    @property
-    def id(self) -> str:
-        return self.key[0]
-
-    @property
-    def token(self) -> int:
-        return self.key[1]
+    def __init__(
+        self,
+        claim: Claim,
+        task: Task[Any, Any] | None = None,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        ctx: context.JobContext | None = None,
+        sent_at: float = 0.0,
+    ) -> None:
+        self.claim = claim
+        self.id = job_id = claim.record.id
+        self.token = token = claim.token
+        self.key = (job_id, token)
+        self.task = task
+        self.args = args
+        self.kwargs = {} if kwargs is None else kwargs
+        self.ctx = ctx
+        self.early = self.interrupted = self.thread_id = self.aio_task = None
+        self.started = self.done = self.hand_back = self.soft_fired = self.raised = False
+        self.began_at = 0.0
+        self.sent_at = sent_at
+        self.lock = threading.Lock()
 
 
 def error_info(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
@@ -126,29 +145,39 @@ class JobExecutor:
         # Most tasks return None: its outcome is made once (an Outcome is immutable).
         self._none = Outcome.succeeded(serializer.dumps(None))
 
-    def prepare(self, claim: Claim) -> JobRun:
+    def prepare(self, claim: Claim, sent_at: float = 0.0) -> JobRun:
+        """The run of a claim (``sent_at``: when the claim was sent, time.monotonic); one
+        that cannot run carries its outcome in ``early``."""
         record = claim.record
-        run = JobRun(claim)
-        run.task = self.registry.find(record.task)
-        if run.task is None:
+        task = self.registry.find(record.task)
+        if task is None:
             exc = TaskNotFound(record.task)
-            run.early = Outcome.failed(error_info(exc, with_traceback=False))
-            return run
+            return self._early(claim, Outcome.failed(error_info(exc, with_traceback=False)))
+        meta = record.meta
         try:
-            run.args, run.kwargs = self._decode(record.payload, record.meta)
+            if "flow" in meta:
+                args, kwargs = self._decode_step(record.payload, meta)
+            else:
+                args, kwargs = decode_call(self.serializer, record.payload)
         except SerializationError as exc:
             message = f"the job's arguments cannot be decoded: {exc}"
-            run.early = Outcome.failed(ErrorInfo("SerializationError", message))
-            return run
-        run.ctx = context.JobContext(
+            early = Outcome.failed(ErrorInfo("SerializationError", message))
+            return self._early(claim, early, task)
+        ctx = context.JobContext(
             record.id,
             record.task,
             record.attempts,
             record.queue,
-            dict(record.meta) if record.meta else {},
+            dict(meta) if meta else {},
             claim.token,
-            partial(self._progress, record.id, claim.token),
+            self._progress,
         )
+        return JobRun(claim, task, args, kwargs, ctx, sent_at)
+
+    @staticmethod
+    def _early(claim: Claim, outcome: Outcome, task: Task[Any, Any] | None = None) -> JobRun:
+        run = JobRun(claim, task)
+        run.early = outcome
         return run
 
     def _progress(
@@ -156,11 +185,11 @@ class JobExecutor:
     ) -> None:
         self._set_progress(job_id, token, Progress(percent, message, data))
 
-    def _decode(
+    def _decode_step(
         self, payload: bytes, meta: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call's arguments; a workflow step's inputs come first (``canvas``)."""
-        spec = meta.get("flow", {}).get("in") if "flow" in meta else None
+        """A workflow step's arguments: its inputs come first (``canvas``)."""
+        spec = meta.get("flow", {}).get("in")
         opened = open_inputs(payload) if spec is not None else None
         if spec is None or opened is None:
             return decode_call(self.serializer, payload)
@@ -252,8 +281,8 @@ class JobExecutor:
         """Run a prepared job in this thread (async tasks get an event loop of their own)."""
         assert run.task is not None and run.ctx is not None
         task = run.task
-        run.began_at = time.monotonic()
-        token = context.enter(run.ctx)
+        run.began_at = _monotonic()
+        token = _enter(run.ctx)
         try:
             try:
                 if task.is_async or self.registry.around_job:
@@ -267,13 +296,13 @@ class JobExecutor:
                 if run.interrupted is not None:  # the task swallowed our interrupt's effect
                     return self.interrupted(run)
                 return self.raised(run, exc)
-            if run.interrupted in ("lease", "shutdown"):
+            if run.interrupted is not None and run.interrupted in ("lease", "shutdown"):
                 return None
-            return self.succeeded(run, value)
+            return self._none if value is None else self.succeeded(run, value)
         except Interrupt as exc:  # arrived while we were computing the outcome
             return self.interrupted(run, exc)
         finally:
-            context.leave(token)
+            _leave(token)
 
     @staticmethod
     def _call(task: Task[Any, Any], run: JobRun) -> Any:
@@ -314,6 +343,8 @@ class JobExecutor:
 
 
 _NOTHING: AbstractContextManager[Any] = nullcontext()
+# Read once per job each: module globals, not an attribute of a module global.
+_monotonic, _enter, _leave = time.monotonic, context.enter, context.leave
 
 
 def _in_context_thread(executor: JobExecutor, run: JobRun) -> Outcome | None:

@@ -127,10 +127,15 @@ class Slots:
         if run.began_at:
             took = time.monotonic() - run.began_at
             self.run_seconds += (took - self.run_seconds) * 0.05
+        if not wake:
+            # No lock: one set.discard is atomic under the GIL, nothing iterates ``in_pool``,
+            # and a reader under the lock (``reserve``) sees the slot either busy or free,
+            # both true at some instant. The lock is for waking waiters, not needed here.
+            self.in_pool.discard(run.key)
+            return
         with self._lock:
             self.in_pool.discard(run.key)
-            if wake:
-                self._notify()
+            self._notify()
 
     def forget(self, *runs: JobRun) -> None:
         """The runs are over for this worker: finished, handed back or lost."""

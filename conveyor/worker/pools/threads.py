@@ -64,6 +64,8 @@ class ThreadPool:
         self._complete = complete
         self._grace = grace
         self._queue: queue.SimpleQueue[JobRun | None] = queue.SimpleQueue()
+        # The queue's own put, not a method that calls it: one Python call less per job.
+        self.submit: Callable[[JobRun], None] = self._queue.put
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
         self._abandoned: set[JobRun] = set()  # guarded by each run's lock
@@ -81,9 +83,6 @@ class ThreadPool:
         with self._threads_lock:
             self._threads.append(t)
         t.start()
-
-    def submit(self, run: JobRun) -> None:
-        self._queue.put(run)
 
     def unstarted(self) -> list[JobRun]:
         return take_unstarted(self._queue)
@@ -141,15 +140,17 @@ class ThreadPool:
     # -- the threads -----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        get, ident = self._queue.get, threading.get_ident()
         while True:
-            run = self._queue.get()
+            run = get()
             if run is None:
                 return
-            if not self._run(run):
+            if not self._run(run, ident):
                 return  # abandoned: a new thread serves in its place
 
-    def _run(self, run: JobRun) -> bool:
-        """Run one job; False when this thread was abandoned meanwhile."""
+    def _run(self, run: JobRun, ident: int) -> bool:
+        """Run one job in this thread (``ident``); False when the thread was abandoned
+        meanwhile."""
         with run.lock:
             if run.done:
                 return True
@@ -158,7 +159,7 @@ class ThreadPool:
                 self._finish(run, self._executor.interrupted(run))
                 return True
             run.started = True
-            run.thread_id = threading.get_ident()
+            run.thread_id = ident
         assert run.task is not None  # a run in a pool has its task
         options = run.task.options
         if options.soft_timeout is not None or options.timeout is not None:
@@ -176,11 +177,12 @@ class ThreadPool:
         while True:
             try:
                 with run.lock:
-                    abandoned = run in self._abandoned
-                    self._abandoned.discard(run)
+                    abandoned = bool(self._abandoned) and run in self._abandoned
+                    if abandoned:
+                        self._abandoned.discard(run)
                     run.done = True
                     if run.raised:
-                        raise_in_thread(threading.get_ident(), None)
+                        raise_in_thread(ident, None)
                 break
             except Interrupt as exc:
                 outcome = self._executor.interrupted(run, exc)
