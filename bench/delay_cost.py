@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import callgrind
 from bench.core import Target
 from bench.procs import ROOT
 from bench.redis_server import RedisServer
@@ -53,40 +53,14 @@ def child(name: str, redis_url: str, jobs: int) -> int:
     return 0
 
 
-def callgrind(outfile: Path) -> tuple[str, ...]:
-    return (
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-        f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
-    )  # fmt: skip
-
-
-def totals(outfile: Path) -> int:
-    total = 0
-    for path in outfile.parent.glob(outfile.name + "*"):
-        match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
-        if match:
-            total += int(match[1])
-    return total
-
-
-def toggle(state: str, pids: list[int]) -> None:
-    for pid in pids:
-        subprocess.run(
-            ["callgrind_control", "-i", state, str(pid)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-
 def count(name: str, jobs: int, workdir: Path) -> tuple[float, float]:
     """Instructions per delay(): the client's, the server's."""
     tag = f"{name.replace('/', '-')}-{os.urandom(3).hex()}"
     client_out, server_out = workdir / f"client-{tag}.out", workdir / f"server-{tag}.out"
-    with RedisServer(prefix=callgrind(server_out)) as server:
+    with RedisServer(prefix=callgrind.prefix(server_out)) as server:
         proc = subprocess.Popen(
-            [*callgrind(client_out), sys.executable, "-m", "bench.delay_cost", "--child", name,
-             server.url, str(jobs)],
+            [*callgrind.prefix(client_out), sys.executable, "-m", "bench.delay_cost", "--child",
+             name, server.url, str(jobs)],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
             stdin=subprocess.PIPE,
@@ -99,12 +73,12 @@ def count(name: str, jobs: int, workdir: Path) -> tuple[float, float]:
             if line != expected:
                 proc.kill()
                 raise RuntimeError(f"{name}: expected {expected!r}, got {line!r}")
-            toggle(state, pids)
+            callgrind.toggle(state, pids)
             proc.stdin.write(b"go\n")
             proc.stdin.flush()
         proc.stdin.close()
         proc.wait(120)
-    return totals(client_out) / jobs, totals(server_out) / jobs
+    return callgrind.totals(client_out) / jobs, callgrind.totals(server_out) / jobs
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,38 @@
+"""Counting CPU instructions with ``valgrind --tool=callgrind``, shared by
+``bench.like --instructions`` and ``bench.delay_cost``: the process starts with instrumentation
+off and ``callgrind_control`` switches it on and off around exactly what is measured."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+
+def prefix(outfile: Path) -> tuple[str, ...]:
+    """The command line in front of a measured process."""
+    return (
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
+    )  # fmt: skip
+
+
+def toggle(state: str, pids: list[int]) -> None:
+    """Instrumentation "on" or "off" in each process."""
+    for pid in pids:
+        subprocess.run(
+            ["callgrind_control", "-i", state, str(pid)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def totals(outfile: Path) -> int:
+    """The instructions counted, over every file callgrind wrote (one per process)."""
+    total = 0
+    for path in outfile.parent.glob(outfile.name + "*"):
+        match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
+        if match:
+            total += int(match[1])
+    return total
