@@ -270,9 +270,10 @@ def test_a_job_costs_few_redis_commands_from_enqueue_to_finish(
         backend.close()
     scripts = ("cmdstat_fcall", "cmdstat_function|load", "cmdstat_config|resetstat")
     calls = {k: v["calls"] for k, v in stats.items() if k not in scripts}
-    # per job: ZADD and HSET to enqueue, HMGET and HSET to claim, HMGET and HSET to finish;
+    # per job: ZADD and HSET to enqueue, HMGET, HLEN and HSET to claim, HMGET, HLEN and HSET
+    # to finish (HLEN, which reads no field, spares reading the fields a job has not set);
     # the indexes take each batch in one command
-    assert sum(calls.values()) / 400 < 7, calls
+    assert sum(calls.values()) / 400 < 9, calls
 
 
 def test_claim_passes_by_expired_jobs_to_take_the_ready_ones_behind_them(

@@ -338,8 +338,29 @@ end
 -- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
 -- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
 -- what the claim itself set.
-local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
-  'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
+-- A claim reads a job's CLAIMED fields, in this order: task, payload, priority, key,
+-- unique_key, attempts, failures, crashes, created_at, ready_at, expires_at, result_ttl,
+-- error, progress, meta. It reads the fields every job needs, and the job's number of
+-- fields (HLEN): when these and id, queue and state (which every job has: store() and
+-- enqueue.lua's one-job form write them) are all of them, the rare fields are unset and not
+-- read. In a hash this small (a listpack) each field named costs a scan from its start, the
+-- whole of it for a field the job has not set, and each value read a slot in a table the
+-- call builds: most jobs set none of the ten.
+local function claimed_fields(k)
+  local c = rcall('HMGET', k, 'task', 'payload', 'attempts', 'created_at', 'ready_at')
+  local n = 3
+  for j = 1, 5 do
+    if c[j] then n = n + 1 end
+  end
+  if rcall('HLEN', k) == n then
+    return {c[1], c[2], false, false, false, c[3], false, false, c[4], c[5], false, false, false,
+      false, false}
+  end
+  local r = rcall('HMGET', k, 'priority', 'key', 'unique_key', 'failures', 'crashes',
+    'expires_at', 'result_ttl', 'error', 'progress', 'meta')
+  return {c[1], c[2], r[1], r[2], r[3], c[3], r[4], r[5], c[4], c[5], r[6], r[7], r[8], r[9],
+    r[10]}
+end
 -- The CLAIMED fields most jobs leave unset, or false when all are: priority, key,
 -- unique_key, failures, crashes, expires_at, result_ttl, error ('' for none), progress, meta
 -- (whole numbers as integers, which the client reads without parsing).
@@ -415,7 +436,7 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     pos[best] = pos[best] + stride
     scanned = scanned + 1
     local k = jkey(best_id)
-    local f = rcall('HMGET', k, unpk(CLAIMED))
+    local f = claimed_fields(k)
     -- past its expiry: sweep marks it expired; claims pass it by
     if not (has(f[11]) and tonumber(f[11]) <= now) then
       -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
@@ -477,6 +498,11 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
   return out
 end
 
+-- A job that runs under its claim's token has the fields every job has (id, task, payload,
+-- queue, state, created_at, ready_at: store() and enqueue.lua's one-job form write them
+-- all) and those its claim set (token, worker, started_at, lease_expires_at, attempts):
+-- when it has no more, it has none of the optional ones a finish reads.
+local RUNNING_FIELDS = 12
 -- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding, per job, id,
 -- token, state, has_result, result, error, ready_at, counts_failure ('' stands for none);
 -- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
@@ -489,15 +515,21 @@ local function finish_jobs(now_s, packed)
   for i = 1, #o, 8 do
     local id, token, to, err = o[i], o[i + 1], o[i + 2], o[i + 5]
     local k = jkey(id)
-    -- what a retry alone needs (failures, priority, expires_at) is read by a retry alone:
-    -- a field a job does not have costs the server a scan of the whole hash
-    local f = rcall('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key', 'meta',
-      'task', 'started_at', 'error', 'cancel_requested')
+    -- What a retry alone needs (failures, priority, expires_at) is read by a retry alone,
+    -- and the optional fields only when the job has more than RUNNING_FIELDS (see there):
+    -- a field a job does not have costs the server a scan of the whole hash.
+    local f = rcall('HMGET', k, 'state', 'token', 'queue', 'task', 'started_at')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
-      local queue, task = f[3], f[7]
-      limit_release(id, f[6], queue)
+      local queue, task = f[3], f[4]
+      local ttl, unique_key, meta, stored_err, cancel = nil, nil, nil, nil, nil
+      if rcall('HLEN', k) ~= RUNNING_FIELDS then
+        local r = rcall('HMGET', k, 'result_ttl', 'unique_key', 'meta', 'error',
+          'cancel_requested')
+        ttl, unique_key, meta, stored_err, cancel = r[1], r[2], r[3], r[4], r[5]
+      end
+      limit_release(id, meta, queue)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears
@@ -505,14 +537,14 @@ local function finish_jobs(now_s, packed)
       -- error and cancel_requested are cleared ('') only where set: a field written anew
       -- costs the server a scan of the hash and its growth.
       if FINAL[to] then
-        local ttl = f[4] or '86400'
+        ttl = ttl or '86400'
         local purge_at = purge_ats[ttl]
         if not purge_at then
           purge_at = num(now + tonumber(ttl))
           purge_ats[ttl] = purge_at
         end
-        local with_result, with_error = o[i + 3] == '1', err ~= '' or has(f[9])
-        if with_result and not with_error and not has(f[10]) then
+        local with_result, with_error = o[i + 3] == '1', err ~= '' or has(stored_err)
+        if with_result and not with_error and not has(cancel) then
           rcall('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'result', o[i + 4])
         else
@@ -520,18 +552,18 @@ local function finish_jobs(now_s, packed)
             'lease_expires_at', ''}
           if with_result then sets[9] = 'result'; sets[10] = o[i + 4] end
           if with_error then sets[#sets + 1] = 'error'; sets[#sets + 1] = err end
-          if has(f[10]) then sets[#sets + 1] = 'cancel_requested'; sets[#sets + 1] = '' end
+          if has(cancel) then sets[#sets + 1] = 'cancel_requested'; sets[#sets + 1] = '' end
           rcall('HSET', k, unpk(sets))
         end
         purges[#purges + 1] = purge_at
         purges[#purges + 1] = id
         if LISTED[to] then rcall('ZADD', P .. 'state:' .. to, 0, id) end
         count(queue, to, 1)
-        count_end(task, to, f[8], now, err)
-        free_unique(id, f[5])
-        if f[6] and string.find(f[6], '"flow"', 1, true) then
+        count_end(task, to, f[5], now, err)
+        free_unique(id, unique_key)
+        if meta and string.find(meta, '"flow"', 1, true) then
           flow.final(id, to, now, o[i + 3] == '1' and o[i + 4] or nil,
-            err ~= '' and err or nil, f[6])
+            err ~= '' and err or nil, meta)
         end
       else
         local r = rcall('HMGET', k, 'failures', 'priority', 'expires_at')
