@@ -309,6 +309,20 @@ def test_listing_jobs_of_a_state_behind_many_others_finds_them_all(
     assert [r.id for r in backend.list_jobs(state=State.RUNNING)] == []
 
 
+def test_a_batch_of_many_distinct_outcomes_finishes_each_job_with_its_own(
+    backend: RedisBackend,
+) -> None:
+    # The outcomes travel once each, the jobs by number: past 127 of them, in more bytes.
+    backend.enqueue([make_record() for _ in range(300)])
+    claims = backend.claim("w1", ["default"], 300, lease_seconds=LEASE, now=NOW)
+    same = Outcome.succeeded(b"0")
+    outcomes = [Outcome.succeeded(str(i).encode()) if i < 200 else same for i in range(300)]
+    items = [(c.record.id, c.token, o) for c, o in zip(claims, outcomes, strict=True)]
+    assert all(backend.finish_many(items, now=NOW))
+    results = [backend.get(c.record.id).result for c in claims]  # type: ignore[union-attr]
+    assert results == [str(i).encode() if i < 200 else b"0" for i in range(300)]
+
+
 def test_a_retried_job_keeps_no_expiry_from_before(backend: RedisBackend) -> None:
     record = backend.enqueue([make_record(expires_at=NOW + 10)])[0]
     (claim,) = backend.claim("w1", ["default"], 1, lease_seconds=LEASE, now=NOW)

@@ -503,17 +503,19 @@ end
 -- all) and those its claim set (token, worker, started_at, lease_expires_at, attempts):
 -- when it has no more, it has none of the optional ones a finish reads.
 local RUNNING_FIELDS = 12
--- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding, per job, id,
--- token, state, has_result, result, error, ready_at, counts_failure ('' stands for none);
--- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
+-- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding the number m
+-- of distinct outcomes, m outcomes (state, has_result, result, error, ready_at,
+-- counts_failure; '' stands for none), then per job its id, token and the number of its
+-- outcome; `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
 local function finish_jobs(now_s, packed)
   local now = tonum(now_s)
   local out, gone, purges = {}, {}, {}
   -- purge_at by result_ttl: the jobs of a batch mostly share one, so one '%.17g' serves them
   local purge_ats = {}
   local o = cmsgpack.unpack(packed)
-  for i = 1, #o, 8 do
-    local id, token, to, err = o[i], o[i + 1], o[i + 2], o[i + 5]
+  for i = 2 + 6 * o[1], #o, 3 do
+    local id, token, a = o[i], o[i + 1], 6 * o[i + 2] - 4 -- a: where its outcome starts
+    local to, err = o[a], o[a + 3]
     local k = jkey(id)
     -- What a retry alone needs (failures, priority, expires_at) is read by a retry alone,
     -- and the optional fields only when the job has more than RUNNING_FIELDS (see there):
@@ -543,14 +545,14 @@ local function finish_jobs(now_s, packed)
           purge_at = num(now + tonumber(ttl))
           purge_ats[ttl] = purge_at
         end
-        local with_result, with_error = o[i + 3] == '1', err ~= '' or has(stored_err)
+        local with_result, with_error = o[a + 1] == '1', err ~= '' or has(stored_err)
         if with_result and not with_error and not has(cancel) then
           rcall('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
-            'lease_expires_at', '', 'result', o[i + 4])
+            'lease_expires_at', '', 'result', o[a + 2])
         else
           local sets = {'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', ''}
-          if with_result then sets[9] = 'result'; sets[10] = o[i + 4] end
+          if with_result then sets[9] = 'result'; sets[10] = o[a + 2] end
           if with_error then sets[#sets + 1] = 'error'; sets[#sets + 1] = err end
           if has(cancel) then sets[#sets + 1] = 'cancel_requested'; sets[#sets + 1] = '' end
           rcall('HSET', k, unpk(sets))
@@ -562,14 +564,14 @@ local function finish_jobs(now_s, packed)
         count_end(task, to, f[5], now, err)
         free_unique(id, unique_key)
         if meta and string.find(meta, '"flow"', 1, true) then
-          flow.final(id, to, now, o[i + 3] == '1' and o[i + 4] or nil,
+          flow.final(id, to, now, o[a + 1] == '1' and o[a + 2] or nil,
             err ~= '' and err or nil, meta)
         end
       else
         local r = rcall('HMGET', k, 'failures', 'priority', 'expires_at')
-        local ready_at = o[i + 6] ~= '' and o[i + 6] or now_s
+        local ready_at = o[a + 4] ~= '' and o[a + 4] or now_s
         local failures = tonumber(r[1] or '0')
-        if o[i + 7] == '1' then failures = failures + 1 end
+        if o[a + 5] == '1' then failures = failures + 1 end
         rcall('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
         place(id, to, queue, {r[2], ready_at, false, false, r[3]})
