@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from bench import callgrind
 from bench.core import Target
-from bench.procs import ROOT
 from bench.redis_server import RedisServer
 from bench.systems import load
 
@@ -53,66 +51,15 @@ def child(name: str, redis_url: str, jobs: int) -> int:
     return 0
 
 
-def callgrind(outfile: Path) -> tuple[str, ...]:
-    return (
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-        f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
-    )  # fmt: skip
-
-
-def totals(outfile: Path) -> int:
-    total = 0
-    for path in outfile.parent.glob(outfile.name + "*"):
-        match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
-        if match:
-            total += int(match[1])
-    return total
-
-
-def toggle(state: str, pids: list[int]) -> None:
-    for pid in pids:
-        subprocess.run(
-            ["callgrind_control", "-i", state, str(pid)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-
-def handshake(command: list[str], label: str, *, others: tuple[int, ...] = (), wait: float) -> None:
-    """Run a child under callgrind (``command``) that prints "ready", waits for a line, does
-    the counted work, prints "done" and waits again: instrumentation is on in between, in it
-    and in the ``others`` processes (by pid)."""
-    proc = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    pids = [proc.pid, *others]
-    for expected, state in (("ready", "on"), ("done", "off")):
-        line = proc.stdout.readline().decode().strip()
-        if line != expected:
-            proc.kill()
-            raise RuntimeError(f"{label}: expected {expected!r}, got {line!r}")
-        toggle(state, pids)
-        proc.stdin.write(b"go\n")
-        proc.stdin.flush()
-    proc.stdin.close()
-    proc.wait(wait)
-
-
 def count(name: str, jobs: int, workdir: Path) -> tuple[float, float]:
     """Instructions per delay(): the client's, the server's."""
     tag = f"{name.replace('/', '-')}-{os.urandom(3).hex()}"
     client_out, server_out = workdir / f"client-{tag}.out", workdir / f"server-{tag}.out"
-    with RedisServer(prefix=callgrind(server_out)) as server:
-        command = [*callgrind(client_out), sys.executable, "-m", "bench.delay_cost", "--child",
-                   name, server.url, str(jobs)]  # fmt: skip
-        handshake(command, name, others=(server.pid,), wait=120)
-    return totals(client_out) / jobs, totals(server_out) / jobs
+    with RedisServer(prefix=callgrind.prefix(server_out)) as server:
+        command = [*callgrind.prefix(client_out), sys.executable, "-m", "bench.delay_cost",
+                   "--child", name, server.url, str(jobs)]  # fmt: skip
+        callgrind.handshake(command, name, others=(server.pid,), wait=120)
+    return callgrind.totals(client_out) / jobs, callgrind.totals(server_out) / jobs
 
 
 def main(argv: list[str]) -> int:

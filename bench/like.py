@@ -15,10 +15,12 @@ two worker processes at the concurrency per process the main bench's sweep found
 The PostgreSQL rows run on one throwaway server (bench/postgres_server.py), started only
 when one of them is selected.
 
-``--instructions`` instead counts the worker's CPU instructions per job under
-``valgrind --tool=callgrind`` (instrumentation switched on at "go" and off once the last job
-is done; the difference of a run of n jobs and one of n/5, so start-up is not counted): a
-figure that machine noise cannot move.
+``--instructions`` instead counts CPU instructions per job under ``valgrind
+--tool=callgrind``: the worker's, and for a Redis target its queue's redis-server's (a server
+of its own, also under callgrind), which shares the cores with the worker. Instrumentation is
+switched on at "go" and off once the last job is done; the count is the difference of a run
+of n jobs and one of n/5, so start-up is not counted: a figure that machine noise cannot move.
+``--keep DIR`` keeps callgrind's files, for where the instructions go.
 
 Repetitions are interleaved; medians with min–max. The section it writes into
 bench/RESULTS.md is replaced on each run; the rest of the file is left as it is.
@@ -28,11 +30,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import bodies
+from bench import bodies, callgrind
 from bench.core import Target, Unsupported
 from bench.postgres_server import PostgresServer
 from bench.procs import Body, Workers
@@ -117,6 +117,8 @@ ROWS = (
     best("rq", "rq/redis", 1, "job"),
 )  # fmt: skip
 INSTRUCTION_TARGETS = ("conveyor/redis", "conveyor/sqlite-normal", "dramatiq/redis", "huey/redis")
+#: how often a counted run asks whether the jobs are done (its own server work, not a job's)
+INSTRUCTIONS_POLL = 0.25
 YARDSTICK = "ThreadPoolExecutor(8)"
 LOOP = "bare loop"
 TITLES = {
@@ -192,9 +194,10 @@ def throughput(
     prefix: tuple[str, ...] = (),
     on_go: Callable[[Workers], None] | None = None,
     on_done: Callable[[Workers], None] | None = None,
+    polls: tuple[float, float] = (0.001, 0.02),
 ) -> float:
     """N jobs of the body, pre-enqueued; the worker processes; jobs per second from the first
-    job taken until none is pending."""
+    job taken until none is pending (``polls``: how often to look, for each)."""
     target.fresh(workdir)
     try:
         fill(target, n)
@@ -211,8 +214,8 @@ def throughput(
             if on_go is not None:
                 on_go(workers)
             workers.go()
-            start = wait_until(target, workers, lambda: target.taken(n), 0.001)
-            end = wait_until(target, workers, target.finished, 0.02)
+            start = wait_until(target, workers, lambda: target.taken(n), polls[0])
+            end = wait_until(target, workers, target.finished, polls[1])
             if on_done is not None:
                 on_done(workers)
         target.check_done(n)
@@ -375,43 +378,36 @@ def like_markdown(
 # -- instructions per job -------------------------------------------------------------------
 
 
-def counted(target: Target, n: int, body_url: str, workdir: Path, keep: Path | None = None) -> int:
-    """The worker's instructions from "go" to its last job done, for ``n`` no-op jobs; with
-    ``keep``, callgrind's files are copied there (``callgrind-<target>-<n>.out``), for
-    ``callgrind_annotate --inclusive=yes``."""
-    outfile = workdir / f"callgrind-{target.system}-{os.urandom(3).hex()}.out"
-    prefix = (
-        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-        f"--callgrind-out-file={outfile}", "--dump-instr=no", "--quiet",
-    )  # fmt: skip
-
-    def toggle(workers: Workers, state: str) -> None:
-        for proc in workers.procs:
-            subprocess.run(
-                ["callgrind_control", "-i", state, str(proc.pid)],
-                check=True,
-                stdout=subprocess.DEVNULL,
+def counted(
+    target: Target, n: int, body_url: str, workdir: Path, *, keep: Path | None = None
+) -> tuple[int, int]:
+    """Instructions from "go" to the last of ``n`` no-op jobs done: the worker's, and (for a
+    target on Redis) its queue's redis-server's, a server of its own under callgrind."""
+    tag = f"{target.name.replace('/', '-')}-{n}-{os.urandom(3).hex()}"
+    where = keep or workdir
+    worker_out, server_out = where / f"worker-{tag}.out", where / f"server-{tag}.out"
+    queue_url = target.redis_url
+    with ExitStack() as stack:
+        pids: list[int] = []
+        if target.needs_redis:
+            server = stack.enter_context(RedisServer(prefix=callgrind.prefix(server_out)))
+            target.redis_url = server.url
+            pids.append(server.pid)
+        try:
+            throughput(
+                target,
+                n,
+                ("noop", body_url),
+                workdir,
+                prefix=callgrind.prefix(worker_out),
+                on_go=lambda w: callgrind.toggle("on", [*pids, *(p.pid for p in w.procs)]),
+                on_done=lambda w: callgrind.toggle("off", [*pids, *(p.pid for p in w.procs)]),
+                # seldom: the bench's own polls are server work that no job does
+                polls=(INSTRUCTIONS_POLL, INSTRUCTIONS_POLL),
             )
-
-    throughput(
-        target,
-        n,
-        ("noop", body_url),
-        workdir,
-        prefix=prefix,
-        on_go=lambda w: toggle(w, "on"),
-        on_done=lambda w: toggle(w, "off"),
-    )
-    total = 0
-    for i, path in enumerate(sorted(workdir.glob(outfile.name + "*"))):
-        match = re.search(r"^totals: (\d+)", path.read_text(), re.M)
-        if match:
-            total += int(match[1])
-        if keep is not None:
-            keep.mkdir(parents=True, exist_ok=True)
-            name = target.name.replace("/", "-") + f"-{n}" + (f".{i}" if i else "")
-            shutil.copy(path, keep / f"callgrind-{name}.out")
-    return total
+        finally:
+            target.redis_url = queue_url
+    return callgrind.totals(worker_out), callgrind.totals(server_out)
 
 
 def instruction_rows(wanted: list[str] | None) -> list[Row]:
@@ -420,35 +416,49 @@ def instruction_rows(wanted: list[str] | None) -> list[Row]:
 
 def run_instructions(
     args: argparse.Namespace, targets: Targets, body_url: str, workdir: Path
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float | None]]:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is not installed")
-    out: dict[str, float] = {}
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    out: dict[str, tuple[float, float | None]] = {}
     for row in targets.rows:
         target = targets.by_name[row.target]
         n = args.instruction_jobs
         # two runs, n and a fifth of n: their difference is what the jobs cost, without the
         # worker's start-up and shutdown, which the window of one run also holds
         small = max(1, n // 5)
-        whole = counted(target, n, body_url, workdir, args.keep)
-        part = counted(target, small, body_url, workdir, args.keep)
-        out[target.name] = (whole - part) / (n - small)
-        print(f"{target.name:24} {out[target.name]:12,.0f} instructions per job", flush=True)
+        whole = counted(target, n, body_url, workdir, keep=args.keep)
+        part = counted(target, small, body_url, workdir, keep=args.keep)
+        worker = (whole[0] - part[0]) / (n - small)
+        server = (whole[1] - part[1]) / (n - small) if target.needs_redis else None
+        out[target.name] = (worker, server)
+        row = "".join(f"{c:>12}" for c in cells(worker, server))
+        print(f"{target.name:24} {row}  instructions per job: worker, server, sum", flush=True)
     return out
 
 
-def instructions_markdown(counts: dict[str, float], n: int) -> str:
+def cells(worker: float, server: float | None) -> list[str]:
+    """worker, server, their sum; — for a store with no server."""
+    if server is None:
+        return [f"{worker:,.0f}", "—", f"{worker:,.0f}"]
+    return [f"{v:,.0f}" for v in (worker, server, worker + server)]
+
+
+def instructions_markdown(counts: dict[str, tuple[float, float | None]], n: int) -> str:
     lines = [
-        f"### Worker CPU instructions per job (callgrind, {n:,} no-op jobs, 1 process, "
+        f"### CPU instructions per job (callgrind, {n:,} no-op jobs, 1 worker process, "
         f"{THREADS} threads)",
         "",
         f"Each count is the difference of two runs, {n:,} jobs and {max(1, n // 5):,}, divided by "
-        "the difference in jobs: what the jobs cost, without the worker's start-up and shutdown.",
+        "the difference in jobs: what the jobs cost, without start-up and shutdown. *worker*: "
+        "the worker process; *server*: the queue's redis-server (a Redis target, a server of its "
+        "own), which shares the machine's cores with the worker; *sum*: the two.",
         "",
-        "| system | instructions per job |",
-        "|---|---|",
+        "| system | worker | server | sum |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {value:,.0f} |" for name, value in counts.items()]
+    lines += [f"| {name} | {' | '.join(cells(*value))} |" for name, value in counts.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -489,7 +499,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--instructions", action="store_true", help="count instructions")
     parser.add_argument("--instruction-jobs", type=int, default=2000)
     parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="keep callgrind's output files in DIR"
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="keep callgrind's files here, to read with callgrind_annotate --inclusive=yes",
     )
     parser.add_argument("--no-results", action="store_true", help="do not write RESULTS.md")
     args = parser.parse_args(argv)

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import callgrind
 from bench.apps import NOOP, make_app
-from bench.delay_cost import callgrind, handshake, totals
 from conveyor.job import Outcome, State
 
 QUEUE = "default"
@@ -57,10 +57,10 @@ def child(batch: int, jobs: int) -> int:
 def count(batch: int, jobs: int, workdir: Path) -> float:
     """Instructions per job at this batch size."""
     out = workdir / f"store-{batch}-{os.urandom(3).hex()}.out"
-    command = [*callgrind(out), sys.executable, "-m", "bench.store_cost", "--child", str(batch),
-               str(jobs)]  # fmt: skip
-    handshake(command, f"batch {batch}", wait=600)
-    return totals(out) / jobs
+    command = [*callgrind.prefix(out), sys.executable, "-m", "bench.store_cost", "--child",
+               str(batch), str(jobs)]  # fmt: skip
+    callgrind.handshake(command, f"batch {batch}", wait=600)
+    return callgrind.totals(out) / jobs
 
 
 def main(argv: list[str]) -> int:

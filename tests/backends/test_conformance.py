@@ -393,6 +393,21 @@ def test_finish_with_an_immediate_retry_requeues_the_job(backend: Backend) -> No
     assert stored(backend, claim.record.id).state is State.QUEUED
 
 
+def test_a_success_after_a_failed_attempt_clears_its_error(backend: Backend) -> None:
+    claim = running(backend, result_ttl=100.0)
+    assert backend.finish(claim.record.id, claim.token, Outcome.retry(NOW, BOOM, now=NOW), now=NOW)
+    again = claim_one(backend, now=NOW + 1)
+    assert (again.record.attempts, again.record.failures, again.record.error) == (2, 1, BOOM)
+    assert backend.finish(again.record.id, again.token, Outcome.succeeded(b"5"), now=NOW + 3)
+    job = stored(backend, claim.record.id)
+    assert (job.state, job.result, job.error, job.purge_at) == (
+        State.SUCCEEDED,
+        b"5",
+        None,
+        NOW + 103,
+    )
+
+
 def test_a_retry_that_does_not_count_keeps_failures(backend: Backend) -> None:
     claim = running(backend)
     outcome = Outcome(State.QUEUED, error=BOOM, ready_at=NOW, counts_failure=False)

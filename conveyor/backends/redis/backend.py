@@ -27,8 +27,10 @@ the idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter
 stamped with the server's ``TIME``, read inside the script (one call per script).
 
 The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
-takes a batch in one ZADD); claim one HMGET and one HSET (one ZRANGE, ZREM and ZADD per
-batch); finish one HMGET and one HSET (one ZREM and ZADD per batch).
+takes a batch in one ZADD); claim one HMGET, one HLEN and one HSET (one ZRANGEBYSCORE, ZREM
+and ZADD per batch); finish one HMGET, one HLEN and one HSET (one ZREM and ZADD per batch).
+HLEN tells a job that has none of the optional fields, which are then not read by name (in a
+small hash, a field it has not set costs a scan of all of it).
 """
 
 from __future__ import annotations

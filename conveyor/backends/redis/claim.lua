@@ -3,7 +3,8 @@
 local queues = {}
 for i = 6, #ARGV do queues[#queues + 1] = ARGV[i] end
 local t = store_time(ARGV[5])
-local lease = num(t + tonumber(ARGV[4]))
-local out = claim_jobs(ARGV[1], tonumber(ARGV[2]), ARGV[3], num(t), lease, queues)
+local started = num_noted(t)
+local out = claim_jobs(ARGV[1], ARGV[2], ARGV[3], started,
+  num_noted(t + tonumber(ARGV[4])), queues)
 notify()
-return {num(t), out}
+return {started, out}

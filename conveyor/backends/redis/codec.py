@@ -176,25 +176,47 @@ _OUTCOME_STATES = {state: _str(state.value.encode()) for state in State}
 
 
 def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
-    """Outcomes as finish_jobs (common.lua) reads them: one msgpack array of strings, per
-    job its id, token, state, has_result, result, error, ready_at and counts_failure ('' for
-    none). One argument for a whole batch: the client packs a command's arguments one by one,
-    at a cost per argument far above that of a few bytes more in one. Consecutive jobs with
-    the same outcome (a task returning None) share its packing."""
-    parts = [_STR32(0xDD, 8 * len(items))]
-    add = parts.append
+    """Outcomes as finish_jobs (common.lua) reads them: one msgpack array holding the number
+    m of distinct outcomes, m outcomes (state, has_result, result, error, ready_at and
+    counts_failure, '' for none), then per job its id, token and the number of its outcome
+    (1 to m). One argument for a whole batch: the client packs a command's arguments one by
+    one, at a cost per argument far above that of a few bytes more in one. Consecutive jobs
+    with the same outcome (a task returning None) share it: the server then makes three
+    values per job, not eight."""
+    outcomes: list[bytes] = []
+    jobs: list[bytes] = []
+    add = jobs.append
     last: Outcome | None = None
-    tail = b""
+    number = b""
     for job_id, token, outcome in items:
         if outcome is not last:
-            last, tail = outcome, _outcome(outcome)
+            last = outcome
+            outcomes.append(_outcome(outcome))
+            number = _uint(len(outcomes))
         packed = job_id.encode()
         digits = b"%d" % token  # under 32 digits: a fixstr
         if len(packed) < 32:
-            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, tail)))
+            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number)))
         else:
-            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, tail)))
-    return b"".join(parts)
+            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number)))
+    head = _STR32(0xDD, 1 + 6 * len(outcomes) + 3 * len(items)) + _uint(len(outcomes))
+    return b"".join((head, *outcomes, *jobs))
+
+
+_UINT8 = struct.Struct(">BB").pack
+_UINT16 = struct.Struct(">BH").pack
+_UINT32 = struct.Struct(">BI").pack
+
+
+def _uint(n: int) -> bytes:
+    """A msgpack unsigned integer."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return _UINT8(0xCC, n)
+    if n < 0x10000:
+        return _UINT16(0xCD, n)
+    return _UINT32(0xCE, n)
 
 
 def _outcome(outcome: Outcome) -> bytes:

@@ -18,6 +18,7 @@
 local P, ARGV, time_reply
 local changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
 local queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
+local ends, numbers = {}, {}
 -- A table the last call left empty serves again: most calls fill few of them, and a new
 -- table costs an allocation and the collector's time.
 -- Globals the hot paths use, read once: in a library every read of a global goes through the
@@ -33,6 +34,7 @@ local function begin(keys, args)
   P, ARGV, time_reply = keys[1], args, nil
   changed, woken, events, deltas = fresh(changed), fresh(woken), fresh(events), fresh(deltas)
   stat_n, stat_sum, queues_seen = fresh(stat_n), fresh(stat_sum), fresh(queues_seen)
+  ends, numbers = fresh(ends), fresh(numbers)
   new_ready, new_listed = fresh(new_ready), fresh(new_listed)
   limit_specs, limit_uses = fresh(limit_specs), fresh(limit_uses)
 end
@@ -59,6 +61,20 @@ local flow = {}
 
 -- Lua prints numbers with 14 digits; %.17g gives back the exact double.
 local function num(x) return fmt('%.17g', x) end
+-- A time's text parsed once per call (numbers: its text -> its value): a number of 17
+-- digits costs the server some 2,000 instructions to parse, and a call meets the same few
+-- times again and again (the caller's now, a batch's start times, the lease it stamps).
+local function tonum(s)
+  local v = numbers[s]
+  if v == nil then v = tonumber(s); numbers[s] = v end
+  return v
+end
+-- num(x) for a time the call parses again later (its stamps): noted, so it is not parsed
+local function num_noted(x)
+  local s = fmt('%.17g', x)
+  numbers[s] = x
+  return s
+end
 -- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
 -- costs the server several times more.
 local function int(x) return fmt('%d', x) end
@@ -66,7 +82,7 @@ local function int(x) return fmt('%d', x) end
 -- up to 128 members is a listpack, which compares scores by parsing them back with strtod
 -- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
 -- per claim. recover.lua reads the exact expiry from the job.
-local function lease_score(lease) return int(math.floor(tonumber(lease))) end
+local function lease_score(lease) return int(math.floor(tonum(lease))) end
 -- The server's TIME, read once per call: the leases a script stamps and its change-feed
 -- entry share it.
 local function server_time()
@@ -113,12 +129,19 @@ local function bucket(seconds)
   end
   return '+Inf'
 end
--- An attempt ended (from running): count its run time and outcome.
+-- An attempt ended (from running): count its run time and outcome. The ends, the most
+-- frequent stat, add up by task, outcome and label (ends: declared at the top, fresh for
+-- each call), their field names made once each, at notify().
 local function count_end(task, to, started_at, now, err)
   if to ~= 'succeeded' and to ~= 'failed' then return end
   local d = 0
-  if has(started_at) then d = now - tonumber(started_at) end
-  stat(task .. SEP .. to .. SEP .. bucket(d), 1)
+  if has(started_at) then d = now - tonum(started_at) end
+  local by_task = ends[task]
+  if not by_task then by_task = {}; ends[task] = by_task end
+  local by_label = by_task[to]
+  if not by_label then by_label = {}; by_task[to] = by_label end
+  local label = bucket(d)
+  by_label[label] = (by_label[label] or 0) + 1
   stat_sum[task] = (stat_sum[task] or 0) + d
   if to == 'failed' then
     local kind = 'Error'
@@ -130,10 +153,12 @@ local function count_end(task, to, started_at, now, err)
   end
 end
 
--- Count changes add up here and are written once, by notify(): batches touch few fields.
+-- Count changes add up here, by state and queue (no field name made per change), and are
+-- written once, by notify(): batches touch few fields.
 local function count(queue, state, delta)
-  local field = state .. '|' .. queue
-  deltas[field] = (deltas[field] or 0) + delta
+  local by_queue = deltas[state]
+  if not by_queue then by_queue = {}; deltas[state] = by_queue end
+  by_queue[queue] = (by_queue[queue] or 0) + delta
 end
 
 local function ready_score(priority, ready_at)
@@ -313,74 +338,121 @@ end
 -- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
 -- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
 -- what the claim itself set.
-local CLAIMED = {'task', 'payload', 'priority', 'key', 'unique_key', 'attempts', 'failures',
-  'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error', 'progress', 'meta'}
+-- A claim reads a job's CLAIMED fields, in this order: task, payload, priority, key,
+-- unique_key, attempts, failures, crashes, created_at, ready_at, expires_at, result_ttl,
+-- error, progress, meta. It reads the fields every job needs, and the job's number of
+-- fields (HLEN): when these and id, queue and state (which every job has: store() and
+-- enqueue.lua's one-job form write them) are all of them, the rare fields are unset and not
+-- read. In a hash this small (a listpack) each field named costs a scan from its start, the
+-- whole of it for a field the job has not set, and each value read a slot in a table the
+-- call builds: most jobs set none of the ten.
+local function claimed_fields(k)
+  local c = rcall('HMGET', k, 'task', 'payload', 'attempts', 'created_at', 'ready_at')
+  local n = 3
+  for j = 1, 5 do
+    if c[j] then n = n + 1 end
+  end
+  if rcall('HLEN', k) == n then
+    return {c[1], c[2], false, false, false, c[3], false, false, c[4], c[5], false, false, false,
+      false, false}
+  end
+  local r = rcall('HMGET', k, 'priority', 'key', 'unique_key', 'failures', 'crashes',
+    'expires_at', 'result_ttl', 'error', 'progress', 'meta')
+  return {c[1], c[2], r[1], r[2], r[3], c[3], r[4], r[5], c[4], c[5], r[6], r[7], r[8], r[9],
+    r[10]}
+end
 -- The CLAIMED fields most jobs leave unset, or false when all are: priority, key,
 -- unique_key, failures, crashes, expires_at, result_ttl, error ('' for none), progress, meta
 -- (whole numbers as integers, which the client reads without parsing).
-local RARE = {3, 4, 5, 7, 8, 11, 12, 14, 15}
 local function rare(f)
-  local any = has(f[13])
-  for _, j in ipairs(RARE) do any = any or f[j] end
-  if not any then return false end
+  if not (f[3] or f[4] or f[5] or f[7] or f[8] or f[11] or f[12] or f[14] or f[15]
+    or has(f[13])) then
+    return false
+  end
   return {tonumber(f[3] or '0'), f[4], f[5], tonumber(f[7] or '0'), tonumber(f[8] or '0'),
     f[11], f[12], f[13], f[14], f[15]}
 end
-local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
-  local now = tonumber(now_s)
-  local lt = tonumber(started_s) -- limits count by the store's time, as leases do
+-- (`limit_s`: the limit as the caller sent it, text: a Lua number handed to redis.call is
+-- printed with '%.17g', which costs the server some 2,000 instructions.)
+local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
+  local limit = tonumber(limit_s)
+  local now = tonum(now_s)
+  local lt = tonum(started_s) -- limits count by the store's time, as leases do
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   for _, q in ipairs(queues) do
-    local due = redis.call('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', 0, 1000)
+    local due = rcall('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', '0', '1000')
     for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
   end
-  limit_unpark_due(lt)
+  limit_unpark_due(lt, started_s)
 
   -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
   -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
-  -- the end, so the offsets stay valid.
+  -- the end, so the offsets stay valid. One queue needs no merging, so no scores: the server
+  -- would print each with '%.17g' and the claim parse it back. The first window is read by
+  -- score (all of them: the same order), which takes the limit as sent; a later one by rank,
+  -- which finds its offset without walking to it.
   local win, pos, offset, more = {}, {}, {}, {}
+  local nq = #queues
+  local stride = nq > 1 and 2 or 1
   local function fill(qi)
-    local r = redis.call('ZRANGE', P .. 'ready:' .. queues[qi], offset[qi],
-      offset[qi] + limit - 1, 'WITHSCORES')
+    local key, first = P .. 'ready:' .. queues[qi], offset[qi]
+    local r
+    if first == 0 then
+      if stride == 2 then
+        r = rcall('ZRANGEBYSCORE', key, '-inf', '+inf', 'WITHSCORES', 'LIMIT', '0', limit_s)
+      else r = rcall('ZRANGEBYSCORE', key, '-inf', '+inf', 'LIMIT', '0', limit_s) end
+    else
+      local last = int(first + limit - 1)
+      if stride == 2 then r = rcall('ZRANGE', key, int(first), last, 'WITHSCORES')
+      else r = rcall('ZRANGE', key, int(first), last) end
+    end
     win[qi], pos[qi] = r, 1
-    offset[qi] = offset[qi] + #r / 2
-    more[qi] = #r == 2 * limit
+    offset[qi] = first + #r / stride
+    more[qi] = #r == stride * limit
   end
-  for qi = 1, #queues do offset[qi] = 0; fill(qi) end
+  for qi = 1, nq do offset[qi] = 0; fill(qi) end
 
   local taken, scanned, parked, nparked = {}, 0, {}, 0
   while #taken < limit and scanned < 10000 and nparked < LIMIT_PARK do
     local best, best_score, best_id = nil, nil, nil
-    for qi = 1, #queues do
-      if pos[qi] > #win[qi] and more[qi] then fill(qi) end
-      local p = pos[qi]
-      local id = win[qi][p]
-      if id then
-        local score = tonumber(win[qi][p + 1])
-        if not best or score < best_score or (score == best_score and id < best_id) then
-          best, best_score, best_id = qi, score, id
+    if stride == 1 then
+      if pos[1] > #win[1] and more[1] then fill(1) end
+      best_id = win[1][pos[1]]
+      if best_id then best = 1 end
+    else
+      for qi = 1, nq do
+        if pos[qi] > #win[qi] and more[qi] then fill(qi) end
+        local p = pos[qi]
+        local id = win[qi][p]
+        if id then
+          local score = tonumber(win[qi][p + 1])
+          if not best or score < best_score or (score == best_score and id < best_id) then
+            best, best_score, best_id = qi, score, id
+          end
         end
       end
     end
     if not best then break end
-    pos[best] = pos[best] + 2
+    pos[best] = pos[best] + stride
     scanned = scanned + 1
-    local f = redis.call('HMGET', jkey(best_id), unpack(CLAIMED))
+    local k = jkey(best_id)
+    local f = claimed_fields(k)
     -- past its expiry: sweep marks it expired; claims pass it by
     if not (has(f[11]) and tonumber(f[11]) <= now) then
       -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
       local refs = limit_refs_of(f[15])
       local blocked = refs and limit_blocking(refs, lt)
       if blocked then
-        limit_park(best_id, win[best][pos[best] - 1], blocked, lt)
+        local score = stride == 2 and win[best][pos[best] - 1]
+          or rcall('ZSCORE', P .. 'ready:' .. queues[best], best_id)
+        limit_park(best_id, score, blocked, lt)
         local ids = parked[best] or {}
         parked[best] = ids
         ids[#ids + 1] = best_id
         nparked = nparked + 1
       else
         if refs then limit_take(refs, lt, lease) end
-        taken[#taken + 1] = {best_id, best, f, refs}
+        taken[#taken + 1] = {best_id, best, f, refs, k}
       end
     end
   end
@@ -389,14 +461,16 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   local n = #taken
   local out = {}
   if n == 0 then return out end
-  local last = redis.call('INCRBY', P .. 'token', int(n))
+  local last = rcall('INCRBY', P .. 'token', int(n))
   local by_queue, leases, score = {}, {}, lease_score(lease)
   for i, t in ipairs(taken) do
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
-    local attempts = tonumber(f[6] or '0') + 1
-    redis.call('HSET', jkey(id), 'state', 'running', 'token', int(token), 'worker', worker,
-      'started_at', started_s, 'lease_expires_at', lease, 'attempts', int(attempts))
+    -- most jobs run their first attempt: '1' needs no formatting
+    local attempts, attempts_s = 1, '1'
+    if f[6] then attempts = tonumber(f[6]) + 1; attempts_s = int(attempts) end
+    rcall('HSET', t[5], 'state', 'running', 'token', int(token), 'worker', worker,
+      'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts_s)
     out[#out + 1] = id
     out[#out + 1] = q
     out[#out + 1] = token
@@ -424,57 +498,86 @@ local function claim_jobs(worker, limit, now_s, started_s, lease, queues)
   return out
 end
 
--- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding, per job, id,
--- token, state, has_result, result, error, ready_at, counts_failure ('' stands for none);
--- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
+-- A job that runs under its claim's token has the fields every job has (id, task, payload,
+-- queue, state, created_at, ready_at: store() and enqueue.lua's one-job form write them
+-- all) and those its claim set (token, worker, started_at, lease_expires_at, attempts):
+-- when it has no more, it has none of the optional ones a finish reads.
+local RUNNING_FIELDS = 12
+-- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding the number m
+-- of distinct outcomes, m outcomes (state, has_result, result, error, ready_at,
+-- counts_failure; '' stands for none), then per job its id, token and the number of its
+-- outcome; `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
 local function finish_jobs(now_s, packed)
-  local now = tonumber(now_s)
+  local now = tonum(now_s)
   local out, gone, purges = {}, {}, {}
+  -- purge_at by result_ttl: the jobs of a batch mostly share one, so one '%.17g' serves them
+  local purge_ats = {}
   local o = cmsgpack.unpack(packed)
-  for i = 1, #o, 8 do
-    local id, token, to, err = o[i], o[i + 1], o[i + 2], o[i + 5]
+  for i = 2 + 6 * o[1], #o, 3 do
+    local id, token, a = o[i], o[i + 1], 6 * o[i + 2] - 4 -- a: where its outcome starts
+    local to, err = o[a], o[a + 3]
     local k = jkey(id)
-    local f = redis.call('HMGET', k, 'state', 'token', 'queue', 'result_ttl', 'unique_key',
-      'failures', 'priority', 'expires_at', 'meta', 'task', 'started_at')
+    -- What a retry alone needs (failures, priority, expires_at) is read by a retry alone,
+    -- and the optional fields only when the job has more than RUNNING_FIELDS (see there):
+    -- a field a job does not have costs the server a scan of the whole hash.
+    local f = rcall('HMGET', k, 'state', 'token', 'queue', 'task', 'started_at')
     if f[1] ~= 'running' or f[2] ~= token then
       out[#out + 1] = 0
     else
-      local queue = f[3]
-      limit_release(id, f[9], queue)
+      local queue, task = f[3], f[4]
+      local ttl, unique_key, meta, stored_err, cancel = nil, nil, nil, nil, nil
+      if rcall('HLEN', k) ~= RUNNING_FIELDS then
+        local r = rcall('HMGET', k, 'result_ttl', 'unique_key', 'meta', 'error',
+          'cancel_requested')
+        ttl, unique_key, meta, stored_err, cancel = r[1], r[2], r[3], r[4], r[5]
+      end
+      limit_release(id, meta, queue)
       gone[#gone + 1] = id
       count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears
       -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
+      -- error and cancel_requested are cleared ('') only where set: a field written anew
+      -- costs the server a scan of the hash and its growth.
       if FINAL[to] then
-        local purge_at = num(now + tonumber(f[4] or '86400'))
-        if o[i + 3] == '1' then
-          redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
-            'lease_expires_at', '', 'cancel_requested', '', 'error', err,
-            'result', o[i + 4])
+        ttl = ttl or '86400'
+        local purge_at = purge_ats[ttl]
+        if not purge_at then
+          purge_at = num(now + tonumber(ttl))
+          purge_ats[ttl] = purge_at
+        end
+        local with_result, with_error = o[a + 1] == '1', err ~= '' or has(stored_err)
+        if with_result and not with_error and not has(cancel) then
+          rcall('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
+            'lease_expires_at', '', 'result', o[a + 2])
         else
-          redis.call('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
-            'lease_expires_at', '', 'cancel_requested', '', 'error', err)
+          local sets = {'state', to, 'finished_at', now_s, 'purge_at', purge_at,
+            'lease_expires_at', ''}
+          if with_result then sets[9] = 'result'; sets[10] = o[a + 2] end
+          if with_error then sets[#sets + 1] = 'error'; sets[#sets + 1] = err end
+          if has(cancel) then sets[#sets + 1] = 'cancel_requested'; sets[#sets + 1] = '' end
+          rcall('HSET', k, unpk(sets))
         end
         purges[#purges + 1] = purge_at
         purges[#purges + 1] = id
-        if LISTED[to] then redis.call('ZADD', P .. 'state:' .. to, 0, id) end
+        if LISTED[to] then rcall('ZADD', P .. 'state:' .. to, 0, id) end
         count(queue, to, 1)
-        count_end(f[10], to, f[11], now, err)
-        free_unique(id, f[5])
-        if f[9] and string.find(f[9], '"flow"', 1, true) then
-          flow.final(id, to, now, o[i + 3] == '1' and o[i + 4] or nil,
-            err ~= '' and err or nil, f[9])
+        count_end(task, to, f[5], now, err)
+        free_unique(id, unique_key)
+        if meta and string.find(meta, '"flow"', 1, true) then
+          flow.final(id, to, now, o[a + 1] == '1' and o[a + 2] or nil,
+            err ~= '' and err or nil, meta)
         end
       else
-        local ready_at = o[i + 6] ~= '' and o[i + 6] or now_s
-        local failures = tonumber(f[6] or '0')
-        if o[i + 7] == '1' then failures = failures + 1 end
-        redis.call('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
+        local r = rcall('HMGET', k, 'failures', 'priority', 'expires_at')
+        local ready_at = o[a + 4] ~= '' and o[a + 4] or now_s
+        local failures = tonumber(r[1] or '0')
+        if o[a + 5] == '1' then failures = failures + 1 end
+        rcall('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
-        place(id, to, queue, {f[7], ready_at, false, false, f[8]})
-        stat(f[10] .. SEP .. 'retries' .. SEP, 1)
+        place(id, to, queue, {r[2], ready_at, false, false, r[3]})
+        stat(task .. SEP .. 'retries' .. SEP, 1)
       end
-      event(id, f[10], to)
+      event(id, task, to)
       changed[#changed + 1] = id
       out[#out + 1] = 1
     end
@@ -518,12 +621,22 @@ local function notify()
     count(queue, 'queued', #flat / 2)
   end
   for key, flat in pairs(new_listed) do zadd_many(key, flat) end
-  for field, delta in pairs(deltas) do
-    if delta ~= 0 and rcall('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
-      rcall('HDEL', P .. 'counts', field)
+  for state, by_queue in pairs(deltas) do
+    for queue, delta in pairs(by_queue) do
+      local field = state .. '|' .. queue
+      if delta ~= 0 and rcall('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
+        rcall('HDEL', P .. 'counts', field)
+      end
     end
   end
   if #events > 0 then write_events(cjson.encode(events), int(#events / 4)) end
+  for task, by_task in pairs(ends) do
+    for to, by_label in pairs(by_task) do
+      for label, n in pairs(by_label) do
+        rcall('HINCRBY', P .. 'stats', task .. SEP .. to .. SEP .. label, int(n))
+      end
+    end
+  end
   for field, n in pairs(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
   for task, seconds in pairs(stat_sum) do
     rcall('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))

@@ -10,8 +10,9 @@ local limit = tonumber(ARGV[3])
 local claimed = {}
 local t = ''
 if limit > 0 then
-  t = num(store_time(ARGV[5]))
-  claimed = claim_jobs(ARGV[2], limit, ARGV[1], t, num(tonumber(t) + tonumber(ARGV[4])), queues)
+  local stamp = store_time(ARGV[5])
+  t = num_noted(stamp)
+  claimed = claim_jobs(ARGV[2], ARGV[3], ARGV[1], t, num_noted(stamp + tonumber(ARGV[4])), queues)
 end
 notify()
 return {done, claimed, t}

@@ -2,7 +2,7 @@
 -- pairs. Returns {lost id, token pairs, pairs whose job's cancellation was requested}, flat.
 local L = tonumber(ARGV[1])
 local t = store_time(ARGV[5])
-local lease = num(t + L)
+local lease = num_noted(t + L)
 local score = lease_score(lease)
 -- the store-wide heartbeat record: a gap since the last heartbeat from anyone is a stall
 local quiet_after = redis.call('HGET', P .. 'beats', 'quiet_after')

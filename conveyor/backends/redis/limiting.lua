@@ -116,9 +116,10 @@ end
 
 -- Parked jobs of refs whose wake time came go back to their ready sets, as many as each ref
 -- admits now; the ref's wake time then says when to look again.
-local function limit_unpark_due(now)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'limit_wake', '-inf', num(now),
-    'LIMIT', 0, LIMIT_WAKES)
+local LIMIT_WAKES_S = LIMIT_WAKES .. ''
+local function limit_unpark_due(now, now_s)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'limit_wake', '-inf', now_s,
+    'LIMIT', '0', LIMIT_WAKES_S)
   for _, ref in ipairs(due) do
     local free = limit_free(ref, now)
     local n = free == nil and LIMIT_UNPARK or math.min(free, LIMIT_UNPARK)
