@@ -32,7 +32,9 @@ def main(argv: list[str]) -> int:
         queue_server = stack.enter_context(RedisServer())
         body_server = stack.enter_context(RedisServer())
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conveyor-rss-")))
-        (target,) = like.targets(["conveyor/redis"], queue_server.url)
+        targets = like.Targets(like.chosen(["conveyor/redis"], [like.LIKE]))
+        targets.serve(queue_server.url, "")
+        target = targets.by_name["conveyor/redis"]
         seen: dict[str, list[float]] = {name: [] for name in bodies.BODIES}
         for rep in range(1, args.reps + 1):
             for name, rss in seen.items():
