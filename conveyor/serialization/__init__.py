@@ -43,6 +43,32 @@ __all__ = [
 # --- the serializers --------------------------------------------------------------------
 
 
+def _one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder made once: ``encode`` makes a new one on every
+    call, a third of what encoding a small payload costs (``python -m bench.delay_cost``)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None or encoder.check_circular:  # pragma: no cover
+        return encoder.encode
+    chunks = make(
+        None,  # no circular check (check_circular=False)
+        encoder.default,
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
 class JsonSerializer:
     """Tagged JSON: the default. Loading never runs code the payload chooses."""
 
@@ -51,9 +77,9 @@ class JsonSerializer:
     def __init__(self) -> None:
         # Built once: json.dumps with options builds a new encoder on every call. No circular
         # check: the walk before encoding already fails on a cycle (RecursionError).
-        self._encode = json.JSONEncoder(
-            separators=(",", ":"), allow_nan=False, check_circular=False
-        ).encode
+        self._encode = _one_shot(
+            json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+        )
         self._decode_tagged = json.JSONDecoder(object_hook=_untag).decode
         plain = json.JSONDecoder()
         # raw_decode skips json.loads's encoding detection and whitespace regexes: our own
