@@ -7,10 +7,11 @@
 -- the shard that owns the namespace.
 --
 -- Every Redis command costs server time on each job that passes through it, so the indexes
--- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: `all` (every
--- stored id, lexical), the work indexes (ready, sched, running, purge, expiring), a
--- lexical `state:<s>` index only for the states no successful job passes through, and the
--- lexical `bytask:<task>` and `byqueue:<queue>`, written once per job (enqueue and purge).
+-- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: the work
+-- indexes (ready, sched, running, purge, expiring), a lexical `state:<s>` index only for the
+-- states no successful job passes through, and the lexical `bytask:<task>` and
+-- `byqueue:<queue>`, written once per job (enqueue and purge). No index holds every job:
+-- the job's hash tells a retried enqueue, and list.lua merges the `byqueue` indexes.
 --
 -- Everything below is made once, when the library is loaded; a call starts with begin(),
 -- which gives it the prefix P, its arguments ARGV and fresh per-call state. The state's
@@ -136,9 +137,14 @@ local function count(queue, state, delta)
   deltas[field] = (deltas[field] or 0) + delta
 end
 
+-- Priority descending, then ready_at; equal scores fall back to the id, which sorts by time.
+-- ready_at in ms is read from its text with the exponent moved: its exact value times 1000,
+-- rounded once, as ZADD reads the score '<ready_at>e3' that enqueue's fast path sends rather
+-- than a number formatted by the client (codec.py ready_score is the same).
 local function ready_score(priority, ready_at)
-  -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
-  return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
+  local t = ready_at or '0'
+  local ms = tonumber(t .. 'e3') or tonumber(t) * 1000 -- an exponent already, inf or nan
+  return num(-tonumber(priority or '0') * BAND + ms)
 end
 
 -- The store's time for what the store stamps (leases, the heartbeat record): the server's
@@ -243,7 +249,6 @@ local function delete_job(id)
   redis.call('ZREM', P .. 'byqueue:' .. f[2], id)
   if f[6] and string.find(f[6], '"workflow"', 1, true) then flow.purged(id, f[6]) end
   unplace(id, f[1], f[2])
-  redis.call('ZREM', P .. 'all', id)
   if has(f[5]) then redis.call('ZREM', P .. 'expiring', id) end
   if f[3] and redis.call('HGET', P .. 'keys', f[3]) == id then
     redis.call('HDEL', P .. 'keys', f[3])
@@ -277,8 +282,8 @@ local function store(rec)
     local other = rcall('HGET', P .. 'unique', unique_key)
     if other and ACTIVE[rcall('HGET', jkey(other), 'state')] then return other, false end
   end
-  -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if rcall('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
+  -- stored already: a call retried after its reply was lost
+  if rcall('EXISTS', jkey(id)) == 1 then return id, false end
   event(id, rec[3], state)
   listed(P .. 'bytask:' .. rec[3], id)
   listed(P .. 'byqueue:' .. queue, id)

@@ -60,9 +60,9 @@ class LuaScript:
 
     def __call__(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
         try:
-            return execute("EVALSHA", self.sha, 1, prefix, *args)
+            return execute("EVALSHA", self.sha, "1", prefix, *args)
         except NoScriptError:
-            return execute("EVAL", self.body, 1, prefix, *args)
+            return execute("EVAL", self.body, "1", prefix, *args)
 
 
 class Library:
@@ -79,7 +79,7 @@ class Library:
         self.functions = {name: f"{self.name}_{name}" for name in bodies}
 
     def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
-        command = ("FCALL", self.functions[name], 1, prefix, *args)
+        command = ("FCALL", self.functions[name], "1", prefix, *args)
         try:
             return execute(*command)
         except ResponseError as exc:
