@@ -58,7 +58,7 @@ class LuaScript:
         self.body = body
         self.sha = hashlib.sha1(body.encode()).hexdigest()
 
-    def __call__(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
+    def run(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
         try:
             return execute("EVALSHA", self.sha, "1", prefix, *args)
         except NoScriptError:
@@ -78,7 +78,7 @@ class Library:
         self.code = f"#!lua name={self.name}\n" + code.replace("'@_", f"'{self.name}_")
         self.functions = {name: f"{self.name}_{name}" for name in bodies}
 
-    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+    def run(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
         command = ("FCALL", self.functions[name], "1", prefix, *args)
         try:
             return execute(*command)
@@ -126,13 +126,14 @@ class Scripts:
         self.library = Library(prelude, bodies)
         self.functions = functions
 
-    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+    def run(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+        # methods named run, not __call__: calling an instance costs a delay() ~1k more
         if self.functions:
             try:
-                return self.library(execute, name, prefix, args)
+                return self.library.run(execute, name, prefix, args)
             except Unsupported:
                 self.functions = False
-        return self.scripts[name](execute, prefix, args)
+        return self.scripts[name].run(execute, prefix, args)
 
 
 def _sources(publish: str) -> tuple[str, dict[str, str]]:
