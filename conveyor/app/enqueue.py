@@ -102,7 +102,10 @@ class Enqueueing(Limits, Handles):
         record = self.make_record(task, args, kwargs, options, meta=meta)
         if self.settings.eager:
             return self._run_eagerly(record)
-        [stored] = self._enqueue([record], connection)
+        if connection is None and not self._enqueue_hooks:  # delay(): straight to the store
+            [stored] = self.backend.enqueue([record])
+        else:
+            [stored] = self._enqueue([record], connection)
         if record.queue not in self._queues_checked:
             self._check_served(record.queue)
         return Job(self, stored.id, stored.task)

@@ -20,6 +20,7 @@ from typing import Any
 from conveyor.errors import ConfigurationError, SerializationError
 from conveyor.serialization.tags import (
     _MARKER_BYTES,
+    _SCALARS,
     DEFAULT_SERIALIZER,
     MARKER,
     Serializer,
@@ -181,6 +182,13 @@ def encode_call(serializer: Serializer, args: tuple[Any, ...], kwargs: dict[str,
             raise SerializationError(
                 f"kwargs: argument names must be str, not {type(name).__qualname__!r}"
             )
+    if not kwargs and type(serializer) is JsonSerializer and _SCALARS.issuperset(map(type, args)):
+        # the common call, scalars only: nothing to walk or tag (a nan, an infinity or a huge
+        # int fails here and takes the walk)
+        try:
+            return serializer._encode([list(args), kwargs]).encode()
+        except ValueError:
+            pass
     # Our serializers have a _dump whose error still knows the path; another one's dumps
     # just raises its SerializationError as it is.
     dump: Callable[[Any], bytes] = getattr(serializer, "_dump", serializer.dumps)

@@ -163,9 +163,12 @@ class RedisBackend(Feed, Waiting, Records, Backend):
     def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
         if not records:
             return []
-        one = one_args(records[0]) if len(records) == 1 else None
-        replies = self._run("enqueue", *one) if one else self._run("enqueue", pack_records(records))
         # the contract lets the inputs come back as they are: no copy per job
+        one = one_args(records[0]) if len(records) == 1 else None
+        if one:
+            [reply] = self._run("enqueue", *one)
+            return [records[0] if reply == 1 else decode_record(reply)]
+        replies = self._run("enqueue", pack_records(records))
         return [
             record if reply == 1 else decode_record(reply)
             for record, reply in zip(records, replies, strict=True)
