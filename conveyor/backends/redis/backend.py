@@ -166,8 +166,8 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         # the contract lets the inputs come back as they are: no copy per job
         one = one_args(records[0]) if len(records) == 1 else None
         if one:
-            [reply] = self._run("enqueue", *one)
-            return [records[0] if reply == 1 else decode_record(reply)]
+            reply = self._run("enqueue", *one)
+            return [records[0] if reply == 1 else decode_record(reply[0])]
         replies = self._run("enqueue", pack_records(records))
         return [
             record if reply == 1 else decode_record(reply)

@@ -276,6 +276,31 @@ local function listed(key, id)
   batch[#batch + 1] = id
 end
 
+-- The keys that the one-job enqueue names for a queue and a task, made once per namespace and name
+-- and kept by the library between calls: a concatenation makes and hashes a new string on
+-- every call. Per queue: ready set, byqueue index, counts, its counts field. Each cache is
+-- emptied past 1000 names ([0] counts them: no name is a number).
+local queue_keys, task_keys = {}, {}
+local function enqueue_keys(queue, task)
+  local by_queue, by_task = queue_keys[P], task_keys[P]
+  if not by_queue then
+    by_queue, by_task = {[0] = 0}, {[0] = 0}
+    queue_keys[P], task_keys[P] = by_queue, by_task
+  end
+  local qk, tk = by_queue[queue], by_task[task]
+  if not qk then
+    if by_queue[0] >= 1000 then by_queue = {[0] = 0}; queue_keys[P] = by_queue end
+    qk = {P .. 'ready:' .. queue, P .. 'byqueue:' .. queue, P .. 'counts', 'queued|' .. queue}
+    by_queue[queue], by_queue[0] = qk, by_queue[0] + 1
+  end
+  if not tk then
+    if by_task[0] >= 1000 then by_task = {[0] = 0}; task_keys[P] = by_task end
+    tk = P .. 'bytask:' .. task
+    by_task[task], by_task[0] = tk, by_task[0] + 1
+  end
+  return qk, tk
+end
+
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
 local function store(rec)
