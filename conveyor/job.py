@@ -161,6 +161,9 @@ class Outcome:
         return cls(state, error=error, ready_at=ready_at)
 
 
+_SIXTEEN_DIGITS = 16**15
+
+
 class IdGenerator:
     """Job ids: 26 lowercase hex-ish characters that sort by creation time.
 
@@ -188,6 +191,9 @@ class IdGenerator:
             now = max(time.time_ns(), self._last + 1)
             self._last = now
             bits = self._random.getrandbits(40)
+        # hex() of both at once costs a third of formatting each; 16 digits since 2006
+        if now >= _SIXTEEN_DIGITS:
+            return hex(now << 40 | bits)[2:]
         return f"{now:016x}{bits:010x}"
 
     def reseed(self) -> None:

@@ -59,7 +59,9 @@ class Enqueueing(Limits, Handles):
     ) -> JobRecord:
         """A new job's record; unserialisable arguments raise SerializationError here."""
         opts = self._options(task)
-        now = time.time() if now is None else now
+        if now is None:
+            # whole microseconds: the Redis backend writes such a time without dtoa
+            now = time.time_ns() // 1000 / 1e6
         payload = encode_call(self.serializer, args, kwargs)
         if call.countdown is not None:
             ready_at = now + call.countdown
@@ -77,21 +79,15 @@ class Enqueueing(Limits, Handles):
             import hashlib  # here: OpenSSL costs a worker that has no unique tasks ~4 MB
 
             unique_key = f"{task}:{hashlib.sha256(payload).hexdigest()}"
+        # positional, in JobRecord's order: keywords cost a dict per record
         return JobRecord(
-            id=self._ids(),
-            task=task,
-            payload=payload,
-            queue=call.queue or opts.queue,
-            priority=opts.priority if call.priority is None else call.priority,
-            state=State.SCHEDULED if ready_at > now else State.QUEUED,
-            key=call.key,
-            unique_key=unique_key,
-            created_at=now,
-            ready_at=ready_at,
-            expires_at=None if expires is None else now + expires,
-            result_ttl=opts.result_ttl,
-            meta=meta or {},
-        )
+            self._ids(), task, payload, call.queue or opts.queue,
+            opts.priority if call.priority is None else call.priority,
+            State.SCHEDULED if ready_at > now else State.QUEUED, call.key, unique_key,
+            0, 0, 0, now, ready_at, None if expires is None else now + expires,
+            None, None, None, opts.result_ttl, None, None, None, None, 0, None, False,
+            meta or {},
+        )  # fmt: skip
 
     def submit(
         self,
@@ -106,7 +102,10 @@ class Enqueueing(Limits, Handles):
         record = self.make_record(task, args, kwargs, options, meta=meta)
         if self.settings.eager:
             return self._run_eagerly(record)
-        [stored] = self._enqueue([record], connection)
+        if connection is None and not self._enqueue_hooks:  # delay(): straight to the store
+            [stored] = self.backend.enqueue([record])
+        else:
+            [stored] = self._enqueue([record], connection)
         if record.queue not in self._queues_checked:
             self._check_served(record.queue)
         return Job(self, stored.id, stored.task)

@@ -19,6 +19,7 @@ from typing import Any
 
 from conveyor.errors import ConfigurationError, SerializationError
 from conveyor.serialization.tags import (
+    _SCALARS,
     DEFAULT_SERIALIZER,
     MARKER,
     Serializer,
@@ -47,6 +48,32 @@ __all__ = [
 _QUOTED_MARKER = f'"{MARKER}"'
 
 
+def _one_shot(encoder: json.JSONEncoder) -> Callable[[Any], str]:
+    """``encoder.encode``, with the C encoder made once: ``encode`` makes a new one on every
+    call, a third of what encoding a small payload costs (``python -m bench.delay_cost``)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None or encoder.indent is not None or encoder.check_circular:  # pragma: no cover
+        return encoder.encode
+    chunks = make(
+        None,  # no circular check (check_circular=False)
+        encoder.default,
+        json.encoder.encode_basestring_ascii
+        if encoder.ensure_ascii
+        else json.encoder.encode_basestring,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+    def encode(value: Any) -> str:
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
 class JsonSerializer:
     """Tagged JSON: the default. Loading never runs code the payload chooses."""
 
@@ -55,9 +82,9 @@ class JsonSerializer:
     def __init__(self) -> None:
         # Built once: json.dumps with options builds a new encoder on every call. No circular
         # check: the walk before encoding already fails on a cycle (RecursionError).
-        self._encode = json.JSONEncoder(
-            separators=(",", ":"), allow_nan=False, check_circular=False
-        ).encode
+        self._encode = _one_shot(
+            json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+        )
         self._decode_tagged = json.JSONDecoder(object_hook=_untag).decode
         plain = json.JSONDecoder()
         # The C scanner that raw_decode wraps, called directly (JSONDecoder.__init__ sets it;
@@ -163,6 +190,13 @@ def encode_call(serializer: Serializer, args: tuple[Any, ...], kwargs: dict[str,
             raise SerializationError(
                 f"kwargs: argument names must be str, not {type(name).__qualname__!r}"
             )
+    if not kwargs and type(serializer) is JsonSerializer and _SCALARS.issuperset(map(type, args)):
+        # the common call, scalars only: nothing to walk or tag (a nan, an infinity or a huge
+        # int fails here and takes the walk)
+        try:
+            return serializer._encode([list(args), kwargs]).encode()
+        except ValueError:
+            pass
     # Our serializers have a _dump whose error still knows the path; another one's dumps
     # just raises its SerializationError as it is.
     dump: Callable[[Any], bytes] = getattr(serializer, "_dump", serializer.dumps)

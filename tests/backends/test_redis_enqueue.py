@@ -3,6 +3,7 @@ it stores, indexes and announces a job exactly as the general form does."""
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 import redis
 
 from conveyor.backends.redis import RedisBackend
-from conveyor.backends.redis.codec import one_args
+from conveyor.backends.redis.codec import one_args, time_text
 from conveyor.job import State
 from tests.backends.helpers import LEASE, NOW, make_record
 from tests.servers import RedisServer
@@ -64,8 +65,9 @@ def test_one_job_is_stored_scored_and_announced_as_the_general_form_does_it(
     assert hashes[0] == hashes[1]
     scores = [raw.zscore(f"{p}ready:{one.queue}", r.id) for r in (one, twin)]
     assert scores[0] is not None and scores[0] == scores[1]
-    for index in (f"{p}all", f"{p}bytask:{one.task}", f"{p}byqueue:{one.queue}"):
+    for index in (f"{p}bytask:{one.task}", f"{p}byqueue:{one.queue}"):
         assert raw.zscore(index, one.id) == 0
+    assert not raw.exists(f"{p}all")  # layout 2 keeps no index of every job
     assert backend.queue_counts()[one.queue] == {State.QUEUED: 2}
     assert [r.id for r in backend.list_jobs(task=one.task)] == sorted(
         [one.id, twin.id], reverse=True
@@ -118,3 +120,14 @@ def test_jobs_the_flat_form_cannot_take_go_the_general_way() -> None:
     ):
         assert one_args(make_record(**fields)) is None, fields
     assert one_args(make_record()) is not None
+
+
+def test_times_are_written_as_text_that_reads_back_as_the_same_double() -> None:
+    rng = random.Random(15)
+    times = [0.0, -1.5, 1e-05, 1.5e16, 86400.0, NOW, NOW + 0.1, time.time(), 2.0**53]
+    times += [rng.randrange(10**6, 2 * 10**15) / 1e6 for _ in range(2000)]  # whole µs
+    times += [rng.uniform(0, 2e9) for _ in range(2000)]
+    for t in times:
+        text = time_text(t)
+        assert float(text) == t and ("e" in text or "n" in text or "." in text), (t, text)
+    assert time_text(1_700_000_000.25) == "1700000000.25"  # whole µs: from the integer

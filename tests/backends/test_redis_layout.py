@@ -64,8 +64,9 @@ def job(redis_server: RedisServer, namespace: str) -> str:
 
 @pytest.fixture
 def next_layout(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Step]]:
-    """This conveyor as if it were the next one: one step from today's layout to the next."""
-    steps: list[Step] = []
+    """This conveyor as if it were the next one: one step from today's layout to the next,
+    after today's own steps."""
+    steps: list[Step] = list(layout.STEPS)
     monkeypatch.setattr(layout, "LAYOUT_VERSION", NEXT)
     monkeypatch.setattr(layout, "STEPS", steps)
     yield steps
@@ -91,9 +92,10 @@ def test_a_new_store_is_stamped_with_this_conveyors_layout(
 
 
 def test_a_store_from_before_versions_is_stamped_with_the_layout_of_that_time(
-    redis_server: RedisServer, namespace: str
+    redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = one_job(redis_server, namespace)
+    monkeypatch.setattr(layout, "STEPS", ())  # stamped, and left there
     with raw(redis_server) as r:
         r.delete(f"{{{namespace}}}:layout")  # as every store was before versions
     assert jobs_in(redis_server, namespace) == [job]
@@ -121,6 +123,31 @@ def test_a_safe_step_runs_by_itself_when_the_store_is_opened(
     assert jobs_in(redis_server, namespace) == [job]  # nothing lost on the way
     assert stored(redis_server, namespace) == str(NEXT).encode()
     assert f"{{{namespace}}}:stepped".encode() in keys_of(redis_server, namespace)
+
+
+def test_layout_2_drops_the_index_of_every_job_and_still_lists_and_tells_every_job(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    try:
+        records = backend.enqueue([make_record(queue=q) for q in ("a", "b", "a", "c")])
+    finally:
+        backend.close()
+    ids = sorted(r.id for r in records)
+    with raw(redis_server) as r:  # the store as layout 1 left it: `all` held every id
+        r.set(f"{{{namespace}}}:layout", "1")
+        r.zadd(f"{{{namespace}}}:all", dict.fromkeys(ids, 0))
+    assert jobs_in(redis_server, namespace) == ids[::-1]  # newest first, every queue
+    assert stored(redis_server, namespace) == b"2"
+    assert f"{{{namespace}}}:all".encode() not in keys_of(redis_server, namespace)
+    backend = RedisBackend(redis_server.url, namespace=namespace)
+    try:
+        again = backend.enqueue([records[1]])  # a retried call: told, not stored twice
+        assert [r.id for r in backend.list_jobs(limit=2)] == ids[:-3:-1]
+        assert [r.id for r in backend.list_jobs(cursor=ids[2])] == ids[1::-1]
+    finally:
+        backend.close()
+    assert again[0].id == records[1].id and len(jobs_in(redis_server, namespace)) == 4
 
 
 @pytest.mark.usefixtures("cli_env")

@@ -8,25 +8,26 @@ behind ``common.lua``), run with FCALL as a function of one library, or with EVA
 namespace starts with ``{namespace}:``, one hash tag, so a namespace lives in one Cluster slot
 and the scripts may touch any of its keys.
 
-Layout, under the prefix: ``job:<id>`` a hash per job; ``all`` every stored id (lexical, for
-listing, and to tell a retried enqueue); ``ready:<queue>`` a sorted set scored by priority
-then ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``running`` by
+Layout (version 2, ``layout.py``), under the prefix: ``job:<id>`` a hash per job (whose
+existence tells a retried enqueue); ``ready:<queue>`` a sorted set scored by priority then
+ready time (ties by id); ``sched:<queue>`` scheduled jobs by ready time; ``running`` by
 lease expiry (rounded down to the second); ``purge`` final jobs by purge time; ``expiring``
 jobs with an expiry time (left lazily: sweep checks each against its job); ``state:<state>``
 ids (lexical) of the states no successful job passes through (scheduled, failed, cancelled,
 expired), so that listing them does not walk every job, and ``bytask:<task>``,
-``byqueue:<queue>`` (lexical) for listing by task or queue; ``counts`` a hash ``state|queue
--> n``; ``events`` the change feed (a capped stream, one entry per script, ids from
-``event_id``) and ``stats`` the per-task counters (see ``feed.py``); ``keys`` and ``unique``
-the idempotency and uniqueness indexes; ``waiters:<queue>`` idle workers' waiter ids and
-``wake:<waiter>`` the list each blocks on; ``workers``, ``workers_seen``,
+``byqueue:<queue>`` (lexical) for listing by task or queue (and, merged, for listing every
+job); ``counts`` a hash ``state|queue -> n``; ``events`` the change feed (a capped stream,
+one entry per script, ids from ``event_id``) and ``stats`` the per-task counters (see
+``feed.py``); ``keys`` and ``unique`` the idempotency and uniqueness indexes;
+``waiters:<queue>`` idle workers' waiter ids and ``wake:<waiter>`` the list each blocks on;
+``workers``, ``workers_seen``,
 ``schedule:<name>``, ``schedules``, ``queues`` (those that had scheduled jobs), ``token``,
 ``beats`` (the store-wide heartbeat record: ``quiet_after``, ``stall_until``), ``layout``
 (the layout's version: ``layout.py``); and the limits' keys (``limits``, ``slots:``,
 ``starts:``, ``held:``, ``limit_wake``, ``limit_refs``: see ``limiting.lua``). Leases are
 stamped with the server's ``TIME``, read inside the script (one call per script).
 
-The hot paths cost few commands per job: enqueue ``ZADD all NX`` and one HSET (the ready set
+The hot paths cost few commands per job: enqueue ``EXISTS`` and one HSET (the ready set
 takes a batch in one ZADD); claim one HMGET, one HLEN and one HSET (one ZRANGEBYSCORE, ZREM
 and ZADD per batch); finish one HMGET, one HLEN and one HSET (one ZREM and ZADD per batch).
 HLEN tells a job that has none of the optional fields, which are then not read by name (in a
@@ -164,9 +165,12 @@ class RedisBackend(Feed, Waiting, Records, Backend):
     def enqueue(self, records: Sequence[JobRecord]) -> list[JobRecord]:
         if not records:
             return []
-        one = one_args(records[0]) if len(records) == 1 else None
-        replies = self._run("enqueue", *one) if one else self._run("enqueue", pack_records(records))
         # the contract lets the inputs come back as they are: no copy per job
+        one = one_args(records[0]) if len(records) == 1 else None
+        if one:
+            reply = self._run("enqueue", *one)
+            return [records[0] if reply == 1 else decode_record(reply[0])]
+        replies = self._run("enqueue", pack_records(records))
         return [
             record if reply == 1 else decode_record(reply)
             for record, reply in zip(records, replies, strict=True)

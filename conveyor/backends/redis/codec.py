@@ -3,9 +3,9 @@
 Only fields that are set are stored; a missing field reads back as its default, and so does
 an empty one where the scripts write '' for none (``worker``, ``lease_expires_at``,
 ``error``, ``cancel_requested``: clearing them with the HSET a finish makes anyway saves an
-HDEL per job). Floats are written with ``repr`` so they read back as the same double, and the
-scripts never print a number with fewer than 17 digits, so times survive a trip through Lua
-exactly.
+HDEL per job). Floats are written so they read back as the same double (``time_text``), and
+the scripts never print a number with fewer than 17 digits, so times survive a trip through
+Lua exactly.
 
 Records travel to the scripts as msgpack arrays in the order of ``FIELDS`` (``common.lua``
 has the same list), and claimed jobs come back as flat lists in the order ``claim.lua``
@@ -73,7 +73,7 @@ def _text(value: str | None) -> bytes:
 
 
 def _float(value: float | None) -> bytes:
-    return _NIL if value is None else _str(repr(float(value)).encode())
+    return _NIL if value is None else _str(time_text(value).encode())
 
 
 def _int(value: int) -> bytes:
@@ -117,30 +117,43 @@ def pack_records(records: Sequence[JobRecord]) -> bytes:
     return b"".join(parts)
 
 
-#: a ready score's priority band (common.lua BAND)
-BAND = 4398046511104
+_EXACT = 2**53  # integers below it are doubles exactly
 _events: dict[str, str] = {}
+
+
+def time_text(t: float) -> str:
+    """A time as text that reads back as the same double. A time in whole microseconds (as
+    the app stamps them, ``make_record``) is written as its exact decimal, made from the
+    integer: a float's repr runs dtoa, five times the cost (``python -m bench.delay_cost``).
+    Any other time is written with repr."""
+    us = int(t * 1e6 + 0.5)
+    # us / 1e6 is the double nearest us / 10**6, as reading the decimal gives
+    if 1_000_000 <= us < _EXACT and us / 1e6 == t:
+        digits = str(us)
+        return digits[:-6] + "." + (digits[-6:].rstrip("0") or "0")
+    return repr(float(t))
 
 
 def one_args(r: JobRecord) -> list[Any] | None:
     """The arguments of enqueue.lua's one-job form, or None when the job needs the general
-    one (it holds a key or unique key, an expiry, is not queued or ran before). The ready
-    score is computed here as common.lua's ready_score computes it (the same doubles, so the
-    same order), and the change-feed entry is written here as cjson would."""
+    one (it holds a key or unique key, an expiry, is not queued or ran before, or is ready at
+    a time written with an exponent). Six arguments, then the rare fields as field, value
+    pairs: every argument costs over a thousand instructions in the client's packing and as
+    many in the server's unpacking. The ready score is not sent: the script reads it from
+    ready_at's text (and the priority). The change-feed entry is written as cjson would."""
     if (
         r.state is not State.QUEUED or r.key is not None or r.unique_key is not None
         or r.expires_at is not None or not _is_new(r)
     ):  # fmt: skip
         return None
-    ready_at = float(r.ready_at)
-    # created_at is sent as '' when it is ready_at, as for every job not delayed
-    created_at = "" if r.created_at == ready_at else repr(float(r.created_at))
-    args: list[Any] = [
-        r.id, r.task, r.queue, repr(ready_at * 1000 - r.priority * BAND), r.payload,
-        created_at, repr(ready_at), _event(r.id, r.task),
-    ]  # fmt: skip
+    ready_at = time_text(r.ready_at)
+    if "e" in ready_at or not ready_at[-1].isdigit():  # no plain decimal (common.lua ready_score)
+        return None
+    args: list[Any] = [r.id, r.task, r.queue, r.payload, ready_at, _event(r.id, r.task)]
+    if r.created_at != r.ready_at:  # a job not delayed was created when it became ready
+        args += ("created_at", time_text(r.created_at))
     if r.result_ttl != DEFAULT_RESULT_TTL:
-        args += ("result_ttl", repr(float(r.result_ttl)))
+        args += ("result_ttl", time_text(r.result_ttl))
     if r.priority:
         args += ("priority", str(int(r.priority)))
     if r.meta:

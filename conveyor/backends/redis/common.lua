@@ -7,10 +7,11 @@
 -- the shard that owns the namespace.
 --
 -- Every Redis command costs server time on each job that passes through it, so the indexes
--- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: `all` (every
--- stored id, lexical), the work indexes (ready, sched, running, purge, expiring), a
--- lexical `state:<s>` index only for the states no successful job passes through, and the
--- lexical `bytask:<task>` and `byqueue:<queue>`, written once per job (enqueue and purge).
+-- are the fewest that claim, finish, sweep, list_jobs and queue_counts need: the work
+-- indexes (ready, sched, running, purge, expiring), a lexical `state:<s>` index only for the
+-- states no successful job passes through, and the lexical `bytask:<task>` and
+-- `byqueue:<queue>`, written once per job (enqueue and purge). No index holds every job:
+-- the job's hash tells a retried enqueue, and list.lua merges the `byqueue` indexes.
 --
 -- Everything below is made once, when the library is loaded; a call starts with begin(),
 -- which gives it the prefix P, its arguments ARGV and fresh per-call state. The state's
@@ -26,17 +27,25 @@ local ends, numbers = {}, {}
 -- between calls (not read at load, where the sandbox hides them; a script reads them on each
 -- call, as it runs this file each time).
 local rcall, nxt, fmt, strsub, unpk
-local function fresh(t) if nxt(t) == nil then return t end return {} end
+-- (Written out, not a function per table: a Lua call costs more than the test, on every call.)
 local function begin(keys, args)
   if not rcall then
     rcall, nxt, fmt, strsub, unpk = redis.call, next, string.format, string.sub, unpack
   end
   P, ARGV, time_reply = keys[1], args, nil
-  changed, woken, events, deltas = fresh(changed), fresh(woken), fresh(events), fresh(deltas)
-  stat_n, stat_sum, queues_seen = fresh(stat_n), fresh(stat_sum), fresh(queues_seen)
-  ends, numbers = fresh(ends), fresh(numbers)
-  new_ready, new_listed = fresh(new_ready), fresh(new_listed)
-  limit_specs, limit_uses = fresh(limit_specs), fresh(limit_uses)
+  if nxt(changed) then changed = {} end
+  if nxt(woken) then woken = {} end
+  if nxt(events) then events = {} end
+  if nxt(deltas) then deltas = {} end
+  if nxt(stat_n) then stat_n = {} end
+  if nxt(stat_sum) then stat_sum = {} end
+  if nxt(queues_seen) then queues_seen = {} end
+  if nxt(new_ready) then new_ready = {} end
+  if nxt(new_listed) then new_listed = {} end
+  if nxt(limit_specs) then limit_specs = {} end
+  if nxt(limit_uses) then limit_uses = {} end
+  if nxt(ends) then ends = {} end
+  if nxt(numbers) then numbers = {} end
 end
 local WAITING = {scheduled = true, queued = true}
 local ACTIVE = {scheduled = true, queued = true, running = true}
@@ -161,9 +170,14 @@ local function count(queue, state, delta)
   by_queue[queue] = (by_queue[queue] or 0) + delta
 end
 
+-- Priority descending, then ready_at; equal scores fall back to the id, which sorts by time.
+-- ready_at in ms is read from its text with the exponent moved: its exact value times 1000,
+-- rounded once, as ZADD reads the score '<ready_at>e3' that enqueue's fast path sends rather
+-- than a number formatted by the client (codec.py ready_score is the same).
 local function ready_score(priority, ready_at)
-  -- priority descending, then ready_at; equal scores fall back to the id, which sorts by time
-  return num(-tonumber(priority or '0') * BAND + tonumber(ready_at or '0') * 1000)
+  local t = ready_at or '0'
+  local ms = tonumber(t .. 'e3') or tonumber(t) * 1000 -- an exponent already, inf or nan
+  return num(-tonumber(priority or '0') * BAND + ms)
 end
 
 -- The store's time for what the store stamps (leases, the heartbeat record): the server's
@@ -268,7 +282,6 @@ local function delete_job(id)
   redis.call('ZREM', P .. 'byqueue:' .. f[2], id)
   if f[6] and string.find(f[6], '"workflow"', 1, true) then flow.purged(id, f[6]) end
   unplace(id, f[1], f[2])
-  redis.call('ZREM', P .. 'all', id)
   if has(f[5]) then redis.call('ZREM', P .. 'expiring', id) end
   if f[3] and redis.call('HGET', P .. 'keys', f[3]) == id then
     redis.call('HDEL', P .. 'keys', f[3])
@@ -289,6 +302,31 @@ local function listed(key, id)
   batch[#batch + 1] = id
 end
 
+-- The keys that the one-job enqueue names for a queue and a task, made once per namespace and name
+-- and kept by the library between calls: a concatenation makes and hashes a new string on
+-- every call. Per queue: ready set, byqueue index, counts, its counts field. Each cache is
+-- emptied past 1000 names ([0] counts them: no name is a number).
+local queue_keys, task_keys = {}, {}
+local function enqueue_keys(queue, task)
+  local by_queue, by_task = queue_keys[P], task_keys[P]
+  if not by_queue then
+    by_queue, by_task = {[0] = 0}, {[0] = 0}
+    queue_keys[P], task_keys[P] = by_queue, by_task
+  end
+  local qk, tk = by_queue[queue], by_task[task]
+  if not qk then
+    if by_queue[0] >= 1000 then by_queue = {[0] = 0}; queue_keys[P] = by_queue end
+    qk = {P .. 'ready:' .. queue, P .. 'byqueue:' .. queue, P .. 'counts', 'queued|' .. queue}
+    by_queue[queue], by_queue[0] = qk, by_queue[0] + 1
+  end
+  if not tk then
+    if by_task[0] >= 1000 then by_task = {[0] = 0}; task_keys[P] = by_task end
+    tk = P .. 'bytask:' .. task
+    by_task[task], by_task[0] = tk, by_task[0] + 1
+  end
+  return qk, tk
+end
+
 -- Store a new job unless its key, or its unique key while active, is held. Returns the id of
 -- the job that stands for it and whether that job is the new one.
 local function store(rec)
@@ -302,8 +340,8 @@ local function store(rec)
     local other = rcall('HGET', P .. 'unique', unique_key)
     if other and ACTIVE[rcall('HGET', jkey(other), 'state')] then return other, false end
   end
-  -- `all` holds every stored id: taken already means a call retried after its reply was lost
-  if rcall('ZADD', P .. 'all', 'NX', '0', id) == 0 then return id, false end
+  -- stored already: a call retried after its reply was lost
+  if rcall('EXISTS', jkey(id)) == 1 then return id, false end
   event(id, rec[3], state)
   listed(P .. 'bytask:' .. rec[3], id)
   listed(P .. 'byqueue:' .. queue, id)

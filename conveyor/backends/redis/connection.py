@@ -327,7 +327,7 @@ class Connection:
 
     def run(self, name: str, *args: Any) -> Any:
         # the client is chosen (and with it the scripts) before the lambda runs
-        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, args))
+        return self.call(lambda _: self._scripts.run(self._execute, name, self.prefix, args))
 
     @property
     def socket_timeout(self) -> float:
@@ -357,7 +357,9 @@ class Connection:
 
     def run_built(self, name: str, build: Callable[[], list[Any]]) -> Any:
         """``run`` with arguments made anew for every attempt."""
-        return self.call(lambda _: self._scripts(self._execute, name, self.prefix, tuple(build())))
+        return self.call(
+            lambda _: self._scripts.run(self._execute, name, self.prefix, tuple(build()))
+        )
 
     def close(self) -> None:
         if self._held is not None:

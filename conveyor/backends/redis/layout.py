@@ -29,7 +29,7 @@ from conveyor.backends.redis.connection import Client, Connection, safe_url
 from conveyor.errors import ConfigurationError
 
 #: the layout this conveyor reads and writes
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 #: the layout of a store written before layout versions existed
 UNVERSIONED = 1
 #: keys that a namespace that ever held a job, a worker, a schedule or a limit keeps
@@ -48,8 +48,16 @@ class Step:
     safe: bool  # may run when a process opens the store (additive and quick)
 
 
+def _drop_all(client: Client, prefix: str) -> None:
+    """Layout 2 keeps no index of every job (``all``): a retried enqueue is told by the job's
+    hash, and an unfiltered listing merges the queues' ``byqueue`` indexes. UNLINK frees the
+    set off the server's main thread. Safe: layout 2 reads nothing from it; a process of
+    layout 1 still running lists fewer jobs unfiltered until it is upgraded."""
+    client.unlink(prefix + "all")
+
+
 #: every step after layout 1, in order
-STEPS: tuple[Step, ...] = ()
+STEPS: tuple[Step, ...] = (Step(2, _drop_all, safe=True),)
 
 
 class LayoutTooNew(ConfigurationError):

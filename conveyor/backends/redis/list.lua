@@ -2,8 +2,8 @@
 -- Returns {jobs' fields newest first, the id to go on from when the scan stopped early}.
 -- Each filter has a lexical index to walk down from the cursor (newest first), so a page
 -- reads about `limit` jobs: `state:<s>` for the rare states, `bytask:<task>`,
--- `byqueue:<queue>`, else `all`; running jobs and a few queued ones come from their work
--- indexes, sorted here.
+-- `byqueue:<queue>`, else the `byqueue` indexes of every queue, merged; running jobs and a
+-- few queued ones come from their work indexes, sorted here.
 local state, task, queue = ARGV[1], ARGV[2], ARGV[3]
 local limit = tonumber(ARGV[4])
 local cursor = ARGV[5]
@@ -42,7 +42,7 @@ if state == 'running' then
 end
 
 -- While few jobs are queued, their ready sets are the listing; many queued jobs are dense
--- among the newest, and walking down `all` (below) finds them at once.
+-- among the newest, and walking down every queue's index (below) finds them at once.
 if state == 'queued' then
   local queued, sets = 0, {}
   for _, field in ipairs(redis.call('HKEYS', P .. 'counts')) do
@@ -74,19 +74,51 @@ if state == 'queued' then
   end
 end
 
-local source = P .. 'all'
+-- Every stored job is counted under its state and queue: the queues `counts` names are
+-- those that hold jobs.
+local function every_queue()
+  local seen, keys = {}, {}
+  for _, field in ipairs(redis.call('HKEYS', P .. 'counts')) do
+    local q = string.match(field, '^[^|]*|(.*)$')
+    if q and not seen[q] then
+      seen[q] = true
+      keys[#keys + 1] = P .. 'byqueue:' .. q
+    end
+  end
+  return keys
+end
+
+local sources
 if LISTED[state] then
-  source, check_state = P .. 'state:' .. state, false
+  sources, check_state = {P .. 'state:' .. state}, false
 elseif task ~= '' then
-  source, check_task = P .. 'bytask:' .. task, false
+  sources, check_task = {P .. 'bytask:' .. task}, false
 elseif queue ~= '' then
-  source, check_queue = P .. 'byqueue:' .. queue, false
+  sources, check_queue = {P .. 'byqueue:' .. queue}, false
+else
+  sources = every_queue()
 end
 local upper = cursor ~= '' and ('(' .. cursor) or '+'
 local chunk = math.max(limit, 100)
+local function newer()
+  if #sources == 1 then
+    return redis.call('ZREVRANGEBYLEX', sources[1], upper, '-', 'LIMIT', 0, chunk)
+  end
+  -- each index's newest `chunk` below the cursor: the newest `chunk` of them all are the
+  -- newest of every job (a job is in one queue's index)
+  local ids = {}
+  for _, key in ipairs(sources) do
+    for _, id in ipairs(redis.call('ZREVRANGEBYLEX', key, upper, '-', 'LIMIT', 0, chunk)) do
+      ids[#ids + 1] = id
+    end
+  end
+  table.sort(ids, function(a, b) return a > b end)
+  for i = #ids, chunk + 1, -1 do ids[i] = nil end
+  return ids
+end
 local scanned = 0
 while true do
-  local ids = redis.call('ZREVRANGEBYLEX', source, upper, '-', 'LIMIT', 0, chunk)
+  local ids = newer()
   if #ids == 0 then return {out, ''} end
   for _, id in ipairs(ids) do
     if wanted(id) then

@@ -69,11 +69,11 @@ class LuaScript:
         """The script's whole text, as EVAL sends it."""
         return "".join(self._parts)
 
-    def __call__(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
+    def run(self, execute: Execute, prefix: str, args: tuple[Any, ...]) -> Any:
         try:
-            return execute("EVALSHA", self.sha, 1, prefix, *args)
+            return execute("EVALSHA", self.sha, "1", prefix, *args)
         except NoScriptError:
-            return execute("EVAL", self.body, 1, prefix, *args)
+            return execute("EVAL", self.body, "1", prefix, *args)
 
 
 class Library:
@@ -97,8 +97,8 @@ class Library:
         once, and it would be a third copy of the scripts in every worker)."""
         return f"#!lua name={self.name}\n" + self._code().replace("'@_", f"'{self.name}_")
 
-    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
-        command = ("FCALL", self.functions[name], 1, prefix, *args)
+    def run(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+        command = ("FCALL", self.functions[name], "1", prefix, *args)
         try:
             return execute(*command)
         except ResponseError as exc:
@@ -145,13 +145,14 @@ class Scripts:
         self.library = Library(prelude, bodies)
         self.functions = functions
 
-    def __call__(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+    def run(self, execute: Execute, name: str, prefix: str, args: tuple[Any, ...]) -> Any:
+        # methods named run, not __call__: calling an instance costs a delay() ~1k more
         if self.functions:
             try:
-                return self.library(execute, name, prefix, args)
+                return self.library.run(execute, name, prefix, args)
             except Unsupported:
                 self.functions = False
-        return self.scripts[name](execute, prefix, args)
+        return self.scripts[name].run(execute, prefix, args)
 
 
 def _sources(publish: str) -> tuple[str, dict[str, str]]:
