@@ -336,11 +336,17 @@ def against_best_peer(rows: dict[str, list[float]], yard: float, table: list[Row
         theirs = {k: v for k, v in us.items() if not k.startswith("conveyor/") and store in k}
         if mine and theirs:
             peer = min(theirs, key=lambda k: theirs[k])
-            lines += [
-                f"- {label}: overhead {value:,.0f} µs per job against {peer}'s "
-                f"{theirs[peer]:,.0f} µs: {value / theirs[peer]:.2f} of the best peer's."
-                for label, value in mine
-            ]
+            for label, value in mine:
+                if value > 0 and theirs[peer] > 0:
+                    lines.append(
+                        f"- {label}: overhead {value:,.0f} µs per job against {peer}'s "
+                        f"{theirs[peer]:,.0f} µs: {value / theirs[peer]:.2f} of the best peer's."
+                    )
+                else:  # a row past the yardstick (more processes than it has): no ratio
+                    lines.append(
+                        f"- {label}: overhead {value:,.0f} µs per job against {peer}'s "
+                        f"{theirs[peer]:,.0f} µs: at or past the yardstick, no ratio."
+                    )
     return lines
 
 
