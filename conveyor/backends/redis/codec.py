@@ -35,9 +35,11 @@ DEFAULT_RESULT_TTL = 86400.0
 
 _NIL = b"\xc0"
 _FIXSTR = [bytes([0xA0 | n]) for n in range(32)]
-_STR8 = struct.Struct(">BB").pack
-_STR16 = struct.Struct(">BH").pack
-_STR32 = struct.Struct(">BI").pack
+# msgpack's headers of a type byte and an 8, 16 or 32-bit big-endian length (str, array) or
+# value (uint)
+_HEAD8 = struct.Struct(">BB").pack
+_HEAD16 = struct.Struct(">BH").pack
+_HEAD32 = struct.Struct(">BI").pack
 # array 16 headers, then the count of fields that follow (a positive fixint)
 _NEW = b"\xdc" + struct.pack(">HB", NEW_FIELDS + 1, NEW_FIELDS)
 _FULL = b"\xdc" + struct.pack(">HB", len(FIELDS) + 1, len(FIELDS))
@@ -49,10 +51,10 @@ def _str(data: bytes) -> bytes:
     if n < 32:
         return _FIXSTR[n] + data
     if n < 0x100:
-        return _STR8(0xD9, n) + data
+        return _HEAD8(0xD9, n) + data
     if n < 0x10000:
-        return _STR16(0xDA, n) + data
-    return _STR32(0xDB, n) + data
+        return _HEAD16(0xDA, n) + data
+    return _HEAD32(0xDB, n) + data
 
 
 _names: dict[str, bytes] = {}
@@ -88,7 +90,7 @@ def pack_records(records: Sequence[JobRecord]) -> bytes:
     """Records as one msgpack array of arrays (``FIELDS`` order, nil for unset), which the
     scripts open with ``cmsgpack``: one argument for a whole batch, where a flat argument
     list costs the client far more."""
-    parts = [_STR32(0xDD, len(records))]
+    parts = [_HEAD32(0xDD, len(records))]
     add = parts.append
     for r in records:
         new = _is_new(r)
@@ -212,13 +214,8 @@ def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
             add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number)))
         else:
             add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number)))
-    head = _STR32(0xDD, 1 + 6 * len(outcomes) + 3 * len(items)) + _uint(len(outcomes))
+    head = _HEAD32(0xDD, 1 + 6 * len(outcomes) + 3 * len(items)) + _uint(len(outcomes))
     return b"".join((head, *outcomes, *jobs))
-
-
-_UINT8 = struct.Struct(">BB").pack
-_UINT16 = struct.Struct(">BH").pack
-_UINT32 = struct.Struct(">BI").pack
 
 
 def _uint(n: int) -> bytes:
@@ -226,10 +223,10 @@ def _uint(n: int) -> bytes:
     if n < 0x80:
         return bytes((n,))
     if n < 0x100:
-        return _UINT8(0xCC, n)
+        return _HEAD8(0xCC, n)
     if n < 0x10000:
-        return _UINT16(0xCD, n)
-    return _UINT32(0xCE, n)
+        return _HEAD16(0xCD, n)
+    return _HEAD32(0xCE, n)
 
 
 def _outcome(outcome: Outcome) -> bytes:
