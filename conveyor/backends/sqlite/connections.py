@@ -25,6 +25,32 @@ BUSY_TIMEOUT_SECONDS = 30.0
 #: the writers' gate beside the database file (see Connections._enter_gate)
 GATE_SUFFIX = "-conveyor-gate"
 
+#: the in-process half of the writers' gate, one lock per database file (see _process_lock)
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _process_lock(path: str) -> threading.Lock:
+    """The lock that the threads of this process take, for the file ``path``, before they try
+    the gate's flock: shared by every ``Connections`` of that file, so that two backends of
+    one app on one file queue up here too."""
+    with _locks_guard:
+        lock = _locks.get(path)
+        if lock is None:
+            lock = _locks[path] = threading.Lock()
+        return lock
+
+
+def _new_locks_after_fork() -> None:
+    # A child made by fork has one thread: a lock that another thread of the parent held at
+    # the fork would stay held for ever in the child, so it starts with locks of its own
+    # (each Connections picks its lock up again in _after_fork).
+    global _locks, _locks_guard
+    _locks, _locks_guard = {}, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -77,6 +103,7 @@ class Connections:
         self._inherited: list[_Slot] = []
         self._local = threading.local()
         self._pid = os.getpid()
+        self._lock = _process_lock(options.path)
 
     def _slot(self) -> _Slot:
         if self._pid != os.getpid():
@@ -96,6 +123,7 @@ class Connections:
         self._pid = os.getpid()
         self._slots = weakref.WeakSet()
         self._local = threading.local()
+        self._lock = _process_lock(self.options.path)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -123,22 +151,39 @@ class Connections:
                 raise_store_error(self.options.path, exc)
         return slot.gate
 
-    def _enter_gate(self, fd: int) -> None:
-        """Take the writers' gate: an flock on a file beside the database.
+    def _enter_gate(self, fd: int) -> threading.Lock:
+        """Take the writers' gate: this process's lock for the file, then an flock on a file
+        beside the database. Returns the lock, for ``_leave_gate``.
 
         Why: SQLite's own busy handler sleeps 1, 2, 5, 10 … 100 ms when the write lock is
         taken, so two busy processes with short transactions spend most of their time asleep.
-        The gate is tried without blocking and again after sleeps that start at tens of
-        microseconds and never exceed half a millisecond. Every connection (and thread) has
-        its own descriptor, so the gate excludes threads as well as processes. BEGIN IMMEDIATE
-        keeps SQLite's full busy timeout for writers that do not use the gate.
+        The threads of one process wait for each other on a lock, woken the moment it is
+        free; only the thread that holds it tries the flock, so the flock is contended by
+        other processes alone. The flock is tried without blocking and again after sleeps
+        that start at tens of microseconds and never exceed half a millisecond (a blocking
+        flock could not give up at the deadline). The whole wait, lock and flock, ends with
+        BackendUnavailable after the busy timeout. BEGIN IMMEDIATE keeps SQLite's full busy
+        timeout for writers that do not use the gate.
         """
+        lock = self._lock
+        deadline = 0.0
+        if not lock.acquire(blocking=False):
+            # Never a wait without end: a thread of this process that holds the lock while
+            # it waits on a frozen process's flock gives up at its own deadline.
+            deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+            if not lock.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+                raise self._gate_timeout()
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._poll_flock(fd, deadline or time.monotonic() + BUSY_TIMEOUT_SECONDS)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def _poll_flock(self, fd: int, deadline: float) -> None:
         pause = 0.00002
         while True:
             time.sleep(pause)
@@ -147,11 +192,21 @@ class Connections:
                 return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise BackendUnavailable(
-                        f"{self.options.path!r}: another writer held the write gate for "
-                        f"{BUSY_TIMEOUT_SECONDS:.0f} s"
-                    ) from None
+                    raise self._gate_timeout() from None
                 pause = min(pause * 2, 0.0005)
+
+    def _gate_timeout(self) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"{self.options.path!r}: another writer held the write gate for "
+            f"{BUSY_TIMEOUT_SECONDS:.0f} s"
+        )
+
+    @staticmethod
+    def _leave_gate(fd: int, lock: threading.Lock) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            lock.release()
 
     @contextmanager
     def autocommit(self) -> Iterator[sqlite3.Connection]:
@@ -159,13 +214,13 @@ class Connections:
         behind the writers' gate like every other write."""
         conn = self.get()
         gate = self._gate()
-        self._enter_gate(gate)
+        lock = self._enter_gate(gate)
         try:
             yield conn
         except sqlite3.Error as exc:
             raise_store_error(self.options.path, exc)
         finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
+            self._leave_gate(gate, lock)
 
     def data_version(self) -> int:
         slot = self._slot()
@@ -186,7 +241,7 @@ class Connections:
         """
         conn = self.get()
         gate = self._gate()
-        self._enter_gate(gate)
+        lock = self._enter_gate(gate)
         try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -206,7 +261,7 @@ class Connections:
             # A read-only file, a full disk...: one line naming the file, the cause, the fix.
             raise_store_error(self.options.path, exc)
         finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
+            self._leave_gate(gate, lock)
 
     def close(self) -> None:
         for slot in list(self._slots):
