@@ -330,3 +330,40 @@ def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
         slot.close()
         os.fstat(other)  # still open: a late close did not take it
         os.close(other)
+
+
+def test_a_finish_stores_its_result_and_error_as_given_none_empty_small_or_large(
+    url: str,
+) -> None:
+    # finish_final binds None as 0 (nullif) and small results as a bytearray: what is read
+    # back must be exactly what was finished, NULL apart from an empty blob
+    backend = SQLiteBackend(url)
+    error = ErrorInfo("Boom", "went wrong")
+    outcomes = [
+        Outcome(State.SUCCEEDED),
+        Outcome(State.SUCCEEDED, result=b""),
+        Outcome(State.SUCCEEDED, result=b"\x00\xc0"),
+        Outcome(State.SUCCEEDED, result=bytes(range(256)) * 300),  # past the copied size
+        Outcome(State.FAILED, error=error),
+        Outcome(State.FAILED, result=b"carried", error=error),
+    ]
+    for _ in outcomes:
+        enqueue_one(backend)
+    claims = backend.claim("w", ["default"], len(outcomes), lease_seconds=LEASE, now=NOW)
+    items = [(c.record.id, c.token, o) for c, o in zip(claims, outcomes, strict=True)]
+    assert backend.finish_many(items, now=NOW + 1) == [True] * len(outcomes)
+    conn = sqlite3.connect(backend.options.path)
+    for job_id, _, outcome in items:
+        stored = backend.get(job_id)
+        assert stored is not None
+        assert (stored.state, stored.result, stored.error) == (
+            outcome.state,
+            outcome.result,
+            outcome.error,
+        )
+        (kind,) = conn.execute(
+            "SELECT typeof(result) FROM conveyor_jobs WHERE id = ?", (job_id,)
+        ).fetchone()
+        assert kind == ("null" if outcome.result is None else "blob")
+    conn.close()
+    backend.close()

@@ -28,6 +28,9 @@ GATE_SUFFIX = "-conveyor-gate"
 #: the in-process half of the writers' gate, one lock per database file (see _process_lock)
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+#: how many forks made this process (counted in the child): how a Connections notices that
+#: it now lives in a child, without a getpid system call per statement
+_forks = 0
 
 
 def _process_lock(path: str) -> threading.Lock:
@@ -41,15 +44,16 @@ def _process_lock(path: str) -> threading.Lock:
         return lock
 
 
-def _new_locks_after_fork() -> None:
+def _in_child_after_fork() -> None:
     # A child made by fork has one thread: a lock that another thread of the parent held at
     # the fork would stay held for ever in the child, so it starts with locks of its own
     # (each Connections picks its lock up again in _after_fork).
-    global _locks, _locks_guard
+    global _locks, _locks_guard, _forks
     _locks, _locks_guard = {}, threading.Lock()
+    _forks += 1
 
 
-os.register_at_fork(after_in_child=_new_locks_after_fork)
+os.register_at_fork(after_in_child=_in_child_after_fork)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +106,11 @@ class Connections:
         self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()
         self._inherited: list[_Slot] = []
         self._local = threading.local()
-        self._pid = os.getpid()
+        self._forks = _forks
         self._lock = _process_lock(options.path)
 
     def _slot(self) -> _Slot:
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             self._after_fork()
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is None:
@@ -120,7 +124,7 @@ class Connections:
         for slot in list(self._slots):
             slot.inherited = True
             self._inherited.append(slot)
-        self._pid = os.getpid()
+        self._forks = _forks
         self._slots = weakref.WeakSet()
         self._local = threading.local()
         self._lock = _process_lock(self.options.path)

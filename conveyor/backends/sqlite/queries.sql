@@ -51,9 +51,12 @@ WHERE id = :id AND token = :token AND state = 'running';
 -- name: finish_final
 -- worker stays: which worker ran a finished job is still shown. Parameters by position
 -- (id, token, state, result, error, now): binding by name costs a dictionary look-up per
--- parameter, and this statement runs once per job.
+-- parameter, and this statement runs once per job. A result or error of 0 stands for NULL
+-- (a blob or JSON text never equals the integer 0): Python's sqlite3 binds None, and bytes,
+-- only after a failed search for an adapter, which costs more than the rest of the binding
+-- (finishing.py passes small results as a bytearray, which it binds at once).
 UPDATE {ns}_jobs
-SET state = ?3, result = ?4, error = ?5, finished_at = ?6,
+SET state = ?3, result = nullif(?4, 0), error = nullif(?5, 0), finished_at = ?6,
     purge_at = ?6 + result_ttl, lease_expires_at = NULL, cancel_requested = 0
 WHERE id = ?1 AND token = ?2 AND state = 'running';
 
