@@ -62,6 +62,13 @@ class Options:
     synchronous: str = "FULL"
 
 
+def _leave_gate(fd: int, lock: threading.Lock) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+
+
 class _Slot:
     """One thread's connections. They close when the thread ends (its thread-local slot is
     dropped), so threads that come and go do not leak file handles."""
@@ -171,7 +178,7 @@ class Connections:
         """
         lock = self._lock
         deadline = 0.0
-        if not lock.acquire(blocking=False):
+        if not lock.acquire(False):  # by position: keyword arguments cost a parse per call
             # Never a wait without end: a thread of this process that holds the lock while
             # it waits on a frozen process's flock gives up at its own deadline.
             deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
@@ -205,13 +212,6 @@ class Connections:
             f"{BUSY_TIMEOUT_SECONDS:.0f} s"
         )
 
-    @staticmethod
-    def _leave_gate(fd: int, lock: threading.Lock) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            lock.release()
-
     @contextmanager
     def autocommit(self) -> Iterator[sqlite3.Connection]:
         """One write statement that is a transaction on its own (no BEGIN or COMMIT to send),
@@ -224,7 +224,7 @@ class Connections:
         except sqlite3.Error as exc:
             raise_store_error(self.options.path, exc)
         finally:
-            self._leave_gate(gate, lock)
+            _leave_gate(gate, lock)
 
     def data_version(self) -> int:
         slot = self._slot()
@@ -265,7 +265,7 @@ class Connections:
             # A read-only file, a full disk...: one line naming the file, the cause, the fix.
             raise_store_error(self.options.path, exc)
         finally:
-            self._leave_gate(gate, lock)
+            _leave_gate(gate, lock)
 
     def close(self) -> None:
         for slot in list(self._slots):
