@@ -54,12 +54,14 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.redis import layout
 from conveyor.backends.redis.codec import (
+    Held,
     decode_claims,
     decode_fields,
     decode_record,
     one_args,
     pack_outcomes,
     pack_records,
+    pack_run,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Connection, safe_url
 from conveyor.backends.redis.feed import Feed
@@ -74,6 +76,9 @@ log = logging.getLogger("conveyor.backends.redis")
 STALE_WORKER_SECONDS = 3600.0
 BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
+#: runs held for their finish (see _hold) past which the held ones are forgotten: a worker
+#: holds a few hundred at most, and a run released, lost or finished elsewhere stays behind
+HELD_MAX = 10_000
 
 
 class RedisBackend(Feed, Waiting, Records, Backend):
@@ -105,6 +110,7 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         self._listener = Listener(self._connection)
         self._local = threading.local()
         self._persistence_checked = False
+        self._held: Held = {}
 
     @classmethod
     def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
@@ -214,7 +220,26 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
         t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
         started = float(t)
-        return decode_claims(flat, worker_id, started, started + lease_seconds)
+        claims = decode_claims(flat, worker_id, started, started + lease_seconds)
+        self._hold(claims, t)
+        return claims
+
+    def _hold(self, claims: list[Claim], started: bytes) -> None:
+        """Note each run claimed (its token, queue, task and start time, as ``started`` the
+        claim's text) for its finish, which sends them rather than have the server read them
+        from the job (codec.py pack_outcomes). Jobs claimed together mostly share a queue and
+        task: each pair is packed once."""
+        held = self._held
+        if len(held) > HELD_MAX:
+            held.clear()
+        runs: dict[tuple[str, str], bytes] = {}
+        for claim in claims:
+            record = claim.record
+            pair = (record.queue, record.task)
+            run = runs.get(pair)
+            if run is None:
+                run = runs[pair] = pack_run(record.queue, record.task, started)
+            held[record.id] = (claim.token, run)
 
     def heartbeat(
         self,
@@ -242,7 +267,8 @@ class RedisBackend(Feed, Waiting, Records, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         if not items:
             return []
-        return [bool(r) for r in self._run("finish", repr(now), pack_outcomes(items))]
+        packed = pack_outcomes(items, self._held)
+        return [bool(r) for r in self._run("finish", repr(now), packed)]
 
     def finish_and_claim(
         self,
@@ -260,14 +286,16 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         if not items and limit <= 0:
             return [], []
         head = [repr(now), worker_id, max(limit, 0), repr(float(lease_seconds))]
-        tail = [len(queues), *queues, pack_outcomes(items)]
+        tail = [len(queues), *queues, pack_outcomes(items, self._held)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
-        return list(map(bool, done)), decode_claims(
-            flat, worker_id, started, started + lease_seconds
-        )
+        claims = decode_claims(flat, worker_id, started, started + lease_seconds)
+        if claims:
+            self._hold(claims, t)
+        return list(map(bool, done)), claims
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        self._held.pop(job_id, None)
         reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))
         return bool(reply)
 

@@ -190,32 +190,56 @@ _FLAGS = {False: _str(b"0"), True: _str(b"1")}
 _OUTCOME_STATES = {state: _str(state.value.encode()) for state in State}
 
 
-def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
+#: what a finish may send of a run its backend claimed, by job id: the run's token and its
+#: claim's queue, task and start time, packed (``pack_run``)
+Held = dict[str, tuple[int, bytes]]
+
+
+def pack_run(queue: str, task: str, started: bytes) -> bytes:
+    """A run's queue, task and start time (the text its claim stored) as finish_jobs reads
+    them: the three values of a job's hash that a finish then need not read."""
+    return b"".join((_name(queue), _name(task), _str(started)))
+
+
+def pack_outcomes(items: Sequence[tuple[str, int, Outcome]], held: Held | None = None) -> bytes:
     """Outcomes as finish_jobs (common.lua) reads them: one msgpack array holding the number
     m of distinct outcomes, m outcomes (state, has_result, result, error, ready_at and
-    counts_failure, '' for none), then per job its id, token and the number of its outcome
-    (1 to m). One argument for a whole batch: the client packs a command's arguments one by
-    one, at a cost per argument far above that of a few bytes more in one. Consecutive jobs
-    with the same outcome (a task returning None) share it: the server then makes three
-    values per job, not eight."""
+    counts_failure, '' for none), the number r of distinct runs, r runs (queue, task,
+    started_at: ``pack_run``), then per job its id, token, the number of its outcome (1 to
+    m) and that of its run (0 for none). One argument for a whole batch: the client packs a
+    command's arguments one by one, at a cost per argument far above that of a few bytes
+    more in one. Consecutive jobs with the same outcome (a task returning None) share it:
+    the server then makes four values per job, not eight. A job's run comes from ``held``
+    (taken out of it) when it holds the job under the same token: the run a claim of this
+    backend gave, whose queue, task and start time the server then reads from here, not
+    from the job's hash, where each costs it a scan and a value made in Lua. A job's token
+    is what the server checks, so a run held under another token is not sent."""
     outcomes: list[bytes] = []
+    runs: dict[bytes, bytes] = {}
     jobs: list[bytes] = []
     add = jobs.append
     last: Outcome | None = None
     number = b""
+    take = held.pop if held else None
     for job_id, token, outcome in items:
         if outcome is not last:
             last = outcome
             outcomes.append(_outcome(outcome))
             number = _uint(len(outcomes))
+        run = b"\x00"
+        if take is not None:
+            got = take(job_id, None)
+            if got is not None and got[0] == token:
+                run = runs.get(got[1]) or runs.setdefault(got[1], _uint(len(runs) + 1))
         packed = job_id.encode()
         digits = b"%d" % token  # under 32 digits: a fixstr
         if len(packed) < 32:
-            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number)))
+            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number, run)))
         else:
-            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number)))
-    head = _HEAD32(0xDD, 1 + 6 * len(outcomes) + 3 * len(items)) + _uint(len(outcomes))
-    return b"".join((head, *outcomes, *jobs))
+            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number, run)))
+    n = 2 + 6 * len(outcomes) + 3 * len(runs) + 4 * len(items)
+    head = _HEAD32(0xDD, n) + _uint(len(outcomes))
+    return b"".join((head, *outcomes, _uint(len(runs)), *runs, *jobs))
 
 
 def _uint(n: int) -> bytes:
