@@ -103,7 +103,13 @@ local DIGITS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
 -- up to 128 members is a listpack, which compares scores by parsing them back with strtod
 -- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
 -- per claim. recover.lua reads the exact expiry from the job.
-local function lease_score(lease) return int(math.floor(tonum(lease))) end
+-- The last score made is kept by the library: the calls of one second share it.
+local last_second, last_score = nil, nil
+local function lease_score(lease)
+  local second = math.floor(tonum(lease))
+  if second ~= last_second then last_second, last_score = second, fmt('%d', second) end
+  return last_score
+end
 -- The server's TIME, read once per call: the leases a script stamps and its change-feed
 -- entry share it.
 local function server_time()
@@ -156,8 +162,9 @@ local function bucket(seconds)
 end
 -- An attempt ended (from running): count its run time and outcome. The ends, the most
 -- frequent stat, add up by task, outcome and label (ends: declared at the top, fresh for
--- each call), their field names made once each, at notify().
-local function count_end(task, to, started_at, now, err)
+-- each call), their field names made once each, at notify(). `n` attempts alike: the same
+-- task, outcome, error and start (finish_jobs counts a run's jobs together).
+local function count_end(task, to, started_at, now, err, n)
   if to ~= 'succeeded' and to ~= 'failed' then return end
   local d = 0
   if has(started_at) then d = now - tonum(started_at) end
@@ -166,15 +173,17 @@ local function count_end(task, to, started_at, now, err)
   local by_label = by_task[to]
   if not by_label then by_label = {}; by_task[to] = by_label end
   local label = bucket(d)
-  by_label[label] = (by_label[label] or 0) + 1
-  stat_sum[task] = (stat_sum[task] or 0) + d
+  by_label[label] = (by_label[label] or 0) + n
+  local sum = stat_sum[task] or 0
+  for _ = 1, n do sum = sum + d end -- one at a time, as one job at a time would
+  stat_sum[task] = sum
   if to == 'failed' then
     local kind = 'Error'
     if has(err) then
       local ok, e = pcall(cjson.decode, err)
       if ok and type(e) == 'table' and type(e.type) == 'string' then kind = e.type end
     end
-    stat(task .. SEP .. 'error' .. SEP .. kind, 1)
+    stat(task .. SEP .. 'error' .. SEP .. kind, n)
   end
 end
 
@@ -275,7 +284,7 @@ end
 local function finalize(id, queue, from, to, now, result, err, quiet)
   local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta', 'task',
     'started_at')
-  if from == 'running' then count_end(f[4], to, f[5], now, err) end
+  if from == 'running' then count_end(f[4], to, f[5], now, err, 1) end
   local sets = {'finished_at', num(now), 'purge_at', num(now + tonumber(f[1] or '86400'))}
   local dels = {'worker', 'lease_expires_at', 'cancel_requested'}
   if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -544,6 +553,7 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
   -- A token's text is the one before with its last digit moved on, unless that digit
   -- wraps: a concatenation costs a fraction of a string.format.
   local head
+  local nchanged = #changed -- (nothing else adds to it in this loop)
   for i, t in ipairs(taken) do
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
@@ -577,8 +587,15 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     ids[#ids + 1] = id
     leases[2 * i - 1] = score
     leases[2 * i] = id
-    changed[#changed + 1] = id
-    event(id, f[1], 'running')
+    nchanged = nchanged + 1
+    changed[nchanged] = id
+    -- event(id, f[1], 'running'), written out: once per job claimed
+    local e = nevents
+    events[e + 1] = id
+    events[e + 2] = f[1]
+    events[e + 3] = 'running'
+    events[e + 4] = ''
+    nevents = e + 4
   end
   for q, ids in pairs(by_queue) do
     zrem_many(P .. 'ready:' .. q, ids)
@@ -619,6 +636,20 @@ local function finish_jobs(now_s, packed)
   -- purge_at by result_ttl: the jobs of a batch mostly share one, so one '%.17g' serves them
   -- (and one purge_score: purge_scores by result_ttl too)
   local purge_ats, purge_scores = {}, {}
+  -- The final outcomes of one run alike (a batch's jobs mostly: one claim's, one outcome)
+  -- are counted together: `tally` jobs like the last one counted (tally_run: its run's place
+  -- in `o`, 0 for none, which is like no other; tally_a: its outcome's), whose queue, task,
+  -- started_at, outcome and error follow. flush() counts them.
+  local tally, tally_run, tally_a = 0, 0, 0
+  local tally_queue, tally_task, tally_started, tally_to, tally_err
+  local function flush()
+    if tally > 0 then
+      count(tally_queue, 'running', -tally)
+      count(tally_queue, tally_to, tally)
+      count_end(tally_task, tally_to, tally_started, now, tally_err, tally)
+      tally = 0
+    end
+  end
   local o = cmsgpack.unpack(packed)
   local runs = 2 + 6 * o[1] -- o[runs]: the number of runs, which follow it
   for i = runs + 1 + 3 * o[runs], #o, 4 do
@@ -651,7 +682,6 @@ local function finish_jobs(now_s, packed)
       if meta then limit_release(id, meta, queue) end
       ngone = ngone + 1
       gone[ngone] = id
-      count(queue, 'running', -1)
       -- A running job holds no result (only a final outcome writes one, and retry() clears
       -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
       -- error and cancel_requested are cleared ('') only where set: a field written anew
@@ -680,8 +710,12 @@ local function finish_jobs(now_s, packed)
         purges[npurges + 2] = id
         npurges = npurges + 2
         if LISTED[to] then rcall('ZADD', P .. 'state:' .. to, 0, id) end
-        count(queue, to, 1)
-        count_end(task, to, started_at, now, err)
+        if run == 0 or run ~= tally_run or a ~= tally_a then
+          flush()
+          tally_run, tally_a, tally_queue, tally_task, tally_started, tally_to, tally_err =
+            run, a, queue, task, started_at, to, err
+        end
+        tally = tally + 1
         if unique_key then free_unique(id, unique_key) end
         if meta and string.find(meta, '"flow"', 1, true) then
           flow.final(id, to, now, o[a + 1] == '1' and o[a + 2] or nil,
@@ -694,6 +728,7 @@ local function finish_jobs(now_s, packed)
         if o[a + 5] == '1' then failures = failures + 1 end
         rcall('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
+        count(queue, 'running', -1)
         place(id, to, queue, {r[2], ready_at, false, false, r[3]})
         stat(task .. SEP .. 'retries' .. SEP, 1)
       end
@@ -702,6 +737,7 @@ local function finish_jobs(now_s, packed)
       out[nout] = 1
     end
   end
+  flush()
   zrem_many(P .. 'running', gone)
   zadd_many(P .. 'purge', purges)
   return out
