@@ -28,10 +28,13 @@ local nevents = 0 -- events' length (see event())
 -- between calls (not read at load, where the sandbox hides them; a script reads them on each
 -- call, as it runs this file each time).
 local rcall, nxt, fmt, strsub, unpk
+local tonumber_, ipairs_, pairs_, floor_, min_, mp_unpack, json_encode, concat
 -- (Written out, not a function per table: a Lua call costs more than the test, on every call.)
 local function begin(keys, args)
   if not rcall then
     rcall, nxt, fmt, strsub, unpk = redis.call, next, string.format, string.sub, unpack
+    tonumber_, ipairs_, pairs_, floor_, min_ = tonumber, ipairs, pairs, math.floor, math.min
+    mp_unpack, json_encode, concat = cmsgpack.unpack, cjson.encode, table.concat
   end
   P, ARGV, time_reply = keys[1], args, nil
   if nxt(changed) then changed = {} end
@@ -76,7 +79,7 @@ local function num(x) return fmt('%.17g', x) end
 -- times again and again (the caller's now, a batch's start times, the lease it stamps).
 local function tonum(s)
   local v = numbers[s]
-  if v == nil then v = tonumber(s); numbers[s] = v end
+  if v == nil then v = tonumber_(s); numbers[s] = v end
   return v
 end
 -- num(x) for a time the call parses again later (its stamps): noted, so it is not parsed
@@ -106,7 +109,7 @@ local DIGITS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
 -- The last score made is kept by the library: the calls of one second share it.
 local last_second, last_score = nil, nil
 local function lease_score(lease)
-  local second = math.floor(tonum(lease))
+  local second = floor_(tonum(lease))
   if second ~= last_second then last_second, last_score = second, fmt('%d', second) end
   return last_score
 end
@@ -124,12 +127,12 @@ local function has(v) return v and v ~= '' end
 -- Commands with many members, in slices that stay within Lua's stack.
 local function zadd_many(key, flat)
   for i = 1, #flat, 1000 do
-    redis.call('ZADD', key, unpack(flat, i, math.min(i + 999, #flat)))
+    rcall('ZADD', key, unpk(flat, i, min_(i + 999, #flat)))
   end
 end
 local function zrem_many(key, ids)
   for i = 1, #ids, 1000 do
-    redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids)))
+    rcall('ZREM', key, unpk(ids, i, min_(i + 999, #ids)))
   end
 end
 
@@ -209,9 +212,9 @@ end
 -- clock when the caller sent '' (read when the script runs, however late that is), else the
 -- caller's value (a test's movable clock, read again by every retry of the call).
 local function store_time(arg)
-  if arg ~= '' then return tonumber(arg) end
+  if arg ~= '' then return tonumber_(arg) end
   local t = server_time()
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  return tonumber_(t[1]) + tonumber_(t[2]) / 1000000
 end
 
 -- The store-wide heartbeat record (base.py note_heartbeat / in_stall): heartbeats further
@@ -436,14 +439,14 @@ end
 -- (`limit_s`: the limit as the caller sent it, text: a Lua number handed to redis.call is
 -- printed with '%.17g', which costs the server some 2,000 instructions.)
 local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
-  local limit = tonumber(limit_s)
+  local limit = tonumber_(limit_s)
   local now = tonum(now_s)
   local lt = tonum(started_s) -- limits count by the store's time, as leases do
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
   -- Parked jobs whose limit may let them go join theirs too. One EXISTS tells whether there
   -- is either: most claims find neither, and skip a read per queue.
   local waiting = {}
-  for i, q in ipairs(queues) do waiting[i] = P .. 'sched:' .. q end
+  for i, q in ipairs_(queues) do waiting[i] = P .. 'sched:' .. q end
   waiting[#waiting + 1] = P .. 'limit_wake'
   if rcall('EXISTS', unpk(waiting)) > 0 then
     for i, q in ipairs(queues) do
@@ -518,7 +521,7 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     if not best then break end
     pos[best] = pos[best] + stride
     scanned = scanned + 1
-    local k = jkey(best_id)
+    local k = P .. 'job:' .. best_id -- jkey(best_id), written out: once per job read
     local f, new = claimed_fields(k)
     if new then -- no expiry, no limits
       ntaken = ntaken + 1
@@ -543,7 +546,7 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
       end
     end
   end
-  for qi, ids in pairs(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
+  for qi, ids in pairs_(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
 
   local n = ntaken
   local out, no = {}, 0
@@ -554,7 +557,8 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
   -- wraps: a concatenation costs a fraction of a string.format.
   local head
   local nchanged = #changed -- (nothing else adds to it in this loop)
-  for i, t in ipairs(taken) do
+  for i = 1, n do
+    local t = taken[i]
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
     local digit, token_s = token % 10, nil
@@ -597,7 +601,7 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     events[e + 4] = ''
     nevents = e + 4
   end
-  for q, ids in pairs(by_queue) do
+  for q, ids in pairs_(by_queue) do
     zrem_many(P .. 'ready:' .. q, ids)
     count(q, 'queued', -#ids)
     count(q, 'running', #ids)
@@ -650,12 +654,12 @@ local function finish_jobs(now_s, packed)
       tally = 0
     end
   end
-  local o = cmsgpack.unpack(packed)
+  local o = mp_unpack(packed)
   local runs = 2 + 6 * o[1] -- o[runs]: the number of runs, which follow it
   for i = runs + 1 + 3 * o[runs], #o, 4 do
     local id, token, a = o[i], o[i + 1], 6 * o[i + 2] - 4 -- a: where its outcome starts
     local to, err, run = o[a], o[a + 3], o[i + 3]
-    local k = jkey(id)
+    local k = P .. 'job:' .. id -- jkey(id), written out: once per job
     -- What a retry alone needs (failures, priority, expires_at) is read by a retry alone,
     -- and the optional fields only when the job has more than RUNNING_FIELDS (see there):
     -- a field a job does not have costs the server a scan of the whole hash, and one it
@@ -690,7 +694,7 @@ local function finish_jobs(now_s, packed)
         ttl = ttl or '86400'
         local purge_at = purge_ats[ttl]
         if not purge_at then
-          local t = now + tonumber(ttl)
+          local t = now + tonumber_(ttl)
           purge_at = num(t)
           purge_ats[ttl], purge_scores[ttl] = purge_at, purge_score(t, purge_at)
         end
@@ -732,7 +736,13 @@ local function finish_jobs(now_s, packed)
         place(id, to, queue, {r[2], ready_at, false, false, r[3]})
         stat(task .. SEP .. 'retries' .. SEP, 1)
       end
-      event(id, task, to)
+      -- event(id, task, to), written out: once per job finished
+      local e = nevents
+      events[e + 1] = id
+      events[e + 2] = task or ''
+      events[e + 3] = to
+      events[e + 4] = ''
+      nevents = e + 4
       changed[#changed + 1] = id
       out[nout] = 1
     end
@@ -772,33 +782,33 @@ end
 -- The end of every script that changes jobs: write the new ready jobs and the counts, then
 -- wake who listens.
 local function notify()
-  for queue, flat in pairs(new_ready) do
+  for queue, flat in pairs_(new_ready) do
     zadd_many(P .. 'ready:' .. queue, flat)
     count(queue, 'queued', #flat / 2)
   end
-  for key, flat in pairs(new_listed) do zadd_many(key, flat) end
-  for state, by_queue in pairs(deltas) do
-    for queue, delta in pairs(by_queue) do
+  for key, flat in pairs_(new_listed) do zadd_many(key, flat) end
+  for state, by_queue in pairs_(deltas) do
+    for queue, delta in pairs_(by_queue) do
       local field = state .. '|' .. queue
       if delta ~= 0 and rcall('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
         rcall('HDEL', P .. 'counts', field)
       end
     end
   end
-  if nevents > 0 then write_events(cjson.encode(events), int(nevents / 4)) end
-  for task, by_task in pairs(ends) do
-    for to, by_label in pairs(by_task) do
-      for label, n in pairs(by_label) do
+  if nevents > 0 then write_events(json_encode(events), int(nevents / 4)) end
+  for task, by_task in pairs_(ends) do
+    for to, by_label in pairs_(by_task) do
+      for label, n in pairs_(by_label) do
         rcall('HINCRBY', P .. 'stats', task .. SEP .. to .. SEP .. label, int(n))
       end
     end
   end
-  for field, n in pairs(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
-  for task, seconds in pairs(stat_sum) do
+  for field, n in pairs_(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
+  for task, seconds in pairs_(stat_sum) do
     rcall('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end
-  if #changed > 0 then rcall(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
-  for queue in pairs(woken) do wake(queue) end
+  if #changed > 0 then rcall(PUBLISH, P .. 'changed', concat(changed, ' ')) end
+  for queue in pairs_(woken) do wake(queue) end
 end
 
 -- script body follows
