@@ -468,7 +468,10 @@ def test_a_finish_counts_alike_the_runs_it_sends_and_those_it_reads(
         # sent: three of t.a alike, then one of t.b failed; one under a stale token
         mine = [(c.record.id, c.token, ok) for c in a[:3]]
         mine += [(b[0].record.id, b[0].token, failed), (b[1].record.id, b[1].token + 99, ok)]
+        held = claimer._held  # the runs its claim noted: a finish sends and forgets them
+        assert {c.record.id for c in claims} <= held.keys()
         assert claimer.finish_many(mine, now=later) == [True, True, True, True, False]
+        assert held.keys() == {a[3].record.id, b[2].record.id}
         # read: the other backend claimed none of them
         theirs = [(a[3].record.id, a[3].token, ok), (b[1].record.id, b[1].token, ok)]
         assert other.finish_many(theirs, now=later) == [True, True]

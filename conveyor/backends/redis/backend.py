@@ -61,7 +61,6 @@ from conveyor.backends.redis.codec import (
     one_args,
     pack_outcomes,
     pack_records,
-    pack_run,
 )
 from conveyor.backends.redis.connection import RETRYABLE, Connection, safe_url
 from conveyor.backends.redis.feed import Feed
@@ -76,7 +75,7 @@ log = logging.getLogger("conveyor.backends.redis")
 STALE_WORKER_SECONDS = 3600.0
 BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
-#: runs held for their finish (see _hold) past which the held ones are forgotten: a worker
+#: runs held for their finish (see _held_runs) past which the held ones are forgotten: a worker
 #: holds a few hundred at most, and a run released, lost or finished elsewhere stays behind
 HELD_MAX = 10_000
 
@@ -220,26 +219,19 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
         t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
         started = float(t)
-        claims = decode_claims(flat, worker_id, started, started + lease_seconds)
-        self._hold(claims, t)
-        return claims
+        return decode_claims(
+            flat, worker_id, started, started + lease_seconds, self._held_runs(), t
+        )
 
-    def _hold(self, claims: list[Claim], started: bytes) -> None:
-        """Note each run claimed (its token, queue, task and start time, as ``started`` the
-        claim's text) for its finish, which sends them rather than have the server read them
-        from the job (codec.py pack_outcomes). Jobs claimed together mostly share a queue and
-        task: each pair is packed once."""
+    def _held_runs(self) -> Held:
+        """The runs this backend claimed, for their finish (codec.py pack_outcomes): each
+        finish sends their queue, task and start time rather than have the server read them
+        from the job. Runs released, lost or finished elsewhere stay behind: past HELD_MAX
+        they are all forgotten."""
         held = self._held
         if len(held) > HELD_MAX:
             held.clear()
-        runs: dict[tuple[str, str], bytes] = {}
-        for claim in claims:
-            record = claim.record
-            pair = (record.queue, record.task)
-            run = runs.get(pair)
-            if run is None:
-                run = runs[pair] = pack_run(record.queue, record.task, started)
-            held[record.id] = (claim.token, run)
+        return held
 
     def heartbeat(
         self,
@@ -289,9 +281,9 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         tail = [len(queues), *queues, pack_outcomes(items, self._held)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
-        claims = decode_claims(flat, worker_id, started, started + lease_seconds)
-        if claims:
-            self._hold(claims, t)
+        claims = decode_claims(
+            flat, worker_id, started, started + lease_seconds, self._held_runs(), t
+        )
         return list(map(bool, done)), claims
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
