@@ -28,10 +28,12 @@ one entry per script, ids from ``event_id``) and ``stats`` the per-task counters
 stamped with the server's ``TIME``, read inside the script (one call per script).
 
 The hot paths cost few commands per job: enqueue ``EXISTS`` and one HSET (the ready set
-takes a batch in one ZADD); claim one HMGET, one HLEN and one HSET (one ZRANGEBYSCORE, ZREM
-and ZADD per batch); finish one HMGET, one HLEN and one HSET (one ZREM and ZADD per batch).
-HLEN tells a job that has none of the optional fields, which are then not read by name (in a
-small hash, a field it has not set costs a scan of all of it).
+takes a batch in one ZADD); claim one HLEN, one HMGET and one HSET (per batch one EXISTS, a
+ZRANGEBYSCORE per queue, one ZREM and one ZADD); finish one HMGET, one HLEN and one HSET
+(one ZREM and ZADD per batch). HLEN tells a job that has none of the optional fields, which
+are then not read by name (in a small hash, a field it has not set costs a scan of all of
+it); a finish is sent the queue, task and start time of the runs this backend claimed, and
+reads only the state and token that fence it.
 """
 
 from __future__ import annotations
