@@ -444,3 +444,48 @@ def test_a_user_who_may_not_run_info_gets_a_single_server_client(
         assert backend.cluster is False
     finally:
         backend.close()
+
+
+def test_a_finish_counts_alike_the_runs_it_sends_and_those_it_reads(
+    redis_server: RedisServer, ns: str
+) -> None:
+    """A backend's finish sends the queue, task and start time of the runs it claimed, and
+    counts a batch's alike together; the server reads them for any other run. The counts,
+    task stats and fencing come out the same either way."""
+    claimer = RedisBackend(redis_server.url, namespace=ns, clock=lambda: NOW)
+    other = RedisBackend(redis_server.url, namespace=ns, clock=lambda: NOW)
+    try:
+        records = [make_record(task="t.a") for _ in range(4)]
+        records += [make_record(task="t.b", queue="q2") for _ in range(3)]
+        claimer.enqueue(records)
+        claims = claimer.claim("w1", ["default", "q2"], 7, lease_seconds=LEASE, now=NOW)
+        runs = {c.record.id: c for c in claims}
+        a = [runs[r.id] for r in records[:4]]
+        b = [runs[r.id] for r in records[4:]]
+        ok = Outcome.succeeded(b"1")
+        failed = Outcome.failed(ErrorInfo("ValueError", "no"))
+        later = NOW + 2.0
+        # sent: three of t.a alike, then one of t.b failed; one under a stale token
+        mine = [(c.record.id, c.token, ok) for c in a[:3]]
+        mine += [(b[0].record.id, b[0].token, failed), (b[1].record.id, b[1].token + 99, ok)]
+        held = claimer._held  # the runs its claim noted: a finish sends and forgets them
+        assert {c.record.id for c in claims} <= held.keys()
+        assert claimer.finish_many(mine, now=later) == [True, True, True, True, False]
+        assert held.keys() == {a[3].record.id, b[2].record.id}
+        # read: the other backend claimed none of them
+        theirs = [(a[3].record.id, a[3].token, ok), (b[1].record.id, b[1].token, ok)]
+        assert other.finish_many(theirs, now=later) == [True, True]
+        assert claimer.finish_many([(a[0].record.id, a[0].token, ok)], now=later) == [False]
+
+        counts = claimer.queue_counts()
+        assert counts["default"] == {State.SUCCEEDED: 4}
+        assert counts["q2"] == {State.SUCCEEDED: 1, State.FAILED: 1, State.RUNNING: 1}
+        tasks = claimer.job_stats(now=later).tasks
+        assert (tasks["t.a"].succeeded, tasks["t.a"].runtime_count) == (4, 4)
+        assert tasks["t.a"].runtime_sum == pytest.approx(8.0)
+        assert (tasks["t.b"].succeeded, tasks["t.b"].failed) == (1, 1)
+        assert tasks["t.b"].failures == {"ValueError": 1}
+        assert tasks["t.b"].runtime_sum == pytest.approx(4.0)
+    finally:
+        claimer.close()
+        other.close()

@@ -28,10 +28,12 @@ one entry per script, ids from ``event_id``) and ``stats`` the per-task counters
 stamped with the server's ``TIME``, read inside the script (one call per script).
 
 The hot paths cost few commands per job: enqueue ``EXISTS`` and one HSET (the ready set
-takes a batch in one ZADD); claim one HMGET, one HLEN and one HSET (one ZRANGEBYSCORE, ZREM
-and ZADD per batch); finish one HMGET, one HLEN and one HSET (one ZREM and ZADD per batch).
-HLEN tells a job that has none of the optional fields, which are then not read by name (in a
-small hash, a field it has not set costs a scan of all of it).
+takes a batch in one ZADD); claim one HLEN, one HMGET and one HSET (per batch one EXISTS, a
+ZRANGEBYSCORE per queue, one ZREM and one ZADD); finish one HMGET, one HLEN and one HSET
+(one ZREM and ZADD per batch). HLEN tells a job that has none of the optional fields, which
+are then not read by name (in a small hash, a field it has not set costs a scan of all of
+it); a finish is sent the queue, task and start time of the runs this backend claimed, and
+reads only the state and token that fence it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from conveyor.backends.base import (
 )
 from conveyor.backends.redis import layout
 from conveyor.backends.redis.codec import (
+    Held,
     decode_claims,
     decode_fields,
     decode_record,
@@ -74,6 +77,9 @@ log = logging.getLogger("conveyor.backends.redis")
 STALE_WORKER_SECONDS = 3600.0
 BATCH = 1000  # jobs per script in sweeps and purges: keeps each script short
 _CRASHES_MARK = 987654321  # stands for the crash count in the WorkerLost template
+#: runs held for their finish (see _held_runs) past which the held ones are forgotten: a worker
+#: holds a few hundred at most, and a run released, lost or finished elsewhere stays behind
+HELD_MAX = 10_000
 
 
 class RedisBackend(Feed, Waiting, Records, Backend):
@@ -105,6 +111,7 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         self._listener = Listener(self._connection)
         self._local = threading.local()
         self._persistence_checked = False
+        self._held: Held = {}
 
     @classmethod
     def migrate_store(cls, url: str, *, namespace: str = "conveyor") -> tuple[int, int] | None:
@@ -214,7 +221,19 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         head = [worker_id, limit, repr(now), repr(float(lease_seconds))]
         t, flat = self._stamped("claim", lambda clock: [*head, clock, *queues])
         started = float(t)
-        return decode_claims(flat, worker_id, started, started + lease_seconds)
+        return decode_claims(
+            flat, worker_id, started, started + lease_seconds, self._held_runs(), t
+        )
+
+    def _held_runs(self) -> Held:
+        """The runs this backend claimed, for their finish (codec.py pack_outcomes): each
+        finish sends their queue, task and start time rather than have the server read them
+        from the job. Runs released, lost or finished elsewhere stay behind: past HELD_MAX
+        they are all forgotten."""
+        held = self._held
+        if len(held) > HELD_MAX:
+            held.clear()
+        return held
 
     def heartbeat(
         self,
@@ -242,7 +261,8 @@ class RedisBackend(Feed, Waiting, Records, Backend):
     def finish_many(self, items: Sequence[tuple[str, int, Outcome]], *, now: float) -> list[bool]:
         if not items:
             return []
-        return [bool(r) for r in self._run("finish", repr(now), pack_outcomes(items))]
+        packed = pack_outcomes(items, self._held)
+        return [bool(r) for r in self._run("finish", repr(now), packed)]
 
     def finish_and_claim(
         self,
@@ -260,14 +280,16 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         if not items and limit <= 0:
             return [], []
         head = [repr(now), worker_id, max(limit, 0), repr(float(lease_seconds))]
-        tail = [len(queues), *queues, pack_outcomes(items)]
+        tail = [len(queues), *queues, pack_outcomes(items, self._held)]
         done, flat, t = self._stamped("finish_claim", lambda clock: [*head, clock, *tail])
         started = float(t) if t else now
-        return list(map(bool, done)), decode_claims(
-            flat, worker_id, started, started + lease_seconds
+        claims = decode_claims(
+            flat, worker_id, started, started + lease_seconds, self._held_runs(), t
         )
+        return list(map(bool, done)), claims
 
     def release(self, job_id: str, token: int, *, started: bool, now: float) -> bool:
+        self._held.pop(job_id, None)
         reply = self._run("release", job_id, str(token), "1" if started else "0", repr(now))
         return bool(reply)
 

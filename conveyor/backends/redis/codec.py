@@ -190,32 +190,50 @@ _FLAGS = {False: _str(b"0"), True: _str(b"1")}
 _OUTCOME_STATES = {state: _str(state.value.encode()) for state in State}
 
 
-def pack_outcomes(items: Sequence[tuple[str, int, Outcome]]) -> bytes:
+#: what a finish may send of a run its backend claimed, by job id: the run's token and its
+#: claim's queue, task and start time, packed as finish_jobs reads them (``decode_claims``)
+Held = dict[str, tuple[int, bytes]]
+
+
+def pack_outcomes(items: Sequence[tuple[str, int, Outcome]], held: Held | None = None) -> bytes:
     """Outcomes as finish_jobs (common.lua) reads them: one msgpack array holding the number
     m of distinct outcomes, m outcomes (state, has_result, result, error, ready_at and
-    counts_failure, '' for none), then per job its id, token and the number of its outcome
-    (1 to m). One argument for a whole batch: the client packs a command's arguments one by
-    one, at a cost per argument far above that of a few bytes more in one. Consecutive jobs
-    with the same outcome (a task returning None) share it: the server then makes three
-    values per job, not eight."""
+    counts_failure, '' for none), the number r of distinct runs, r runs (queue, task,
+    started_at: see ``Held``), then per job its id, token, the number of its outcome (1 to
+    m) and that of its run (0 for none). One argument for a whole batch: the client packs a
+    command's arguments one by one, at a cost per argument far above that of a few bytes
+    more in one. Consecutive jobs with the same outcome (a task returning None) share it:
+    the server then makes four values per job, not eight. A job's run comes from ``held``
+    (taken out of it) when it holds the job under the same token: the run a claim of this
+    backend gave, whose queue, task and start time the server then reads from here, not
+    from the job's hash, where each costs it a scan and a value made in Lua. A job's token
+    is what the server checks, so a run held under another token is not sent."""
     outcomes: list[bytes] = []
+    runs: dict[bytes, bytes] = {}
     jobs: list[bytes] = []
     add = jobs.append
     last: Outcome | None = None
     number = b""
+    take = held.pop if held else None
     for job_id, token, outcome in items:
         if outcome is not last:
             last = outcome
             outcomes.append(_outcome(outcome))
             number = _uint(len(outcomes))
+        run = b"\x00"
+        if take is not None:
+            got = take(job_id, None)
+            if got is not None and got[0] == token:
+                run = runs.get(got[1]) or runs.setdefault(got[1], _uint(len(runs) + 1))
         packed = job_id.encode()
         digits = b"%d" % token  # under 32 digits: a fixstr
         if len(packed) < 32:
-            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number)))
+            add(b"".join((_FIXSTR[len(packed)], packed, _FIXSTR[len(digits)], digits, number, run)))
         else:
-            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number)))
-    head = _HEAD32(0xDD, 1 + 6 * len(outcomes) + 3 * len(items)) + _uint(len(outcomes))
-    return b"".join((head, *outcomes, *jobs))
+            add(b"".join((_str(packed), _FIXSTR[len(digits)], digits, number, run)))
+    n = 2 + 6 * len(outcomes) + 3 * len(runs) + 4 * len(items)
+    head = _HEAD32(0xDD, n) + _uint(len(outcomes))
+    return b"".join((head, *outcomes, _uint(len(runs)), *runs, *jobs))
 
 
 def _uint(n: int) -> bytes:
@@ -305,15 +323,25 @@ def decode_fields(raw: Mapping[bytes, bytes]) -> JobRecord:
 CLAIM_STRIDE = 9
 
 
-def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float) -> list[Claim]:
+def decode_claims(
+    flat: Sequence[Any],
+    worker: str,
+    started: float,
+    lease: float,
+    held: Held | None = None,
+    started_text: bytes = b"",
+) -> list[Claim]:
     """The claims from claim.lua's flat reply; what the claim itself set (state, worker, the
     store's start and lease times) is filled in here rather than sent back per job. A worker
     decodes one record per job it runs: the record is built with its fields in order
     (JobRecord's), without keywords, and the fields most jobs leave unset come back (and are
-    decoded) only for a job that sets one of them."""
+    decoded) only for a job that sets one of them. Each run is noted in ``held`` (when given)
+    for its finish (``pack_outcomes``): its token, and its queue, task and start time (the
+    claim's text, ``started_text``) packed once per queue and task."""
     claims: list[Claim] = []
     add = claims.append
     running = State.RUNNING
+    runs: dict[tuple[bytes, bytes], bytes] = {}
     # Jobs enqueued together share their creation time, and most were ready at it: each
     # distinct time is parsed once (a float from 17 digits costs more than the lookup).
     times: dict[bytes | None, float] = {None: 0.0, b"": 0.0}
@@ -327,14 +355,20 @@ def decode_claims(flat: Sequence[Any], worker: str, started: float, lease: float
         ready = times.get(ready_at)
         if ready is None:
             ready = times[ready_at] = float(ready_at)
+        job = job_id.decode()
         record = JobRecord(
-            job_id.decode(), task.decode(), payload or b"", queue.decode(), 0, running, None,
+            job, task.decode(), payload or b"", queue.decode(), 0, running, None,
             None, attempts, 0, 0, created, ready, None, started, None, None,
             DEFAULT_RESULT_TTL, None, None, None, worker, token, lease, False, {},
         )  # fmt: skip
         if rare is not None:
             _set_rare(record, *rare)
         add(Claim(record, token))
+        if held is not None:
+            run = runs.get((queue, task))
+            if run is None:
+                run = runs[queue, task] = b"".join((_str(queue), _str(task), _str(started_text)))
+            held[job] = (token, run)
     return claims
 
 

@@ -20,6 +20,7 @@ local P, ARGV, time_reply
 local changed, woken, events, deltas, stat_n, stat_sum = {}, {}, {}, {}, {}, {}
 local queues_seen, new_ready, new_listed, limit_specs, limit_uses = {}, {}, {}, {}, {}
 local ends, numbers = {}, {}
+local nevents = 0 -- events' length (see event())
 -- A table the last call left empty serves again: most calls fill few of them, and a new
 -- table costs an allocation and the collector's time.
 -- Globals the hot paths use, read once: in a library every read of a global goes through the
@@ -27,15 +28,27 @@ local ends, numbers = {}, {}
 -- between calls (not read at load, where the sandbox hides them; a script reads them on each
 -- call, as it runs this file each time).
 local rcall, nxt, fmt, strsub, unpk
+local tonumber_, ipairs_, pairs_, floor_, min_, mp_unpack, json_encode, concat
+-- A new table with room for 64 values in its array part, for the lists a call fills one value
+-- at a time: from empty, a table is made anew at 1, 2, 4, 8... values, some 500 server
+-- instructions each time (measured).
+local function room64()
+  return {nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,
+    nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+end
 -- (Written out, not a function per table: a Lua call costs more than the test, on every call.)
 local function begin(keys, args)
   if not rcall then
     rcall, nxt, fmt, strsub, unpk = redis.call, next, string.format, string.sub, unpack
+    tonumber_, ipairs_, pairs_, floor_, min_ = tonumber, ipairs, pairs, math.floor, math.min
+    mp_unpack, json_encode, concat = cmsgpack.unpack, cjson.encode, table.concat
   end
   P, ARGV, time_reply = keys[1], args, nil
-  if nxt(changed) then changed = {} end
+  if nxt(changed) then changed = room64() end
   if nxt(woken) then woken = {} end
-  if nxt(events) then events = {} end
+  if nxt(events) then events = room64(); nevents = 0 end
   if nxt(deltas) then deltas = {} end
   if nxt(stat_n) then stat_n = {} end
   if nxt(stat_sum) then stat_sum = {} end
@@ -75,7 +88,7 @@ local function num(x) return fmt('%.17g', x) end
 -- times again and again (the caller's now, a batch's start times, the lease it stamps).
 local function tonum(s)
   local v = numbers[s]
-  if v == nil then v = tonumber(s); numbers[s] = v end
+  if v == nil then v = tonumber_(s); numbers[s] = v end
   return v
 end
 -- num(x) for a time the call parses again later (its stamps): noted, so it is not parsed
@@ -85,13 +98,30 @@ local function num_noted(x)
   return s
 end
 -- A whole number as redis.call needs it: a Lua number would be printed with '%.17g', which
--- costs the server several times more.
-local function int(x) return fmt('%d', x) end
+-- costs the server several times more. string.format itself costs some 2,900 instructions a
+-- call (measured), a table read a few dozen: the small numbers a call counts with (a batch's
+-- size, a count's change) are kept, made once each, in the library.
+local int_texts = {}
+local function int(x)
+  local s = int_texts[x]
+  if s then return s end
+  s = fmt('%d', x)
+  if x > -1024 and x < 1024 then int_texts[x] = s end
+  return s
+end
+-- The digits' texts, for tokens made from the one before (claim_jobs)
+local DIGITS = {[0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'}
 -- A job's score in `running`: its lease's expiry rounded down to the second. A sorted set of
 -- up to 128 members is a listpack, which compares scores by parsing them back with strtod
 -- unless they are whole numbers; `running` is that small on most servers and takes a ZADD
 -- per claim. recover.lua reads the exact expiry from the job.
-local function lease_score(lease) return int(math.floor(tonum(lease))) end
+-- The last score made is kept by the library: the calls of one second share it.
+local last_second, last_score = nil, nil
+local function lease_score(lease)
+  local second = floor_(tonum(lease))
+  if second ~= last_second then last_second, last_score = second, fmt('%d', second) end
+  return last_score
+end
 -- The server's TIME, read once per call: the leases a script stamps and its change-feed
 -- entry share it.
 local function server_time()
@@ -106,12 +136,12 @@ local function has(v) return v and v ~= '' end
 -- Commands with many members, in slices that stay within Lua's stack.
 local function zadd_many(key, flat)
   for i = 1, #flat, 1000 do
-    redis.call('ZADD', key, unpack(flat, i, math.min(i + 999, #flat)))
+    rcall('ZADD', key, unpk(flat, i, min_(i + 999, #flat)))
   end
 end
 local function zrem_many(key, ids)
   for i = 1, #ids, 1000 do
-    redis.call('ZREM', key, unpack(ids, i, math.min(i + 999, #ids)))
+    rcall('ZREM', key, unpk(ids, i, min_(i + 999, #ids)))
   end
 end
 
@@ -119,11 +149,14 @@ end
 -- task ('' when unknown: read here), state, progress JSON ('' for none). notify() writes
 -- them all as one entry of the capped stream `events` (one XADD per script), its id
 -- <last event id>-0 from the counter `event_id`: the entry holds the events up to that id.
+-- (Its length is kept in nevents: `#events` would search the table for it each time.)
 local function event(id, task, state, progress)
-  events[#events + 1] = id
-  events[#events + 1] = task or redis.call('HGET', jkey(id), 'task') or ''
-  events[#events + 1] = state
-  events[#events + 1] = progress or ''
+  local n = nevents
+  events[n + 1] = id
+  events[n + 2] = task or redis.call('HGET', jkey(id), 'task') or ''
+  events[n + 3] = state
+  events[n + 4] = progress or ''
+  nevents = n + 4
 end
 
 -- Per-task counters for /metrics (app.stats) in the hash `stats`: fields task SEP kind SEP
@@ -132,16 +165,18 @@ end
 -- (a float). Added up here and written by notify(): one HINCRBY per distinct field.
 local SEP = '\31'
 local function stat(field, n) stat_n[field] = (stat_n[field] or 0) + n end
+local NBUCKETS = #BUCKETS
 local function bucket(seconds)
-  for i, upper in ipairs(BUCKETS) do
-    if seconds <= upper then return BUCKET_LABELS[i] end
+  for i = 1, NBUCKETS do
+    if seconds <= BUCKETS[i] then return BUCKET_LABELS[i] end
   end
   return '+Inf'
 end
 -- An attempt ended (from running): count its run time and outcome. The ends, the most
 -- frequent stat, add up by task, outcome and label (ends: declared at the top, fresh for
--- each call), their field names made once each, at notify().
-local function count_end(task, to, started_at, now, err)
+-- each call), their field names made once each, at notify(). `n` attempts alike: the same
+-- task, outcome, error and start (finish_jobs counts a run's jobs together).
+local function count_end(task, to, started_at, now, err, n)
   if to ~= 'succeeded' and to ~= 'failed' then return end
   local d = 0
   if has(started_at) then d = now - tonum(started_at) end
@@ -150,15 +185,17 @@ local function count_end(task, to, started_at, now, err)
   local by_label = by_task[to]
   if not by_label then by_label = {}; by_task[to] = by_label end
   local label = bucket(d)
-  by_label[label] = (by_label[label] or 0) + 1
-  stat_sum[task] = (stat_sum[task] or 0) + d
+  by_label[label] = (by_label[label] or 0) + n
+  local sum = stat_sum[task] or 0
+  for _ = 1, n do sum = sum + d end -- one at a time, as one job at a time would
+  stat_sum[task] = sum
   if to == 'failed' then
     local kind = 'Error'
     if has(err) then
       local ok, e = pcall(cjson.decode, err)
       if ok and type(e) == 'table' and type(e.type) == 'string' then kind = e.type end
     end
-    stat(task .. SEP .. 'error' .. SEP .. kind, 1)
+    stat(task .. SEP .. 'error' .. SEP .. kind, n)
   end
 end
 
@@ -184,9 +221,9 @@ end
 -- clock when the caller sent '' (read when the script runs, however late that is), else the
 -- caller's value (a test's movable clock, read again by every retry of the call).
 local function store_time(arg)
-  if arg ~= '' then return tonumber(arg) end
+  if arg ~= '' then return tonumber_(arg) end
   local t = server_time()
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+  return tonumber_(t[1]) + tonumber_(t[2]) / 1000000
 end
 
 -- The store-wide heartbeat record (base.py note_heartbeat / in_stall): heartbeats further
@@ -259,7 +296,7 @@ end
 local function finalize(id, queue, from, to, now, result, err, quiet)
   local f = redis.call('HMGET', jkey(id), 'result_ttl', 'unique_key', 'meta', 'task',
     'started_at')
-  if from == 'running' then count_end(f[4], to, f[5], now, err) end
+  if from == 'running' then count_end(f[4], to, f[5], now, err, 1) end
   local sets = {'finished_at', num(now), 'purge_at', num(now + tonumber(f[1] or '86400'))}
   local dels = {'worker', 'lease_expires_at', 'cancel_requested'}
   if result then sets[#sets + 1] = 'result'; sets[#sets + 1] = result
@@ -376,28 +413,26 @@ end
 -- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
 -- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
 -- what the claim itself set.
+-- The fields every job has: id, task, payload, queue, state, created_at and ready_at (store()
+-- and enqueue.lua's one-job form write them all; a job that has no more is a new one).
+local BASE_FIELDS = 7
 -- A claim reads a job's CLAIMED fields, in this order: task, payload, priority, key,
 -- unique_key, attempts, failures, crashes, created_at, ready_at, expires_at, result_ttl,
--- error, progress, meta. It reads the fields every job needs, and the job's number of
--- fields (HLEN): when these and id, queue and state (which every job has: store() and
--- enqueue.lua's one-job form write them) are all of them, the rare fields are unset and not
--- read. In a hash this small (a listpack) each field named costs a scan from its start, the
--- whole of it for a field the job has not set, and each value read a slot in a table the
--- call builds: most jobs set none of the ten.
+-- error, progress, meta. It reads the job's number of fields (HLEN) first: a job with
+-- BASE_FIELDS has none of the rare ones (nor attempts, which a claim sets), and only its
+-- task, payload, created_at and ready_at are read. In a hash this small (a listpack) each
+-- field named costs a scan from its start, the whole of it for a field the job has not set,
+-- and each value read its way into a Lua table: some 2,700 server instructions a field,
+-- measured, where HLEN costs less than one. Any other job has all fifteen read at once.
+-- Returns the fields and whether the job is new; a new job's are only its four, in the
+-- order read (task, payload, created_at, ready_at), as no more are needed.
 local function claimed_fields(k)
-  local c = rcall('HMGET', k, 'task', 'payload', 'attempts', 'created_at', 'ready_at')
-  local n = 3
-  for j = 1, 5 do
-    if c[j] then n = n + 1 end
+  if rcall('HLEN', k) == BASE_FIELDS then
+    return rcall('HMGET', k, 'task', 'payload', 'created_at', 'ready_at'), true
   end
-  if rcall('HLEN', k) == n then
-    return {c[1], c[2], false, false, false, c[3], false, false, c[4], c[5], false, false, false,
-      false, false}
-  end
-  local r = rcall('HMGET', k, 'priority', 'key', 'unique_key', 'failures', 'crashes',
-    'expires_at', 'result_ttl', 'error', 'progress', 'meta')
-  return {c[1], c[2], r[1], r[2], r[3], c[3], r[4], r[5], c[4], c[5], r[6], r[7], r[8], r[9],
-    r[10]}
+  return rcall('HMGET', k, 'task', 'payload', 'priority', 'key', 'unique_key', 'attempts',
+    'failures', 'crashes', 'created_at', 'ready_at', 'expires_at', 'result_ttl', 'error',
+    'progress', 'meta'), false
 end
 -- The CLAIMED fields most jobs leave unset, or false when all are: priority, key,
 -- unique_key, failures, crashes, expires_at, result_ttl, error ('' for none), progress, meta
@@ -413,25 +448,36 @@ end
 -- (`limit_s`: the limit as the caller sent it, text: a Lua number handed to redis.call is
 -- printed with '%.17g', which costs the server some 2,000 instructions.)
 local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
-  local limit = tonumber(limit_s)
+  local limit = tonumber_(limit_s)
   local now = tonum(now_s)
   local lt = tonum(started_s) -- limits count by the store's time, as leases do
   -- Scheduled jobs whose time came join their queue first, so one order covers both.
-  for _, q in ipairs(queues) do
-    local due = rcall('ZRANGEBYSCORE', P .. 'sched:' .. q, '-inf', now_s, 'LIMIT', '0', '1000')
-    for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
+  -- Parked jobs whose limit may let them go join theirs too. One EXISTS tells whether there
+  -- is either: most claims find neither, and skip a read per queue.
+  local waiting = {}
+  for i, q in ipairs_(queues) do waiting[i] = P .. 'sched:' .. q end
+  waiting[#waiting + 1] = P .. 'limit_wake'
+  if rcall('EXISTS', unpk(waiting)) > 0 then
+    for i, q in ipairs(queues) do
+      local due = rcall('ZRANGEBYSCORE', waiting[i], '-inf', now_s, 'LIMIT', '0', '1000')
+      for _, id in ipairs(due) do move(id, q, 'scheduled', 'queued', {}, nil) end
+    end
+    limit_unpark_due(lt, started_s)
   end
-  limit_unpark_due(lt, started_s)
 
   -- Each queue's head is read a window at a time (one ZRANGE for a whole batch), and the
   -- windows are merged: the lowest score wins, then the lowest id. Nothing is removed until
   -- the end, so the offsets stay valid. One queue needs no merging, so no scores: the server
-  -- would print each with '%.17g' and the claim parse it back. The first window is read by
-  -- score (all of them: the same order), which takes the limit as sent; a later one by rank,
-  -- which finds its offset without walking to it.
+  -- would print each with '%.17g' and the claim parse it back. Nor do many queues of which
+  -- one has ready jobs (a worker's usual lot: `default` and `executor`, one of them busy):
+  -- the first windows are read without scores, and read again with them only when two or
+  -- more hold jobs (stride 2: id, score). Nothing joins a ready set while a claim runs, so a
+  -- queue found empty stays so. The first window is read by score (all of them: the same
+  -- order), which takes the limit as sent; a later one by rank, which finds its offset
+  -- without walking to it.
   local win, pos, offset, more = {}, {}, {}, {}
   local nq = #queues
-  local stride = nq > 1 and 2 or 1
+  local stride = 1
   local function fill(qi)
     local key, first = P .. 'ready:' .. queues[qi], offset[qi]
     local r
@@ -449,14 +495,25 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     more[qi] = #r == stride * limit
   end
   for qi = 1, nq do offset[qi] = 0; fill(qi) end
+  local only, busy = 1, 0 -- the queue that holds jobs, when one does
+  for qi = 1, nq do
+    if win[qi][1] then only = qi; busy = busy + 1 end
+  end
+  if busy > 1 then
+    stride = 2
+    for qi = 1, nq do
+      if win[qi][1] then offset[qi] = 0; fill(qi) end
+    end
+  end
 
-  local taken, scanned, parked, nparked = {}, 0, {}, 0
-  while #taken < limit and scanned < 10000 and nparked < LIMIT_PARK do
+  -- taken: per job to claim {id, queue number, fields, limit refs, key, new} (ntaken of them)
+  local taken, ntaken, scanned, parked, nparked = {}, 0, 0, {}, 0
+  while ntaken < limit and scanned < 10000 and nparked < LIMIT_PARK do
     local best, best_score, best_id = nil, nil, nil
     if stride == 1 then
-      if pos[1] > #win[1] and more[1] then fill(1) end
-      best_id = win[1][pos[1]]
-      if best_id then best = 1 end
+      if pos[only] > #win[only] and more[only] then fill(only) end
+      best_id = win[only][pos[only]]
+      if best_id then best = only end
     else
       for qi = 1, nq do
         if pos[qi] > #win[qi] and more[qi] then fill(qi) end
@@ -473,10 +530,13 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
     if not best then break end
     pos[best] = pos[best] + stride
     scanned = scanned + 1
-    local k = jkey(best_id)
-    local f = claimed_fields(k)
+    local k = P .. 'job:' .. best_id -- jkey(best_id), written out: once per job read
+    local f, new = claimed_fields(k)
+    if new then -- no expiry, no limits
+      ntaken = ntaken + 1
+      taken[ntaken] = {best_id, best, f, false, k, true}
     -- past its expiry: sweep marks it expired; claims pass it by
-    if not (has(f[11]) and tonumber(f[11]) <= now) then
+    elseif not (has(f[11]) and tonumber(f[11]) <= now) then
       -- a job a limit holds back is parked (limiting.lua), the claim goes on behind it
       local refs = limit_refs_of(f[15])
       local blocked = refs and limit_blocking(refs, lt)
@@ -490,44 +550,67 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
         nparked = nparked + 1
       else
         if refs then limit_take(refs, lt, lease) end
-        taken[#taken + 1] = {best_id, best, f, refs, k}
+        ntaken = ntaken + 1
+        taken[ntaken] = {best_id, best, f, refs, k, false}
       end
     end
   end
-  for qi, ids in pairs(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
+  for qi, ids in pairs_(parked) do zrem_many(P .. 'ready:' .. queues[qi], ids) end
 
-  local n = #taken
-  local out = {}
+  local n = ntaken
+  local out, no = room64(), 0
   if n == 0 then return out end
   local last = rcall('INCRBY', P .. 'token', int(n))
   local by_queue, leases, score = {}, {}, lease_score(lease)
-  for i, t in ipairs(taken) do
+  -- A token's text is the one before with its last digit moved on, unless that digit
+  -- wraps: a concatenation costs a fraction of a string.format.
+  local head
+  local nchanged = #changed -- (nothing else adds to it in this loop)
+  for i = 1, n do
+    local t = taken[i]
     local id, q, f = t[1], queues[t[2]], t[3]
     local token = last - n + i
+    local digit, token_s = token % 10, nil
+    if head and digit ~= 0 then token_s = head .. DIGITS[digit]
+    else token_s = fmt('%d', token); head = strsub(token_s, 1, -2) end
     -- most jobs run their first attempt: '1' needs no formatting
     local attempts, attempts_s = 1, '1'
-    if f[6] then attempts = tonumber(f[6]) + 1; attempts_s = int(attempts) end
-    rcall('HSET', t[5], 'state', 'running', 'token', int(token), 'worker', worker,
+    if not t[6] and f[6] then attempts = tonumber(f[6]) + 1; attempts_s = int(attempts) end
+    rcall('HSET', t[5], 'state', 'running', 'token', token_s, 'worker', worker,
       'started_at', started_s, 'lease_expires_at', lease, 'attempts', attempts_s)
-    out[#out + 1] = id
-    out[#out + 1] = q
-    out[#out + 1] = token
-    out[#out + 1] = f[1]
-    out[#out + 1] = f[2]
-    out[#out + 1] = attempts
-    out[#out + 1] = f[9]
-    out[#out + 1] = f[10]
-    out[#out + 1] = rare(f)
+    out[no + 1] = id
+    out[no + 2] = q
+    out[no + 3] = token
+    out[no + 4] = f[1]
+    out[no + 5] = f[2]
+    out[no + 6] = attempts
+    if t[6] then
+      out[no + 7] = f[3]
+      out[no + 8] = f[4]
+      out[no + 9] = false
+    else
+      out[no + 7] = f[9]
+      out[no + 8] = f[10]
+      out[no + 9] = rare(f)
+    end
+    no = no + 9
     if t[4] then limit_record(id, token, t[4], started_s, lt) end
     local ids = by_queue[q]
     if not ids then ids = {}; by_queue[q] = ids end
     ids[#ids + 1] = id
-    leases[#leases + 1] = score
-    leases[#leases + 1] = id
-    changed[#changed + 1] = id
-    event(id, f[1], 'running')
+    leases[2 * i - 1] = score
+    leases[2 * i] = id
+    nchanged = nchanged + 1
+    changed[nchanged] = id
+    -- event(id, f[1], 'running'), written out: once per job claimed
+    local e = nevents
+    events[e + 1] = id
+    events[e + 2] = f[1]
+    events[e + 3] = 'running'
+    events[e + 4] = ''
+    nevents = e + 4
   end
-  for q, ids in pairs(by_queue) do
+  for q, ids in pairs_(by_queue) do
     zrem_many(P .. 'ready:' .. q, ids)
     count(q, 'queued', -#ids)
     count(q, 'running', #ids)
@@ -536,42 +619,82 @@ local function claim_jobs(worker, limit_s, now_s, started_s, lease, queues)
   return out
 end
 
--- A job that runs under its claim's token has the fields every job has (id, task, payload,
--- queue, state, created_at, ready_at: store() and enqueue.lua's one-job form write them
--- all) and those its claim set (token, worker, started_at, lease_expires_at, attempts):
--- when it has no more, it has none of the optional ones a finish reads.
-local RUNNING_FIELDS = 12
+-- A job that runs under its claim's token has the fields every job has (BASE_FIELDS) and the
+-- five its claim set (token, worker, started_at, lease_expires_at, attempts: see the HSET in
+-- claim_jobs): when it has no more, it has none of the optional ones a finish reads.
+local RUNNING_FIELDS = BASE_FIELDS + 5
+-- A job's score in `purge`, for its purge time t (s: t as num() writes it): s when it has
+-- at most 15 digits, else t rounded up to the next millisecond. ZADD parses a score with
+-- strtod, which takes a slow path (some 2,000 instructions) past 15 significant digits, and
+-- `purge` takes one per finished job; a job purged up to a millisecond late is none the
+-- worse, and never early: the score is at least t. The job's purge_at stays exact.
+local function purge_score(t, s)
+  if #s < 16 then return s end
+  local ms = math.ceil(t * 1000)
+  if ms / 1000 < t then ms = ms + 1 end -- t * 1000 was rounded down
+  return fmt('%.3f', ms / 1000)
+end
 -- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding the number m
 -- of distinct outcomes, m outcomes (state, has_result, result, error, ready_at,
--- counts_failure; '' stands for none), then per job its id, token and the number of its
--- outcome; `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced.
+-- counts_failure; '' stands for none), the number r of distinct runs, r runs (queue, task,
+-- started_at, as the claim that gave the token wrote them), then per job its id, token, the
+-- number of its outcome and that of its run (0 for none: they are read from the job).
+-- `now_s` is the caller's now. Returns 1 per job finished, 0 per job fenced. A run's values
+-- are used only once the job's state and token showed it is still that claim's run, whose
+-- queue, task and started_at no one changes.
 local function finish_jobs(now_s, packed)
   local now = tonum(now_s)
-  local out, gone, purges = {}, {}, {}
+  -- (their lengths kept: `#t` would search each table for its length every time)
+  local out, gone, purges, nout, ngone, npurges = {}, {}, {}, 0, 0, 0
   -- purge_at by result_ttl: the jobs of a batch mostly share one, so one '%.17g' serves them
-  local purge_ats = {}
-  local o = cmsgpack.unpack(packed)
-  for i = 2 + 6 * o[1], #o, 3 do
+  -- (and one purge_score: purge_scores by result_ttl too)
+  local purge_ats, purge_scores = {}, {}
+  -- The final outcomes of one run alike (a batch's jobs mostly: one claim's, one outcome)
+  -- are counted together: `tally` jobs like the last one counted (tally_run: its run's place
+  -- in `o`, 0 for none, which is like no other; tally_a: its outcome's), whose queue, task,
+  -- started_at, outcome and error follow. flush() counts them.
+  local tally, tally_run, tally_a = 0, 0, 0
+  local tally_queue, tally_task, tally_started, tally_to, tally_err
+  local function flush()
+    if tally > 0 then
+      count(tally_queue, 'running', -tally)
+      count(tally_queue, tally_to, tally)
+      count_end(tally_task, tally_to, tally_started, now, tally_err, tally)
+      tally = 0
+    end
+  end
+  local o = mp_unpack(packed)
+  local runs = 2 + 6 * o[1] -- o[runs]: the number of runs, which follow it
+  for i = runs + 1 + 3 * o[runs], #o, 4 do
     local id, token, a = o[i], o[i + 1], 6 * o[i + 2] - 4 -- a: where its outcome starts
-    local to, err = o[a], o[a + 3]
-    local k = jkey(id)
+    local to, err, run = o[a], o[a + 3], o[i + 3]
+    local k = P .. 'job:' .. id -- jkey(id), written out: once per job
     -- What a retry alone needs (failures, priority, expires_at) is read by a retry alone,
     -- and the optional fields only when the job has more than RUNNING_FIELDS (see there):
-    -- a field a job does not have costs the server a scan of the whole hash.
-    local f = rcall('HMGET', k, 'state', 'token', 'queue', 'task', 'started_at')
-    if f[1] ~= 'running' or f[2] ~= token then
-      out[#out + 1] = 0
+    -- a field a job does not have costs the server a scan of the whole hash, and one it
+    -- has some 2,700 instructions (claimed_fields): the caller's run saves three.
+    local f, queue, task, started_at
+    if run > 0 then
+      f = rcall('HMGET', k, 'state', 'token')
+      run = runs + 3 * run - 2
+      queue, task, started_at = o[run], o[run + 1], o[run + 2]
     else
-      local queue, task = f[3], f[4]
+      f = rcall('HMGET', k, 'state', 'token', 'queue', 'task', 'started_at')
+      queue, task, started_at = f[3], f[4], f[5]
+    end
+    nout = nout + 1
+    if f[1] ~= 'running' or f[2] ~= token then
+      out[nout] = 0
+    else
       local ttl, unique_key, meta, stored_err, cancel = nil, nil, nil, nil, nil
       if rcall('HLEN', k) ~= RUNNING_FIELDS then
         local r = rcall('HMGET', k, 'result_ttl', 'unique_key', 'meta', 'error',
           'cancel_requested')
         ttl, unique_key, meta, stored_err, cancel = r[1], r[2], r[3], r[4], r[5]
       end
-      limit_release(id, meta, queue)
-      gone[#gone + 1] = id
-      count(queue, 'running', -1)
+      if meta then limit_release(id, meta, queue) end
+      ngone = ngone + 1
+      gone[ngone] = id
       -- A running job holds no result (only a final outcome writes one, and retry() clears
       -- it), so setting the fields is all: no HDEL. A final outcome keeps 'worker' on show.
       -- error and cancel_requested are cleared ('') only where set: a field written anew
@@ -580,11 +703,12 @@ local function finish_jobs(now_s, packed)
         ttl = ttl or '86400'
         local purge_at = purge_ats[ttl]
         if not purge_at then
-          purge_at = num(now + tonumber(ttl))
-          purge_ats[ttl] = purge_at
+          local t = now + tonumber_(ttl)
+          purge_at = num(t)
+          purge_ats[ttl], purge_scores[ttl] = purge_at, purge_score(t, purge_at)
         end
         local with_result, with_error = o[a + 1] == '1', err ~= '' or has(stored_err)
-        if with_result and not with_error and not has(cancel) then
+        if with_result and not with_error and not cancel then
           rcall('HSET', k, 'state', to, 'finished_at', now_s, 'purge_at', purge_at,
             'lease_expires_at', '', 'result', o[a + 2])
         else
@@ -595,12 +719,17 @@ local function finish_jobs(now_s, packed)
           if has(cancel) then sets[#sets + 1] = 'cancel_requested'; sets[#sets + 1] = '' end
           rcall('HSET', k, unpk(sets))
         end
-        purges[#purges + 1] = purge_at
-        purges[#purges + 1] = id
+        purges[npurges + 1] = purge_scores[ttl]
+        purges[npurges + 2] = id
+        npurges = npurges + 2
         if LISTED[to] then rcall('ZADD', P .. 'state:' .. to, 0, id) end
-        count(queue, to, 1)
-        count_end(task, to, f[5], now, err)
-        free_unique(id, unique_key)
+        if run == 0 or run ~= tally_run or a ~= tally_a then
+          flush()
+          tally_run, tally_a, tally_queue, tally_task, tally_started, tally_to, tally_err =
+            run, a, queue, task, started_at, to, err
+        end
+        tally = tally + 1
+        if unique_key then free_unique(id, unique_key) end
         if meta and string.find(meta, '"flow"', 1, true) then
           flow.final(id, to, now, o[a + 1] == '1' and o[a + 2] or nil,
             err ~= '' and err or nil, meta)
@@ -612,14 +741,22 @@ local function finish_jobs(now_s, packed)
         if o[a + 5] == '1' then failures = failures + 1 end
         rcall('HSET', k, 'state', to, 'ready_at', ready_at, 'worker', '',
           'lease_expires_at', '', 'error', err, 'failures', int(failures))
+        count(queue, 'running', -1)
         place(id, to, queue, {r[2], ready_at, false, false, r[3]})
         stat(task .. SEP .. 'retries' .. SEP, 1)
       end
-      event(id, task, to)
+      -- event(id, task, to), written out: once per job finished
+      local e = nevents
+      events[e + 1] = id
+      events[e + 2] = task or ''
+      events[e + 3] = to
+      events[e + 4] = ''
+      nevents = e + 4
       changed[#changed + 1] = id
-      out[#out + 1] = 1
+      out[nout] = 1
     end
   end
+  flush()
   zrem_many(P .. 'running', gone)
   zadd_many(P .. 'purge', purges)
   return out
@@ -654,33 +791,33 @@ end
 -- The end of every script that changes jobs: write the new ready jobs and the counts, then
 -- wake who listens.
 local function notify()
-  for queue, flat in pairs(new_ready) do
+  for queue, flat in pairs_(new_ready) do
     zadd_many(P .. 'ready:' .. queue, flat)
     count(queue, 'queued', #flat / 2)
   end
-  for key, flat in pairs(new_listed) do zadd_many(key, flat) end
-  for state, by_queue in pairs(deltas) do
-    for queue, delta in pairs(by_queue) do
+  for key, flat in pairs_(new_listed) do zadd_many(key, flat) end
+  for state, by_queue in pairs_(deltas) do
+    for queue, delta in pairs_(by_queue) do
       local field = state .. '|' .. queue
       if delta ~= 0 and rcall('HINCRBY', P .. 'counts', field, int(delta)) <= 0 then
         rcall('HDEL', P .. 'counts', field)
       end
     end
   end
-  if #events > 0 then write_events(cjson.encode(events), int(#events / 4)) end
-  for task, by_task in pairs(ends) do
-    for to, by_label in pairs(by_task) do
-      for label, n in pairs(by_label) do
+  if nevents > 0 then write_events(json_encode(events), int(nevents / 4)) end
+  for task, by_task in pairs_(ends) do
+    for to, by_label in pairs_(by_task) do
+      for label, n in pairs_(by_label) do
         rcall('HINCRBY', P .. 'stats', task .. SEP .. to .. SEP .. label, int(n))
       end
     end
   end
-  for field, n in pairs(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
-  for task, seconds in pairs(stat_sum) do
+  for field, n in pairs_(stat_n) do rcall('HINCRBY', P .. 'stats', field, int(n)) end
+  for task, seconds in pairs_(stat_sum) do
     rcall('HINCRBYFLOAT', P .. 'stats', task .. SEP .. 'sum' .. SEP, num(seconds))
   end
-  if #changed > 0 then rcall(PUBLISH, P .. 'changed', table.concat(changed, ' ')) end
-  for queue in pairs(woken) do wake(queue) end
+  if #changed > 0 then rcall(PUBLISH, P .. 'changed', concat(changed, ' ')) end
+  for queue in pairs_(woken) do wake(queue) end
 end
 
 -- script body follows
