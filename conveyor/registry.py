@@ -21,6 +21,10 @@ AroundJob = Callable[["JobContext"], AbstractContextManager[Any]]
 class Registry:
     def __init__(self) -> None:
         self._tasks: dict[str, Task[Any, Any]] = {}
+        #: the task of this name that the registry holds, or None (no resolver): the dict's
+        #: own ``get``, for the worker, which looks up every job's task (``find`` is a
+        #: Python call more)
+        self.held: Callable[[str], Task[Any, Any] | None] = self._tasks.get
         self._periodic: dict[str, PeriodicSpec] = {}
         #: ``@app.around_job`` hooks, entered in this order around every run
         self.around_job: list[AroundJob] = []
