@@ -124,7 +124,7 @@ class Slots:
         """A pool is done with the run (its outcome may still have to be written). ``wake``
         False: no need to wake the fetcher for the freed slot (the finisher claims for it
         in the call that writes the outcome)."""
-        if run.began_at:  # (Worker._complete has this inlined: keep the two alike)
+        if run.began_at:
             took = time.monotonic() - run.began_at
             self.run_seconds += (took - self.run_seconds) * 0.05
         if not wake:

@@ -40,7 +40,6 @@ log = logging.getLogger("conveyor.worker")
 FAILED = State.FAILED
 #: how long stop() waits past shutdown_timeout for a store that does not answer
 STOP_GRACE_SECONDS = 0.5
-_monotonic = time.monotonic  # read once per job: a module global, not a module's attribute
 
 
 class Worker:
@@ -286,13 +285,8 @@ class Worker:
         """Called by the pool when a run is over."""
         if isinstance(outcome, Outcome):
             # The finisher claims for the freed slot when it writes the outcome: the fetcher
-            # sleeps on (once per job it would wake only to claim a job or two). This is
-            # ``self._slots.ended(run, wake=False)``, inlined: a Python call a job less on the
-            # pool's threads, which share the GIL with the finisher.
-            slots = self._slots
-            if run.began_at:
-                slots.run_seconds += (_monotonic() - run.began_at - slots.run_seconds) * 0.05
-            slots.in_pool.discard(run.key)  # atomic under the GIL: see Slots.ended
+            # sleeps on (once per job it would wake only to claim a job or two).
+            self._slots.ended(run, wake=False)
             self._finished.put((run, outcome))
             return
         self._slots.ended(run)
