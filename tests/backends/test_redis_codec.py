@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from conveyor.backends.redis.codec import decode_claims
+from conveyor.backends.redis.runs import decode_claims
 from conveyor.job import Claim, ErrorInfo, JobRecord, State
 
 

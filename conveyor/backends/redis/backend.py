@@ -55,19 +55,12 @@ from conveyor.backends.base import (
     worker_lost_error,
 )
 from conveyor.backends.redis import layout
-from conveyor.backends.redis.codec import (
-    Held,
-    decode_claims,
-    decode_fields,
-    decode_record,
-    one_args,
-    pack_outcomes,
-    pack_records,
-)
+from conveyor.backends.redis.codec import decode_fields, decode_record, one_args, pack_records
 from conveyor.backends.redis.connection import RETRYABLE, Connection, safe_url
 from conveyor.backends.redis.feed import Feed
 from conveyor.backends.redis.listener import Listener
 from conveyor.backends.redis.records import Records, worker_json
+from conveyor.backends.redis.runs import Held, decode_claims, pack_outcomes
 from conveyor.backends.redis.waiting import Waiting
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.job import Claim, JobRecord, Outcome, Progress, State
@@ -226,7 +219,7 @@ class RedisBackend(Feed, Waiting, Records, Backend):
         )
 
     def _held_runs(self) -> Held:
-        """The runs this backend claimed, for their finish (codec.py pack_outcomes): each
+        """The runs this backend claimed, for their finish (runs.py pack_outcomes): each
         finish sends their queue, task and start time rather than have the server read them
         from the job. Runs released, lost or finished elsewhere stay behind: past HELD_MAX
         they are all forgotten."""

@@ -411,7 +411,7 @@ end
 -- Claim up to `limit` ready jobs of `queues` for `worker`: ready by the caller's `now_s`,
 -- stamped `started_s` and `lease` (the store's time, see store_time). Returns, flat, per
 -- claimed job: id, queue, token, task, payload, attempts (counted, an integer), created_at,
--- ready_at, then its rare fields (see rare): codec.py decodes them by position, and fills in
+-- ready_at, then its rare fields (see rare): runs.py decodes them by position, and fills in
 -- what the claim itself set.
 -- The fields every job has: id, task, payload, queue, state, created_at and ready_at (store()
 -- and enqueue.lua's one-job form write them all; a job that has no more is a new one).
@@ -634,7 +634,7 @@ local function purge_score(t, s)
   if ms / 1000 < t then ms = ms + 1 end -- t * 1000 was rounded down
   return fmt('%.3f', ms / 1000)
 end
--- End attempts: `packed` is one msgpack array (codec.py pack_outcomes) holding the number m
+-- End attempts: `packed` is one msgpack array (runs.py pack_outcomes) holding the number m
 -- of distinct outcomes, m outcomes (state, has_result, result, error, ready_at,
 -- counts_failure; '' stands for none), the number r of distinct runs, r runs (queue, task,
 -- started_at, as the claim that gave the token wrote them), then per job its id, token, the
