@@ -21,6 +21,9 @@ Key = tuple[str, int]
 
 #: claim ahead of free slots only while runs take less than this on average
 PREFETCH_BELOW_SECONDS = 0.005
+#: while runs are short, jobs claimed ahead per slot: enough that a slot finds its next job
+#: waiting rather than sleeping for one, and that a claim brings several jobs a call
+AHEAD_PER_SLOT = 2
 #: jobs claimed ahead go back to the queue when every slot has been busy this long
 STUCK_SECONDS = 0.1
 
@@ -48,26 +51,30 @@ class Slots:
     # -- room for claims -------------------------------------------------------------------
 
     def prefetch(self) -> int:
-        """How many jobs to claim beyond the free slots: as many as there are slots while
-        jobs are short, none otherwise.
+        """How many jobs to claim beyond the free slots: twice as many as there are slots
+        while jobs are short, none otherwise.
 
-        Claiming ahead halves the claims per job when jobs take microseconds, and a claimed
-        job then waits only as long as a short job runs. With long jobs it would sit
+        Claiming ahead cuts the claims per job when jobs take microseconds, a slot then finds
+        its next job already waiting (a thread asleep on an empty queue costs a wake-up a
+        job), and a claimed job waits only a few short runs. With long jobs it would sit
         reserved behind them while other workers idle (Celery's prefetch problem), so the
         worker stops claiming ahead as soon as its jobs get slow, and hands back what it
         claimed ahead when every slot is stuck (see ``stuck``).
         """
-        return self.concurrency if self.run_seconds < PREFETCH_BELOW_SECONDS else 0
+        short = self.run_seconds < PREFETCH_BELOW_SECONDS
+        return AHEAD_PER_SLOT * self.concurrency if short else 0
 
     def reserve(self) -> int:
-        """Reserve room for a claim; returns how many jobs it may take (maybe 0)."""
+        """Reserve room for a claim; returns how many jobs it may take (maybe 0): the pool's
+        slots and the jobs claimed ahead of them, and at most twice the slots more awaiting
+        the write of their outcome."""
         with self._lock:
             capacity = self.concurrency
             if self.run_seconds < PREFETCH_BELOW_SECONDS:  # self.prefetch(), inlined
-                capacity += capacity
+                capacity += AHEAD_PER_SLOT * capacity
             free = min(
                 capacity - len(self.in_pool) - self._reserved,
-                2 * capacity - len(self.active) - self._reserved,
+                capacity + 2 * self.concurrency - len(self.active) - self._reserved,
             )
             if free <= 0:
                 return 0
@@ -77,12 +84,22 @@ class Slots:
     def unreserve(self, n: int) -> None:
         with self._lock:
             self._reserved -= n
-            self._notify()
+            self._notify_if_starved()
 
     def _notify(self) -> None:
         """Wake the waiters, if any (the caller holds the lock)."""
         if self._waiting:
             self.cond.notify_all()
+
+    def _notify_if_starved(self) -> None:
+        """Wake the waiters when the pool may run out of jobs (fewer held for it than it has
+        slots, and no claim under way to bring more) or nothing is held (the caller holds
+        the lock). Room that frees while the pool still has jobs is left to the finisher,
+        which claims for it in its next write: the fetcher, woken for it after every write,
+        would claim a job or two a call, and the pool's threads would run out of jobs
+        between the two claimers' calls."""
+        if not self.active or len(self.in_pool) + self._reserved < self.concurrency:
+            self._notify()
 
     def _wait(self, timeout: float) -> None:
         """Wait on the condition (the caller holds the lock)."""
@@ -147,7 +164,7 @@ class Slots:
                 in_pool.discard(key)
                 if latest.get(key[0]) is run:
                     del latest[key[0]]
-            self._notify()
+            self._notify_if_starved()
 
     def stuck(self) -> bool:
         """Every slot is busy with a run older than STUCK_SECONDS: jobs claimed ahead should

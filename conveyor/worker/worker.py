@@ -243,6 +243,10 @@ class Worker:
             self._dispatch(claims, free, sent)
             if len(claims) < free and not self._stopping.is_set():
                 self.backend.wait_for_jobs(self.queues, 0.25)
+                # With room left to claim ahead, the fetcher does not wait for room: it looks
+                # here whether the jobs it claimed ahead are stuck behind slow runs.
+                if self._slots.stuck():
+                    self._return_claimed_ahead()
 
     def _dispatch(self, claims: list[Claim], reserved: int, sent: float) -> None:
         """Hand claimed jobs to the pool (or finish at once those that cannot run)."""

@@ -208,6 +208,42 @@ def test_async_tasks_run_in_the_thread_pool_and_sync_tasks_in_the_async_pool(
             assert triple.delay(4).result(timeout=30) == 12
 
 
+def test_no_pool_runs_more_jobs_at_once_than_its_concurrency_while_it_claims_ahead(
+    app: conveyor.App,
+) -> None:
+    lock = threading.Lock()
+    running, most = [0], [0]
+
+    def enter() -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+
+    def leave() -> None:
+        with lock:
+            running[0] -= 1
+
+    @app.task
+    async def short_async() -> None:  # short runs: the worker claims ahead of its slots
+        enter()
+        await asyncio.sleep(0.001)
+        leave()
+
+    @app.task
+    def short_sync() -> None:
+        enter()
+        time.sleep(0.001)
+        leave()
+
+    for pool, task in (("async", short_async), ("thread", short_sync), ("async", short_sync)):
+        most[0] = 0
+        jobs = app.enqueue_many([task.s() for _ in range(120)])
+        with app.worker(pool=pool, concurrency=2):
+            for job in jobs:
+                job.result(timeout=30)
+        assert most[0] <= 2, (pool, task.name, most[0])
+
+
 def test_progress_is_visible_while_running_and_kept_after(app: conveyor.App) -> None:
     go = threading.Event()
 

@@ -41,6 +41,9 @@ class AsyncPool:
         self._thread = threading.Thread(target=self._serve, name="conveyor-asyncio", daemon=True)
         self._pending: set[JobRun] = set()
         self._lock = threading.Lock()
+        # The worker submits the jobs it claims ahead with the others: they wait here, so at
+        # most ``size`` run at once.
+        self._room = asyncio.Semaphore(size)
 
     def start(self) -> None:
         self._thread.start()
@@ -70,16 +73,19 @@ class AsyncPool:
         assert run.task is not None
         options = run.task.options
         handles = []
-        if options.soft_timeout is not None:
-            handles.append(self._loop.call_later(options.soft_timeout, self._fire, run, "soft"))
-        if options.timeout is not None:
-            handles.append(self._loop.call_later(options.timeout, self._fire, run, "timeout"))
         outcome: object | None = None
         try:
-            if run.interrupted is not None:
-                outcome = self._executor.interrupted(run)
-            else:
-                outcome = await self._executor.call_async(run)
+            async with self._room:  # a run's time limits start once it has a slot
+                if options.soft_timeout is not None:
+                    soft = self._loop.call_later(options.soft_timeout, self._fire, run, "soft")
+                    handles.append(soft)
+                if options.timeout is not None:
+                    hard = self._loop.call_later(options.timeout, self._fire, run, "timeout")
+                    handles.append(hard)
+                if run.interrupted is not None:
+                    outcome = self._executor.interrupted(run)
+                else:
+                    outcome = await self._executor.call_async(run)
         except asyncio.CancelledError:  # a plain function's future, cancelled before it ran
             if run.interrupted is not None:
                 outcome = self._executor.interrupted(run)
