@@ -22,8 +22,12 @@ switched on at "go" and off once the last job is done; the count is the differen
 of n jobs and one of n/5, so start-up is not counted: a figure that machine noise cannot move.
 ``--keep DIR`` keeps callgrind's files, for where the instructions go.
 
-Repetitions are interleaved; medians with min–max. The section it writes into
-bench/RESULTS.md is replaced on each run; the rest of the file is left as it is.
+Repetitions are interleaved; medians with min–max. Each system's run is **paired** with a
+yardstick run just before it: its share and overhead are the medians over the repetitions of
+each run against its own yardstick, since this machine's speed can change by half within a
+minute (an idle core wakes slowly), and a yardstick taken minutes apart would pass that on to
+the ratios. The section it writes into bench/RESULTS.md is replaced on each run; the rest of
+the file is left as it is.
 """
 
 from __future__ import annotations
@@ -224,8 +228,8 @@ def throughput(
     return n / (end - start)
 
 
-def yardstick(n: int, body: Body) -> dict[str, float]:
-    """The body alone: on a bare ThreadPoolExecutor(8), and in a bare loop."""
+def yardstick(n: int, body: Body, *, loop: bool = True) -> dict[str, float]:
+    """The body alone: on a bare ThreadPoolExecutor(8), and (``loop``) in a bare loop."""
     bodies.configure(*body)
     try:
         with ThreadPoolExecutor(THREADS) as pool:
@@ -234,6 +238,8 @@ def yardstick(n: int, body: Body) -> dict[str, float]:
             for future in [pool.submit(bodies.work) for _ in range(n)]:
                 future.result()
             pooled = n / (time.perf_counter() - start)
+        if not loop:
+            return {YARDSTICK: pooled}
         start = time.perf_counter()
         for _ in range(n):
             bodies.work()
@@ -241,6 +247,11 @@ def yardstick(n: int, body: Body) -> dict[str, float]:
     finally:
         bodies.configure(None, None)
     return {YARDSTICK: pooled, LOOP: looped}
+
+
+def paired(key: str) -> str:
+    """The label under which a row's own yardstick runs are kept."""
+    return f"{key} [yardstick]"
 
 
 # -- the like-for-like run ------------------------------------------------------------------
@@ -258,16 +269,35 @@ def run_like(
             for row in targets.rows:
                 target = targets.by_name[row.target]
                 n = min(args.jobs, row.jobs or target.throughput_jobs or args.jobs)
+                yard = yardstick(args.jobs, body, loop=False)[YARDSTICK]
                 rate = throughput(
                     target, n, body, workdir, processes=row.processes, concurrency=row.concurrency
                 )
                 raw[name].setdefault(row.key, []).append(rate)
-                print(f"rep {rep} {name:9} {row.key:36} {rate:10,.0f} jobs/s", flush=True)
+                raw[name].setdefault(paired(row.key), []).append(yard)
+                print(
+                    f"rep {rep} {name:9} {row.key:36} {rate:10,.0f} jobs/s "
+                    f"(yardstick just before: {yard:,.0f})",
+                    flush=True,
+                )
     return raw
 
 
 def overhead_us(rate: float, yard: float) -> float:
     return (1 / rate - 1 / yard) * 1e6
+
+
+def share_and_overhead(rows: dict[str, list[float]], key: str, yard: float) -> tuple[float, float]:
+    """A row's share of the yardstick and its overhead per job (µs): the medians over the
+    repetitions of each run against the yardstick run just before it, when there are such
+    (else the row's median against the yardstick's ``yard``)."""
+    rates, yards = rows[key], rows.get(paired(key))
+    if not yards or len(yards) != len(rates):
+        med = statistics.median(rates)
+        return med / yard, overhead_us(med, yard)
+    shares = [r / y for r, y in zip(rates, yards, strict=True)]
+    overheads = [overhead_us(r, y) for r, y in zip(rates, yards, strict=True)]
+    return statistics.median(shares), statistics.median(overheads)
 
 
 TABLE_HEAD = [
@@ -277,8 +307,11 @@ TABLE_HEAD = [
 INTRO = f"""\
 Every row but the yardstick's runs one worker process on its store; the yardstick runs the
 body on a bare `{YARDSTICK}` in one process, no queue. Overhead per job = 1/throughput −
-1/yardstick. † marks a row whose pool differs (Celery's prefork: {THREADS} processes; RQ: no
-threads); it is left out of the comparison lines.
+1/yardstick. Each row's run is paired with a yardstick run just before it: its share and
+overhead are the medians over the repetitions of each run against its own yardstick (the
+yardstick rows show all of them), as this machine's speed can change within a minute.
+† marks a row whose pool differs (Celery's prefork: {THREADS} processes; RQ: no threads); it
+is left out of the comparison lines.
 """
 POSTGRES_INTRO = f"""\
 The PostgreSQL rows ({{postgres}}; fsync off, a fresh database per run,
@@ -316,9 +349,9 @@ def rows_markdown(
         med = statistics.median(values)
         cell = f"{med:,.0f} ({min(values):,.0f}–{max(values):,.0f})"
         version = versions.get(row.target.split("/", 1)[0], "")
+        share, overhead = share_and_overhead(rows, row.key, yard)
         lines.append(
-            f"| {row.target} {version} | {row.setting} | {cell} | {med / yard:.0%} "
-            f"| {overhead_us(med, yard):,.0f} |"
+            f"| {row.target} {version} | {row.setting} | {cell} | {share:.0%} | {overhead:,.0f} |"
         )
     return lines
 
@@ -326,7 +359,7 @@ def rows_markdown(
 def against_best_peer(rows: dict[str, list[float]], yard: float, table: list[Row]) -> list[str]:
     """For each store, each conveyor row's overhead against the best peer's on that store."""
     us = {
-        row.target: overhead_us(statistics.median(rows[row.key]), yard)
+        row.target: share_and_overhead(rows, row.key, yard)[1]
         for row in table
         if row.compared and row.key in rows
     }
@@ -372,7 +405,9 @@ def like_markdown(
             lines += [f"### Body: {title}" + (", own best settings" if table == BEST else "")]
             lines += ["", *TABLE_HEAD]
             for label in (YARDSTICK, LOOP):
-                values = rows[label]
+                values = list(rows[label])
+                if label == YARDSTICK:  # with every row's own
+                    values += [v for row in part for v in rows.get(paired(row.key), [])]
                 cell = f"{statistics.median(values):,.0f} ({min(values):,.0f}–{max(values):,.0f})"
                 threads = THREADS if label == YARDSTICK else 1
                 lines.append(f"| **{label}** (no queue) | {threads} thread(s) | {cell} | — | — |")
