@@ -286,6 +286,25 @@ def test_a_claimed_record_is_the_stored_job_though_the_claim_returns_fewer_colum
     backend.close()
 
 
+@pytest.mark.parametrize("queues", [["default"], ["default", "other"]])
+def test_a_claim_of_plain_rare_and_due_scheduled_jobs_returns_each_as_stored_best_first(
+    url: str, queues: list[str]
+) -> None:
+    # a plain job's record is made from its ready row, one with a rare column set is read
+    # back, and a scheduled job whose time came is read by a second look and merged in
+    backend = SQLiteBackend(url)
+    plain = enqueue_one(backend, meta={"tag": 1})
+    rare = enqueue_one(backend, priority=1, key="k")
+    due = enqueue_one(backend, priority=2, ready_at=NOW + 5)
+    enqueue_one(backend, priority=3, ready_at=NOW + 60)  # not due yet
+    claims = backend.claim("w1", queues, 5, lease_seconds=LEASE, now=NOW + 10)
+    assert [c.record.id for c in claims] == [due.id, rare.id, plain.id]
+    for claim in claims:
+        assert claim.record == backend.get(claim.record.id)
+        assert (claim.record.attempts, claim.record.token) == (1, claim.token)
+    backend.close()
+
+
 def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

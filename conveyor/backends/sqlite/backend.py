@@ -27,9 +27,8 @@ from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
 from conveyor.backends.sqlite.rows import (
     dumps,
-    from_claimed,
+    from_ready,
     from_row,
-    json_strings,
     progress_json,
     to_row,
 )
@@ -198,31 +197,33 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         # (more may be ready), and the busy path reads no data_version at all.
         self._local.since = self._wake.snapshot(self._wake.ready) if len(rows) < limit else _AT_ONCE
         if any('"limits"' in row[3] for row in rows):
-            ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
-        else:
-            ids = [row[0] for row in rows]
+            rows = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         # A claim that parked a batch of held jobs without filling up: more may be ready
         # behind them, so the worker must not go to sleep (the signal wakes it at once).
-        self._local.idle = not ids and not gate.parked
-        if gate.parked and len(ids) < limit:
+        self._local.idle = not rows and not gate.parked
+        if gate.parked and len(rows) < limit:
             self._wake.ready.notify()
-        if not ids:
+        if not rows:
             feed.put(conn, self._sql, finished)
             return []
         expires = t + lease_seconds
-        params = {"worker": worker_id, "started_at": t, "lease_expires_at": expires}
-        if len(ids) == 1:  # no JSON, and no temporary table for an IN list
-            params["id"] = ids[0]
-            rows = conn.execute(self._sql["claim_one"], params).fetchall()
-        else:
-            params["ids"] = json_strings(ids)
-            order = {job_id: i for i, job_id in enumerate(ids)}
-            rows = sorted(conn.execute(self._sql["claim"], params), key=lambda r: order[r[0]])
-        records = [from_claimed(row, worker_id, t, expires) for row in rows]
+        claimed = conn.executemany(
+            self._sql["claim"], [(row[0], worker_id, t, expires) for row in rows]
+        ).rowcount
+        if claimed != len(rows):  # read in this transaction: nothing else can have moved them
+            raise RuntimeError(f"claimed {claimed} of the {len(rows)} jobs just read")
+        records = [
+            self._claimed(conn, row[0]) if row[4] else from_ready(row, worker_id, t, expires)
+            for row in rows
+        ]
         self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
+
+    def _claimed(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        """The record of a job just claimed whose ready row did not hold it all (rows.READY)."""
+        return from_row(conn.execute(self._sql["by_id"], (job_id,)).fetchone())
 
     def finish_and_claim(
         self,
@@ -284,16 +285,19 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
     ) -> tuple[list[limits_sql.Row], bool]:
         """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
         back (a limit's wake time passed by the store's time ``t``): one statement for a
-        worker on one queue (ready_first)."""
+        worker on one queue (ready_first), and a second when a scheduled job's time came."""
         if len(queues) > 1 and len(set(queues)) > 1:
             gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
             return self._ready(conn, queues, limit, now), gate_due is not None
         params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
         rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
-        due = bool(rows) and rows[-1][4] == 1  # UNION ALL keeps the parts' order: it is last
+        due = bool(rows) and rows[-1][4] == "wake"  # UNION ALL keeps the parts' order
         if due:
             rows.pop()
-        if len(rows) > 1 and rows[-1][4] == 2:  # scheduled jobs came: merge them in
+        if rows and rows[-1][4] == "due":  # a scheduled job is due: read them, merge them in
+            rows.pop()
+            scheduled = {"now": now, "limit": limit, "queues": dumps([queues[0]])}
+            rows += conn.execute(self._sql["ready_scheduled"], scheduled).fetchall()
             rows.sort(key=lambda r: (-r[1], r[2], r[0]))
         return rows[:limit], due
 

@@ -50,29 +50,30 @@ CREATE TABLE IF NOT EXISTS {ns}_limit_wake (
 CREATE INDEX IF NOT EXISTS {ns}_limit_wake_at ON {ns}_limit_wake (at);
 
 -- name: ready_first
--- The first look of a claim on one queue, one statement for three: ready_queued and
--- ready_scheduled for :queue, and whether a ref with parked jobs is due back
--- ({ns}_limit_wake_at). The last column says which part a row is from: 0, 2 (scheduled) and
--- 1. Each part is a subquery so that its ORDER BY and LIMIT, and its index, stay its own.
+-- The first look of a claim on one queue, one statement for three: ready_queued for :queue,
+-- whether a scheduled job of :queue is due (ready_scheduled then reads them: its ORDER BY
+-- costs a temporary table, which every claim would pay here), and whether a ref with parked
+-- jobs is due back ({ns}_limit_wake_at). The fifth column of a job's row is 0 or 1
+-- (rows.READY); the other parts' rows say 'due' and 'wake' there. Each part is a subquery
+-- so that its ORDER BY and LIMIT, and its index, stay its own.
 SELECT * FROM (
-    SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs
+    SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs
     WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
       AND (expires_at IS NULL OR expires_at > :now)
     ORDER BY priority DESC, ready_at, id
     LIMIT :limit)
 UNION ALL
 SELECT * FROM (
-    SELECT id, priority, ready_at, meta, 2 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+    SELECT id, 0, 0.0, '', 'due', {no_job} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
     WHERE state = 'scheduled' AND ready_at <= :now
       AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue
-    ORDER BY priority DESC, ready_at, id
-    LIMIT :limit)
+    LIMIT 1)
 UNION ALL
-SELECT * FROM (SELECT ref, 0, 0.0, '', 1 FROM {ns}_limit_wake WHERE at <= :t LIMIT 1);
+SELECT * FROM (SELECT ref, 0, 0.0, '', 'wake', {no_job} FROM {ns}_limit_wake WHERE at <= :t LIMIT 1);
 
 -- name: ready_queued
 -- {ns}_jobs_to_claim: the head of one queue, held jobs left out by the index itself.
-SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs
+SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
 ORDER BY priority DESC, ready_at, id
@@ -81,7 +82,7 @@ LIMIT :limit;
 -- name: ready_scheduled
 -- {ns}_jobs_scheduled: scheduled jobs whose time came (never held: only queued jobs are);
 -- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
-SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))

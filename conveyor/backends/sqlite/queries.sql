@@ -22,22 +22,15 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
 -- name: claim
--- :started_at is the store's time, read once the write lock is held. {claimed}: every
--- column but state, worker, started_at and lease_expires_at, set here to values the
--- backend knows (rows.from_claimed).
+-- One job, by its primary key, run once per job (executemany) in the write transaction that
+-- read it (limits.sql ready_*), so the backend knows the row it leaves (rows.from_ready):
+-- no IN list, no RETURNING, and none of the temporary tables they cost per statement.
+-- Parameters by position (id, worker, started_at, lease_expires_at); :started_at is the
+-- store's time, read once the write lock is held.
 UPDATE {ns}_jobs
-SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
-    started_at = :started_at, lease_expires_at = :lease_expires_at
-WHERE id IN (SELECT value FROM json_each(:ids)) AND state IN ('scheduled', 'queued')
-RETURNING {claimed};
-
--- name: claim_one
--- claim for one job: no JSON to parse, and no temporary table for an IN list
-UPDATE {ns}_jobs
-SET state = 'running', attempts = attempts + 1, token = token + 1, worker = :worker,
-    started_at = :started_at, lease_expires_at = :lease_expires_at
-WHERE id = :id AND (state = 'queued' OR state = 'scheduled')
-RETURNING {claimed};
+SET state = 'running', attempts = attempts + 1, token = token + 1, worker = ?2,
+    started_at = ?3, lease_expires_at = ?4
+WHERE id = ?1 AND (state = 'queued' OR state = 'scheduled');
 
 -- name: extend_lease
 UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at

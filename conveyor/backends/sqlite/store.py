@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.sqlite.connections import BUSY_TIMEOUT_SECONDS, Options
 from conveyor.backends.sqlite.faults import READONLY, newer_schema, store_error
-from conveyor.backends.sqlite.rows import CLAIMED, COLUMNS, PLACEHOLDERS
+from conveyor.backends.sqlite.rows import COLUMNS, NO_JOB, PLACEHOLDERS, READY
 from conveyor.backends.sqlite.upgrade import upgrade
 from conveyor.errors import ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
@@ -107,7 +107,8 @@ def _expand(text: str, namespace: str) -> str:
     return (
         text.replace("{ns}", namespace)
         .replace("{columns}", COLUMNS)
-        .replace("{claimed}", CLAIMED)
+        .replace("{ready}", READY)
+        .replace("{no_job}", NO_JOB)
         .replace("{values}", PLACEHOLDERS)
         .replace("{clock}", CLOCK)
         .replace("{row_runtime_bucket}", _runtime_bucket(RUNTIME))
