@@ -305,6 +305,19 @@ def test_a_claim_of_plain_rare_and_due_scheduled_jobs_returns_each_as_stored_bes
     backend.close()
 
 
+@pytest.mark.parametrize("batch", [1, 2, 3, 1001])
+def test_a_claim_marks_every_job_it_returns_running_whatever_its_size(url: str, batch: int) -> None:
+    # one statement per job for two, else a list of placeholders per CLAIM_CHUNK (500) jobs
+    backend = SQLiteBackend(url)
+    records = backend.enqueue([make_record(priority=n % 3) for n in range(batch + 1)])
+    claims = backend.claim("w1", ["default"], batch, lease_seconds=LEASE, now=NOW)
+    best = sorted(records, key=lambda r: (-r.priority, r.ready_at, r.id))[:batch]
+    assert [c.record.id for c in claims] == [r.id for r in best]
+    assert all(backend.get(c.record.id) == c.record for c in claims)
+    assert backend.queue_counts()["default"][State.QUEUED] == 1
+    backend.close()
+
+
 def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,6 +41,8 @@ from conveyor.limits import LimitInfo, LimitSpec
 
 #: a wake-up snapshot that no wait outlasts: wait_for_jobs returns at once
 _AT_ONCE = (-1, -1)
+#: jobs marked claimed per statement at most (SQLite allows 32,766 placeholders)
+CLAIM_CHUNK = 500
 
 
 class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
@@ -65,6 +67,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
+        self._claim_statements: dict[int, str] = {}  # see _claim_sql
 
     def _notify(self, *, ready: bool) -> None:
         if ready:
@@ -207,11 +210,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
             feed.put(conn, self._sql, finished)
             return []
         expires = t + lease_seconds
-        claimed = conn.executemany(
-            self._sql["claim"], [(row[0], worker_id, t, expires) for row in rows]
-        ).rowcount
-        if claimed != len(rows):  # read in this transaction: nothing else can have moved them
-            raise RuntimeError(f"claimed {claimed} of the {len(rows)} jobs just read")
+        self._update_claimed(conn, [row[0] for row in rows], (worker_id, t, expires))
         records = [
             self._claimed(conn, row[0]) if row[4] else from_ready(row, worker_id, t, expires)
             for row in rows
@@ -220,6 +219,31 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
+
+    def _update_claimed(
+        self, conn: sqlite3.Connection, ids: list[str], claim: tuple[str, float, float]
+    ) -> None:
+        """Mark the jobs ``ids`` claimed (worker, started_at, lease_expires_at): a statement
+        for two jobs (the temporary table of a list of two costs more than a second
+        statement), else one per CLAIM_CHUNK."""
+        if len(ids) == 2:
+            done = conn.executemany(self._claim_sql(1), [(*claim, i) for i in ids]).rowcount
+        else:
+            done = 0
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                chunk = ids[start : start + CLAIM_CHUNK]
+                done += conn.execute(self._claim_sql(len(chunk)), (*claim, *chunk)).rowcount
+        if done != len(ids):  # read in this transaction: nothing else can have moved them
+            raise RuntimeError(f"claimed {done} of the {len(ids)} jobs just read")
+
+    def _claim_sql(self, n: int) -> str:
+        """The claim statement for ``n`` jobs (queries.sql claim), made once per ``n``: the
+        same text object each time, whose hash the statement cache need not compute."""
+        sql = self._claim_statements.get(n)
+        if sql is None:
+            ids = ", ".join(f"?{i}" for i in range(4, n + 4))
+            sql = self._claim_statements[n] = self._sql["claim"].replace("{ids}", ids)
+        return sql
 
     def _claimed(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
         """The record of a job just claimed whose ready row did not hold it all (rows.READY)."""

@@ -22,15 +22,15 @@ WHERE unique_key = ? AND state IN ('scheduled', 'queued', 'running');
 SELECT state FROM {ns}_jobs WHERE id = ?;
 
 -- name: claim
--- One job, by its primary key, run once per job (executemany) in the write transaction that
--- read it (limits.sql ready_*), so the backend knows the row it leaves (rows.from_ready):
--- no IN list, no RETURNING, and none of the temporary tables they cost per statement.
--- Parameters by position (id, worker, started_at, lease_expires_at); :started_at is the
--- store's time, read once the write lock is held.
+-- The jobs that a claim just read (limits.sql ready_*), in the same write transaction, by
+-- their keys: {ids} becomes a placeholder per job (?4, ?5, ...), so the statement updates
+-- them in one pass, with one temporary table for the list (none for a list of one), and no
+-- RETURNING: the backend makes the records from what it read (rows.from_ready). A statement
+-- per job costs some 17k instructions more per job than a place in the list.
 UPDATE {ns}_jobs
-SET state = 'running', attempts = attempts + 1, token = token + 1, worker = ?2,
-    started_at = ?3, lease_expires_at = ?4
-WHERE id = ?1 AND (state = 'queued' OR state = 'scheduled');
+SET state = 'running', attempts = attempts + 1, token = token + 1, worker = ?1,
+    started_at = ?2, lease_expires_at = ?3
+WHERE id IN ({ids}) AND (state = 'queued' OR state = 'scheduled');
 
 -- name: extend_lease
 UPDATE {ns}_jobs SET lease_expires_at = :lease_expires_at
