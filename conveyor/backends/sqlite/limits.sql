@@ -19,8 +19,15 @@ CREATE INDEX IF NOT EXISTS {ns}_jobs_to_claim
 DROP INDEX IF EXISTS {ns}_jobs_ready;
 DROP INDEX IF EXISTS {ns}_jobs_queued;
 
-CREATE INDEX IF NOT EXISTS {ns}_jobs_held
-    ON {ns}_jobs (held, priority DESC, ready_at, id) WHERE state = 'queued' AND held IS NOT NULL;
+-- Parked jobs by ref. Its WHERE does not name the state: SQLite opens every index whose WHERE
+-- names a column that an UPDATE sets, and tests it for the row, so an index on state = ...
+-- costs every claim and every finish (some 1,400 instructions each). A job has held set only
+-- while queued (cancel_waiting and sweep_expire clear it), and the queries say state =
+-- 'queued' all the same (a file written by an older conveyor may keep held on a cancelled
+-- job). Files made before had {ns}_jobs_held, WHERE state = 'queued' AND held IS NOT NULL.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_parked
+    ON {ns}_jobs (held, priority DESC, ready_at, id) WHERE held IS NOT NULL;
+DROP INDEX IF EXISTS {ns}_jobs_held;
 
 CREATE TABLE IF NOT EXISTS {ns}_limits (
     name         TEXT PRIMARY KEY,
@@ -147,7 +154,7 @@ SELECT ref FROM {ns}_limit_wake WHERE at <= :now ORDER BY at LIMIT :limit;
 SELECT min(at) FROM {ns}_limit_wake;
 
 -- name: limit_unpark
--- {ns}_jobs_held: the best parked jobs of one ref go back to the ready index.
+-- {ns}_jobs_parked: the best parked jobs of one ref go back to the ready index.
 UPDATE {ns}_jobs SET held = NULL
 WHERE id IN (
     SELECT id FROM {ns}_jobs WHERE state = 'queued' AND held IS NOT NULL AND held = :ref

@@ -95,9 +95,11 @@ WHERE id = :id;
 UPDATE {ns}_jobs SET cancel_requested = 1 WHERE id = :id AND state = 'running';
 
 -- name: cancel_waiting
+-- held: only a queued job is parked (limits.sql {ns}_jobs_parked)
 UPDATE {ns}_jobs
 SET state = 'cancelled', result = NULL, error = NULL, finished_at = :now,
-    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    held = NULL
 WHERE id = :id AND state IN ('scheduled', 'queued');
 
 -- name: retry
@@ -115,9 +117,11 @@ WHERE id = :id AND state IN ('failed', 'cancelled', 'expired')
 DELETE FROM {ns}_jobs WHERE purge_at <= :now AND purge_at IS NOT NULL;
 
 -- name: sweep_expire
+-- held: as cancel_waiting
 UPDATE {ns}_jobs
 SET state = 'expired', result = NULL, error = NULL, finished_at = :now,
-    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0
+    purge_at = :now + result_ttl, worker = NULL, lease_expires_at = NULL, cancel_requested = 0,
+    held = NULL
 WHERE expires_at <= :now AND expires_at IS NOT NULL AND state IN ('scheduled', 'queued')
 RETURNING id;
 
@@ -181,14 +185,14 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: list_queued
--- indexes: {ns}_jobs_to_claim and {ns}_jobs_held (queued jobs a limit holds back), their ids
+-- indexes: {ns}_jobs_to_claim and {ns}_jobs_parked (queued jobs a limit holds back), their ids
 -- sorted here: used while few jobs are queued (count_queued)
 SELECT {columns} FROM {ns}_jobs
 WHERE id IN (
     SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
     WHERE state = 'queued' AND held IS NULL AND id < :cursor
     UNION ALL
-    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+    SELECT id FROM {ns}_jobs INDEXED BY {ns}_jobs_parked
     WHERE state = 'queued' AND held IS NOT NULL AND id < :cursor
 )
   AND (:task IS NULL OR task = :task)
@@ -197,17 +201,17 @@ ORDER BY id DESC
 LIMIT :limit;
 
 -- name: count_queued
--- indexes: {ns}_jobs_to_claim, {ns}_jobs_held; counts no further than :upto in each
+-- indexes: {ns}_jobs_to_claim, {ns}_jobs_parked; counts no further than :upto in each
 SELECT (SELECT count(*) FROM (
             SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
             WHERE state = 'queued' AND held IS NULL LIMIT :upto))
      + (SELECT count(*) FROM (
-            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+            SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_parked
             WHERE state = 'queued' AND held IS NOT NULL LIMIT :upto));
 
 -- name: queue_counts
 -- queue_counts reads no succeeded job: all jobs per queue from {ns}_queue_sizes (sizes.sql,
--- one row per queue); queued ones from {ns}_jobs_to_claim and {ns}_jobs_held; running ones
+-- one row per queue); queued ones from {ns}_jobs_to_claim and {ns}_jobs_parked; running ones
 -- (few) through their index; each rare state of each queue by a range of
 -- {ns}_jobs_in_state read alone (no GROUP BY: it would sort every entry); succeeded is the
 -- rest (inspection.py adds up, leaving out the states counted 0). One statement: one snapshot, so the parts agree.
@@ -216,7 +220,7 @@ UNION ALL
 SELECT queue, 'queued', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_to_claim
 WHERE state = 'queued' AND held IS NULL GROUP BY queue
 UNION ALL
-SELECT queue, 'queued', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+SELECT queue, 'queued', count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_parked
 WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue
 UNION ALL
 SELECT queue, state, count(*) FROM {ns}_jobs INDEXED BY {ns}_jobs_running
@@ -343,8 +347,8 @@ SELECT min(ready_at) FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND priority = :priority;
 
 -- name: oldest_held
--- index: {ns}_jobs_held: queued jobs a limit holds back (few), by queue
-SELECT queue, min(ready_at) FROM {ns}_jobs INDEXED BY {ns}_jobs_held
+-- index: {ns}_jobs_parked: queued jobs a limit holds back (few), by queue
+SELECT queue, min(ready_at) FROM {ns}_jobs INDEXED BY {ns}_jobs_parked
 WHERE state = 'queued' AND held IS NOT NULL GROUP BY queue;
 
 -- name: ping
