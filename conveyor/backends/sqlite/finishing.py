@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
@@ -85,30 +85,46 @@ class Finishing:
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
     ) -> list[bool]:
-        """One fenced UPDATE per finish, each telling by its rowcount whether the fence let
-        it through. Not one executemany for the batch: that tells only how many were, so a
-        savepoint had to wrap it to redo the batch one by one when any was refused, and the
-        savepoint cost more than the statements it saved."""
+        """The batch's fenced UPDATEs, run first in their write transaction (the caller's).
+
+        A batch of final outcomes, the common one, is one executemany: its rowcount is the
+        sum, and each UPDATE changes one row at most, so it tells that every fence let its
+        finish through, as it almost always does. When one did not, the transaction, which
+        holds nothing else yet, begins again and the batch runs one UPDATE at a time, each
+        telling by its own rowcount (as a batch with a retry in it always does). Not a
+        savepoint around the executemany: it costs every batch more than it saves."""
         final = self._sql["finish_final"]
-        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
-        done = []
+        rows: list[tuple[Any, ...] | None] = []  # finish_final's parameters, None: a retry
         for job_id, token, outcome in items:
             # _value_: the plain str, without Enum's value property (a call in Python)
             value: str = outcome.state._value_
             if value in _FINAL:
                 result, error = outcome.result, outcome.error
-                row = (
-                    job_id,
-                    token,
-                    value,
-                    0 if result is None else _bindable(result),
-                    0 if error is None else dumps(error.to_json()),
-                    now,
+                rows.append(
+                    (
+                        job_id,
+                        token,
+                        value,
+                        0 if result is None else _bindable(result),
+                        0 if error is None else dumps(error.to_json()),
+                        now,
+                    )
                 )
-                done.append(cursor.execute(final, row).rowcount == 1)
             else:
-                done.append(self._retry(conn, job_id, token, outcome, now=now))
-        return done
+                rows.append(None)
+        if None not in rows:
+            if conn.executemany(final, cast("list[tuple[Any, ...]]", rows)).rowcount == len(rows):
+                return [True] * len(rows)
+            # the writers' gate stays held: no other conveyor writer comes in between
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
+        return [
+            cursor.execute(final, row).rowcount == 1
+            if row is not None
+            else self._retry(conn, job_id, token, outcome, now=now)
+            for row, (job_id, token, outcome) in zip(rows, items, strict=True)
+        ]
 
     def _retry(
         self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float
