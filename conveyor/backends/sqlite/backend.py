@@ -26,6 +26,7 @@ from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
 from conveyor.backends.sqlite.rows import (
+    RARE_FLAG,
     dumps,
     from_ready,
     from_row,
@@ -43,6 +44,10 @@ from conveyor.limits import LimitInfo, LimitSpec
 _AT_ONCE = (-1, -1)
 #: jobs marked claimed per statement at most (SQLite allows 32,766 placeholders)
 CLAIM_CHUNK = 500
+#: ready_first's flags beside rows.RARE_FLAG: a scheduled job of the queue is due, and a ref
+#: with parked jobs is due back
+_SCHEDULED_DUE = 2
+_WAKE_DUE = 4
 
 
 class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
@@ -212,7 +217,9 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         expires = t + lease_seconds
         self._update_claimed(conn, [row[0] for row in rows], (worker_id, t, expires))
         records = [
-            self._claimed(conn, row[0]) if row[4] else from_ready(row, worker_id, t, expires)
+            self._claimed(conn, row[0])
+            if row[4] & RARE_FLAG
+            else from_ready(row, worker_id, t, expires)
             for row in rows
         ]
         self._ledger.claimed(conn, records, finished)
@@ -309,21 +316,22 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
     ) -> tuple[list[limits_sql.Row], bool]:
         """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
         back (a limit's wake time passed by the store's time ``t``): one statement for a
-        worker on one queue (ready_first), and a second when a scheduled job's time came."""
-        if len(queues) > 1 and len(set(queues)) > 1:
-            gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
-            return self._ready(conn, queues, limit, now), gate_due is not None
-        params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
-        rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
-        due = bool(rows) and rows[-1][4] == "wake"  # UNION ALL keeps the parts' order
-        if due:
-            rows.pop()
-        if rows and rows[-1][4] == "due":  # a scheduled job is due: read them, merge them in
-            rows.pop()
-            scheduled = {"now": now, "limit": limit, "queues": dumps([queues[0]])}
-            rows += conn.execute(self._sql["ready_scheduled"], scheduled).fetchall()
-            rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return rows[:limit], due
+        worker on one queue that finds a job ready (ready_first), and a second when a
+        scheduled job's time came."""
+        if len(queues) == 1 or len(set(queues)) == 1:
+            params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
+            rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
+            if rows:
+                flags = rows[0][4]  # ready_first's flags are the same in every row
+                if flags & _SCHEDULED_DUE:  # read them, merge them in
+                    scheduled = {"now": now, "limit": limit, "queues": dumps([queues[0]])}
+                    rows += conn.execute(self._sql["ready_scheduled"], scheduled).fetchall()
+                    rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+                    del rows[limit:]
+                return rows, bool(flags & _WAKE_DUE)
+        # several queues, or none of the queue's jobs is ready
+        gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
+        return self._ready(conn, queues, limit, now), gate_due is not None
 
     def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
         """Whether held jobs may come back now (a limit's wake time passed). The earliest

@@ -57,30 +57,29 @@ CREATE TABLE IF NOT EXISTS {ns}_limit_wake (
 CREATE INDEX IF NOT EXISTS {ns}_limit_wake_at ON {ns}_limit_wake (at);
 
 -- name: ready_first
--- The first look of a claim on one queue, one statement for three: ready_queued for :queue,
--- whether a scheduled job of :queue is due (ready_scheduled then reads them: its ORDER BY
--- costs a temporary table, which every claim would pay here), and whether a ref with parked
--- jobs is due back ({ns}_limit_wake_at). The fifth column of a job's row is 0 or 1
--- (rows.READY); the other parts' rows say 'due' and 'wake' there. Each part is a subquery
--- so that its ORDER BY and LIMIT, and its index, stay its own.
-SELECT * FROM (
-    SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs
-    WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
-      AND (expires_at IS NULL OR expires_at > :now)
-    ORDER BY priority DESC, ready_at, id
-    LIMIT :limit)
-UNION ALL
-SELECT * FROM (
-    SELECT id, 0, 0.0, '', 'due', {no_job} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
-    WHERE state = 'scheduled' AND ready_at <= :now
-      AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue
-    LIMIT 1)
-UNION ALL
-SELECT * FROM (SELECT ref, 0, 0.0, '', 'wake', {no_job} FROM {ns}_limit_wake WHERE at <= :t LIMIT 1);
+-- The first look of a claim on one queue: ready_queued, whose flags (the fifth column: 1 is
+-- rows.RARE) also tell whether a scheduled job of :queue is due (2: ready_scheduled then
+-- reads them, whose ORDER BY costs a temporary table that every claim would pay here) and
+-- whether a ref with parked jobs is due back (4: {ns}_limit_wake_at). Each EXISTS runs once
+-- per statement, not per row. Not a UNION ALL of the three parts: every row would be copied
+-- out of a co-routine (some 3,700 instructions a job); when no job is ready, the backend
+-- looks at the other two by their own statements.
+SELECT id, priority, ready_at, meta,
+       {rare}
+       | 2 * EXISTS (SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+                     WHERE state = 'scheduled' AND ready_at <= :now
+                       AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue)
+       | 4 * EXISTS (SELECT 1 FROM {ns}_limit_wake WHERE at <= :t),
+       {ready}
+FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
+  AND (expires_at IS NULL OR expires_at > :now)
+ORDER BY priority DESC, ready_at, id
+LIMIT :limit;
 
 -- name: ready_queued
 -- {ns}_jobs_to_claim: the head of one queue, held jobs left out by the index itself.
-SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs
+SELECT id, priority, ready_at, meta, {rare}, {ready} FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
 ORDER BY priority DESC, ready_at, id
@@ -89,7 +88,7 @@ LIMIT :limit;
 -- name: ready_scheduled
 -- {ns}_jobs_scheduled: scheduled jobs whose time came (never held: only queued jobs are);
 -- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
-SELECT id, priority, ready_at, meta, {ready} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+SELECT id, priority, ready_at, meta, {rare}, {ready} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))

@@ -15,18 +15,19 @@ from conveyor.job import ErrorInfo, JobRecord, Progress, State
 COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
 PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
 #: A ready row (limits.sql ready_*), a job a claim may take: first what admission looks at
-#: (id, priority, ready_at, meta: limits.admit), then READY: whether the job has any of the
-#: columns set that most jobs leave unset (its claim then reads the record back, from_row),
-#: and the columns every job sets (from_ready). Every column read costs a conversion and a
-#: release of the GIL per job claimed, and most jobs have none of the rare ones.
-READY = (
+#: (id, priority, ready_at, meta: limits.admit), then flags, then READY, the columns every job
+#: sets (from_ready). Every column read costs a conversion and a release of the GIL per job
+#: claimed, and most jobs have none of the columns that RARE looks at.
+READY = "task, payload, queue, attempts, token, created_at, result_ttl"
+#: The flag of a job that has any of the columns set that most jobs leave unset (1, or 0): its
+#: claim reads its record back (from_row). The other flags are ready_first's.
+RARE = (
     '("key" IS NOT NULL OR unique_key IS NOT NULL OR failures != 0 OR crashes != 0'
     " OR expires_at IS NOT NULL OR finished_at IS NOT NULL OR purge_at IS NOT NULL"
     " OR result IS NOT NULL OR error IS NOT NULL OR progress IS NOT NULL"
-    " OR cancel_requested != 0), task, payload, queue, attempts, token, created_at, result_ttl"
+    " OR cancel_requested != 0)"
 )
-#: as many NULLs as READY has columns, but the first: a row of ready_first that is not a job
-NO_JOB = ", ".join(["NULL"] * 7)
+RARE_FLAG = 1
 
 _EMPTY_META = "{}"
 #: State(value) goes through Enum's metaclass call: a dict lookup is several times cheaper
@@ -108,14 +109,14 @@ def from_ready(
     row: tuple[Any, ...], worker: str, started_at: float, lease_expires_at: float
 ) -> JobRecord:
     """The record of a job as its claim (queries.sql claim) leaves it, from its ready row,
-    when the row says the job has none of the rare columns set: the claim runs in the
+    when its flags say it has none of the rare columns set (RARE): the claim runs in the
     transaction that read the row, so the row and what the claim sets make the record."""
     (
         job_id,
         priority,
         ready_at,
         meta,
-        _rare,
+        _flags,
         task,
         payload,
         queue,

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.sqlite.connections import BUSY_TIMEOUT_SECONDS, Options
 from conveyor.backends.sqlite.faults import READONLY, newer_schema, store_error
-from conveyor.backends.sqlite.rows import COLUMNS, NO_JOB, PLACEHOLDERS, READY
+from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS, RARE, READY
 from conveyor.backends.sqlite.upgrade import upgrade
 from conveyor.errors import ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
@@ -108,7 +108,7 @@ def _expand(text: str, namespace: str) -> str:
         text.replace("{ns}", namespace)
         .replace("{columns}", COLUMNS)
         .replace("{ready}", READY)
-        .replace("{no_job}", NO_JOB)
+        .replace("{rare}", RARE)
         .replace("{values}", PLACEHOLDERS)
         .replace("{clock}", CLOCK)
         .replace("{row_runtime_bucket}", _runtime_bucket(RUNTIME))
