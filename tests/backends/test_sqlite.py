@@ -318,6 +318,36 @@ def test_a_claim_marks_every_job_it_returns_running_whatever_its_size(url: str, 
     backend.close()
 
 
+@pytest.mark.parametrize("batch", [2, 12, 1001])
+def test_a_batch_of_final_outcomes_is_fenced_job_by_job_whatever_its_size(
+    url: str, batch: int
+) -> None:
+    # an executemany for a few, one finish_finals per FINALS_CHUNK (500) from FINALS_AT_ONCE
+    # (10) on; a refused finish sends the batch through one UPDATE at a time
+    backend = SQLiteBackend(url)
+    backend.enqueue([make_record() for _ in range(2 * batch)])
+    claims = backend.claim("w1", ["default"], 2 * batch, lease_seconds=LEASE, now=NOW)
+    first, second = claims[:batch], claims[batch:]
+    outcomes = [Outcome.succeeded(b"%d" % n) for n in range(batch)]
+    items = [(c.record.id, c.token, o) for c, o in zip(first, outcomes, strict=True)]
+    assert backend.finish_many(items, now=NOW + 1) == [True] * batch
+    for claim, outcome in zip(first, outcomes, strict=True):
+        record = backend.get(claim.record.id)
+        assert record is not None and record.state is State.SUCCEEDED
+        assert (record.result, record.finished_at) == (outcome.result, NOW + 1)
+    stale = [(second[0].record.id, second[0].token + 1, Outcome.succeeded(b"x"))]
+    again = [(c.record.id, c.token, Outcome.failed(ErrorInfo("Boom", "no"))) for c in second]
+    assert backend.finish_many(stale + again + again[:1], now=NOW + 2) == [
+        False,
+        *[True] * batch,
+        False,
+    ]
+    for claim in second:
+        record = backend.get(claim.record.id)
+        assert record is not None and record.state is State.FAILED
+    backend.close()
+
+
 def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,7 +33,13 @@ from conveyor.backends.sqlite.rows import (
     progress_json,
     to_row,
 )
-from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
+from conveyor.backends.sqlite.store import (
+    check_namespace,
+    initialise,
+    numbered,
+    parse_url,
+    queries,
+)
 from conveyor.backends.sqlite.upkeep import Upkeep
 from conveyor.backends.sqlite.wakeups import Wakeups
 from conveyor.errors import ConfigurationError
@@ -72,7 +78,6 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         self._db = Connections(self.options)
         self._wake = Wakeups(self._db)
         self._local = threading.local()  # per thread: the snapshot taken by the last claim
-        self._claim_statements: dict[int, str] = {}  # see _claim_sql
 
     def _notify(self, *, ready: bool) -> None:
         if ready:
@@ -244,13 +249,8 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
             raise RuntimeError(f"claimed {done} of the {len(ids)} jobs just read")
 
     def _claim_sql(self, n: int) -> str:
-        """The claim statement for ``n`` jobs (queries.sql claim), made once per ``n``: the
-        same text object each time, whose hash the statement cache need not compute."""
-        sql = self._claim_statements.get(n)
-        if sql is None:
-            ids = ", ".join(f"?{i}" for i in range(4, n + 4))
-            sql = self._claim_statements[n] = self._sql["claim"].replace("{ids}", ids)
-        return sql
+        """The claim statement for ``n`` jobs (queries.sql claim)."""
+        return numbered(self._sql["claim"], "{ids}", n, 1, 4)
 
     def _claimed(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
         """The record of a job just claimed whose ready row did not hold it all (rows.READY)."""

@@ -14,12 +14,17 @@ from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import dumps, error_json
+from conveyor.backends.sqlite.store import numbered
 from conveyor.job import FINAL_STATES, Outcome
 
 #: the final states' values: State.is_final hashes the member by Enum.__hash__, in Python
 _FINAL = frozenset(state.value for state in FINAL_STATES)
 #: results up to this size are bound as a bytearray (see _bindable)
 _COPIED_BELOW = 1 << 16
+#: final outcomes written by one finish_finals from this many on (fewer: one statement
+#: each), and at most so many per statement (five placeholders a job)
+FINALS_AT_ONCE = 10
+FINALS_CHUNK = 500
 
 
 class Finishing:
@@ -113,7 +118,7 @@ class Finishing:
             else:
                 rows.append(None)
         if None not in rows:
-            if conn.executemany(final, cast("list[tuple[Any, ...]]", rows)).rowcount == len(rows):
+            if self._finish_finals(conn, cast("list[tuple[Any, ...]]", rows), now) == len(rows):
                 return [True] * len(rows)
             # the writers' gate stays held: no other conveyor writer comes in between
             conn.execute("ROLLBACK")
@@ -125,6 +130,23 @@ class Finishing:
             else self._retry(conn, job_id, token, outcome, now=now)
             for row, (job_id, token, outcome) in zip(rows, items, strict=True)
         ]
+
+    def _finish_finals(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: float
+    ) -> int:
+        """finish_final for every row (its parameters), and how many rows it changed: one
+        executemany for a few, else a finish_finals per FINALS_CHUNK."""
+        if len(rows) < FINALS_AT_ONCE:
+            return conn.executemany(self._sql["finish_final"], rows).rowcount
+        done = 0
+        for start in range(0, len(rows), FINALS_CHUNK):
+            chunk = rows[start : start + FINALS_CHUNK]
+            params: list[Any] = [now]
+            for row in chunk:
+                params += row[:5]
+            sql = numbered(self._sql["finish_finals"], "{rows}", len(chunk), 5, 2)
+            done += conn.execute(sql, params).rowcount
+        return done
 
     def _retry(
         self, conn: sqlite3.Connection, job_id: str, token: int, outcome: Outcome, *, now: float

@@ -53,6 +53,17 @@ SET state = ?3, result = nullif(?4, 0), error = nullif(?5, 0), finished_at = ?6,
     purge_at = ?6 + result_ttl, lease_expires_at = NULL, cancel_requested = 0
 WHERE id = ?1 AND token = ?2 AND state = 'running';
 
+-- name: finish_finals
+-- finish_final for a batch of FINALS_AT_ONCE jobs or more (finishing.py), one statement:
+-- {rows} becomes a row of placeholders per job, (id, token, state, result, error), from ?2
+-- on, and ?1 is now. Its temporary tables (v, and the rows to update) cost some 75k
+-- instructions; a job costs some 13k less as a row of v than as a statement of its own.
+UPDATE {ns}_jobs
+SET state = v.column3, result = nullif(v.column4, 0), error = nullif(v.column5, 0),
+    finished_at = ?1, purge_at = ?1 + result_ttl, lease_expires_at = NULL, cancel_requested = 0
+FROM (VALUES {rows}) AS v
+WHERE {ns}_jobs.id = v.column1 AND {ns}_jobs.token = v.column2 AND {ns}_jobs.state = 'running';
+
 -- name: finish_retry
 UPDATE {ns}_jobs
 SET state = :state, ready_at = :ready_at, error = :error, failures = failures + :failure,

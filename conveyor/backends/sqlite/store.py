@@ -116,6 +116,19 @@ def _expand(text: str, namespace: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str, marker: str, n: int, width: int, first: int) -> str:
+    """``sql`` with ``marker`` replaced by ``n`` rows of ``width`` placeholders numbered from
+    ``?first`` (one row: ``?4, ?5``; wider: ``(?2, ?3), (?4, ?5)``), for a statement that
+    takes a list (queries.sql claim, finish_finals). Made once per list size: the same text
+    object each time, whose hash the statement cache need not compute again."""
+    places = [f"?{i}" for i in range(first, first + n * width)]
+    if width > 1:
+        rows = (places[i : i + width] for i in range(0, len(places), width))
+        places = ["(" + ", ".join(row) + ")" for row in rows]
+    return sql.replace(marker, ", ".join(places))
+
+
 def schema_sql(namespace: str) -> str:
     return _expand(_sql_file("schema.sql"), namespace)
 
