@@ -253,7 +253,7 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         return numbered(self._sql["claim"], "{ids}", n, 1, 4)
 
     def _claimed(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
-        """The record of a job just claimed whose ready row did not hold it all (rows.READY)."""
+        """The record of a job just claimed whose ready row did not hold it all (rows.RARE)."""
         return from_row(conn.execute(self._sql["by_id"], (job_id,)).fetchone())
 
     def finish_and_claim(

@@ -92,12 +92,13 @@ class Finishing:
     ) -> list[bool]:
         """The batch's fenced UPDATEs, run first in their write transaction (the caller's).
 
-        A batch of final outcomes, the common one, is one executemany: its rowcount is the
-        sum, and each UPDATE changes one row at most, so it tells that every fence let its
-        finish through, as it almost always does. When one did not, the transaction, which
-        holds nothing else yet, begins again and the batch runs one UPDATE at a time, each
-        telling by its own rowcount (as a batch with a retry in it always does). Not a
-        savepoint around the executemany: it costs every batch more than it saves."""
+        A batch of final outcomes, the common one, is one executemany (one finish_finals
+        from FINALS_AT_ONCE on): its rowcount is the sum, and each job's row changes once at
+        most, so it tells that every fence let its finish through, as it almost always does.
+        When one did not, the transaction, which holds nothing else yet, begins again and
+        the batch runs one UPDATE at a time, each telling by its own rowcount (as a batch
+        with a retry in it always does). Not a savepoint around the batch: it costs every
+        batch more than it saves."""
         final = self._sql["finish_final"]
         rows: list[tuple[Any, ...] | None] = []  # finish_final's parameters, None: a retry
         for job_id, token, outcome in items:

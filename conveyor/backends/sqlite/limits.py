@@ -29,8 +29,8 @@ WAKE_BATCH = 20
 PARK_BATCH = 1000
 SEP = "\x1f"
 
-#: a ready job: id, priority, ready_at, meta, 0, then the rest of its record (limits.sql
-#: ready_first, rows.from_ready)
+#: a ready job: id, priority, ready_at, meta, its flags (rows.RARE_FLAG, and ready_first's),
+#: then the rest of its record that the claim needs (rows.READY, rows.from_ready)
 Row = tuple[Any, ...]
 
 
