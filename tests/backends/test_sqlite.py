@@ -286,6 +286,68 @@ def test_a_claimed_record_is_the_stored_job_though_the_claim_returns_fewer_colum
     backend.close()
 
 
+@pytest.mark.parametrize("queues", [["default"], ["default", "other"]])
+def test_a_claim_of_plain_rare_and_due_scheduled_jobs_returns_each_as_stored_best_first(
+    url: str, queues: list[str]
+) -> None:
+    # a plain job's record is made from its ready row, one with a rare column set is read
+    # back, and a scheduled job whose time came is read by a second look and merged in
+    backend = SQLiteBackend(url)
+    plain = enqueue_one(backend, meta={"tag": 1})
+    rare = enqueue_one(backend, priority=1, key="k")
+    due = enqueue_one(backend, priority=2, ready_at=NOW + 5)
+    enqueue_one(backend, priority=3, ready_at=NOW + 60)  # not due yet
+    claims = backend.claim("w1", queues, 5, lease_seconds=LEASE, now=NOW + 10)
+    assert [c.record.id for c in claims] == [due.id, rare.id, plain.id]
+    for claim in claims:
+        assert claim.record == backend.get(claim.record.id)
+        assert (claim.record.attempts, claim.record.token) == (1, claim.token)
+    backend.close()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 1001])
+def test_a_claim_marks_every_job_it_returns_running_whatever_its_size(url: str, batch: int) -> None:
+    # one statement per job for two, else a list of placeholders per CLAIM_CHUNK (500) jobs
+    backend = SQLiteBackend(url)
+    records = backend.enqueue([make_record(priority=n % 3) for n in range(batch + 1)])
+    claims = backend.claim("w1", ["default"], batch, lease_seconds=LEASE, now=NOW)
+    best = sorted(records, key=lambda r: (-r.priority, r.ready_at, r.id))[:batch]
+    assert [c.record.id for c in claims] == [r.id for r in best]
+    assert all(backend.get(c.record.id) == c.record for c in claims)
+    assert backend.queue_counts()["default"][State.QUEUED] == 1
+    backend.close()
+
+
+@pytest.mark.parametrize("batch", [2, 12, 1001])
+def test_a_batch_of_final_outcomes_is_fenced_job_by_job_whatever_its_size(
+    url: str, batch: int
+) -> None:
+    # an executemany for a few, one finish_finals per FINALS_CHUNK (500) from FINALS_AT_ONCE
+    # (10) on; a refused finish sends the batch through one UPDATE at a time
+    backend = SQLiteBackend(url)
+    backend.enqueue([make_record() for _ in range(2 * batch)])
+    claims = backend.claim("w1", ["default"], 2 * batch, lease_seconds=LEASE, now=NOW)
+    first, second = claims[:batch], claims[batch:]
+    outcomes = [Outcome.succeeded(b"%d" % n) for n in range(batch)]
+    items = [(c.record.id, c.token, o) for c, o in zip(first, outcomes, strict=True)]
+    assert backend.finish_many(items, now=NOW + 1) == [True] * batch
+    for claim, outcome in zip(first, outcomes, strict=True):
+        record = backend.get(claim.record.id)
+        assert record is not None and record.state is State.SUCCEEDED
+        assert (record.result, record.finished_at) == (outcome.result, NOW + 1)
+    stale = [(second[0].record.id, second[0].token + 1, Outcome.succeeded(b"x"))]
+    again = [(c.record.id, c.token, Outcome.failed(ErrorInfo("Boom", "no"))) for c in second]
+    assert backend.finish_many(stale + again + again[:1], now=NOW + 2) == [
+        False,
+        *[True] * batch,
+        False,
+    ]
+    for claim in second:
+        record = backend.get(claim.record.id)
+        assert record is not None and record.state is State.FAILED
+    backend.close()
+
+
 def test_a_threads_connections_close_once_when_two_threads_close_them_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

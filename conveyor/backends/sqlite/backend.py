@@ -26,14 +26,20 @@ from conveyor.backends.sqlite.inspection import Inspection
 from conveyor.backends.sqlite.ledger import Change, Ledger
 from conveyor.backends.sqlite.periodic import Periodic
 from conveyor.backends.sqlite.rows import (
+    RARE_FLAG,
     dumps,
-    from_claimed,
+    from_ready,
     from_row,
-    json_strings,
     progress_json,
     to_row,
 )
-from conveyor.backends.sqlite.store import check_namespace, initialise, parse_url, queries
+from conveyor.backends.sqlite.store import (
+    check_namespace,
+    initialise,
+    numbered,
+    parse_url,
+    queries,
+)
 from conveyor.backends.sqlite.upkeep import Upkeep
 from conveyor.backends.sqlite.wakeups import Wakeups
 from conveyor.errors import ConfigurationError
@@ -42,6 +48,12 @@ from conveyor.limits import LimitInfo, LimitSpec
 
 #: a wake-up snapshot that no wait outlasts: wait_for_jobs returns at once
 _AT_ONCE = (-1, -1)
+#: jobs marked claimed per statement at most (SQLite allows 32,766 placeholders)
+CLAIM_CHUNK = 500
+#: ready_first's flags beside rows.RARE_FLAG: a scheduled job of the queue is due, and a ref
+#: with parked jobs is due back
+_SCHEDULED_DUE = 2
+_WAKE_DUE = 4
 
 
 class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
@@ -198,31 +210,51 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
         # (more may be ready), and the busy path reads no data_version at all.
         self._local.since = self._wake.snapshot(self._wake.ready) if len(rows) < limit else _AT_ONCE
         if any('"limits"' in row[3] for row in rows):
-            ids = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
-        else:
-            ids = [row[0] for row in rows]
+            rows = limits_sql.admit(gate, rows, limit, lambda n: self._ready(conn, queues, n, now))
         # A claim that parked a batch of held jobs without filling up: more may be ready
         # behind them, so the worker must not go to sleep (the signal wakes it at once).
-        self._local.idle = not ids and not gate.parked
-        if gate.parked and len(ids) < limit:
+        self._local.idle = not rows and not gate.parked
+        if gate.parked and len(rows) < limit:
             self._wake.ready.notify()
-        if not ids:
+        if not rows:
             feed.put(conn, self._sql, finished)
             return []
         expires = t + lease_seconds
-        params = {"worker": worker_id, "started_at": t, "lease_expires_at": expires}
-        if len(ids) == 1:  # no JSON, and no temporary table for an IN list
-            params["id"] = ids[0]
-            rows = conn.execute(self._sql["claim_one"], params).fetchall()
-        else:
-            params["ids"] = json_strings(ids)
-            order = {job_id: i for i, job_id in enumerate(ids)}
-            rows = sorted(conn.execute(self._sql["claim"], params), key=lambda r: order[r[0]])
-        records = [from_claimed(row, worker_id, t, expires) for row in rows]
+        self._update_claimed(conn, [row[0] for row in rows], (worker_id, t, expires))
+        records = [
+            self._claimed(conn, row[0])
+            if row[4] & RARE_FLAG
+            else from_ready(row, worker_id, t, expires)
+            for row in rows
+        ]
         self._ledger.claimed(conn, records, finished)
         if gate.taken:
             gate.record({r.id: r.token for r in records})
         return [Claim(r, r.token) for r in records]
+
+    def _update_claimed(
+        self, conn: sqlite3.Connection, ids: list[str], claim: tuple[str, float, float]
+    ) -> None:
+        """Mark the jobs ``ids`` claimed (worker, started_at, lease_expires_at): a statement
+        for two jobs (the temporary table of a list of two costs more than a second
+        statement), else one per CLAIM_CHUNK."""
+        if len(ids) == 2:
+            done = conn.executemany(self._claim_sql(1), [(*claim, i) for i in ids]).rowcount
+        else:
+            done = 0
+            for start in range(0, len(ids), CLAIM_CHUNK):
+                chunk = ids[start : start + CLAIM_CHUNK]
+                done += conn.execute(self._claim_sql(len(chunk)), (*claim, *chunk)).rowcount
+        if done != len(ids):  # read in this transaction: nothing else can have moved them
+            raise RuntimeError(f"claimed {done} of the {len(ids)} jobs just read")
+
+    def _claim_sql(self, n: int) -> str:
+        """The claim statement for ``n`` jobs (queries.sql claim)."""
+        return numbered(self._sql["claim"], "{ids}", n, 1, 4)
+
+    def _claimed(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        """The record of a job just claimed whose ready row did not hold it all (rows.RARE)."""
+        return from_row(conn.execute(self._sql["by_id"], (job_id,)).fetchone())
 
     def finish_and_claim(
         self,
@@ -284,18 +316,22 @@ class SQLiteBackend(Finishing, Upkeep, Periodic, Inspection, Backend):
     ) -> tuple[list[limits_sql.Row], bool]:
         """A claim's first look: what ``_ready`` finds, and whether parked jobs are due
         back (a limit's wake time passed by the store's time ``t``): one statement for a
-        worker on one queue (ready_first)."""
-        if len(queues) > 1 and len(set(queues)) > 1:
-            gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
-            return self._ready(conn, queues, limit, now), gate_due is not None
-        params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
-        rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
-        due = bool(rows) and rows[-1][4] == 1  # UNION ALL keeps the parts' order: it is last
-        if due:
-            rows.pop()
-        if len(rows) > 1 and rows[-1][4] == 2:  # scheduled jobs came: merge them in
-            rows.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return rows[:limit], due
+        worker on one queue that finds a job ready (ready_first), and a second when a
+        scheduled job's time came."""
+        if len(queues) == 1 or len(set(queues)) == 1:
+            params = {"queue": queues[0], "now": now, "t": t, "limit": limit}
+            rows: list[limits_sql.Row] = conn.execute(self._sql["ready_first"], params).fetchall()
+            if rows:
+                flags = rows[0][4]  # ready_first's flags are the same in every row
+                if flags & _SCHEDULED_DUE:  # read them, merge them in
+                    scheduled = {"now": now, "limit": limit, "queues": dumps([queues[0]])}
+                    rows += conn.execute(self._sql["ready_scheduled"], scheduled).fetchall()
+                    rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+                    del rows[limit:]
+                return rows, bool(flags & _WAKE_DUE)
+        # several queues, or none of the queue's jobs is ready
+        gate_due = conn.execute(self._sql["limits_due"], {"now": t, "limit": 1}).fetchone()
+        return self._ready(conn, queues, limit, now), gate_due is not None
 
     def _wake_due(self, conn: sqlite3.Connection, now: float) -> bool:
         """Whether held jobs may come back now (a limit's wake time passed). The earliest

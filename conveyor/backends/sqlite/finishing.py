@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from conveyor.backends.sqlite import feed
 from conveyor.backends.sqlite import limits as limits_sql
@@ -14,12 +14,17 @@ from conveyor.backends.sqlite.connections import Connections
 from conveyor.backends.sqlite.flows import Flows
 from conveyor.backends.sqlite.ledger import Ledger
 from conveyor.backends.sqlite.rows import dumps, error_json
+from conveyor.backends.sqlite.store import numbered
 from conveyor.job import FINAL_STATES, Outcome
 
 #: the final states' values: State.is_final hashes the member by Enum.__hash__, in Python
 _FINAL = frozenset(state.value for state in FINAL_STATES)
 #: results up to this size are bound as a bytearray (see _bindable)
 _COPIED_BELOW = 1 << 16
+#: final outcomes written by one finish_finals from this many on (fewer: one statement
+#: each), and at most so many per statement (five placeholders a job)
+FINALS_AT_ONCE = 10
+FINALS_CHUNK = 500
 
 
 class Finishing:
@@ -85,29 +90,63 @@ class Finishing:
     def _finish_batch(
         self, conn: sqlite3.Connection, items: Sequence[tuple[str, int, Outcome]], *, now: float
     ) -> list[bool]:
-        """One fenced UPDATE per finish, each telling by its rowcount whether the fence let
-        it through. Not one executemany for the batch: that tells only how many were, so a
-        savepoint had to wrap it to redo the batch one by one when any was refused, and the
-        savepoint cost more than the statements it saved."""
+        """The batch's fenced UPDATEs, run first in their write transaction (the caller's).
+
+        A batch of final outcomes, the common one, is one executemany (one finish_finals
+        from FINALS_AT_ONCE on): its rowcount is the sum, and each job's row changes once at
+        most, so it tells that every fence let its finish through, as it almost always does.
+        When one did not, the transaction, which holds nothing else yet, begins again and
+        the batch runs one UPDATE at a time, each telling by its own rowcount (as a batch
+        with a retry in it always does). Not a savepoint around the batch: it costs every
+        batch more than it saves."""
         final = self._sql["finish_final"]
-        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
-        done = []
+        rows: list[tuple[Any, ...] | None] = []  # finish_final's parameters, None: a retry
         for job_id, token, outcome in items:
             # _value_: the plain str, without Enum's value property (a call in Python)
             value: str = outcome.state._value_
             if value in _FINAL:
                 result, error = outcome.result, outcome.error
-                row = (
-                    job_id,
-                    token,
-                    value,
-                    0 if result is None else _bindable(result),
-                    0 if error is None else dumps(error.to_json()),
-                    now,
+                rows.append(
+                    (
+                        job_id,
+                        token,
+                        value,
+                        0 if result is None else _bindable(result),
+                        0 if error is None else dumps(error.to_json()),
+                        now,
+                    )
                 )
-                done.append(cursor.execute(final, row).rowcount == 1)
             else:
-                done.append(self._retry(conn, job_id, token, outcome, now=now))
+                rows.append(None)
+        if None not in rows:
+            if self._finish_finals(conn, cast("list[tuple[Any, ...]]", rows), now) == len(rows):
+                return [True] * len(rows)
+            # the writers' gate stays held: no other conveyor writer comes in between
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+        cursor = conn.cursor()  # one for the batch: conn.execute makes one per statement
+        return [
+            cursor.execute(final, row).rowcount == 1
+            if row is not None
+            else self._retry(conn, job_id, token, outcome, now=now)
+            for row, (job_id, token, outcome) in zip(rows, items, strict=True)
+        ]
+
+    def _finish_finals(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], now: float
+    ) -> int:
+        """finish_final for every row (its parameters), and how many rows it changed: one
+        executemany for a few, else a finish_finals per FINALS_CHUNK."""
+        if len(rows) < FINALS_AT_ONCE:
+            return conn.executemany(self._sql["finish_final"], rows).rowcount
+        done = 0
+        for start in range(0, len(rows), FINALS_CHUNK):
+            chunk = rows[start : start + FINALS_CHUNK]
+            params: list[Any] = [now]
+            for row in chunk:
+                params += row[:5]
+            sql = numbered(self._sql["finish_finals"], "{rows}", len(chunk), 5, 2)
+            done += conn.execute(sql, params).rowcount
         return done
 
     def _retry(

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor.limits import (
     MAX_PERIOD_SECONDS,
@@ -28,8 +29,9 @@ WAKE_BATCH = 20
 PARK_BATCH = 1000
 SEP = "\x1f"
 
-#: a ready job: id, priority, ready_at, meta, and 0 (see limits.sql ready_first)
-Row = tuple[str, int, float, str, int]
+#: a ready job: id, priority, ready_at, meta, its flags (rows.RARE_FLAG, and ready_first's),
+#: then the rest of its record that the claim needs (rows.READY, rows.from_ready)
+Row = tuple[Any, ...]
 
 
 def ref_of(name: str, key: str) -> str:
@@ -183,16 +185,17 @@ def admit(
     rows: list[Row],
     limit: int,
     more: Callable[[int], list[Row]],
-) -> list[str]:
-    """The ids to claim, best first: jobs without limits as they come, limited ones when
+) -> list[Row]:
+    """The rows to claim, best first: jobs without limits as they come, limited ones when
     every ref admits them; the others are parked, and the ready index is read again (they
     left it) until ``limit`` jobs are found, nothing more was parked, or a batch was."""
-    ids: list[str] = []
+    taken: list[Row] = []
     chosen: set[str] = set()
     parked = 0
     while True:
         parked_now = 0
-        for job_id, _priority, _ready_at, meta, _ in rows:
+        for row in rows:
+            job_id, meta = row[0], row[3]
             if job_id in chosen:
                 continue
             refs = refs_in(meta)
@@ -202,14 +205,14 @@ def admit(
                 continue
             if refs:
                 gate.take(job_id, refs)
-            ids.append(job_id)
+            taken.append(row)
             chosen.add(job_id)
-            if len(ids) >= limit:
-                return ids
+            if len(taken) >= limit:
+                return taken
         parked += parked_now
         if not parked_now or parked >= PARK_BATCH:
-            return ids
-        rows = more(limit + len(ids))
+            return taken
+        rows = more(limit + len(taken))
 
 
 def release(conn: sqlite3.Connection, sql: Mapping[str, str], ids: list[str]) -> bool:

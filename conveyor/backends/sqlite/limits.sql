@@ -19,8 +19,15 @@ CREATE INDEX IF NOT EXISTS {ns}_jobs_to_claim
 DROP INDEX IF EXISTS {ns}_jobs_ready;
 DROP INDEX IF EXISTS {ns}_jobs_queued;
 
-CREATE INDEX IF NOT EXISTS {ns}_jobs_held
-    ON {ns}_jobs (held, priority DESC, ready_at, id) WHERE state = 'queued' AND held IS NOT NULL;
+-- Parked jobs by ref. Its WHERE does not name the state: SQLite opens every index whose WHERE
+-- names a column that an UPDATE sets, and tests it for the row, so an index on state = ...
+-- costs every claim and every finish (some 1,400 instructions each). A job has held set only
+-- while queued (cancel_waiting and sweep_expire clear it), and the queries say state =
+-- 'queued' all the same (a file written by an older conveyor may keep held on a cancelled
+-- job). Files made before had {ns}_jobs_held, WHERE state = 'queued' AND held IS NOT NULL.
+CREATE INDEX IF NOT EXISTS {ns}_jobs_parked
+    ON {ns}_jobs (held, priority DESC, ready_at, id) WHERE held IS NOT NULL;
+DROP INDEX IF EXISTS {ns}_jobs_held;
 
 CREATE TABLE IF NOT EXISTS {ns}_limits (
     name         TEXT PRIMARY KEY,
@@ -50,29 +57,29 @@ CREATE TABLE IF NOT EXISTS {ns}_limit_wake (
 CREATE INDEX IF NOT EXISTS {ns}_limit_wake_at ON {ns}_limit_wake (at);
 
 -- name: ready_first
--- The first look of a claim on one queue, one statement for three: ready_queued and
--- ready_scheduled for :queue, and whether a ref with parked jobs is due back
--- ({ns}_limit_wake_at). The last column says which part a row is from: 0, 2 (scheduled) and
--- 1. Each part is a subquery so that its ORDER BY and LIMIT, and its index, stay its own.
-SELECT * FROM (
-    SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs
-    WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
-      AND (expires_at IS NULL OR expires_at > :now)
-    ORDER BY priority DESC, ready_at, id
-    LIMIT :limit)
-UNION ALL
-SELECT * FROM (
-    SELECT id, priority, ready_at, meta, 2 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
-    WHERE state = 'scheduled' AND ready_at <= :now
-      AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue
-    ORDER BY priority DESC, ready_at, id
-    LIMIT :limit)
-UNION ALL
-SELECT * FROM (SELECT ref, 0, 0.0, '', 1 FROM {ns}_limit_wake WHERE at <= :t LIMIT 1);
+-- The first look of a claim on one queue: ready_queued, whose flags (the fifth column: 1 is
+-- rows.RARE) also tell whether a scheduled job of :queue is due (2: ready_scheduled then
+-- reads them, whose ORDER BY costs a temporary table that every claim would pay here) and
+-- whether a ref with parked jobs is due back (4: {ns}_limit_wake_at). Each EXISTS runs once
+-- per statement, not per row. Not a UNION ALL of the three parts: every row would be copied
+-- out of a co-routine (some 3,700 instructions a job); when no job is ready, the backend
+-- looks at the other two by their own statements.
+SELECT id, priority, ready_at, meta,
+       {rare}
+       | 2 * EXISTS (SELECT 1 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+                     WHERE state = 'scheduled' AND ready_at <= :now
+                       AND (expires_at IS NULL OR expires_at > :now) AND queue = :queue)
+       | 4 * EXISTS (SELECT 1 FROM {ns}_limit_wake WHERE at <= :t),
+       {ready}
+FROM {ns}_jobs
+WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
+  AND (expires_at IS NULL OR expires_at > :now)
+ORDER BY priority DESC, ready_at, id
+LIMIT :limit;
 
 -- name: ready_queued
 -- {ns}_jobs_to_claim: the head of one queue, held jobs left out by the index itself.
-SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs
+SELECT id, priority, ready_at, meta, {rare}, {ready} FROM {ns}_jobs
 WHERE state = 'queued' AND held IS NULL AND queue = :queue AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
 ORDER BY priority DESC, ready_at, id
@@ -81,7 +88,7 @@ LIMIT :limit;
 -- name: ready_scheduled
 -- {ns}_jobs_scheduled: scheduled jobs whose time came (never held: only queued jobs are);
 -- INDEXED BY: the listing index by queue would otherwise tempt the planner (queue IN ...)
-SELECT id, priority, ready_at, meta, 0 FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
+SELECT id, priority, ready_at, meta, {rare}, {ready} FROM {ns}_jobs INDEXED BY {ns}_jobs_scheduled
 WHERE state = 'scheduled' AND ready_at <= :now
   AND (expires_at IS NULL OR expires_at > :now)
   AND queue IN (SELECT value FROM json_each(:queues))
@@ -146,7 +153,7 @@ SELECT ref FROM {ns}_limit_wake WHERE at <= :now ORDER BY at LIMIT :limit;
 SELECT min(at) FROM {ns}_limit_wake;
 
 -- name: limit_unpark
--- {ns}_jobs_held: the best parked jobs of one ref go back to the ready index.
+-- {ns}_jobs_parked: the best parked jobs of one ref go back to the ready index.
 UPDATE {ns}_jobs SET held = NULL
 WHERE id IN (
     SELECT id FROM {ns}_jobs WHERE state = 'queued' AND held IS NOT NULL AND held = :ref

@@ -14,12 +14,20 @@ from conveyor.job import ErrorInfo, JobRecord, Progress, State
 #: the jobs table's columns, quoted ("key" is an SQL keyword)
 COLUMNS = ", ".join(f'"{f.name}"' for f in fields(JobRecord))
 PLACEHOLDERS = ", ".join("?" for _ in fields(JobRecord))
-#: the columns a claim returns: all but the four it sets to values known here (from_claimed)
-CLAIMED = ", ".join(
-    f'"{f.name}"'
-    for f in fields(JobRecord)
-    if f.name not in ("state", "worker", "started_at", "lease_expires_at")
+#: A ready row (limits.sql ready_*), a job a claim may take: first what admission looks at
+#: (id, priority, ready_at, meta: limits.admit), then flags, then READY, the columns every job
+#: sets (from_ready). Every column read costs a conversion and a release of the GIL per job
+#: claimed, and most jobs have none of the columns that RARE looks at.
+READY = "task, payload, queue, attempts, token, created_at, result_ttl"
+#: The flag of a job that has any of the columns set that most jobs leave unset (1, or 0): its
+#: claim reads its record back (from_row). The other flags are ready_first's.
+RARE = (
+    '("key" IS NOT NULL OR unique_key IS NOT NULL OR failures != 0 OR crashes != 0'
+    " OR expires_at IS NOT NULL OR finished_at IS NOT NULL OR purge_at IS NOT NULL"
+    " OR result IS NOT NULL OR error IS NOT NULL OR progress IS NOT NULL"
+    " OR cancel_requested != 0)"
 )
+RARE_FLAG = 1
 
 _EMPTY_META = "{}"
 #: State(value) goes through Enum's metaclass call: a dict lookup is several times cheaper
@@ -86,47 +94,38 @@ def to_row(r: JobRecord) -> tuple[Any, ...]:
 
 
 def from_row(row: tuple[Any, ...]) -> JobRecord:
-    """The record of a row of all the columns (COLUMNS)."""
-    # state (5), started_at (14), worker (21) and lease_expires_at (23) are the columns
-    # that CLAIMED leaves out
-    claimed = row[:5] + row[6:14] + row[15:21] + row[22:23] + row[24:]
-    record = from_claimed(claimed, row[21], row[14], row[23])
+    """The record of a row of all the columns (COLUMNS): JobRecord's fields in order, five
+    of them stored in another form (the state's value, JSON text, an integer)."""
+    record = JobRecord(*row)
     record.state = _STATES[row[5]]
+    record.error = None if row[19] is None else ErrorInfo.from_json(json.loads(row[19]))
+    record.progress = None if row[20] is None else Progress.from_json(json.loads(row[20]))
+    record.cancel_requested = bool(row[24])
+    record.meta = {} if row[25] == _EMPTY_META else json.loads(row[25])
     return record
 
 
-def from_claimed(
-    row: tuple[Any, ...],
-    worker: str | None,
-    started_at: float | None,
-    lease_expires_at: float | None,
+def from_ready(
+    row: tuple[Any, ...], worker: str, started_at: float, lease_expires_at: float
 ) -> JobRecord:
-    """The record of a job just claimed from its CLAIMED columns: every column a claim
-    returns costs a conversion (and a release of the GIL) per job claimed."""
+    """The record of a job as its claim (queries.sql claim) leaves it, from its ready row,
+    when its flags say it has none of the rare columns set (RARE): the claim runs in the
+    transaction that read the row, so the row and what the claim sets make the record."""
     (
         job_id,
+        priority,
+        ready_at,
+        meta,
+        _flags,
         task,
         payload,
         queue,
-        priority,
-        key,
-        unique_key,
         attempts,
-        failures,
-        crashes,
-        created_at,
-        ready_at,
-        expires_at,
-        finished_at,
-        purge_at,
-        result_ttl,
-        result,
-        error,
-        progress,
         token,
-        cancel_requested,
-        meta,
+        created_at,
+        result_ttl,
     ) = row
+    # by position: keyword arguments cost the dataclass's __init__ half as much again
     return JobRecord(
         job_id,
         task,
@@ -134,25 +133,25 @@ def from_claimed(
         queue,
         priority,
         State.RUNNING,
-        key,
-        unique_key,
-        attempts,
-        failures,
-        crashes,
+        None,
+        None,
+        attempts + 1,
+        0,
+        0,
         created_at,
         ready_at,
-        expires_at,
+        None,
         started_at,
-        finished_at,
-        purge_at,
+        None,
+        None,
         result_ttl,
-        result,
-        None if error is None else ErrorInfo.from_json(json.loads(error)),
-        None if progress is None else Progress.from_json(json.loads(progress)),
+        None,
+        None,
+        None,
         worker,
-        token,
+        token + 1,
         lease_expires_at,
-        bool(cancel_requested),
+        False,
         {} if meta == _EMPTY_META else json.loads(meta),
     )
 

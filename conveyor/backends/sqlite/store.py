@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from conveyor.backends.sqlite.connections import BUSY_TIMEOUT_SECONDS, Options
 from conveyor.backends.sqlite.faults import READONLY, newer_schema, store_error
-from conveyor.backends.sqlite.rows import CLAIMED, COLUMNS, PLACEHOLDERS
+from conveyor.backends.sqlite.rows import COLUMNS, PLACEHOLDERS, RARE, READY
 from conveyor.backends.sqlite.upgrade import upgrade
 from conveyor.errors import ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
@@ -107,12 +107,26 @@ def _expand(text: str, namespace: str) -> str:
     return (
         text.replace("{ns}", namespace)
         .replace("{columns}", COLUMNS)
-        .replace("{claimed}", CLAIMED)
+        .replace("{ready}", READY)
+        .replace("{rare}", RARE)
         .replace("{values}", PLACEHOLDERS)
         .replace("{clock}", CLOCK)
         .replace("{row_runtime_bucket}", _runtime_bucket(RUNTIME))
         .replace("{row_runtime}", RUNTIME)
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def numbered(sql: str, marker: str, n: int, width: int, first: int) -> str:
+    """``sql`` with ``marker`` replaced by ``n`` rows of ``width`` placeholders numbered from
+    ``?first`` (one row: ``?4, ?5``; wider: ``(?2, ?3), (?4, ?5)``), for a statement that
+    takes a list (queries.sql claim, finish_finals). Made once per list size: the same text
+    object each time, whose hash the statement cache need not compute again."""
+    places = [f"?{i}" for i in range(first, first + n * width)]
+    if width > 1:
+        rows = (places[i : i + width] for i in range(0, len(places), width))
+        places = ["(" + ", ".join(row) + ")" for row in rows]
+    return sql.replace(marker, ", ".join(places))
 
 
 def schema_sql(namespace: str) -> str:
