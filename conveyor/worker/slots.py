@@ -22,8 +22,10 @@ Key = tuple[str, int]
 #: claim ahead of free slots only while runs take less than this on average
 PREFETCH_BELOW_SECONDS = 0.005
 #: while runs are short, jobs claimed ahead per slot: enough that a slot finds its next job
-#: waiting rather than sleeping for one, and that a claim brings several jobs a call
-AHEAD_PER_SLOT = 2
+#: waiting rather than sleeping for one, and that a claim brings several jobs a call (like
+#: for like, `python -m bench.like --target conveyor/redis`: 2 a slot did 81-82 % of the
+#: yardstick, 3 a slot 83-85 %)
+AHEAD_PER_SLOT = 3
 #: jobs claimed ahead go back to the queue when every slot has been busy this long
 STUCK_SECONDS = 0.1
 
@@ -51,8 +53,9 @@ class Slots:
     # -- room for claims -------------------------------------------------------------------
 
     def prefetch(self) -> int:
-        """How many jobs to claim beyond the free slots: twice as many as there are slots
-        while jobs are short, none otherwise.
+        """How many jobs to claim beyond the free slots: three times as many as there are
+        slots while jobs are short, none otherwise (Celery's default prefetch, four jobs a
+        slot in all).
 
         Claiming ahead cuts the claims per job when jobs take microseconds, a slot then finds
         its next job already waiting (a thread asleep on an empty queue costs a wake-up a
