@@ -17,7 +17,8 @@ Complete = Callable[[JobRun, "object | None"], None]
 
 
 class Pool(Protocol):
-    """Runs prepared jobs in ``size`` slots. The worker never submits more runs than slots."""
+    """Runs prepared jobs in ``size`` slots, at most ``size`` at once. The worker submits
+    the jobs it claims ahead with the others: a pool keeps them waiting until a slot frees."""
 
     size: int
     name: str
