@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ class WorkerProcess:
         prefix: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
     ) -> None:
+        self.url = url
         env = dict(os.environ, **(env or {}), CONVEYOR_URL=url, PYTHONPATH=str(ROOT))
         if namespace:
             env["CONVEYOR_NAMESPACE"] = namespace
@@ -49,6 +51,24 @@ class WorkerProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
 
+    def freeze(self) -> float:
+        """SIGSTOP the worker between two writes; returns when it was stopped.
+
+        On SQLite a process frozen inside a write keeps the file's write lock, and every
+        writer waits for it until it resumes (SQLite's nature; docs/sqlite.md says so). The
+        tests that freeze a worker are about its leases, not about that, so a worker found
+        holding the writers' gate once stopped is resumed for a moment and stopped again.
+        """
+        gate = sqlite_gate(self.url)
+        for _ in range(1000):
+            self.signal(signal.SIGSTOP)
+            stopped = time.time()
+            if gate is None or gate_is_free(gate):
+                return stopped
+            self.signal(signal.SIGCONT)
+            time.sleep(0.005)
+        raise AssertionError("the worker held the SQLite writers' gate at each of 1,000 stops")
+
     def wait(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
 
@@ -65,6 +85,28 @@ class WorkerProcess:
             self._stderr.seek(0)
             self.stderr = self._stderr.read().decode(errors="replace")
             self._stderr.close()
+
+
+def sqlite_gate(url: str) -> str | None:
+    """The writers' gate file of the SQLite store at ``url``; None for other stores."""
+    if not url.startswith("sqlite:"):
+        return None
+    from conveyor.backends.sqlite.connections import GATE_SUFFIX
+    from conveyor.backends.sqlite.store import parse_url
+
+    return parse_url(url).path + GATE_SUFFIX
+
+
+def gate_is_free(gate: str) -> bool:
+    """Whether no process holds the gate's flock (taken and let go at once if free)."""
+    fd = os.open(gate, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing the descriptor lets the flock go
+    return True
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

@@ -176,8 +176,7 @@ def test_a_worker_frozen_past_its_lease_stops_its_old_run_and_completes_the_new_
     try:
         job = app.submit("fault.span", (str(log), 6.0), {}, CallOptions())
         wait_for(lambda: bool(read_runs(log)), what="attempt 1")
-        worker.signal(signal.SIGSTOP)
-        freeze = Freeze(worker.pid, time.time())
+        freeze = Freeze(worker.pid, worker.freeze())
         # Its lease runs out in the store, which puts the job back (as another worker's
         # housekeeping would); then the same worker wakes up and claims it again.
         time.sleep(LEASE + 0.5)

@@ -96,8 +96,7 @@ class Chaos:
         self.recoveries += [3 * RECOVERY_BOUND] * len(waiting)
 
     def freeze(self, worker: WorkerProcess) -> None:
-        worker.signal(signal.SIGSTOP)
-        freeze = Freeze(worker.pid, time.time())
+        freeze = Freeze(worker.pid, worker.freeze())
         self.freezes.append(freeze)
         try:
             time.sleep(self.rng.uniform(0.5, 2 * LEASE))

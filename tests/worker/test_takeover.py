@@ -33,7 +33,7 @@ def test_a_frozen_workers_job_is_taken_over_and_its_late_outcome_refused(
     try:
         job = app.submit("fault.mark", (str(marks), 3.0), {}, CallOptions())
         wait_for(lambda: any(x.startswith("start 1") for x in lines(marks)), what="attempt 1")
-        frozen.signal(signal.SIGSTOP)
+        frozen.freeze()
         takeover = WorkerProcess(url, "1", "2", namespace=ns)
         wait_for(
             lambda: any(x.startswith("start 2") for x in lines(marks)), timeout=60, what="takeover"
