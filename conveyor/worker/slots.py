@@ -53,9 +53,9 @@ class Slots:
     # -- room for claims -------------------------------------------------------------------
 
     def prefetch(self) -> int:
-        """How many jobs to claim beyond the free slots: three times as many as there are
-        slots while jobs are short, none otherwise (Celery's default prefetch, four jobs a
-        slot in all).
+        """How many jobs to claim beyond the free slots: ``AHEAD_PER_SLOT`` times as many as
+        there are slots while jobs are short, none otherwise (with 3, Celery's default
+        prefetch: four jobs a slot in all).
 
         Claiming ahead cuts the claims per job when jobs take microseconds, a slot then finds
         its next job already waiting (a thread asleep on an empty queue costs a wake-up a
