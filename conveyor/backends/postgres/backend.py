@@ -239,9 +239,9 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
         params = self._claim_params(worker_id, queues, limit if claiming else 0, lease_seconds, now)
         params.update(self._finish_params(items, now, flows=False))
         rows = self._db.run(lambda c: c.execute(self._sql["finish_and_claim"], params).fetchall())
-        written = set(rows[0][0] or ()) if rows else set()
-        deferred = set(rows[0][1] or ()) if rows else set()
-        limited = bool(rows and rows[0][2])
+        # one row of the ids written and deferred (its job columns null), one per claimed job
+        head = next(row for row in rows if row[3] is None)
+        written, deferred, limited = set(head[0] or ()), set(head[1] or ()), bool(head[2])
         claimed = [row[3:] for row in rows if row[3] is not None]
         if deferred:
             # Their successors may be ready now: the rest of the claim comes after them.
