@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -96,6 +97,45 @@ def note_pickup(url: str, enqueued_at: float) -> None:
     if _stamp_conn is None:
         _stamp_conn = psycopg.connect(url, autocommit=True)
     _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s, %s)", [enqueued_at, started_at])
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()  # the fields after the command's name
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a process (its threads included), from /proc."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def server_cpu_seconds(postmaster: int) -> float:
+    """CPU of a PostgreSQL server: the postmaster, with the children it has reaped, and its
+    live children (backends, autovacuum, the WAL writer...)."""
+    fields = _stat(postmaster)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat(int(entry))[1]) == postmaster:
+                    total += cpu_seconds(int(entry))
+            except (OSError, IndexError):
+                pass  # gone meanwhile: reaped into the postmaster's figure
+    return total
+
+
+def postmaster(url: str) -> int | None:
+    """The PID of the server's postmaster (a backend's parent), if it runs on this machine."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        try:
+            return int(_stat(int(row[0]))[1]) if row else None
+        except OSError:
+            return None
 
 
 def scalar(url: str, query: str) -> Any:
@@ -475,11 +515,15 @@ def measure_enqueue(system: System, n_single: int, n_bulk: int) -> dict[str, flo
 
 
 def measure_throughput(
-    system: System, name: str, concurrency: int, processes: int, jobs: int
+    system: System, name: str, concurrency: int, processes: int, jobs: int, server: int | None
 ) -> float:
+    """Jobs/s; with ``server`` (the postmaster's PID) it also prints the CPU per job of the
+    server's processes and of the workers over the run (not in the table)."""
     system.enqueue_bulk(jobs)
     workers = Workers(name, system.url, concurrency, processes)
     try:
+        server_cpu = server_cpu_seconds(server) if server else 0.0
+        worker_cpu = sum(cpu_seconds(p.pid) for p in workers.procs)
         started = time.perf_counter()
         workers.go()
         deadline = time.monotonic() + 600
@@ -487,7 +531,16 @@ def measure_throughput(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name}: jobs left after 600 s")
             time.sleep(0.02)
-        return jobs / (time.perf_counter() - started)
+        rate = jobs / (time.perf_counter() - started)
+        if server:
+            server_cpu = server_cpu_seconds(server) - server_cpu
+            worker_cpu = sum(cpu_seconds(p.pid) for p in workers.procs) - worker_cpu
+            print(
+                f"  {name} {processes} process(es): CPU per job: server "
+                f"{server_cpu / jobs * 1e6:.1f} us, workers {worker_cpu / jobs * 1e6:.1f} us",
+                flush=True,
+            )
+        return rate
     finally:
         workers.stop()
 
@@ -548,7 +601,11 @@ def measure_step(
             return measure_pickup(system, name, args.concurrency, args.samples)
         processes = 1 if step == "e2e1" else 2
         key = f"end to end, {processes} process{'es' if processes > 1 else ''}, jobs/s"
-        return {key: measure_throughput(system, name, args.concurrency, processes, args.jobs)}
+        return {
+            key: measure_throughput(
+                system, name, args.concurrency, processes, args.jobs, args.server_pid
+            )
+        }
     finally:
         system.close_watch()
         system.close()
@@ -622,6 +679,7 @@ def main(argv: list[str]) -> int:
     with PostgresServer() as server:
         out(f"PostgreSQL {server.version} on {server.url} (fsync off), "
             f"concurrency {args.concurrency}")  # fmt: skip
+        args.server_pid = postmaster(server.url)
         results = run_all(list(versions), server.url, args, out)
     print()
     print(table(results, versions))

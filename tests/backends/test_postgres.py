@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -174,6 +175,36 @@ def test_the_generic_plan_of_a_prepared_claim_never_scans_the_jobs_table(
         plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN EXECUTE fc({nulls})"))
     assert "$1" in text and f"{ns}_jobs_queued" in plan
     assert f"Seq Scan on {ns}_jobs " not in plan, plan
+
+
+def test_a_claim_writes_no_entry_in_the_listing_indexes_and_listings_still_show_running_jobs(
+    postgres_server: PostgresServer, backend: PostgresBackend, ns: str
+) -> None:
+    # layout_3.sql: by task and by queue, running jobs are left out of the indexes (a claim
+    # adds no entry to them) and listed from the running jobs' own index
+    older = backend.enqueue([make_record(task="a", queue="q") for _ in range(3)])
+    claims = backend.claim("w", ["q"], 2, lease_seconds=LEASE, now=NOW)
+    newer = backend.enqueue([make_record(task="a", queue="q") for _ in range(2)])
+    backend.finish(claims[0].record.id, claims[0].token, Outcome(State.SUCCEEDED), now=NOW)
+    newest_first = sorted((r.id for r in older + newer), reverse=True)
+    by: dict[str, Any]
+    for by in ({"task": "a"}, {"queue": "q"}):
+        assert [r.id for r in backend.list_jobs(**by)] == newest_first
+        pages = [backend.list_jobs(limit=2, **by)]
+        while pages[-1]:
+            pages.append(backend.list_jobs(limit=2, cursor=pages[-1][-1].id, **by))
+        assert [r.id for page in pages for r in page] == newest_first
+        assert [r.id for r in backend.list_jobs(state=State.RUNNING, **by)] == [claims[1].record.id]
+        assert [r.id for r in backend.list_jobs(state=State.SUCCEEDED, **by)] == [
+            claims[0].record.id
+        ]
+        assert len(backend.list_jobs(state=State.QUEUED, **by)) == 3
+    with psycopg.connect(postgres_server.url) as conn:
+        rows = conn.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN (%s, %s)",
+            [f"{ns}_jobs_by_task", f"{ns}_jobs_by_queue"],
+        ).fetchall()
+    assert len(rows) == 2 and all("<> 'running'" in definition for _, definition in rows)
 
 
 def test_a_claim_outlives_the_loss_of_the_fetchers_own_connection(

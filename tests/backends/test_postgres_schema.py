@@ -125,4 +125,33 @@ def test_a_store_of_layout_1_gets_the_change_feed_when_opened(
         assert len(backend.list_jobs(task="t.after")) == 1
     finally:
         backend.close()
-    assert version(postgres_server.url, ns) == 2
+    assert version(postgres_server.url, ns) == SCHEMA_VERSION
+
+
+def test_a_store_of_layout_2_gets_listing_indexes_that_leave_out_running_jobs(
+    postgres_server: PostgresServer, ns: str
+) -> None:
+    with psycopg.connect(postgres_server.url) as conn:  # back to layout 2, one job kept
+        for index, column in (("by_task", "task"), ("by_queue", "queue")):
+            conn.execute(f"DROP INDEX {ns}_jobs_{index}")
+            conn.execute(f"CREATE INDEX {ns}_jobs_{index} ON {ns}_jobs ({column}, id)")
+        conn.execute(f"UPDATE {ns}_schema SET version = 2")
+    backend = PostgresBackend(postgres_server.url, namespace=ns)
+    try:
+        backend.enqueue([make_record(task="t.after")])
+        claimed = backend.claim("w", ["default"], 2, lease_seconds=30.0, now=1_700_000_000.0)
+        assert len(claimed) == 2
+        assert len(backend.list_jobs(task="t.after")) == 1
+        assert len(backend.list_jobs(queue="default")) == 2  # running: from their own index
+    finally:
+        backend.close()
+    assert version(postgres_server.url, ns) == SCHEMA_VERSION
+    with psycopg.connect(postgres_server.url) as conn:
+        definitions = [
+            row[0]
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname IN (%s, %s)",
+                [f"{ns}_jobs_by_task", f"{ns}_jobs_by_queue"],
+            )
+        ]
+    assert len(definitions) == 2 and all("<> 'running'" in d for d in definitions)

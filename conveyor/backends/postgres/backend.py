@@ -238,10 +238,14 @@ class PostgresBackend(Inspection, Admin, Finishing, Upkeep, Periodic, Backend):
             return [], []
         params = self._claim_params(worker_id, queues, limit if claiming else 0, lease_seconds, now)
         params.update(self._finish_params(items, now, flows=False))
-        rows = self._db.run(lambda c: c.execute(self._sql["finish_and_claim"], params).fetchall())
-        written = set(rows[0][0] or ()) if rows else set()
-        deferred = set(rows[0][1] or ()) if rows else set()
-        limited = bool(rows and rows[0][2])
+        # Prepared at its first run on a connection, not its sixth (psycopg's threshold): each
+        # of the five before plans this long statement afresh (docs/postgres.md, "Planning").
+        prepare = True if self._db.options.prepared else None
+        sql = self._sql["finish_and_claim"]
+        rows = self._db.run(lambda c: c.execute(sql, params, prepare=prepare).fetchall())
+        # one row of the ids written and deferred (its job columns null), one per claimed job
+        head = next(row for row in rows if row[3] is None)
+        written, deferred, limited = set(head[0] or ()), set(head[1] or ()), bool(head[2])
         claimed = [row[3:] for row in rows if row[3] is not None]
         if deferred:
             # Their successors may be ready now: the rest of the claim comes after them.

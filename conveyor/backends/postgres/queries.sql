@@ -215,11 +215,15 @@ done AS (
     WHERE state IN ('scheduled', 'queued') GROUP BY 1
 ), deferred AS (
     -- Workflow jobs made final are left to a transaction that decides their successors too.
-    SELECT j.id FROM {ns}_jobs AS j
-    JOIN unnest(%(ids)b::text[], %(tokens)b::bigint[], %(finals)b::boolean[])
-        AS v(id, token, final) ON j.id = v.id
-    WHERE NOT %(flows)s AND v.final AND j.token = v.token AND j.state = 'running'
-      AND j.meta ? 'flow'
+    -- done skipped them, so only the ids it did not write are looked up (with no workflow
+    -- job in the batch, none: no second probe of the primary key per job).
+    SELECT j.id FROM (
+        SELECT v.id, v.token FROM unnest(%(ids)b::text[], %(tokens)b::bigint[],
+                                         %(finals)b::boolean[]) AS v(id, token, final)
+        WHERE NOT %(flows)s AND v.final AND NOT EXISTS (SELECT FROM done WHERE done.id = v.id)
+    ) AS v
+    JOIN {ns}_jobs AS j ON j.id = v.id
+    WHERE j.token = v.token AND j.state = 'running' AND j.meta ? 'flow'
 ), finish_told AS (
     SELECT pg_notify('{channel}', 'c ' || string_agg(id, ' ')) FROM (
         SELECT id, (row_number() OVER ()) / 250 AS part FROM done
@@ -238,16 +242,16 @@ SELECT id, true FROM deferred;
 -- name: finish_and_claim
 -- A busy worker's batch: its outcomes written and its next jobs claimed in one statement, so
 -- one round trip and one commit. The two parts touch different rows (running ones, ready
--- ones). One row per claimed job, each with the ids of the outcomes written and deferred;
--- one row of nulls beside those ids when nothing was claimed.
+-- ones). One row with the ids of the outcomes written and deferred and whether limits are
+-- stored, its job columns null; then one row per claimed job, its first three columns null
+-- (the ids once, not beside every claimed job: each copy is an array to print and parse).
 WITH {part:finish}, {part:claim}
-SELECT finished.ids, finished.deferred, finished.limited, claimed.*
-FROM (
-    SELECT (SELECT array_agg(id) FROM done WHERE (SELECT count(*) FROM finish_told) >= 0) AS ids,
-           (SELECT array_agg(id) FROM deferred) AS deferred,
-           EXISTS (SELECT 1 FROM {ns}_limits) AS limited
-) AS finished
-LEFT JOIN claimed ON true;
+SELECT (SELECT array_agg(id) FROM done WHERE (SELECT count(*) FROM finish_told) >= 0),
+       (SELECT array_agg(id) FROM deferred),
+       EXISTS (SELECT 1 FROM {ns}_limits),
+       {null_columns}
+UNION ALL
+SELECT NULL, NULL, NULL, claimed.* FROM claimed;
 
 -- name: release
 -- The CASEs see the row as it was, with the cancel_requested that the last line clears.
@@ -397,19 +401,39 @@ ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: list_by_task
--- Index: {ns}_jobs_by_task.
-SELECT {columns} FROM {ns}_jobs
-WHERE task = %(task)s::text AND id < %(cursor)s::text
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+-- Index: {ns}_jobs_by_task, which leaves out running jobs (layout_3.sql: a claim writes no
+-- entry in it), a range scan that stops after LIMIT rows; with no state asked for, the
+-- running ones too, from {ns}_jobs_running (few), and the two parts sorted together. The
+-- running part has no ORDER BY of its own: with one, the planner may walk the primary key
+-- backwards past every newer job to find them.
+SELECT {columns} FROM (
+    (SELECT {columns} FROM {ns}_jobs
+     WHERE task = %(task)s::text AND state <> 'running' AND id < %(cursor)s::text
+       AND (%(state)s::text IS NULL OR state = %(state)s::text)
+       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+     ORDER BY id DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT {columns} FROM {ns}_jobs
+     WHERE state = 'running' AND %(state)s::text IS NULL AND task = %(task)s::text
+       AND id < %(cursor)s::text AND (%(queue)s::text IS NULL OR queue = %(queue)s::text))
+) AS listed
 ORDER BY id DESC
 LIMIT %(limit)s;
 
 -- name: list_by_queue
--- Index: {ns}_jobs_by_queue.
-SELECT {columns} FROM {ns}_jobs
-WHERE queue = %(queue)s::text AND id < %(cursor)s::text
-  AND (%(state)s::text IS NULL OR state = %(state)s::text)
+-- Index: {ns}_jobs_by_queue, and {ns}_jobs_running, as list_by_task.
+SELECT {columns} FROM (
+    (SELECT {columns} FROM {ns}_jobs
+     WHERE queue = %(queue)s::text AND state <> 'running' AND id < %(cursor)s::text
+       AND (%(state)s::text IS NULL OR state = %(state)s::text)
+     ORDER BY id DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT {columns} FROM {ns}_jobs
+     WHERE state = 'running' AND %(state)s::text IS NULL AND queue = %(queue)s::text
+       AND id < %(cursor)s::text)
+) AS listed
 ORDER BY id DESC
 LIMIT %(limit)s;
 

@@ -16,6 +16,8 @@ FIELDS = tuple(f.name for f in fields(JobRecord))  # the table has one more: par
 COLUMNS = ", ".join(f'"{name}"' for name in FIELDS)
 J_COLUMNS = ", ".join(f'j."{name}"' for name in FIELDS)
 PLACEHOLDERS = ", ".join(f"%({name})b" for name in FIELDS)  # binary: no quoting to scan for
+#: as many nulls as there are columns, for a row of a UNION whose other rows are jobs
+NULL_COLUMNS = ", ".join("NULL" for _ in FIELDS)
 
 
 def error_json(error: ErrorInfo | None) -> Jsonb | None:

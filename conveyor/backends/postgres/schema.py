@@ -21,7 +21,7 @@ from conveyor.backends.postgres.store import Database, expand, sql_file
 from conveyor.errors import ConfigurationError
 
 #: the layout this conveyor reads and writes
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,7 @@ class Step:
 #: every step after the first layout (schema.sql), in order
 STEPS: tuple[Step, ...] = (
     Step(2, "layout_2.sql", safe=True),  # the change feed, counters, listing indexes
+    Step(3, "layout_3.sql", safe=True),  # listing by task and queue: running jobs left out
 )
 
 

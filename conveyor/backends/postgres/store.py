@@ -25,7 +25,7 @@ from psycopg.abc import PQGen
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, PLACEHOLDERS
+from conveyor.backends.postgres.rows import COLUMNS, J_COLUMNS, NULL_COLUMNS, PLACEHOLDERS
 from conveyor.errors import BackendUnavailable, ConfigurationError
 from conveyor.inspection import RUNTIME_BUCKETS, bucket_label
 
@@ -105,6 +105,7 @@ def expand(text: str, namespace: str) -> str:
         .replace("{channel}", channel(namespace))
         .replace("{columns}", COLUMNS)
         .replace("{j_columns}", J_COLUMNS)
+        .replace("{null_columns}", NULL_COLUMNS)
         .replace("{values}", PLACEHOLDERS)
         .replace("{runtime_bucket}", RUNTIME_BUCKET)
     )
