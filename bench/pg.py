@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -48,6 +48,7 @@ import psycopg
 
 from bench import bodies
 from bench.postgres_server import PostgresServer
+from bench.procs import TICK, process_tree, stat_fields
 
 BATCH = 1000
 STAMPS = (
@@ -99,43 +100,21 @@ def note_pickup(url: str, enqueued_at: float) -> None:
     _stamp_conn.execute("INSERT INTO bench_pickup VALUES (%s, %s)", [enqueued_at, started_at])
 
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rpartition(")")[2].split()  # the fields after the command's name
-
-
 def cpu_seconds(pid: int) -> float:
     """User and system CPU of a process (its threads included), from /proc."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def server_cpu_seconds(postmaster: int) -> float:
     """CPU of a PostgreSQL server: the postmaster, with the children it has reaped, and its
-    live children (backends, autovacuum, the WAL writer...)."""
-    fields = _stat(postmaster)
-    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICKS
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(_stat(int(entry))[1]) == postmaster:
-                    total += cpu_seconds(int(entry))
-            except (OSError, IndexError):
-                pass  # gone meanwhile: reaped into the postmaster's figure
+    live descendants (backends, autovacuum, the WAL writer...)."""
+    fields = stat_fields(postmaster)
+    total = sum(int(fields[i]) for i in (11, 12, 13, 14)) / TICK
+    for pid in process_tree(postmaster)[1:]:
+        with contextlib.suppress(OSError):  # gone meanwhile: reaped into the postmaster's
+            total += cpu_seconds(pid)
     return total
-
-
-def postmaster(url: str) -> int | None:
-    """The PID of the server's postmaster (a backend's parent), if it runs on this machine."""
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        try:
-            return int(_stat(int(row[0]))[1]) if row else None
-        except OSError:
-            return None
 
 
 def scalar(url: str, query: str) -> Any:
@@ -679,7 +658,7 @@ def main(argv: list[str]) -> int:
     with PostgresServer() as server:
         out(f"PostgreSQL {server.version} on {server.url} (fsync off), "
             f"concurrency {args.concurrency}")  # fmt: skip
-        args.server_pid = postmaster(server.url)
+        args.server_pid = server.pid
         results = run_all(list(versions), server.url, args, out)
     print()
     print(table(results, versions))

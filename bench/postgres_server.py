@@ -43,6 +43,12 @@ class PostgresServer:
         if os.geteuid() != 0:
             self._as = {}
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's PID: the process this object started."""
+        assert self._proc is not None, "the server is not running"
+        return self._proc.pid
+
     def start(self, timeout: float = 60.0) -> None:
         self._dir = tempfile.mkdtemp(prefix="conveyor-bench-pg-")
         if self._as:

@@ -71,7 +71,7 @@ class WorkerProcess:
     def rss_mb(self) -> float:
         """Resident set size now (VmRSS of /proc/PID/status), in MiB, summed over the process
         and its descendants (Celery's prefork children count: they are its worker)."""
-        return sum(_rss_kib(pid) for pid in _tree(self.pid)) / 1024
+        return sum(_rss_kib(pid) for pid in process_tree(self.pid)) / 1024
 
     def log_tail(self, lines: int = 20) -> str:
         self._log.flush()
@@ -93,7 +93,20 @@ class WorkerProcess:
         self._log.close()
 
 
-def _tree(pid: int) -> list[int]:
+#: clock ticks a second, the unit of /proc/<pid>/stat's CPU times
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command's name (which may hold spaces):
+    [1] the parent's PID, [11] and [12] user and system CPU, [13] and [14] those of the
+    children it has reaped, in ``TICK``s."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
     pids, todo = [], [pid]
     while todo:
         current = todo.pop()

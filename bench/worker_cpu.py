@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import bodies, like
-from bench.procs import Body, Workers
+from bench.procs import TICK, Body, Workers, stat_fields
 from bench.redis_server import RedisServer
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,7 @@ class Usage:
 
 def usage(pid: int) -> Usage:
     """Of the whole process: CPU from /proc/<pid>/stat, switches summed over its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
     voluntary = involuntary = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
